@@ -11,3 +11,36 @@ torch.set_num_threads(1)
 import host  # noqa: E402
 
 host.bootstrap()  # the pack is importable as `comfyui_personalvideo` from here on
+
+import pytest  # noqa: E402
+
+import tiny_models  # noqa: E402
+
+
+@pytest.fixture
+def tiny_model():
+    """A fresh small SD1.5-layout MODEL (ModelPatcher) with random weights."""
+    return tiny_models.tiny_sd15_model(seed=0)
+
+
+@pytest.fixture
+def conds(tiny_model):
+    return tiny_models.random_cond(tiny_model, 1), tiny_models.random_cond(tiny_model, 2)
+
+
+@pytest.fixture
+def make_adapter():
+    """Build an adapter for a model with non-zero (random) up weights, so it has an effect."""
+    from comfyui_personalvideo.sia import AdapterInfo, SIAAdapter, discover_targets
+
+    def make(model, seed=1, rank=4, alpha=4.0, std=0.3, name="tester"):
+        found = discover_targets(model.model.diffusion_model)
+        adapter = SIAAdapter.initialise(found.targets, rank=rank, alpha=alpha, seed=seed,
+                                        info=AdapterInfo(name=name, trigger=f"embedding:{name} person"))
+        g = torch.Generator().manual_seed(seed + 100)
+        for path in adapter.paths:
+            adapter.up[path] = torch.randn(adapter.up[path].shape, generator=g) * std
+            adapter.down[path] = adapter.down[path].detach()
+        return adapter
+
+    return make

@@ -112,11 +112,20 @@ def bootstrap():
         folder_paths.models_dir = str(models)
         import nodes
 
+        # Load the host's own extra nodes and the custom nodes folder as ComfyUI's start-up does,
+        # with our pack linked into a custom_nodes folder of the test's own.
         link = install_pack_link(server_base_dir())
-        loaded = nodes.load_custom_node(str(link))
-        if inspect.isawaitable(loaded):
-            loaded = asyncio.run(loaded)
-        if loaded is False or PACK_MODULE not in sys.modules:
+        custom_paths = [str(link.parent)]
+        if is_modern_host():  # packs the checkout has (e.g. AnimateDiff-Evolved) load too
+            custom_paths.append(str(root / "custom_nodes"))
+        folder_paths.folder_names_and_paths["custom_nodes"] = (custom_paths, set())
+        if hasattr(nodes, "init_extra_nodes"):
+            result = nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False)
+            if inspect.isawaitable(result):
+                asyncio.run(result)
+        else:
+            nodes.init_custom_nodes()
+        if PACK_MODULE not in sys.modules or "PV_ApplySIALateSteps" not in nodes.NODE_CLASS_MAPPINGS:
             raise RuntimeError("ComfyUI failed to import the pack (see the log above)")
     finally:
         sys.argv = saved_argv

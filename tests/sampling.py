@@ -9,11 +9,15 @@ def schedule(model, scheduler: str, steps: int) -> torch.Tensor:
 
     if hasattr(comfy.samplers, "calculate_sigmas"):
         return comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps).cpu()
-    return comfy.samplers.calculate_sigmas_scheduler(model.model, scheduler, steps).cpu()
+    # older hosts: the model sampling a patch (e.g. ModelSamplingDiscrete) sets, else the model's own
+    from types import SimpleNamespace
+
+    model_sampling = model.object_patches.get("model_sampling", model.model.model_sampling)
+    return comfy.samplers.calculate_sigmas_scheduler(SimpleNamespace(model_sampling=model_sampling), scheduler, steps).cpu()
 
 
 def sample(model, positive, negative, steps=4, sampler_name="lcm", scheduler="sgm_uniform", cfg=1.0,
-           seed=0, frames=1, size=16, latent=None):
+           seed=0, frames=1, size=32, latent=None):
     """Sample through comfy.sample.sample_custom; returns (final latent, [denoised per step])."""
     import comfy.sample
     import comfy.samplers
