@@ -88,8 +88,11 @@ def install_pack_link(base: Path) -> Path:
     return link
 
 
-def bootstrap():
-    """Import the host in-process (CPU) and load the pack through it. Idempotent."""
+def bootstrap(with_pack: bool = True):
+    """Import the host in-process (CPU) and load the pack through it. Idempotent.
+
+    ``with_pack=False`` starts the host without the pack; :func:`load_pack` adds it later.
+    """
     if "nodes" in _state:
         return _state["nodes"]
     root = host_root()
@@ -115,7 +118,7 @@ def bootstrap():
         # Load the host's own extra nodes and the custom nodes folder as ComfyUI's start-up does,
         # with our pack linked into a custom_nodes folder of the test's own.
         link = install_pack_link(server_base_dir())
-        custom_paths = [str(link.parent)]
+        custom_paths = [str(link.parent)] if with_pack else []
         if is_modern_host():  # packs the checkout has (e.g. AnimateDiff-Evolved) load too
             custom_paths.append(str(root / "custom_nodes"))
         folder_paths.folder_names_and_paths["custom_nodes"] = (custom_paths, set())
@@ -125,12 +128,21 @@ def bootstrap():
                 asyncio.run(result)
         else:
             nodes.init_custom_nodes()
-        if PACK_MODULE not in sys.modules or "PV_ApplySIALateSteps" not in nodes.NODE_CLASS_MAPPINGS:
+        if with_pack and (PACK_MODULE not in sys.modules or "PV_ApplySIALateSteps" not in nodes.NODE_CLASS_MAPPINGS):
             raise RuntimeError("ComfyUI failed to import the pack (see the log above)")
     finally:
         sys.argv = saved_argv
     _state["nodes"] = nodes
     return nodes
+
+
+def load_pack():
+    """Load the pack into a host started with ``bootstrap(with_pack=False)``."""
+    nodes = _state["nodes"]
+    result = nodes.load_custom_node(str(install_pack_link(server_base_dir())))
+    if inspect.isawaitable(result):
+        result = asyncio.run(result)
+    return result
 
 
 def models_dir() -> Path:

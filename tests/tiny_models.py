@@ -70,12 +70,12 @@ def sd15_model_config(unet_config: dict):
     return config
 
 
-def tiny_sd15_model(seed: int = 0, full_size: bool = False, device="cpu"):
+def tiny_sd15_model(seed: int = 0, full_size: bool = False, device="cpu", model_channels: int = 32):
     """A ModelPatcher around a BaseModel with an SD1.5-layout UNet and random weights."""
     import comfy.model_base
     import comfy.model_patcher
 
-    config = sd15_model_config(sd15_unet_config(full_size=full_size))
+    config = sd15_model_config(sd15_unet_config(model_channels=model_channels, full_size=full_size))
     base = comfy.model_base.BaseModel(config, device=device)
     initialise(base.diffusion_model, seed)
     base.eval()
@@ -89,3 +89,46 @@ def context_dim(model) -> int:
 def random_cond(model, seed: int, tokens: int = 77):
     g = torch.Generator().manual_seed(seed)
     return [[torch.randn(1, tokens, context_dim(model), generator=g), {}]]
+
+
+def save_tiny_controlnet(path: str, seed: int = 3, model_channels: int = 64) -> str:
+    """A ControlNet with the SD1.5 ControlNet layout for a small UNet, random weights, ldm keys.
+
+    ComfyUI's loader gives an undetected ControlNet 64-channel heads, so the
+    UNet it goes with must be at least 64 channels wide.
+    """
+    import comfy.cldm.cldm
+    from safetensors.torch import save_file
+
+    config = sd15_unet_config(model_channels=model_channels)
+    for key in ("out_channels", "transformer_depth_output"):
+        config.pop(key)
+    net = comfy.cldm.cldm.ControlNet(hint_channels=3, device="cpu", **config)
+    initialise(net, seed)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, path)
+    return path
+
+
+def save_kohya_lora(path: str, model, module_filter, rank: int = 4, seed: int = 5, std: float = 0.2) -> list:
+    """A random LoRA file in kohya/diffusers naming on the UNet Linears whose ldm path passes module_filter."""
+    import comfy.utils
+    from safetensors.torch import save_file
+
+    diffusers_to_ldm = comfy.utils.unet_to_diffusers(model.model.model_config.unet_config)
+    g = torch.Generator().manual_seed(seed)
+    modules = dict(model.model.diffusion_model.named_modules())
+    tensors, chosen = {}, []
+    for diffusers_key, ldm_key in sorted(diffusers_to_ldm.items()):
+        if not diffusers_key.endswith(".weight"):
+            continue
+        ldm_path = ldm_key[: -len(".weight")]
+        layer = modules.get(ldm_path)
+        if not isinstance(layer, torch.nn.Linear) or not module_filter(ldm_path):
+            continue
+        key = "lora_unet_" + diffusers_key[: -len(".weight")].replace(".", "_")
+        tensors[key + ".lora_down.weight"] = torch.randn(rank, layer.in_features, generator=g) * std
+        tensors[key + ".lora_up.weight"] = torch.randn(layer.out_features, rank, generator=g) * std
+        tensors[key + ".alpha"] = torch.tensor(float(rank))
+        chosen.append(ldm_path)
+    save_file(tensors, path)
+    return chosen
