@@ -44,3 +44,23 @@ def make_adapter():
         return adapter
 
     return make
+
+
+@pytest.fixture(scope="session")
+def sd15_checkpoint():
+    """Path of an SD1.5-size random-weight checkpoint (built once per session, ~25 s)."""
+    import full_models
+
+    path = host.models_dir() / "checkpoints" / "sd15_random.safetensors"
+    with torch.inference_mode():
+        full_models.save_sd15_checkpoint(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def comfy_server():
+    import server
+
+    srv = server.ComfyServer().start()
+    yield srv
+    srv.stop()

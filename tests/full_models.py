@@ -1,0 +1,53 @@
+"""SD1.5-size random-weight model files that ComfyUI's own loaders accept.
+
+For what only full-size architectures can show (a checkpoint the stock
+CheckpointLoaderSimple detects as SD1.5, AnimateDiff motion models, timings):
+UNet, CLIP-L text encoder and VAE built from ComfyUI's classes with the SD1.5
+shapes, random weights (no downloads), saved as one fp16 .safetensors with the
+usual ldm key prefixes.  Building and saving takes ~20 s and ~2 GB of disk.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+import tiny_models
+
+VAE_DDCONFIG = dict(double_z=True, z_channels=4, resolution=256, in_channels=3, out_ch=3, ch=128,
+                    ch_mult=[1, 2, 4, 4], num_res_blocks=2, attn_resolutions=[], dropout=0.0)
+
+
+def _prefixed(prefix: str, module: torch.nn.Module) -> dict:
+    return {prefix + k: v.detach().to(torch.float16).contiguous() for k, v in module.state_dict().items()}
+
+
+@torch.no_grad()
+def sd15_state_dict(seed: int = 0) -> dict:
+    import comfy.ldm.modules.diffusionmodules.model as vae_parts
+    import comfy.sd1_clip
+
+    sd = {}
+    unet = tiny_models.tiny_sd15_model(seed=seed, full_size=True).model.diffusion_model
+    sd.update(_prefixed("model.diffusion_model.", unet))
+    del unet
+    clip = comfy.sd1_clip.SDClipModel(device="cpu")
+    tiny_models.initialise(clip.transformer, seed + 1)
+    sd.update(_prefixed("cond_stage_model.transformer.", clip.transformer))
+    del clip
+    vae = torch.nn.ModuleDict({
+        "encoder": vae_parts.Encoder(**VAE_DDCONFIG), "decoder": vae_parts.Decoder(**VAE_DDCONFIG),
+        "quant_conv": torch.nn.Conv2d(8, 8, 1), "post_quant_conv": torch.nn.Conv2d(4, 4, 1)})
+    tiny_models.initialise(vae, seed + 2)
+    sd.update(_prefixed("first_stage_model.", vae))
+    return {k: v for k, v in sd.items() if not k.endswith("position_ids")}
+
+
+def save_sd15_checkpoint(path: str, seed: int = 0) -> str:
+    from safetensors.torch import save_file
+
+    if not os.path.exists(path):
+        tmp = path + ".tmp"
+        save_file(sd15_state_dict(seed), tmp, metadata={"note": "random weights for tests, not a real model"})
+        os.replace(tmp, path)
+    return path
