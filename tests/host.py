@@ -88,17 +88,18 @@ def install_pack_link(base: Path) -> Path:
     return link
 
 
-def bootstrap(with_pack: bool = True):
+def bootstrap(with_pack: bool = True, cpu: bool = True):
     """Import the host in-process (CPU) and load the pack through it. Idempotent.
 
     ``with_pack=False`` starts the host without the pack; :func:`load_pack` adds it later.
+    ``cpu=False`` lets the host use a GPU (benchmarks); tests always run on the CPU.
     """
     if "nodes" in _state:
         return _state["nodes"]
     root = host_root()
     sys.path.insert(0, str(root))
     saved_argv = sys.argv
-    sys.argv = [saved_argv[0], "--cpu"]
+    sys.argv = [saved_argv[0]] + (["--cpu"] if cpu else [])
     try:
         import comfy.options
 
