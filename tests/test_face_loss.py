@@ -205,3 +205,22 @@ def test_importing_the_face_stack_imports_no_heavy_library():
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_stack_built_inside_a_node_still_trains(astronaut_pack, tmp_path):
+    """ComfyUI runs nodes under inference_mode: the loader, the encoder and the references are made
+    there, the trainer then runs the loss under inference_mode(False) and backpropagates."""
+    with torch.inference_mode():
+        with insightface_folders(astronaut_pack):
+            fa = analysis.build_face_analysis("antelopev2", "CPU")
+        s = analysis.load_face_stack(fa)
+        enc = s.encoder(device="cpu", cache_dir=str(tmp_path))
+        refs = references.embed_references(s.detector, enc, photo_image("astronaut"))
+        loss_fn = IdentityLoss(s.detector, enc, refs.embeddings)
+        assert refs.embeddings.is_inference()
+    assert not any(p.is_inference() for p in enc.parameters())
+    with torch.inference_mode(False):
+        frames = _frames("grace_hopper").requires_grad_(True)
+        out = loss_fn(frames)
+        out.loss.backward()
+    assert frames.grad.abs().sum() > 0

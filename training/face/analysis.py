@@ -121,7 +121,8 @@ class FaceStack:
             self._encoders[path] = load_recognizer(path, cache_dir)
         enc = self._encoders[path]
         if device is not None:
-            enc.to(device)
+            with torch.inference_mode(False):  # .to() under inference mode would make inference tensors
+                enc.to(device)
         return enc
 
     def onnx_recognizer(self) -> OnnxRecognizer:

@@ -309,7 +309,17 @@ def load_onnx_recognizer(path: str, cache_dir: str | None, *, use_cache: bool = 
 
 
 def load_recognizer(path: str, cache_dir: str | None = None) -> ArcFaceEncoder:
-    """A frozen encoder from ``.onnx`` (converted, cached) or arcface_torch ``.pth``/``.pt``."""
+    """A frozen encoder from ``.onnx`` (converted, cached) or arcface_torch ``.pth``/``.pt``.
+
+    Built outside inference mode even when called from a ComfyUI node (which runs
+    under ``torch.inference_mode()``): inference tensors as weights would make any
+    later backward pass through the encoder fail.
+    """
+    with torch.inference_mode(False):
+        return _load_recognizer(path, cache_dir)
+
+
+def _load_recognizer(path: str, cache_dir: str | None) -> ArcFaceEncoder:
     ext = os.path.splitext(path)[1].lower()
     if ext == ".onnx":
         return load_onnx_recognizer(path, cache_dir)

@@ -64,7 +64,8 @@ class IdentityLoss:
             raise FaceStackError("identity loss needs reference embeddings [M, D] with M >= 1")
         self.detector = detector
         self.encoder = encoder
-        self.references = F.normalize(references.detach().float(), dim=-1)
+        with torch.inference_mode(False):  # references made inside a node are inference tensors
+            self.references = F.normalize(references.detach().float().clone(), dim=-1)
         self.det_sizes = det_sizes
         self.min_face_px = min_face_px
         self.frames_seen = 0
@@ -102,7 +103,8 @@ class IdentityLoss:
         if not idx:
             return IdentityLossResult(frames.float().sum() * 0.0, similarity, [], skipped)
         device = frames.device
-        self.encoder.to(device)
+        with torch.inference_mode(False):
+            self.encoder.to(device)
         crops = warp_affine(frames[idx].float(), mats, self.encoder.input_size)
         emb = F.normalize(self.encoder(crops), dim=-1)
         cos = emb @ self.references.to(device).T  # [F, M]
