@@ -59,8 +59,8 @@ def sd15_checkpoint():
 
 @pytest.fixture(scope="session")
 def comfy_server():
-    import server
+    import comfy_server
 
-    srv = server.ComfyServer().start()
+    srv = comfy_server.ComfyServer().start()
     yield srv
     srv.stop()

@@ -13,6 +13,7 @@ import os
 import torch
 
 import tiny_models
+from tiny_models import initialise
 
 VAE_DDCONFIG = dict(double_z=True, z_channels=4, resolution=256, in_channels=3, out_ch=3, ch=128,
                     ch_mult=[1, 2, 4, 4], num_res_blocks=2, attn_resolutions=[], dropout=0.0)
@@ -51,3 +52,52 @@ def save_sd15_checkpoint(path: str, seed: int = 0) -> str:
         save_file(sd15_state_dict(seed), tmp, metadata={"note": "random weights for tests, not a real model"})
         os.replace(tmp, path)
     return path
+
+
+def save_animatelcm_motion_model(path: str, seed: int = 11) -> str:
+    """A motion model in the AnimateLCM file layout (SD1.5 widths), random weights.
+
+    Built with AnimateDiff-Evolved's own classes from a dict naming the layout's
+    keys; saved without ``pos_encoder`` entries, which is how its loader tells
+    AnimateLCM apart. Needs AnimateDiff-Evolved importable in the host.
+    """
+    import importlib
+
+    from safetensors.torch import save_file
+
+    ad = importlib.import_module(_ade_module_name() + ".animatediff.motion_module_ad")
+    if os.path.exists(path):
+        return path
+    names = {}
+    for kind, blocks, modules in (("down_blocks", 4, 2), ("up_blocks", 4, 3)):
+        for b in range(blocks):
+            for m in range(modules):
+                for a in range(2):
+                    key = (f"{kind}.{b}.motion_modules.{m}.temporal_transformer.transformer_blocks.0."
+                           f"attention_blocks.{a}.to_q.weight")
+                    names[key] = torch.empty(0)
+    sd, info = ad.normalize_ad_state_dict(names, os.path.basename(path))
+    with torch.no_grad():
+        model = ad.AnimateDiffModel(sd, info)
+        initialise(model, seed)
+        state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()
+                 if "pos_encoder" not in k}
+    tmp = path + ".tmp"
+    save_file(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _ade_module_name() -> str:
+    import sys
+
+    for name, module in list(sys.modules.items()):
+        if name.endswith(("ComfyUI-AnimateDiff-Evolved", "comfyui-animatediff-evolved")) and hasattr(module, "__path__"):
+            return name
+    raise ModuleNotFoundError("AnimateDiff-Evolved is not loaded in this host")
+
+
+def has_animatediff_evolved() -> bool:
+    import nodes
+
+    return "ADE_AnimateDiffLoaderGen1" in nodes.NODE_CLASS_MAPPINGS

@@ -15,6 +15,7 @@ as ``comfyui_personalvideo`` (one copy of every module, shared with the host).
 from __future__ import annotations
 
 import asyncio
+import importlib.abc
 import importlib.util
 import inspect
 import os
@@ -108,12 +109,18 @@ def bootstrap(with_pack: bool = True, cpu: bool = True):
         import folder_paths
 
         models = scratch_dir() / "models"
-        for kind in ("checkpoints", "loras", "embeddings", "controlnet", "vae", "clip"):
+        for kind in ("checkpoints", "loras", "embeddings", "controlnet", "vae", "text_encoders", "clip"):
+            if kind not in folder_paths.folder_names_and_paths:
+                continue  # "clip" became "text_encoders" in newer hosts
             d = models / kind
             d.mkdir(parents=True, exist_ok=True)
             paths, exts = folder_paths.folder_names_and_paths[kind]
             folder_paths.folder_names_and_paths[kind] = ([str(d)], exts)
         folder_paths.models_dir = str(models)
+        if (root / "utils" / "__init__.py").exists():
+            # newer hosts: main.py imports the root `utils` package before nodes.py puts comfy/ (which
+            # has a utils.py) first on sys.path
+            import utils.install_util  # noqa: F401
         import nodes
 
         # Load the host's own extra nodes and the custom nodes folder as ComfyUI's start-up does,
@@ -129,12 +136,44 @@ def bootstrap(with_pack: bool = True, cpu: bool = True):
                 asyncio.run(result)
         else:
             nodes.init_custom_nodes()
-        if with_pack and (PACK_MODULE not in sys.modules or "PV_ApplySIALateSteps" not in nodes.NODE_CLASS_MAPPINGS):
-            raise RuntimeError("ComfyUI failed to import the pack (see the log above)")
+        if with_pack:
+            _alias_pack_module()
+            if PACK_MODULE not in sys.modules or "PV_ApplySIALateSteps" not in nodes.NODE_CLASS_MAPPINGS:
+                raise RuntimeError("ComfyUI failed to import the pack (see the log above)")
     finally:
         sys.argv = saved_argv
     _state["nodes"] = nodes
     return nodes
+
+
+class _PackAlias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Makes ``comfyui_personalvideo.x`` the very module the host imported under its own name."""
+
+    def __init__(self, real_name: str):
+        self.real_name = real_name
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == PACK_MODULE or fullname.startswith(PACK_MODULE + "."):
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        return importlib.import_module(self.real_name + spec.name[len(PACK_MODULE):])
+
+    def exec_module(self, module):
+        pass
+
+
+def _alias_pack_module() -> None:
+    """Newer hosts register a pack under its folder path; give tests one importable name for it."""
+    if PACK_MODULE in sys.modules:
+        return
+    init = os.path.realpath(PACK_DIR / "__init__.py")
+    names = [n for n, m in list(sys.modules.items())
+             if getattr(m, "__file__", None) and os.path.realpath(m.__file__) == init]
+    if names:
+        sys.meta_path.insert(0, _PackAlias(min(names, key=len)))
+        importlib.import_module(PACK_MODULE)
 
 
 def load_pack():
@@ -143,6 +182,7 @@ def load_pack():
     result = nodes.load_custom_node(str(install_pack_link(server_base_dir())))
     if inspect.isawaitable(result):
         result = asyncio.run(result)
+    _alias_pack_module()
     return result
 
 

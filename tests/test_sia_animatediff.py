@@ -1,0 +1,99 @@
+"""The adapter under AnimateDiff-Evolved's sampling, with a random AnimateLCM-layout motion model.
+
+Runs where AnimateDiff-Evolved is installed in the host (e.g. COMFYUI_ROOT pointing at a
+modern ComfyUI with the pack in its custom_nodes); skipped otherwise. Uses SD1.5-size random
+weights: AnimateDiff motion models only fit SD1.5 widths.
+"""
+import os
+
+import pytest
+import torch
+
+import folder_paths
+import nodes
+from comfyui_personalvideo.sia import AdapterInfo, SIAAdapter, apply_sia, discover_targets
+
+import full_models
+import sampling
+
+pytestmark = [pytest.mark.slow, pytest.mark.animatediff]
+
+if not full_models.has_animatediff_evolved():
+    pytest.skip("AnimateDiff-Evolved is not installed in this ComfyUI host", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def animated(sd15_checkpoint):
+    with torch.inference_mode():
+        folder = folder_paths.get_folder_paths("animatediff_models")[0]
+        os.makedirs(folder, exist_ok=True)
+        full_models.save_animatelcm_motion_model(os.path.join(folder, "AnimateLCM_random.safetensors"))
+        ckpt = os.path.join(folder_paths.get_folder_paths("checkpoints")[0], "sd15_random.safetensors")
+        if not os.path.exists(ckpt):
+            os.symlink(sd15_checkpoint, ckpt)
+        model, clip, _ = nodes.CheckpointLoaderSimple().load_checkpoint("sd15_random.safetensors")[:3]
+        (ad_model,) = nodes.NODE_CLASS_MAPPINGS["ADE_AnimateDiffLoaderGen1"]().load_mm_and_inject_params(
+            model, "AnimateLCM_random.safetensors", "lcm avg(sqrt_linear,linear)")[:1]
+        (pos,) = nodes.CLIPTextEncode().encode(clip, "a person walking")
+        (neg,) = nodes.CLIPTextEncode().encode(clip, "")
+    found = discover_targets(model.model.diffusion_model)
+    adapter = SIAAdapter.initialise(found.targets, rank=4, seed=2, info=AdapterInfo(name="ade"))
+    for p in adapter.paths:
+        adapter.up[p] = torch.randn(adapter.up[p].shape, generator=torch.Generator().manual_seed(9)) * 0.05
+    return model, ad_model, pos, neg, adapter
+
+
+def _sample(model, pos, neg):
+    with torch.inference_mode():
+        return sampling.sample(model, pos, neg, steps=4, cfg=1.0, frames=8, size=64, seed=4)
+
+
+def test_motion_model_acts_and_adapter_changes_only_the_last_step(animated):
+    plain, ad_model, pos, neg, adapter = animated
+    patched_calls = {"target": 0, "motion": 0, "motion_patched": 0}
+
+    def hook(module, inputs, output):
+        if not isinstance(module, torch.nn.Linear):
+            return
+        qualname = type(module).__module__
+        if "AnimateDiff" in qualname or "animatediff" in qualname or getattr(module, "_pv_motion", False):
+            patched_calls["motion"] += 1
+            patched_calls["motion_patched"] += int("forward" in module.__dict__)
+        elif "forward" in module.__dict__:
+            patched_calls["target"] += 1
+
+    # tag every Linear that lives inside a motion module once they are injected
+    def tag(module, inputs):
+        for m in module.modules():
+            if isinstance(m, torch.nn.Linear):
+                m._pv_motion = True
+
+    mm_cls = [c for n, c in vars(__import__(full_models._ade_module_name() + ".animatediff.motion_module_ad",
+                                              fromlist=["x"])).items() if n == "VanillaTemporalModule"][0]
+    handles = [torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda m, i: tag(m, i) if isinstance(m, mm_cls) else None),
+        torch.nn.modules.module.register_module_forward_hook(hook)]
+    try:
+        _, no_motion = _sample(plain, pos, neg)
+        _, motion = _sample(ad_model, pos, neg)
+        _, both = _sample(apply_sia(ad_model, adapter, 1.0, 0.75)[0], pos, neg)
+    finally:
+        for h in handles:
+            h.remove()
+    assert not torch.equal(no_motion[0], motion[0])                       # the motion model takes part
+    assert all(torch.equal(a, b) for a, b in zip(motion[:3], both[:3]))   # adapter off on steps 0-2
+    assert not torch.equal(motion[3], both[3])                            # on at the last step
+    assert patched_calls["motion"] > 0 and patched_calls["motion_patched"] == 0
+    assert patched_calls["target"] > 0
+
+
+def test_adapter_applied_before_the_motion_model_works_too(animated):
+    plain, ad_model, pos, neg, adapter = animated
+    with torch.inference_mode():
+        sia_first = apply_sia(plain, adapter, 1.0, 0.75)[0]
+        (both,) = nodes.NODE_CLASS_MAPPINGS["ADE_AnimateDiffLoaderGen1"]().load_mm_and_inject_params(
+            sia_first, "AnimateLCM_random.safetensors", "lcm avg(sqrt_linear,linear)")[:1]
+    _, motion = _sample(ad_model, pos, neg)
+    _, adapted = _sample(both, pos, neg)
+    assert all(torch.equal(a, b) for a, b in zip(motion[:3], adapted[:3]))
+    assert not torch.equal(motion[3], adapted[3])
