@@ -38,8 +38,8 @@ class ComfyServer:
     def output(self) -> Path:
         return self.base / "output"
 
-    def start(self, timeout: float = 120.0) -> "ComfyServer":
-        args = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port)]
+    def start(self, timeout: float = 120.0, extra_args=()) -> "ComfyServer":
+        args = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port), *extra_args]
         if host.is_modern_host():
             args += ["--base-directory", str(self.base)]
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")

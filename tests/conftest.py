@@ -61,6 +61,13 @@ def sd15_checkpoint():
 def comfy_server():
     import comfy_server
 
-    srv = comfy_server.ComfyServer().start()
+    # a user's extra_model_paths.yaml with a `sia:` entry, to check the pack merges with it
+    yaml_models = host.scratch_dir() / "yaml_models"
+    (yaml_models / "sia").mkdir(parents=True, exist_ok=True)
+    config = host.scratch_dir() / "extra_model_paths.yaml"
+    config.write_text(f"personalvideo_tests:\n    base_path: {yaml_models}\n    sia: sia\n")
+    srv = comfy_server.ComfyServer()
+    srv.yaml_sia = yaml_models / "sia"
+    srv.start(extra_args=["--extra-model-paths-config", str(config)])
     yield srv
     srv.stop()

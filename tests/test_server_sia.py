@@ -28,6 +28,7 @@ def served_models(comfy_server, sd15_checkpoint):
     for p in adapter.paths:
         adapter.up[p] = torch.randn(adapter.up[p].shape) * 0.05
     save_adapter(adapter, str(comfy_server.models / "sia" / "served.safetensors"))
+    save_adapter(adapter, str(comfy_server.yaml_sia / "from_yaml.safetensors"))
     return comfy_server
 
 
@@ -55,7 +56,9 @@ def test_object_info_describes_our_nodes(served_models):
     assert load["category"] == apply["category"] == "PersonalVideo"
     assert load["display_name"] == "Load SIA Adapter" and apply["display_name"] == "Apply SIA at Late Steps"
     assert load["output"] == ["SIA_ADAPTER", "STRING"]
-    assert "served.safetensors" in load["input"]["required"]["adapter_name"][0]
+    choices = load["input"]["required"]["adapter_name"][0]
+    assert "served.safetensors" in choices          # ComfyUI/models/sia
+    assert "from_yaml.safetensors" in choices       # a sia: folder from extra_model_paths.yaml
     assert apply["input"]["required"]["start_percent"][1]["default"] == 0.75
     assert apply["input"]["required"]["strength"][1]["tooltip"]
 

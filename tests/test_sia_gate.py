@@ -79,3 +79,30 @@ def test_original_model_samples_bit_identically_after_the_patched_one_is_gone(ti
     assert all(torch.equal(a, b) for a, b in zip(steps_before, steps_after))
     assert tiny_model.object_patches == {}
     assert "patches" not in tiny_model.model_options.get("transformer_options", {})
+
+
+def test_without_a_schedule_the_adapter_stays_off_and_says_so_once(caplog):
+    from comfyui_personalvideo.sia.gate import GateState
+
+    state = GateState(0.75)
+    sigma = torch.tensor([0.7])
+    with caplog.at_level("WARNING", logger="PersonalVideo"):
+        state.observe({"sigmas": sigma})
+        state.observe({"sigmas": torch.tensor([0.3])})
+    assert state.active is False
+    assert sum("gave no schedule" in r.getMessage() for r in caplog.records) == 1
+    every = GateState(0.0)
+    every.observe({"sigmas": sigma})
+    assert every.active is True
+
+
+def test_the_gate_decides_once_per_model_evaluation():
+    from comfyui_personalvideo.sia.gate import GateState
+
+    schedule = torch.tensor([14.6, 4.08, 1.62, 0.695, 0.0])
+    state = GateState(0.75)
+    last, first = torch.tensor([0.695]), torch.tensor([14.6])
+    state.observe({"sigmas": last, "sample_sigmas": schedule})
+    assert state.active
+    state.observe({"sigmas": first, "sample_sigmas": schedule})
+    assert not state.active
