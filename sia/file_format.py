@@ -194,6 +194,9 @@ def load_adapter(path: str) -> SIAAdapter:
             raise SIAError(f"{path}: layer {naming.to_diffusers(target, info.num_res_blocks)} lacks {missing}.")
         d = _check_tensor(parts[".lora_down.weight"][0], parts[".lora_down.weight"][1], 2, path)
         u = _check_tensor(parts[".lora_up.weight"][0], parts[".lora_up.weight"][1], 2, path)
+        if parts[".alpha"][1].numel() != 1:
+            raise SIAError(f"{path}: {parts['.alpha'][0]} has shape {tuple(parts['.alpha'][1].shape)}; "
+                           "alpha must be a single number.")
         a = _check_tensor(parts[".alpha"][0], parts[".alpha"][1].reshape(()), 0, path)
         if d.shape[0] != u.shape[1]:
             raise SIAError(f"{path}: {parts['.lora_down.weight'][0]} has rank {d.shape[0]} but "

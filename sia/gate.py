@@ -22,6 +22,7 @@ step they start from.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 
@@ -86,6 +87,7 @@ def make_gate(start_percent: float):
     return state, observe_step
 
 
+@functools.lru_cache(maxsize=None)
 def host_passes_schedule() -> bool:
     import comfy.samplers
 

@@ -123,6 +123,8 @@ def test_pickle_files_are_never_unpickled(tmp_path):
     (lambda t: t.__setitem__(next(k for k in t if k.endswith(".lora_up.weight")), torch.zeros(48, 4)),
      "square"),
     (lambda t: t.__setitem__(next(k for k in t if k.endswith(".alpha")), torch.tensor(2.0)), "one alpha"),
+    (lambda t: t.__setitem__(next(k for k in t if k.endswith(".alpha")), torch.tensor([4.0, 4.0])),
+     "alpha must be a single number"),
     (lambda t: t.__setitem__(next(k for k in t if k.endswith(".lora_up.weight")),
                              torch.full((32, 4), float("nan"))), "NaN"),
     (lambda t: t.__setitem__(next(k for k in t if k.endswith(".lora_up.weight")),
