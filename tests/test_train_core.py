@@ -1,0 +1,146 @@
+"""Trainer pieces on the real host with tiny models: loss descent, last-step-only adapter, determinism,
+no-face stop, prompts data."""
+import math
+
+import pytest
+import torch
+
+import comfy.model_management
+from comfyui_personalvideo.sia import AdapterInfo, SIAAdapter, apply_sia, discover_targets
+from comfyui_personalvideo.training import few_step_sampler, prompts, sia_trainer
+from comfyui_personalvideo.training import textual_inversion as ti
+from comfyui_personalvideo.training.errors import TrainingError
+from comfyui_personalvideo.training.face.identity_loss import IdentityLoss
+from comfyui_personalvideo.training.face.references import embed_references
+from comfyui_personalvideo.training.face import analysis
+
+import tiny_models
+from face_fixtures import tiny_onnx  # noqa: F401
+from test_train_identity import assert_same, face_analysis, parts, photo, snapshot  # noqa: F401
+
+
+def test_prompts_are_ours_and_well_formed():
+    ps = prompts.default_prompts()
+    assert len(ps) == 50 and len(set(ps)) == 50
+    assert all("{token}" in p and "{class_word}" in p for p in ps)
+    assert prompts.parse_prompts("# c\n\nwalking\n{class_word} running") == [
+        "{token} {class_word} walking", "{token} {class_word} running"]
+    with pytest.raises(TrainingError, match="prompts input is empty"):
+        prompts.parse_prompts(" \n# only a comment")
+    a, b = prompts.PromptSampler(ps, 1), prompts.PromptSampler(ps, 1)
+    assert [a.draw() for _ in range(10)] == [b.draw() for _ in range(10)]
+
+
+@pytest.fixture(scope="module")
+def setup(parts, face_analysis, photo):  # noqa: F811
+    model, clip, vae = parts
+    stack = analysis.load_face_stack(face_analysis)
+    enc = stack.encoder()
+    with torch.inference_mode():
+        refs = embed_references(stack.detector, enc, photo)
+    tp = ti.TokenPrompts(clip, "man")
+    vector = ti.class_word_vector(clip, "man")
+    loss_fn = IdentityLoss(stack.detector, enc, refs.embeddings)
+    return model, clip, vae, tp, vector, loss_fn
+
+
+def new_adapter(model, seed=0):
+    found = discover_targets(model.model.diffusion_model)
+    with torch.inference_mode(False):
+        return SIAAdapter.initialise(found.targets, rank=4, seed=seed, info=AdapterInfo(name="t"))
+
+
+def run_sia(setup, adapter, loss_fn=None, **kw):
+    model, clip, vae, tp, vector, default_loss = setup
+    settings = sia_trainer.SIATrainSettings(**dict(dict(iterations=1, frames=2, width=64, height=64, seed=11), **kw))
+    with torch.inference_mode():
+        return sia_trainer.train_sia(model, adapter, lambda t: tp.conditioning(t, vector), tp.conditioning("", vector),
+                                     vae, loss_fn or default_loss,
+                                     prompts.PromptSampler(["{token} {class_word} smiling"], 0), settings)
+
+
+def test_identity_loss_goes_down_on_a_reachable_target(setup):
+    """The same generated sample (seed 11) trained repeatedly: its identity loss must fall."""
+    adapter = new_adapter(setup[0])
+    losses = [run_sia(setup, adapter, lr=0.05, reg_lambda=0.0).loss[0] for _ in range(6)]
+    frozen = new_adapter(setup[0])
+    with torch.no_grad():
+        for p in adapter.paths:
+            frozen.down[p].copy_(adapter.down[p])
+            frozen.up[p].copy_(adapter.up[p])
+    after = run_sia(setup, frozen, lr=0.0, weight_decay=0.0).loss[0]
+    assert after < losses[0] - 0.005, (losses, after)
+
+
+def test_adapter_changes_only_the_last_step(setup):
+    model, clip, vae, tp, vector, _ = setup
+    adapter = new_adapter(model)
+    with torch.inference_mode(False), torch.no_grad():
+        g = torch.Generator().manual_seed(4)
+        for p in adapter.paths:
+            adapter.up[p].copy_(torch.randn(adapter.up[p].shape, generator=g) * 0.3)
+    cond, neg = tp.conditioning("{token} {class_word}", vector), tp.conditioning("", vector)
+    outputs = []
+    for m in (model, apply_sia(model, adapter, 1.0, start_percent=1.0)[0]):
+        grads = {}
+
+        def last(den):
+            grads["requires_grad"] = den.requires_grad
+            if den.requires_grad:
+                den.float().sum().backward()
+            grads["g"] = sum(float(p.grad.abs().sum()) for p in adapter.parameters() if p.grad is not None)
+
+        sampler = few_step_sampler.FewStepTrainingSampler(last, torch.Generator().manual_seed(1))
+        with torch.inference_mode(False):
+            noise = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(2))
+        with torch.inference_mode():
+            few_step_sampler.run_few_steps(m, sampler, few_step_sampler.lcm_schedule(m, 4), cond, neg, noise, 0)
+        outputs.append((sampler.step_outputs, grads["g"], grads["requires_grad"]))
+        for p in adapter.parameters():
+            p.grad = None
+    (plain, g_plain, _), (adapted, g_adapted, with_grad) = outputs
+    assert len(plain) == len(adapted) == 4
+    assert all(torch.equal(a, b) for a, b in zip(plain[:3], adapted[:3]))
+    assert not torch.equal(plain[3], adapted[3])
+    assert with_grad and g_plain == 0 and g_adapted > 0   # gradient reaches the adapter, only when it is attached
+
+
+def test_deterministic_for_a_seed(setup):
+    a, b = new_adapter(setup[0]), new_adapter(setup[0])
+    ha = run_sia(setup, a, iterations=2, lr=1e-2)
+    hb = run_sia(setup, b, iterations=2, lr=1e-2)
+    assert ha.loss == hb.loss
+    assert all(torch.equal(a.up[p], b.up[p]) and torch.equal(a.down[p], b.down[p]) for p in a.paths)
+
+
+def test_frames_without_faces_stop_the_run_with_a_clear_message(setup):
+    model, clip, vae = setup[:3]
+    before = snapshot(model.model, vae.first_stage_model)
+
+    class NoFace:
+        calls = 0
+
+        def __call__(self, frames):
+            NoFace.calls += 1
+            from comfyui_personalvideo.training.face.identity_loss import IdentityLossResult
+
+            return IdentityLossResult(frames.sum() * 0, torch.full((frames.shape[0],), float("nan")), [], [0])
+
+    adapter = new_adapter(model)
+    with pytest.raises(TrainingError, match="no face was found in the generated frame of 3 of 3"):
+        run_sia(setup, adapter, loss_fn=NoFace(), iterations=20, no_face_check_after=3)
+    assert NoFace.calls == 3
+    assert all(float(u.detach().abs().max()) == 0 for u in adapter.up.values())   # never stepped
+    assert_same(before, snapshot(model.model, vae.first_stage_model))
+
+
+def test_interrupt_check_is_honoured_between_iterations(setup):
+    adapter = new_adapter(setup[0])
+    model, clip, vae, tp, vector, loss_fn = setup
+    comfy.model_management.interrupt_current_processing(True)
+    settings = sia_trainer.SIATrainSettings(iterations=3, frames=1, width=64, height=64)
+    with torch.inference_mode(), pytest.raises(comfy.model_management.InterruptProcessingException):
+        sia_trainer.train_sia(model, adapter, lambda t: tp.conditioning(t, vector), tp.conditioning("", vector), vae,
+                              loss_fn, prompts.PromptSampler(["{token}"], 0), settings,
+                              check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
+    assert not comfy.model_management.processing_interrupted()

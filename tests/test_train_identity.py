@@ -1,0 +1,235 @@
+"""The trainer end to end on the real host with tiny models: both stages, files, restoration, errors."""
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import comfy.model_management
+import folder_paths
+import nodes
+from comfyui_personalvideo.nodes.train_identity import TrainPersonalVideoIdentity, train_identity
+from comfyui_personalvideo.sia import load_adapter
+from comfyui_personalvideo.training import identity_files, sia_trainer
+from comfyui_personalvideo.training.errors import TrainingError
+from comfyui_personalvideo.training.face import analysis
+from comfyui_personalvideo.training.face.errors import FaceStackError
+
+import face_fixtures as ff
+import tiny_models
+from face_fixtures import tiny_onnx  # noqa: F401
+
+SMALL = dict(ti_steps=4, ti_learning_rate=1e-2, ti_batch_size=2, sia_iterations=3, sia_learning_rate=1e-2,
+             sia_rank=4, reg_lambda=1e-2, frames=2, width=64, height=64, sampling_steps=4, seed=5)
+
+
+@pytest.fixture(scope="module")
+def face_analysis(tmp_path_factory, tiny_onnx):  # noqa: F811
+    """Detector that finds one large face in the middle of any textured frame; tiny random recogniser."""
+    kps = ff.photo_kps("astronaut")
+    big = (kps - kps.mean(0)) * 3.0 + 256
+    root = tmp_path_factory.mktemp("insightface-train")
+    ff.make_pack(root, faces=[ff.face_spec(big, (512, 512))], recognizer=tiny_onnx)
+    with ff.insightface_folders(root):
+        fa = analysis.build_face_analysis("antelopev2", "CPU")
+    analysis.load_face_stack(fa).encoder(cache_dir=str(tmp_path_factory.mktemp("enc-cache")))
+    return fa
+
+
+@pytest.fixture(scope="module")
+def photo():
+    img = ff.photo_image("astronaut").movedim(-1, 1)
+    return torch.nn.functional.interpolate(img, size=(64, 64), mode="area").movedim(1, -1).contiguous()
+
+
+@pytest.fixture(scope="module")
+def parts():
+    with torch.inference_mode():
+        return tiny_models.tiny_sd15_model(seed=0), tiny_models.tiny_clip(), tiny_models.tiny_vae()
+
+
+def snapshot(*modules):
+    out = []
+    with torch.inference_mode(False):
+        for m in modules:
+            out.append({n: (id(t), t.detach().clone()) for n, t in list(m.named_parameters()) + list(m.named_buffers())})
+    return out
+
+
+def assert_same(before, after):
+    for b, a in zip(before, after):
+        assert b.keys() == a.keys()
+        for k in b:
+            assert b[k][0] == a[k][0], f"{k} was replaced"
+            assert torch.equal(b[k][1], a[k][1]), f"{k} changed"
+
+
+def generate(model, clip, vae, text="a photo of a person"):
+    import sampling
+
+    with torch.inference_mode():
+        (pos,) = nodes.CLIPTextEncode().encode(clip, text)
+        (neg,) = nodes.CLIPTextEncode().encode(clip, "")
+        latent, _ = sampling.sample(model, pos, neg, steps=4, frames=2, size=64, seed=3)
+        return pos[0][0].clone(), vae.decode(latent).clone()
+
+
+def identity_files_of(name):
+    return [p for p in identity_files.identity_paths(name).values() if os.path.exists(p)]
+
+
+def leftovers():
+    found = []
+    for kind in ("sia", "embeddings"):
+        for d in folder_paths.get_folder_paths(kind):
+            if os.path.isdir(d):
+                found += [f for f in os.listdir(d) if f.startswith(".")]
+    return found
+
+
+def run(parts, face_analysis, photo, name, **overrides):
+    model, clip, vae = parts
+    kwargs = dict(SMALL, **overrides)
+    with torch.inference_mode():
+        return train_identity(model, clip, vae, photo, face_analysis, name, "man",
+                              "{token} {class_word} walking on a beach\n{token} {class_word} reading", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def trained(parts, face_analysis, photo):
+    model, clip, vae = parts
+    before_out = generate(model, clip, vae)
+    before = snapshot(model.model, clip.cond_stage_model, vae.first_stage_model)
+    result = run(parts, face_analysis, photo, "alice")
+    return result, before, before_out
+
+
+def test_user_models_are_bit_identical_afterwards(parts, trained):
+    model, clip, vae = parts
+    result, before, before_out = trained
+    assert_same(before, snapshot(model.model, clip.cond_stage_model, vae.first_stage_model))
+    after_out = generate(model, clip, vae)
+    assert torch.equal(before_out[0], after_out[0]) and torch.equal(before_out[1], after_out[1])
+    assert not model.object_patches and not model.patches  # the adapter went on a clone only
+
+
+def test_only_token_and_adapter_change_and_are_saved(parts, trained):
+    result, _, _ = trained
+    adapter, vector = result["adapter"], result["vector"]
+    assert any(float(u.abs().max()) > 0 for u in adapter.up.values())  # trained away from the no-op start
+    files = identity_files_of("alice")
+    assert len(files) == 2 and not leftovers()
+    loaded = load_adapter(result["paths"]["sia"])
+    for p in adapter.paths:
+        assert torch.equal(loaded.down[p], adapter.down[p]) and torch.equal(loaded.up[p], adapter.up[p])
+    assert torch.equal(loaded.embedding.reshape(-1), vector.reshape(-1))
+    assert loaded.info.trigger == result["trigger"] == "embedding:alice man"
+    assert loaded.info.training["sia"]["iterations"] == 3 and loaded.info.training["textual_inversion"]["steps"] == 4
+    assert result["curve"].ndim == 4 and result["curve"].shape[-1] == 3
+    assert result["preview"].shape == (2, 64, 64, 3)
+    assert len(result["token_losses"]) == 4 and len(result["history"].loss) == 3
+
+
+def test_embedding_works_in_comfyui_prompts_at_once(parts, trained):
+    _, clip, _ = parts
+    result, _, _ = trained
+    with torch.inference_mode():
+        (with_token,) = nodes.CLIPTextEncode().encode(clip, "embedding:alice man")
+        (plain,) = nodes.CLIPTextEncode().encode(clip, "man")
+    assert not torch.equal(with_token[0][0], plain[0][0])
+    # ComfyUI's own loading gives the trained vector, as the trainer's own injection does
+    from comfyui_personalvideo.training.textual_inversion import TokenPrompts
+
+    ours = TokenPrompts(clip, "man").conditioning("{token} {class_word}", result["vector"])[0][0]
+    torch.testing.assert_close(ours, with_token[0][0].float(), atol=1e-5, rtol=0)
+
+
+def test_name_collision_is_refused_before_training(parts, face_analysis, photo, trained):
+    path = trained[0]["paths"]["sia"]
+    stamp = os.path.getmtime(path), open(path, "rb").read()
+    with pytest.raises(TrainingError, match="exists already.*overwrite"):
+        run(parts, face_analysis, photo, "alice")
+    assert (os.path.getmtime(path), open(path, "rb").read()) == stamp
+
+
+def test_names_are_sanitised():
+    assert identity_files.sanitise_name("../../etc/passwd") == "etc_passwd"
+    assert identity_files.sanitise_name(" Alice Smith ") == "Alice_Smith"
+    sia_dir = folder_paths.get_folder_paths("sia")[0]
+    assert os.path.dirname(identity_files.identity_paths("../x")["sia"]) == sia_dir
+    for bad in ("", "..", "/", "con"):
+        with pytest.raises(TrainingError, match="identity_name"):
+            identity_files.sanitise_name(bad)
+
+
+def test_cancel_mid_run_leaves_nothing_and_model_restored(parts, face_analysis, photo):
+    model, clip, vae = parts
+    before = snapshot(model.model, clip.cond_stage_model, vae.first_stage_model)
+
+    def hook(stage, i, loss, sim):
+        if stage == "adapter" and i == 0:
+            comfy.model_management.interrupt_current_processing(True)
+
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        run(parts, face_analysis, photo, "cancelled", progress_hook=hook)
+    assert identity_files_of("cancelled") == [] and not leftovers()
+    assert_same(before, snapshot(model.model, clip.cond_stage_model, vae.first_stage_model))
+
+
+def test_no_face_in_references_is_a_clear_error(parts, face_analysis):
+    blank = torch.full((2, 64, 64, 3), 0.5)
+    with pytest.raises(FaceStackError, match="none of the 2 reference image"):
+        run(parts, face_analysis, blank, "blank")
+    assert identity_files_of("blank") == []
+
+
+def test_non_sd15_inputs_are_refused(parts, face_analysis, photo):
+    from types import SimpleNamespace
+
+    model, clip, vae = parts
+    not_sd15 = SimpleNamespace(model=SimpleNamespace(diffusion_model=torch.nn.Sequential(torch.nn.Linear(4, 4)),
+                                                     model_config=model.model.model_config))
+    with torch.inference_mode(), pytest.raises(TrainingError, match="not an SD1.5-family model"):
+        train_identity(not_sd15, clip, vae, photo, face_analysis, "x", "man", "{token} {class_word}", **SMALL)
+    fake_clip = SimpleNamespace(cond_stage_model=SimpleNamespace(clip_l=None, clip_g=None))
+    with torch.inference_mode(), pytest.raises(TrainingError, match="not an SD1.5 text encoder"):
+        train_identity(model, fake_clip, vae, photo, face_analysis, "x", "man", "{token} {class_word}", **SMALL)
+    assert identity_files_of("x") == []
+
+
+def test_disk_write_failure_leaves_no_files(parts, face_analysis, photo, monkeypatch):
+    import safetensors.torch
+
+    real = safetensors.torch.save_file
+
+    def failing(tensors, path, metadata=None):
+        if any(k.startswith("lora_unet_") for k in tensors):
+            raise OSError(28, "No space left on device")
+        return real(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", failing)
+    with pytest.raises(TrainingError, match="No space left.*Nothing was saved"):
+        run(parts, face_analysis, photo, "diskfull", ti_steps=0, sia_iterations=1)
+    assert identity_files_of("diskfull") == [] and not leftovers()
+
+
+def test_node_declares_inputs_outputs_and_tooltips():
+    spec = TrainPersonalVideoIdentity.INPUT_TYPES()
+    assert TrainPersonalVideoIdentity.RETURN_TYPES == ("SIA_ADAPTER", "STRING", "IMAGE", "IMAGE")
+    req = spec["required"]
+    for key, kind in (("model", "MODEL"), ("clip", "CLIP"), ("vae", "VAE"), ("reference_images", "IMAGE"),
+                      ("face_analysis", "FACEANALYSIS"), ("identity_name", "STRING"), ("class_word", "STRING"),
+                      ("prompts", "STRING")):
+        assert req[key][0] == kind
+    assert spec["optional"]["image_model"][0] == "MODEL"
+    defaults = {k: v[1].get("default") for k, v in req.items() if len(v) > 1}
+    assert (defaults["ti_steps"], defaults["ti_learning_rate"], defaults["ti_batch_size"]) == (400, 1e-3, 4)
+    assert (defaults["sia_iterations"], defaults["sia_learning_rate"], defaults["sampling_steps"]) == (400, 1e-4, 4)
+    assert (defaults["frames"], defaults["width"], defaults["height"]) == (16, 512, 512)
+    assert defaults["prompts"].count("\n") == 49
+    for group in spec.values():
+        for key, value in group.items():
+            assert value[1].get("tooltip"), key
+    assert nodes.NODE_CLASS_MAPPINGS["PV_TrainIdentity"] is TrainPersonalVideoIdentity
+    assert nodes.NODE_DISPLAY_NAME_MAPPINGS["PV_TrainIdentity"] == "Train PersonalVideo Identity"

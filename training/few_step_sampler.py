@@ -1,0 +1,86 @@
+"""The training sampler: a few LCM steps through ComfyUI's own sampling machinery.
+
+Used as the ``sampler`` of ``comfy.sample.sample_custom`` so that everything the
+user's MODEL brings (AnimateDiff-Evolved's motion modules and beta schedule,
+ControlNet, LoRAs, hooks) takes part exactly as when generating.  Steps
+0..n-2 run without gradient (the SIA adapter, attached with its gate set to the
+last step, is off there); the last step runs with gradient and the adapter on,
+and hands its denoised latent to ``last_step`` (decode, loss, backward, optimiser
+step) while the model is still loaded and patched for sampling.
+
+LCM update between steps: ``x = denoised + sigma_next * noise``, noise from a
+seeded CPU generator (the same on every device).
+"""
+from __future__ import annotations
+
+import comfy.samplers
+import torch
+
+from .inference_tensors import trainable_view
+
+
+class FewStepTrainingSampler(comfy.samplers.Sampler):
+    def __init__(self, last_step, generator: torch.Generator, extra_modules=()):
+        self.last_step = last_step          # callable(denoised latent with grad) -> None
+        self.generator = generator
+        self.extra_modules = tuple(extra_modules)
+        self.step_outputs = []             # denoised latent of every step (detached), for reports/tests
+
+    def _noise_like(self, x):
+        return torch.randn(x.shape, generator=self.generator, dtype=torch.float32).to(x.device, x.dtype)
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        base_model = model_wrap.inner_model
+        model_sampling = base_model.model_sampling
+        n = int(sigmas.shape[0]) - 1
+        with torch.inference_mode(False):
+            sigmas = sigmas.detach().clone()
+            noise = noise.detach().clone()
+            latent_image = torch.zeros_like(noise) if latent_image is None else latent_image.detach().clone()
+            x = model_sampling.noise_scaling(sigmas[0], noise, latent_image, self.max_denoise(model_wrap, sigmas))
+            s_in = x.new_ones([x.shape[0]])
+            with trainable_view(base_model, *self.extra_modules):
+                with torch.no_grad():
+                    for i in range(n - 1):
+                        denoised = model_wrap(x, sigmas[i] * s_in, **extra_args)
+                        self.step_outputs.append(denoised.detach())
+                        if callback is not None:
+                            callback(i, denoised, x, n)
+                        x = denoised + sigmas[i + 1] * self._noise_like(denoised)
+                x = x.detach()
+                with torch.enable_grad():
+                    denoised = model_wrap(x, sigmas[n - 1] * s_in, **extra_args)
+                    self.step_outputs.append(denoised.detach())
+                    self.last_step(denoised)
+                result = denoised.detach()
+            if callback is not None:
+                callback(n - 1, result, x, n)
+            return model_sampling.inverse_noise_scaling(sigmas[-1], result)
+
+
+def lcm_schedule(model, steps: int, scheduler: str = "sgm_uniform") -> torch.Tensor:
+    """The sampler schedule of ``model`` (with any model_sampling patch, e.g. AnimateDiff-Evolved's)."""
+    import comfy.samplers
+
+    if hasattr(model, "get_model_object"):
+        model_sampling = model.get_model_object("model_sampling")
+    else:
+        model_sampling = model.object_patches.get("model_sampling", model.model.model_sampling)
+    if hasattr(comfy.samplers, "calculate_sigmas"):
+        sigmas = comfy.samplers.calculate_sigmas(model_sampling, scheduler, steps)
+    else:
+        from types import SimpleNamespace
+
+        sigmas = comfy.samplers.calculate_sigmas_scheduler(SimpleNamespace(model_sampling=model_sampling), scheduler, steps)
+    with torch.inference_mode(False):
+        return sigmas.detach().cpu().clone()
+
+
+def run_few_steps(model, sampler, sigmas, positive, negative, noise, seed: int):
+    """One generation with ``sampler`` through comfy.sample.sample_custom (looked up now: packs wrap it)."""
+    import comfy.sample
+
+    latent = torch.zeros_like(noise)
+    return comfy.sample.sample_custom(model, noise, 1.0, sampler, sigmas, positive, negative, latent,
+                                      callback=None, disable_pbar=True, seed=seed)

@@ -1,0 +1,116 @@
+"""Where a trained identity is written, and writing it all-or-nothing.
+
+Two files per identity: the adapter ``models/sia/<name>.safetensors`` (with the
+embedding and the training settings inside) and the token
+``models/embeddings/<name>.safetensors`` (key ``emb_params``, what ComfyUI reads
+for ``embedding:<name>``).  Names are sanitised (letters, digits, ``-``, ``_``,
+``.``; no folders, no leading dot); an existing name is refused unless
+overwriting is asked for.  Both files are staged as hidden temporary files in
+their folders and renamed into place; on any failure every new file is removed
+and overwritten ones are put back.
+"""
+from __future__ import annotations
+
+import os
+import re
+import uuid
+
+import torch
+
+from .errors import TrainingError
+
+_ALLOWED = re.compile(r"[^A-Za-z0-9_.-]+")
+_RESERVED = {"con", "prn", "aux", "nul"} | {f"com{i}" for i in range(10)} | {f"lpt{i}" for i in range(10)}
+MAX_NAME = 64
+
+
+def sanitise_name(name: str) -> str:
+    if not isinstance(name, str):
+        raise TrainingError(f"identity_name must be text (got {type(name).__name__}).")
+    raw = name.strip()
+    clean = _ALLOWED.sub("_", raw.replace(" ", "_")).strip("._")
+    clean = re.sub(r"_+", "_", clean)[:MAX_NAME].rstrip("._")
+    if not clean or clean.lower() in _RESERVED:
+        raise TrainingError(f"identity_name {name!r} is not usable as a file name: use letters, digits, '-' or '_' "
+                            "(e.g. 'alice').")
+    return clean
+
+
+def identity_paths(name: str) -> dict:
+    import folder_paths
+
+    name = sanitise_name(name)
+    sia_dir = folder_paths.get_folder_paths("sia")[0]
+    emb_dir = folder_paths.get_folder_paths("embeddings")[0]
+    return {"sia": os.path.join(sia_dir, name + ".safetensors"),
+            "embedding": os.path.join(emb_dir, name + ".safetensors")}
+
+
+def check_free(name: str, overwrite: bool) -> dict:
+    """The two paths of ``name``; TrainingError if one exists and overwriting was not asked for."""
+    paths = identity_paths(name)
+    taken = [p for p in paths.values() if os.path.exists(p)]
+    if taken and not overwrite:
+        raise TrainingError(
+            f"an identity named '{sanitise_name(name)}' exists already ({', '.join(taken)}). "
+            "Choose another identity_name, or set overwrite to true to replace it.")
+    return paths
+
+
+def _embedding_writer(vector: torch.Tensor):
+    def write(path):
+        from safetensors.torch import save_file
+
+        save_file({"emb_params": vector.detach().float().cpu().reshape(1, -1).contiguous()}, path,
+                  metadata={"format": "personalvideo-token"})
+    return write
+
+
+def _adapter_writer(adapter):
+    def write(path):
+        from ..sia.file_format import save_adapter
+
+        save_adapter(adapter, path, overwrite=True)
+    return write
+
+
+def write_identity(name: str, adapter, vector: torch.Tensor, overwrite: bool = False) -> dict:
+    """Write both files or neither; returns the paths."""
+    paths = check_free(name, overwrite)
+    jobs = [(paths["embedding"], _embedding_writer(vector)), (paths["sia"], _adapter_writer(adapter))]
+    tag = uuid.uuid4().hex[:8]
+    staged, placed, backups = [], [], []
+    try:
+        for final, write in jobs:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{tag}.tmp")
+            staged.append(tmp)
+            write(tmp)
+        for (final, _), tmp in zip(jobs, staged):
+            if os.path.exists(final):
+                bak = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{tag}.bak")
+                os.replace(final, bak)
+                backups.append((bak, final))
+            os.replace(tmp, final)
+            placed.append(final)
+    except BaseException as exc:
+        for final in placed:
+            _remove(final)
+        for bak, final in backups:
+            os.replace(bak, final)
+        for tmp in staged:
+            _remove(tmp)
+        if isinstance(exc, OSError):
+            raise TrainingError(f"could not write the identity files ({exc}). Nothing was saved: free disk space "
+                                "or fix the folder permissions, then train again.") from exc
+        raise
+    for bak, _ in backups:
+        _remove(bak)
+    return paths
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,158 @@
+"""Stage 2: training the Spatial Identity Adapter with the non-reconstructive identity loss.
+
+Per iteration (paper, Sec. 3): draw a simulated prompt with the identity token;
+start from pure noise (frames x height x width); run the few-step LCM schedule
+through ComfyUI's sampling (:mod:`.few_step_sampler`) with the adapter only in
+the last step; decode one random frame with gradient; loss = identity loss
+(1 - cosine to the reference faces) + lambda * ||adapter - initial adapter||^2;
+AdamW on the adapter parameters only.
+
+Frames with no face are skipped (no optimiser step) and counted; when most
+iterations have none the run stops with a clear message.  Everything random
+comes from the seed (prompt choice, noise, frame index), so a run is
+deterministic on one machine.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from ..sia import apply_sia
+from .errors import TrainingError
+from .few_step_sampler import FewStepTrainingSampler, lcm_schedule, run_few_steps
+
+log = logging.getLogger("PersonalVideo")
+
+
+@dataclass
+class SIATrainSettings:
+    iterations: int = 400
+    lr: float = 1e-4
+    betas: tuple = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 1e-2
+    reg_lambda: float = 1e-2
+    steps: int = 4
+    scheduler: str = "sgm_uniform"
+    frames: int = 16
+    width: int = 512
+    height: int = 512
+    seed: int = 0
+    max_no_face_fraction: float = 0.5
+    no_face_check_after: int = 10
+
+    def check(self) -> None:
+        if self.iterations < 1:
+            raise TrainingError(f"sia_iterations must be at least 1 (got {self.iterations}).")
+        if self.steps < 2:
+            raise TrainingError(f"sampling_steps must be at least 2 (got {self.steps}): the adapter trains on "
+                                "the last step of a few-step schedule (4 in the paper).")
+        if self.frames < 1:
+            raise TrainingError(f"frames must be at least 1 (got {self.frames}).")
+        for name in ("width", "height"):
+            v = getattr(self, name)
+            if v < 64 or v % 8:
+                raise TrainingError(f"{name} must be a multiple of 8 and at least 64 (got {v}).")
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+
+@dataclass
+class SIAHistory:
+    loss: list = field(default_factory=list)          # identity + regulariser per iteration (NaN: skipped)
+    similarity: list = field(default_factory=list)    # face similarity of the trained frame (NaN: no face)
+    skipped: int = 0
+    last_latent: torch.Tensor | None = None           # final latent of the last iteration (all frames)
+
+
+def reg_term(params, initial) -> torch.Tensor:
+    return sum(((p - p0) ** 2).sum() for p, p0 in zip(params, initial))
+
+
+def _decode_frame(vae, base_model, z):
+    import comfy.model_management
+
+    comfy.model_management.load_models_gpu([vae.patcher])
+    dev = getattr(vae, "device", z.device)
+    dtype = getattr(vae, "vae_dtype", z.dtype)
+    pixels = vae.first_stage_model.decode(base_model.process_latent_out(z).to(dev, dtype))
+    return ((pixels.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, prompts, settings: SIATrainSettings,
+              progress=None, check_interrupt=None) -> SIAHistory:
+    """Train ``adapter`` (in place; its tensors must be fp32 leaf Parameters) on ``model``.
+
+    ``encode_prompt(text) -> CONDITIONING`` (normal tensors); ``prompts`` a
+    :class:`~.prompts.PromptSampler`; ``progress(i, loss, similarity)`` after each
+    iteration; ``check_interrupt()`` raises to cancel.  ``model`` is never changed:
+    the adapter goes on a clone.
+    """
+    settings.check()
+    params = adapter.parameters()
+    with torch.inference_mode(False):
+        for p in params:
+            if not (isinstance(p, torch.nn.Parameter) and p.requires_grad and p.dtype == torch.float32):
+                raise TrainingError("internal: adapter weights must be trainable fp32 parameters")
+        initial = [p.detach().clone() for p in params]
+        optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=tuple(settings.betas), eps=settings.eps,
+                                      weight_decay=settings.weight_decay)
+    patched, _, _ = apply_sia(model, adapter, 1.0, start_percent=1.0)  # adapter on the last step only
+    sigmas = lcm_schedule(patched, settings.steps, settings.scheduler)
+    base_model = patched.model
+    rng = random.Random(settings.seed)
+    history = SIAHistory()
+    shape = (settings.frames, 4, settings.height // 8, settings.width // 8)
+    for it in range(settings.iterations):
+        if check_interrupt is not None:
+            check_interrupt()
+        text = prompts.draw()
+        positive = encode_prompt(text)
+        frame = rng.randrange(settings.frames)
+        iter_seed = (settings.seed * 1_000_003 + it) % (2 ** 63)
+        with torch.inference_mode(False):
+            gen = torch.Generator().manual_seed(iter_seed)
+            noise = torch.randn(shape, generator=gen)
+        record = {}
+
+        def last_step(denoised, frame=frame, record=record):
+            pixels = _decode_frame(vae, base_model, denoised[frame:frame + 1])
+            out = identity_loss(pixels)
+            record["similarity"] = out.mean_similarity
+            if not out.has_face:
+                record["loss"] = float("nan")
+                return
+            total = out.loss + settings.reg_lambda * reg_term(params, initial)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            record["loss"] = float(total.detach())
+
+        sampler = FewStepTrainingSampler(last_step, gen, extra_modules=(vae.first_stage_model,))
+        latent = run_few_steps(patched, sampler, sigmas, positive, negative, noise, iter_seed)
+        history.loss.append(record.get("loss", float("nan")))
+        history.similarity.append(record.get("similarity", float("nan")))
+        if math.isnan(history.loss[-1]):
+            history.skipped += 1
+        done = it + 1
+        if done >= min(settings.no_face_check_after, settings.iterations) and \
+                history.skipped > settings.max_no_face_fraction * done:
+            raise TrainingError(
+                f"no face was found in the generated frame of {history.skipped} of {done} training iterations, "
+                "so the identity loss cannot train the adapter. The prompts, the class word or the MODEL are "
+                "probably wrong: use an SD1.5 model that makes people, keep '{token} {class_word}' in every "
+                "prompt, and a class word such as man, woman or person.")
+        if progress is not None:
+            progress(it, history.loss[-1], history.similarity[-1])
+        if it == settings.iterations - 1:
+            history.last_latent = latent.detach()
+        log.debug("[PersonalVideo] SIA iteration %d/%d: loss %.4f, similarity %.4f (%s)", done,
+                  settings.iterations, history.loss[-1], history.similarity[-1], text)
+    return history

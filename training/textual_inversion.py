@@ -1,0 +1,197 @@
+"""Stage 1: textual inversion of the identity token (one new token vector).
+
+The vector starts from the class word's token embedding and is trained with the
+ordinary noise-prediction loss on the reference photos encoded by the VAE
+(random horizontal flips as augmentation), lr 1e-3, batch 4, 400 steps by
+default.  Only the vector trains; CLIP, UNet and VAE stay frozen.  The photos
+are single images: the UNet is called directly (``apply_model``), never through
+a motion model's sampling, with the optional plain image MODEL when given.
+
+How the vector enters CLIP: prompts are written with a one-token marker word
+in place of ``{token}``; a forward hook on CLIP's token-embedding table swaps
+the marker's rows for the vector (differentiable, same on both hosts).  The
+result is saved as a ComfyUI embedding (``emb_params``) so ``embedding:<name>``
+gives the same vector in any prompt.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .errors import TrainingError
+from .inference_tensors import normal_copy, trainable_view
+
+MARKERS = ("sks", "zwx", "ohwx")
+TI_TEMPLATES = ("a photo of {token} {class_word}", "a close-up photo of {token} {class_word}",
+                "a portrait of {token} {class_word}", "a good photo of {token} {class_word}",
+                "a cropped photo of {token} {class_word}", "a bright photo of {token} {class_word}")
+
+
+@dataclass
+class TISettings:
+    steps: int = 400
+    lr: float = 1e-3
+    batch_size: int = 4
+    seed: int = 0
+
+    def check(self):
+        if self.steps < 0:
+            raise TrainingError(f"ti_steps must be 0 or more (got {self.steps}).")
+        if self.batch_size < 1:
+            raise TrainingError(f"ti_batch_size must be at least 1 (got {self.batch_size}).")
+
+    def to_json(self):
+        return asdict(self)
+
+
+def text_model(clip):
+    """The SD1.5 CLIP-L text model of a CLIP, or a clear error for other text encoders."""
+    cond = getattr(clip, "cond_stage_model", None)
+    names = [n for n in ("clip_l", "clip_g", "clip_h", "t5xxl") if hasattr(cond, n)]
+    if names != ["clip_l"]:
+        raise TrainingError(
+            f"the CLIP input is not an SD1.5 text encoder (it has {names or type(cond).__name__}). "
+            "Connect the CLIP of the same SD1.5 checkpoint as the MODEL.")
+    return cond.clip_l
+
+
+def token_embedding(clip) -> torch.nn.Module:
+    return text_model(clip).transformer.get_input_embeddings()
+
+
+def single_token_id(clip, word: str):
+    ids = [t[0] if isinstance(t, tuple) else t for t in clip.tokenize(word)["l"][0]]
+    inner = [i for i in ids[1:] if isinstance(i, int) and i not in (ids[0], ids[-1])]
+    return inner
+
+
+def pick_marker(clip) -> tuple:
+    for word in MARKERS:
+        ids = single_token_id(clip, word)
+        if len(ids) == 1:
+            return word, ids[0]
+    raise TrainingError("internal: no one-token marker word in this CLIP's vocabulary")
+
+
+def class_word_vector(clip, class_word: str) -> torch.Tensor:
+    ids = single_token_id(clip, class_word)
+    if not ids:
+        raise TrainingError(f"class_word {class_word!r} gives no tokens; use a plain word such as man, woman or person.")
+    table = token_embedding(clip).weight
+    with torch.inference_mode(False):
+        return table[ids].detach().float().mean(0).clone()
+
+
+@contextlib.contextmanager
+def inject_vector(clip, marker_id: int, vector: torch.Tensor):
+    """Within the block, CLIP sees ``vector`` wherever the marker token is."""
+    emb = token_embedding(clip)
+
+    def hook(module, args, output):
+        ids = args[0]
+        if not torch.is_tensor(ids) or ids.dtype not in (torch.int64, torch.int32):
+            return None
+        mask = (ids == marker_id).unsqueeze(-1)
+        if not bool(mask.any()):
+            return None
+        return torch.where(mask, vector.to(output.device, output.dtype), output)
+
+    handle = emb.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+class TokenPrompts:
+    """Encodes prompt templates with the identity vector in place of ``{token}``."""
+
+    def __init__(self, clip, class_word: str):
+        self.clip = clip
+        self.class_word = class_word
+        self.marker, self.marker_id = pick_marker(clip)
+
+    def text(self, template: str) -> str:
+        return template.replace("{token}", self.marker).replace("{class_word}", self.class_word)
+
+    def encode(self, template: str, vector: torch.Tensor):
+        """[1, 77, D] conditioning (with grad to ``vector`` when it requires grad) and pooled output."""
+        tokens = self.clip.tokenize(self.text(template))
+        with inject_vector(self.clip, self.marker_id, vector):
+            out = self.clip.encode_from_tokens(tokens, return_pooled=True)
+        return out
+
+    def conditioning(self, template: str, vector: torch.Tensor):
+        """A ComfyUI CONDITIONING (normal tensors, no grad) for sampling."""
+        with torch.inference_mode(False), torch.no_grad(), trainable_view(self.clip.cond_stage_model):
+            cond, pooled = self.encode(template, vector.detach())
+            return [[cond.detach().clone(), {"pooled_output": None if pooled is None else pooled.detach().clone()}]]
+
+
+def encode_references(vae, images: torch.Tensor, base_model) -> torch.Tensor:
+    """Reference photos IMAGE [B, H, W, C] -> model-space latents [B, 4, h, w] (normal tensors)."""
+    if not torch.is_tensor(images) or images.ndim != 4 or images.shape[0] == 0:
+        raise TrainingError("reference_images must be an IMAGE batch [B, H, W, C] with at least one photo.")
+    h, w = (images.shape[1] // 8) * 8, (images.shape[2] // 8) * 8
+    if h < 64 or w < 64:
+        raise TrainingError(f"reference images are too small ({images.shape[2]}x{images.shape[1]}); use at least 64x64.")
+    rgb = images[:, :h, :w, :3]
+    with torch.no_grad():
+        latents = vae.encode(rgb)
+    latents = normal_copy(latents)
+    with torch.inference_mode(False):
+        return base_model.process_latent_in(latents).float()
+
+
+def train_token(model, clip, vae, images, class_word: str, settings: TISettings, progress=None, check_interrupt=None):
+    """Learn the identity vector; returns (vector [D] fp32, TokenPrompts, losses)."""
+    import comfy.model_management
+
+    settings.check()
+    prompts = TokenPrompts(clip, class_word)
+    vector0 = class_word_vector(clip, class_word)
+    base_model = model.model
+    latents = encode_references(vae, images, base_model)
+    rng = random.Random(settings.seed)
+    losses = []
+    with torch.inference_mode(False):
+        vector = torch.nn.Parameter(vector0.clone())
+        if settings.steps == 0:
+            return vector.detach().clone(), prompts, losses
+        optimizer = torch.optim.AdamW([vector], lr=settings.lr, weight_decay=0.0)
+        gen = torch.Generator().manual_seed(settings.seed)
+    comfy.model_management.load_models_gpu([model])
+    model_sampling = base_model.model_sampling
+    device = base_model.device if hasattr(base_model, "device") else latents.device
+    dtype = base_model.get_dtype() if hasattr(base_model, "get_dtype") else torch.float32
+    with torch.inference_mode(False), trainable_view(base_model.diffusion_model, clip.cond_stage_model):
+        for step in range(settings.steps):
+            if check_interrupt is not None:
+                check_interrupt()
+            idx = [rng.randrange(latents.shape[0]) for _ in range(settings.batch_size)]
+            x0 = latents[idx].clone()
+            flip = [rng.random() < 0.5 for _ in idx]
+            for b, f in enumerate(flip):
+                if f:
+                    x0[b] = x0[b].flip(-1)
+            template = TI_TEMPLATES[rng.randrange(len(TI_TEMPLATES))]
+            cond, _ = prompts.encode(template, vector)
+            t = torch.randint(0, 1000, (len(idx),), generator=gen)
+            sigma = model_sampling.sigma(t.float()).to(torch.float32)
+            noise = torch.randn(x0.shape, generator=gen)
+            x_t = x0 + noise * sigma.view(-1, 1, 1, 1)
+            context = cond.expand(len(idx), -1, -1)
+            denoised = base_model.apply_model(x_t.to(device, dtype), sigma.to(device), c_crossattn=context.to(device, dtype))
+            eps = (x_t.to(device) - denoised.float()) / sigma.to(device).view(-1, 1, 1, 1)
+            loss = F.mse_loss(eps, noise.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            if progress is not None:
+                progress(step, losses[-1])
+        return vector.detach().clone(), prompts, losses
