@@ -97,3 +97,46 @@ def test_adapter_applied_before_the_motion_model_works_too(animated):
     _, adapted = _sample(both, pos, neg)
     assert all(torch.equal(a, b) for a, b in zip(motion[:3], adapted[:3]))
     assert not torch.equal(motion[3], adapted[3])
+
+
+def test_training_step_gradient_reaches_the_adapter_through_the_motion_modules(animated):
+    """Issue 4: the trainer's few-step sampler under AnimateDiff-Evolved: the last step's gradient
+    flows back through the motion modules into the adapter; earlier steps carry none."""
+    from comfyui_personalvideo.training import few_step_sampler
+
+    plain, ad_model, pos, neg, _ = animated
+    found = discover_targets(plain.model.diffusion_model)
+    adapter = SIAAdapter.initialise(found.targets, rank=4, seed=5, info=AdapterInfo(name="trainable"))
+    mm_module = __import__(full_models._ade_module_name() + ".animatediff.motion_module_ad", fromlist=["x"])
+    grads_through_motion = {"forward_with_grad": 0, "backward": 0}
+
+    def hook(module, inputs, output):
+        if isinstance(module, mm_module.VanillaTemporalModule) and torch.is_tensor(output) and output.requires_grad:
+            grads_through_motion["forward_with_grad"] += 1
+            output.register_hook(lambda g: grads_through_motion.__setitem__(
+                "backward", grads_through_motion["backward"] + int(g.abs().sum() > 0)))
+
+    def last_step(denoised):
+        denoised.float().pow(2).mean().backward()
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        with torch.inference_mode():
+            patched = apply_sia(ad_model, adapter, 1.0, start_percent=1.0)[0]
+            sigmas = few_step_sampler.lcm_schedule(patched, 4)
+        sampler = few_step_sampler.FewStepTrainingSampler(last_step, torch.Generator().manual_seed(1))
+        with torch.inference_mode(False):
+            noise = torch.randn((8, 4, 8, 8), generator=torch.Generator().manual_seed(2))
+        with torch.inference_mode():
+            few_step_sampler.run_few_steps(patched, sampler, sigmas, pos, neg, noise, 0)
+    finally:
+        handle.remove()
+    assert len(sampler.step_outputs) == 4
+    assert grads_through_motion["forward_with_grad"] > 0, "no motion module ran on the gradient step"
+    assert grads_through_motion["backward"] > 0, "no gradient flowed back through a motion module"
+    # `up` starts at zero, so its gradient is what a first optimiser step would use. Every layer gets one,
+    # except q and k of the middle block: at 64 px its attention sees a single token (softmax of one
+    # score is 1), so q and k cannot matter there.
+    with_grad = {n for n, p in adapter.up.items() if p.grad is not None and float(p.grad.abs().sum()) > 0}
+    assert set(adapter.up) - with_grad == {"middle_block.1.transformer_blocks.0.attn1.to_q",
+                                           "middle_block.1.transformer_blocks.0.attn1.to_k"}
