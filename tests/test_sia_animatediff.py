@@ -108,9 +108,11 @@ def test_training_step_gradient_reaches_the_adapter_through_the_motion_modules(a
     found = discover_targets(plain.model.diffusion_model)
     adapter = SIAAdapter.initialise(found.targets, rank=4, seed=5, info=AdapterInfo(name="trainable"))
     mm_module = __import__(full_models._ade_module_name() + ".animatediff.motion_module_ad", fromlist=["x"])
-    grads_through_motion = {"forward_with_grad": 0, "backward": 0}
+    grads_through_motion = {"forward": 0, "forward_with_grad": 0, "backward": 0}
 
     def hook(module, inputs, output):
+        if isinstance(module, mm_module.VanillaTemporalModule):
+            grads_through_motion["forward"] += 1
         if isinstance(module, mm_module.VanillaTemporalModule) and torch.is_tensor(output) and output.requires_grad:
             grads_through_motion["forward_with_grad"] += 1
             output.register_hook(lambda g: grads_through_motion.__setitem__(
@@ -133,6 +135,8 @@ def test_training_step_gradient_reaches_the_adapter_through_the_motion_modules(a
         handle.remove()
     assert len(sampler.step_outputs) == 4
     assert grads_through_motion["forward_with_grad"] > 0, "no motion module ran on the gradient step"
+    # 4 steps with cfg 1 = 4 model evaluations: only the last one builds a graph
+    assert grads_through_motion["forward"] == 4 * grads_through_motion["forward_with_grad"]
     assert grads_through_motion["backward"] > 0, "no gradient flowed back through a motion module"
     # `up` starts at zero, so its gradient is what a first optimiser step would use. Every layer gets one,
     # except q and k of the middle block: at 64 px its attention sees a single token (softmax of one
