@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..sia import AdapterInfo, SIAAdapter, discover_targets
+from ..sia import AdapterInfo, SIAAdapter, discover_targets, naming
 from ..sia.adapter import DEFAULT_START_PERCENT
 from ..training import identity_files, prompts as prompt_data
 from ..training.errors import TrainingError
@@ -182,7 +182,7 @@ def train_identity(model, clip, vae, reference_images, face_analysis, identity_n
     # --- stage 2: the adapter ---
     trigger = f"embedding:{name} {class_word}"
     info = AdapterInfo(name=name, trigger=trigger, start_percent=DEFAULT_START_PERCENT,
-                       num_res_blocks=_num_res_blocks(model),
+                       num_res_blocks=naming.uniform_res_blocks(model.model.model_config.unet_config.get("num_res_blocks", 2)),
                        training={"method": "PersonalVideo", "class_word": class_word, "rank": int(sia_rank),
                                  "references": len(refs.faces.labels), "textual_inversion": ti_settings.to_json(),
                                  "sia": sia_settings.to_json(), "prompts": len(templates)})
@@ -209,11 +209,6 @@ def train_identity(model, clip, vae, reference_images, face_analysis, identity_n
              paths["embedding"], history.skipped, sia_settings.iterations)
     return {"adapter": trained, "trigger": trigger, "curve": curve, "preview": preview, "paths": paths,
             "token_losses": ti_losses, "history": history, "vector": vector}
-
-
-def _num_res_blocks(model):
-    nrb = model.model.model_config.unet_config.get("num_res_blocks", 2)
-    return int(nrb[0] if isinstance(nrb, (list, tuple)) else nrb)
 
 
 def _last_finite(values):

@@ -5,15 +5,10 @@ import torch
 
 
 def schedule(model, scheduler: str, steps: int) -> torch.Tensor:
-    import comfy.samplers
+    """The run's sigmas, computed the way the trainer does (model sampling patches included)."""
+    from comfyui_personalvideo.training.few_step_sampler import lcm_schedule
 
-    if hasattr(comfy.samplers, "calculate_sigmas"):
-        return comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps).cpu()
-    # older hosts: the model sampling a patch (e.g. ModelSamplingDiscrete) sets, else the model's own
-    from types import SimpleNamespace
-
-    model_sampling = model.object_patches.get("model_sampling", model.model.model_sampling)
-    return comfy.samplers.calculate_sigmas_scheduler(SimpleNamespace(model_sampling=model_sampling), scheduler, steps).cpu()
+    return lcm_schedule(model, steps, scheduler)
 
 
 def sample(model, positive, negative, steps=4, sampler_name="lcm", scheduler="sgm_uniform", cfg=1.0,
