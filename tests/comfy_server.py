@@ -12,6 +12,7 @@ import host
 from pv_tools.comfy_process import ComfyProcess
 
 STAND_INS_DIR = host.PACK_DIR / "tests" / "stand_in_nodes"
+DEFINITIONS_DIR = host.PACK_DIR / "tests" / "data" / "node_definitions"
 
 
 class ComfyServer(ComfyProcess):
@@ -27,6 +28,13 @@ class ComfyServer(ComfyProcess):
             link.symlink_to(STAND_INS_DIR, target_is_directory=True)
         elif not stand_ins and link.is_symlink():
             link.unlink()
+        self.stand_in_packs = self.absent_packs() if stand_ins else []
+        self.env["PV_STAND_IN_PACKS"] = ",".join(self.stand_in_packs)
+
+    def absent_packs(self) -> list:
+        """Recorded third-party packs (tests/data/node_definitions) this host does not have."""
+        return [p.stem for p in sorted(DEFINITIONS_DIR.glob("*.json"))
+                if not (self.base / "custom_nodes" / p.stem).exists()]
 
     @property
     def models(self):

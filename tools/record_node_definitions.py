@@ -28,9 +28,12 @@ import tempfile
 from pathlib import Path
 
 from .comfy_process import ComfyProcess
+from .workflow_build import PACKS
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_DIR / "tests" / "data" / "node_definitions"
+FILE_LIST_NOTE = ("Recorded from the pack's code by tools/record_node_definitions.py. Lists of model or input "
+                  "files (e.g. model_name, video) are what the recording machine's folders held.")
 
 
 def git_commit(path: Path) -> str:
@@ -72,7 +75,7 @@ def record(comfyui: Path, packs: dict, wanted: set | None, python: str | None = 
         if wanted is not None:
             nodes = {n: e for n, e in nodes.items() if n in wanted}
         records[folder] = {"pack": folder, "repository": repository, "commit": git_commit(Path(path)),
-                           "host": host, "nodes": nodes}
+                           "host": host, "note": FILE_LIST_NOTE, "nodes": nodes}
     return records
 
 
@@ -97,18 +100,12 @@ def main(argv=None) -> int:
         tmp.write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n")
         os.replace(tmp, path)
         print(f"{path}: {len(rec['nodes'])} node(s) from {rec['repository']} @ {rec['commit'][:12]}")
-    unknown = sorted(t for t in used if t not in _all_known(records) and not _is_core_or_ours(t))
-    if unknown:
-        print("note: node types in the workflows not found in the recorded packs (core or ours?):", unknown)
+    missing = sorted(t for folder, types in PACKS.items() if folder in records
+                     for t in types & used if t not in records[folder]["nodes"])
+    if missing:
+        print(f"error: the workflows use node types the packs did not register: {missing}")
+        return 1
     return 0
-
-
-def _all_known(records: dict) -> set:
-    return {n for rec in records.values() for n in rec["nodes"]}
-
-
-def _is_core_or_ours(node_type: str) -> bool:
-    return node_type.startswith("PV_") or node_type in ("Note", "MarkdownNote")
 
 
 if __name__ == "__main__":
