@@ -10,6 +10,7 @@ from .result import fail, ok, warn
 CHECKPOINT = "SD1.5 checkpoint"
 LCM_LORA = "AnimateLCM LoRA"
 OPENPOSE = "OpenPose ControlNet"
+EXAMPLE_CHECKPOINT = "realisticVisionV60B1_v51VAE.safetensors"  # what the example workflows' loader names
 LCM_LORA_FILE = "AnimateLCM_sd15_t2v_lora.safetensors"
 OPENPOSE_STEM = "control_v11p_sd15_openpose"
 MODEL_EXTS = (".safetensors", ".sft") + PICKLE_EXTS
@@ -41,6 +42,9 @@ def check_checkpoint(ctx):
     bad = "; ".join(f"{os.path.basename(p)} is damaged ({why})" for p, why in damaged.items())
     if sd15:
         text = f"{len(sd15)} SD1.5 checkpoint(s): {_names(sd15)}."
+        if not any(os.path.basename(p) == EXAMPLE_CHECKPOINT for p in sd15):
+            text += (f" The example workflows name {EXAMPLE_CHECKPOINT}: pick one of yours in their "
+                     "Load Checkpoint node.")
         if bad:
             return warn(CHECKPOINT, f"{text} But {bad}.", "Delete the damaged file(s) and download them again.",
                         **details)

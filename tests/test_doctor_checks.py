@@ -391,3 +391,18 @@ def test_a_crashing_check_becomes_a_fail_line(monkeypatch):
 
     report = run_checks(context())
     assert report.exit_code == 1 and "crashed (RuntimeError: unexpected)" in report.text()
+
+
+def test_the_files_checked_are_the_ones_the_example_workflows_load():
+    from pv_tools import workflow_graph as wg
+
+    loaded = {}
+    for name in wg.names():
+        for node in wg.load(name).values():
+            for key in ("ckpt_name", "model_name", "lora_name", "control_net_name"):
+                if key in node["inputs"]:
+                    loaded.setdefault(node["class_type"], set()).add(node["inputs"][key])
+    assert loaded["CheckpointLoaderSimple"] == {workflow_models.EXAMPLE_CHECKPOINT}
+    assert loaded["ADE_AnimateDiffLoaderGen1"] == {animatediff.MOTION_MODEL}
+    assert workflow_models.LCM_LORA_FILE in loaded["LoraLoaderModelOnly"]
+    assert {os.path.splitext(f)[0] for f in loaded["ControlNetLoader"]} == {workflow_models.OPENPOSE_STEM}

