@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import os
-import re
 
 from .context import loaded_node_ids
 from .model_files import DamagedFile, check_intact, find_files, folders
+from .pack import pyproject_version
 from .result import ok, warn
 
 NAME = "AnimateDiff-Evolved"
@@ -19,15 +19,6 @@ INSTALL = ("Install ComfyUI-AnimateDiff-Evolved with ComfyUI-Manager, or: cd cus
 
 def _is_ade(name: str) -> bool:
     return "animatediff-evolved" in name.lower().replace("_", "-")
-
-
-def _version(folder: str) -> str:
-    try:
-        with open(os.path.join(folder, "pyproject.toml"), encoding="utf-8") as f:
-            m = re.search(r"(?m)^version\s*=\s*[\"']([^\"']+)", f.read())
-        return m.group(1) if m else "unknown"
-    except OSError:
-        return "unknown"
 
 
 def find_ade() -> tuple:
@@ -63,7 +54,7 @@ def check_animatediff(ctx):
         return warn(NAME, "not installed: PersonalVideo's video workflows (and training on videos) need it; "
                           "without it only image-only training and generation work.", INSTALL, **details)
     folder = enabled[0]
-    version = _version(folder)
+    version = pyproject_version(folder)
     ctx.facts["ade_folder"] = folder
     details.update(version=version)
     if len(enabled) > 1:

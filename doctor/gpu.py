@@ -11,6 +11,7 @@ GIB = 1024 ** 3
 # Training 16 frames at 512x512 (the paper's setting) is designed to fit 16 GB of GPU memory; 24 GB is certain.
 TRAIN_TARGET_GIB = 16
 TRAIN_CERTAIN_GIB = 24
+CPU_TRAIN_RAM_GIB = 14  # peak resident memory of the main job's CPU training run (SD1.5 fp32, weights cloned)
 REDUCE = ("train with fewer frames (8) or a smaller size (384x384), or use a GPU with "
           f"{TRAIN_TARGET_GIB} GB or more ({TRAIN_CERTAIN_GIB} GB for margin)")
 
@@ -74,6 +75,19 @@ def check_torch(ctx):
                           "(torch.cuda.is_available() is False).",
                     "Update the NVIDIA driver to one that supports this CUDA version, or install a torch built "
                     "for an older CUDA.", **details)
+    ram = _system_memory_gib()
+    details.update(ram_gib=ram)
+    low = (f" This machine has {ram:.0f} GiB of memory; training on the CPU holds an SD1.5 model twice in fp32 "
+           f"(about {CPU_TRAIN_RAM_GIB} GiB at the peak)." if ram is not None and ram < CPU_TRAIN_RAM_GIB else "")
     return warn(NAME, f"torch {version}, no GPU: ComfyUI computes on the CPU. Training 16 frames at 512x512 "
-                      "would take days there; only reduced runs (like the main job's) are practical.",
+                      f"would take days there; only reduced runs (like the main job's) are practical.{low}",
                 f"Train on a machine with an NVIDIA GPU of {TRAIN_TARGET_GIB} GB or more.", **details)
+
+
+def _system_memory_gib():
+    try:
+        import psutil
+
+        return round(psutil.virtual_memory().total / GIB, 1)
+    except Exception:  # noqa: BLE001
+        return None

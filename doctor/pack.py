@@ -10,9 +10,10 @@ from .result import fail, ok, warn
 NAME = "PersonalVideo pack"
 
 
-def pack_version(pack_dir: str) -> str:
+def pyproject_version(folder: str) -> str:
+    """The ``version`` of a pack's pyproject.toml ("unknown" when there is none)."""
     try:
-        with open(os.path.join(pack_dir, "pyproject.toml"), encoding="utf-8") as f:
+        with open(os.path.join(folder, "pyproject.toml"), encoding="utf-8") as f:
             m = re.search(r"(?m)^version\s*=\s*[\"']([^\"']+)", f.read())
         return m.group(1) if m else "unknown"
     except OSError:
@@ -29,7 +30,7 @@ def _custom_nodes_dirs() -> list:
 
 
 def check_pack(ctx):
-    version = pack_version(ctx.pack_dir)
+    version = pyproject_version(ctx.pack_dir)
     details = {"version": version, "folder": ctx.pack_dir}
     if ctx.in_server:
         ours = sorted(n for n in loaded_node_ids() if n.startswith("PV_"))

