@@ -228,7 +228,7 @@ def run_doctor(run: Run, root: Path, base: Path) -> None:
         raise MainJobError(f"the doctor did not produce a report (exit code {done.returncode}):\n"
                            f"{done.stdout}\n{done.stderr[-3000:]}") from None
     run.doctor = report
-    text = _doctor_text(report)
+    text = report["text"]
     out = Path(run.settings.output)
     (out / "doctor.txt").write_text(text + "\n")
     details = {c["name"]: c.get("details", {}) for c in report["checks"]}
@@ -242,15 +242,6 @@ def run_doctor(run: Run, root: Path, base: Path) -> None:
     if report["exit_code"] != 0:
         print(text, flush=True)
         raise MainJobError("the install doctor found a problem that blocks training (report above)")
-
-
-def _doctor_text(report: dict) -> str:
-    lines = []
-    for c in report["checks"]:
-        lines.append(f"[{c['status'].upper():>4}] {c['name']}: {c['message']}")
-        if c.get("fix"):
-            lines.append(f"       -> {c['fix']}")
-    return "\n".join(lines + ["", report["summary"]])
 
 
 # ---------------------------------------------------------------- workflows over HTTP
