@@ -78,17 +78,26 @@ class ComfyFrontend:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
 
+        from selenium.common.exceptions import SessionNotCreatedException
+
         browser, driver = chromium_paths()
         self._post("/settings", self.settings)
-        self._profile = tempfile.mkdtemp(prefix="pv-chromium-")
-        options = webdriver.ChromeOptions()
-        options.binary_location = browser
-        for flag in CHROMIUM_FLAGS:
-            options.add_argument(flag)
-        options.add_argument(f"--user-data-dir={self._profile}")
-        options.add_argument(f"--window-size={self.width},{self.height}")
-        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        self.driver = webdriver.Chrome(service=Service(driver), options=options)
+        for attempt in (1, 2):  # on a loaded machine Chromium occasionally dies at start: one more try
+            self._profile = tempfile.mkdtemp(prefix="pv-chromium-")
+            options = webdriver.ChromeOptions()
+            options.binary_location = browser
+            for flag in CHROMIUM_FLAGS:
+                options.add_argument(flag)
+            options.add_argument(f"--user-data-dir={self._profile}")
+            options.add_argument(f"--window-size={self.width},{self.height}")
+            options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+            try:
+                self.driver = webdriver.Chrome(service=Service(driver), options=options)
+                break
+            except SessionNotCreatedException:
+                shutil.rmtree(self._profile, ignore_errors=True)
+                if attempt == 2:
+                    raise
         # the page (not the window) gets exactly width x height, for same-size screenshots
         self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
             "width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False})

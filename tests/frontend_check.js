@@ -6,7 +6,19 @@ window.__pv = (() => {
   const MODEL_FILE = /\.(safetensors|ckpt|pt|pth|bin|onnx|sft|gguf)$/i;
   const INPUT_FILE = /\.(png|jpe?g|webp|gif|bmp|mp4|webm|mov|mkv|avi)$/i;
 
-  const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+  // key order does not matter (VideoHelperSuite saves widgets_values as an object)
+  const canon = (x) => Array.isArray(x) ? x.map(canon)
+    : x && typeof x === "object" ? Object.fromEntries(Object.keys(x).sort().map((k) => [k, canon(x[k])])) : x;
+  const same = (a, b) => JSON.stringify(canon(a)) === JSON.stringify(canon(b));
+
+  // What the frontend would save for the node's widgets, comparable to the file's widgets_values.
+  // The 2024 frontend keeps a widget for a forceInput input and saves its value; modern frontends
+  // have none there and write no value for it: leave those out (a node with no widgets saves none).
+  function savedAgain(node) {
+    const values = node.serialize().widgets_values;
+    if (!Array.isArray(values)) return values ?? [];
+    return values.filter((_, i) => !node.widgets?.[i]?.options?.forceInput);
+  }
 
   function graphNodes(graphData) {
     const nodes = [...(graphData.nodes || [])];
@@ -109,7 +121,7 @@ window.__pv = (() => {
       if (node.has_errors) problems.push(`node ${saved.id} (${saved.type}) is marked as failed`);
       const widgets = node.widgets || [];
       if (saved.widgets_values !== undefined) {
-        const again = node.serialize().widgets_values;
+        const again = savedAgain(node);
         if (!same(again, saved.widgets_values))
           problems.push(`node ${saved.id} (${saved.type}) widgets: saved ${JSON.stringify(saved.widgets_values)}` +
                         ` but the frontend holds ${JSON.stringify(again)} (widgets ${JSON.stringify(widgets.map((w) => w.name))})`);

@@ -6,8 +6,14 @@ show no missing node type, no widget that did not take its saved value or holds 
 its range or list (model file names aside: none are installed here), no link the frontend drops
 or finds incompatible, no console error and no warning dialog. Then the frontend's own
 ``app.graphToPrompt()`` output is posted to ``/prompt``: the only validation errors allowed are
-missing model files, and the output must equal the committed API twin (titles in ``_meta``
-aside: the backend ignores them).
+missing model files (and the face model pack), and the output must equal the committed API twin.
+Differences left out, each ignored by the backend or invisible to it: ``_meta`` titles; the
+2024 frontend's ``upload: "image"`` (LoadImage's upload button); the value the 2024 frontend keeps
+for a socket-only (forceInput) input's hidden widget.
+
+The user's photos and videos the workflows name are placed in the host's input folder first (small
+generated files); third-party packs the host lacks are the test stand-ins of tests/stand_in_nodes,
+with a frontend stand-in for VideoHelperSuite's widget handling.
 
 Skipped, with the reason, only where Debian's chromium / chromium-driver are not installed.
 """
@@ -20,12 +26,13 @@ from pathlib import Path
 import pytest
 
 import comfy_frontend
+from pv_tools import workflow_graph
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
 REPO = Path(__file__).resolve().parent.parent
 OWN_DATA = Path(__file__).resolve().parent / "data" / "browser"
-MODEL_FILE = re.compile(r"\.(safetensors|ckpt|pt|pth|bin|onnx|sft|gguf)$", re.I)
+INPUT_FILE = re.compile(r"\.(png|jpe?g|webp|bmp|gif|mp4|webm|mov|mkv|avi)$", re.I)
 
 
 def ui_workflows():
@@ -41,28 +48,57 @@ def api_twin(path: Path) -> Path:
     return path.parent / "api" / path.name
 
 
-def split_validation_errors(prompt: dict, body: dict) -> tuple[set, list]:
-    """Split a /prompt 400 answer into missing model files and every other error."""
-    missing, other = set(), []
-    for node_id, node in body.get("node_errors", {}).items():
+def missing_model_inputs(prompt: dict, object_info: dict) -> dict:
+    """{(node id, input): value} for the model files (and the face model pack) this host does not have."""
+    missing = {(nid, name): file for nid, name, file, _ in workflow_graph.missing_files(prompt, object_info)}
+    for nid in workflow_graph.find(prompt, "PV_LoadFaceAnalysis"):  # a model folder, not a file list
+        missing[(nid, "model_pack")] = prompt[nid]["inputs"]["model_pack"]
+    return missing
+
+
+def other_validation_errors(body: dict, missing: dict) -> tuple[set, list]:
+    """(the missing-model inputs /prompt reported, every other error it reported)."""
+    reported, other = set(), []
+    for nid, node in body.get("node_errors", {}).items():
         for err in node.get("errors", []):
-            # modern hosts do not echo the value of a failed custom validation: read it from the prompt
-            name = err.get("extra_info", {}).get("input_name")
-            value = prompt.get(node_id, {}).get("inputs", {}).get(name)
-            if (err.get("type") in ("value_not_in_list", "custom_validation_failed")
-                    and isinstance(value, str) and MODEL_FILE.search(value)):
-                missing.add(value)
+            key = (nid, err.get("extra_info", {}).get("input_name"))
+            if key in missing and str(missing[key]) in str(err.get("details")):
+                reported.add(key)
             else:
-                other.append(f"node {node_id} ({node.get('class_type')}): {err.get('type')}: {err.get('details')}")
+                other.append(f"node {nid} ({node.get('class_type')}): {err.get('type')}: {err.get('details')}")
     if not body.get("node_errors") and body.get("error"):
         other.append(str(body["error"]))
-    return missing, other
+    return reported, other
 
 
-def as_api(prompt: dict) -> dict:
-    """class_type and inputs of each node: what the backend reads (``_meta`` is display only)."""
-    return {node_id: {"class_type": node["class_type"], "inputs": node["inputs"]}
-            for node_id, node in prompt.items()}
+def as_api(prompt: dict, object_info: dict) -> dict:
+    """What the backend reads of a prompt: each node's class_type and inputs.
+
+    Left out: ``_meta`` (titles, display only) and an ``upload`` input the node does not declare
+    (the 2024 frontend sends its image upload button as ``upload: "image"``; the backend ignores it).
+    """
+    out = {}
+    for nid, node in prompt.items():
+        spec = object_info.get(node["class_type"], {}).get("input", {})
+        declared = {**spec.get("required", {}), **spec.get("optional", {})}
+        out[nid] = {"class_type": node["class_type"],
+                    "inputs": {k: v for k, v in node["inputs"].items() if k != "upload" or k in declared}}
+    return out
+
+
+def prompt_differences(got: dict, want: dict) -> list:
+    lines = [f"node {nid}: only in the {'frontend' if nid in got else 'twin'}"
+             for nid in sorted(set(got) ^ set(want))]
+    for nid in sorted(set(got) & set(want)):
+        a, b = got[nid], want[nid]
+        if a["class_type"] != b["class_type"]:
+            lines.append(f"node {nid}: {a['class_type']} != {b['class_type']}")
+            continue
+        for name in sorted(set(a["inputs"]) | set(b["inputs"])):
+            va, vb = a["inputs"].get(name, "<absent>"), b["inputs"].get(name, "<absent>")
+            if va != vb:
+                lines.append(f"node {nid} ({a['class_type']}).{name}: frontend {va!r}, twin {vb!r}")
+    return lines
 
 
 def _drop_from_queue(server, prompt_id: str) -> None:
@@ -72,13 +108,51 @@ def _drop_from_queue(server, prompt_id: str) -> None:
         urllib.request.urlopen(req, timeout=30).close()
 
 
+def input_files(workflow: dict) -> set:
+    """Photos and videos a workflow's widgets name (files the user puts in ComfyUI/input)."""
+    names = set()
+    for node in workflow.get("nodes", []):
+        values = node.get("widgets_values") or []
+        for value in values.values() if isinstance(values, dict) else values:
+            if isinstance(value, str) and INPUT_FILE.search(value):
+                names.add(value)
+    return names
+
+
+def place_input_files(folder: Path, names) -> list:
+    """Small stand-ins for the user's photos and videos, so the host lists them as it would.
+
+    Returns the files it made (files already there are left as they are)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    made = []
+    for name in sorted(names):
+        path = folder / name
+        if path.exists():
+            continue
+        if re.search(r"\.(png|jpe?g|webp|bmp)$", name, re.I):
+            Image.linear_gradient("L").resize((128, 128)).convert("RGB").save(path)
+        else:  # a video: the stand-in loader only checks that the file is there
+            path.write_bytes(b"stand-in video for the workflow checks")
+        made.append(path)
+    return made
+
+
 @pytest.fixture(scope="module")
 def frontend(comfy_server):
     reason = comfy_frontend.missing_browser()
     if reason:
         pytest.skip(reason)
-    with comfy_frontend.ComfyFrontend(comfy_server.url) as ui:
-        yield ui
+    # the user's input photos and videos are in place before the page reads the host's node lists
+    made = place_input_files(comfy_server.input,
+                             set().union(*(input_files(json.loads(p.read_text())) for p in ui_workflows())))
+    try:
+        with comfy_frontend.ComfyFrontend(comfy_server.url) as ui:
+            yield ui
+    finally:  # the server is shared: leave its input folder as other tests expect it
+        for path in made:
+            path.unlink(missing_ok=True)
 
 
 def test_there_are_workflows_to_check():
@@ -100,20 +174,22 @@ def test_workflow_loads_and_converts_in_the_real_frontend(frontend, comfy_server
 
     prompt = frontend.graph_to_prompt()
     assert "__error__" not in prompt, prompt.get("__error__")
+    object_info = comfy_server.get("/object_info")
+    missing = missing_model_inputs(prompt, object_info)
+    # the model files the frontend flagged are the ones the host misses too
+    assert {f["value"] for f in report["files"]["models"]} <= set(missing.values())
     status, body = comfy_server.post_prompt(prompt)
-    expected_missing = {f["value"] for f in report["files"]["models"]}
-    if status == 200:  # every model file present: accepted; this test does not run it
+    if status == 200:  # accepted (outputs that need no model file validate): this test does not run it
         _drop_from_queue(comfy_server, body["prompt_id"])
-        assert not expected_missing
     else:
         assert status == 400, body
-        missing, other = split_validation_errors(prompt, body)
-        assert other == [], "\n".join(other)
-        assert missing == expected_missing, "the host and the frontend disagree on the missing model files"
+    reported, other = other_validation_errors(body, missing)
+    assert other == [], "\n".join(other)
+    assert reported == set(missing), "the host did not report every missing model file"
 
     twin = json.loads(api_twin(path).read_text())
-    assert as_api(prompt) == as_api(twin), (
-        f"the frontend's conversion of {path.name} differs from {api_twin(path).name}")
+    differences = prompt_differences(as_api(prompt, object_info), as_api(twin, object_info))
+    assert differences == [], f"the frontend's conversion differs from {api_twin(path)}:\n" + "\n".join(differences)
 
 
 # --- the check itself: broken variants of our small workflow must be reported ---------------------
