@@ -19,20 +19,18 @@ Skipped, with the reason, only where Debian's chromium / chromium-driver are not
 """
 import copy
 import json
-import re
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-import comfy_frontend
-from pv_tools import workflow_graph
+from pv_tools import comfy_frontend, workflow_graph
+from pv_tools.workflow_inputs import input_files, place_input_files
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
 REPO = Path(__file__).resolve().parent.parent
 OWN_DATA = Path(__file__).resolve().parent / "data" / "browser"
-INPUT_FILE = re.compile(r"\.(png|jpe?g|webp|bmp|gif|mp4|webm|mov|mkv|avi)$", re.I)
 
 
 def ui_workflows():
@@ -106,37 +104,6 @@ def _drop_from_queue(server, prompt_id: str) -> None:
         req = urllib.request.Request(server.url + path, data=json.dumps(payload).encode(),
                                      headers={"Content-Type": "application/json"})
         urllib.request.urlopen(req, timeout=30).close()
-
-
-def input_files(workflow: dict) -> set:
-    """Photos and videos a workflow's widgets name (files the user puts in ComfyUI/input)."""
-    names = set()
-    for node in workflow.get("nodes", []):
-        values = node.get("widgets_values") or []
-        for value in values.values() if isinstance(values, dict) else values:
-            if isinstance(value, str) and INPUT_FILE.search(value):
-                names.add(value)
-    return names
-
-
-def place_input_files(folder: Path, names) -> list:
-    """Small stand-ins for the user's photos and videos, so the host lists them as it would.
-
-    Returns the files it made (files already there are left as they are)."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    made = []
-    for name in sorted(names):
-        path = folder / name
-        if path.exists():
-            continue
-        if re.search(r"\.(png|jpe?g|webp|bmp)$", name, re.I):
-            Image.linear_gradient("L").resize((128, 128)).convert("RGB").save(path)
-        else:  # a video: the stand-in loader only checks that the file is there
-            path.write_bytes(b"stand-in video for the workflow checks")
-        made.append(path)
-    return made
 
 
 @pytest.fixture(scope="module")

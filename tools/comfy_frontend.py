@@ -99,8 +99,7 @@ class ComfyFrontend:
                 if attempt == 2:
                     raise
         # the page (not the window) gets exactly width x height, for same-size screenshots
-        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-            "width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False})
+        self.resize(self.width, self.height)
         self.driver.set_script_timeout(60)
         self.driver.get(self.url + "/")
         self._wait_ready(timeout)
@@ -115,6 +114,12 @@ class ComfyFrontend:
         if self._profile:
             shutil.rmtree(self._profile, ignore_errors=True)
             self._profile = None
+
+    def resize(self, width: int, height: int) -> None:
+        """Give the page exactly width x height pixels (screenshots have that size)."""
+        self.width, self.height = width, height
+        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
 
     def _wait_ready(self, timeout: float) -> None:
         # ready: the app is set up and the node definitions from /object_info are registered

@@ -1,5 +1,5 @@
 // Injected into the ComfyUI frontend page (2024 web/ frontend and the modern comfyui-frontend-package)
-// by tests/comfy_frontend.py. Loads a UI workflow the way the UI does (app.loadGraphData) and reports
+// by tools/comfy_frontend.py. Loads a UI workflow the way the UI does (app.loadGraphData) and reports
 // what an artist would see go wrong: missing node types, widgets that did not take the saved values,
 // values outside a widget's range or combo list, links the frontend dropped or finds incompatible.
 window.__pv = (() => {
@@ -138,8 +138,9 @@ window.__pv = (() => {
     return p.output;
   }
 
-  // Whole graph (nodes and groups) in view, for screenshots.
-  function fit(margin = 40) {
+  // Whole graph (nodes and groups) in view, for screenshots; `inset` keeps it clear of the menus
+  // drawn over the canvas (modern frontend: side bar on the left, top bar, zoom controls).
+  function fit(inset = { left: 80, top: 90, right: 30, bottom: 70 }) {
     const canvas = app.canvas;
     let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
     const add = (x, y, w, h) => {
@@ -151,13 +152,13 @@ window.__pv = (() => {
       const b = g._bounding || g.bounding || [g.pos[0], g.pos[1], g.size[0], g.size[1]];
       add(b[0], b[1], b[2], b[3]);
     }
-    const el = canvas.canvas;
-    const rect = el.getBoundingClientRect();
-    const free = { x: rect.width, y: rect.height };
-    const scale = Math.min((free.x - 2 * margin) / (x1 - x0), (free.y - 2 * margin) / (y1 - y0), 1.0);
+    const rect = canvas.canvas.getBoundingClientRect();
+    const free = { w: rect.width - inset.left - inset.right, h: rect.height - inset.top - inset.bottom };
+    const scale = Math.min(free.w / (x1 - x0), free.h / (y1 - y0), 1.0);
     canvas.ds.scale = scale;
-    canvas.ds.offset[0] = free.x / (2 * scale) - (x0 + x1) / 2;
-    canvas.ds.offset[1] = free.y / (2 * scale) - (y0 + y1) / 2;
+    // screen = (graph + offset) * scale: centre the graph in the free area
+    canvas.ds.offset[0] = (inset.left + free.w / 2) / scale - (x0 + x1) / 2;
+    canvas.ds.offset[1] = (inset.top + free.h / 2) / scale - (y0 + y1) / 2;
     canvas.setDirty(true, true);
     canvas.draw(true, true);
     return scale;
