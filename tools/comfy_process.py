@@ -93,7 +93,11 @@ class ComfyProcess:
             with urllib.request.urlopen(req, timeout=60) as r:
                 return r.status, json.loads(r.read())
         except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
+            text = e.read().decode(errors="replace")
+            try:
+                return e.code, json.loads(text or "{}")
+            except json.JSONDecodeError:   # e.g. older hosts answer 500 with plain text for unknown node types
+                return e.code, {"text": text}
 
     def wait(self, prompt_id: str, timeout: float = 300.0) -> dict:
         """The /history entry of a prompt once it has outputs or has failed."""
