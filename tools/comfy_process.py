@@ -115,7 +115,13 @@ class ComfyProcess:
         """The /history entry of a prompt once it has outputs or has failed."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            history = self.get(f"/history/{prompt_id}")
+            try:
+                history = self.get(f"/history/{prompt_id}")
+            except (TimeoutError, urllib.error.URLError, ConnectionError) as e:  # a busy server: ask again
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"ComfyUI died:\n{self.log()}") from e
+                time.sleep(1.0)
+                continue
             entry = history.get(prompt_id)
             if entry and (entry.get("outputs") or entry.get("status", {}).get("status_str") == "error"
                           or entry.get("status", {}).get("completed")):
