@@ -100,26 +100,38 @@ def test_adapter_applied_before_the_motion_model_works_too(animated):
 
 
 def test_training_step_gradient_reaches_the_adapter_through_the_motion_modules(animated):
-    """Issue 4: the trainer's few-step sampler under AnimateDiff-Evolved: the last step's gradient
-    flows back through the motion modules into the adapter; earlier steps carry none."""
+    """Issue 4: the trainer's few-step sampler under AnimateDiff-Evolved: the last step runs with the UNet's
+    layers and the injected motion modules checkpointed (they are recomputed during backward), its gradient
+    flows back through the motion modules into the adapter; earlier steps carry none; afterwards no module
+    keeps a checkpointing forward."""
     from comfyui_personalvideo.training import few_step_sampler
 
     plain, ad_model, pos, neg, _ = animated
     found = discover_targets(plain.model.diffusion_model)
     adapter = SIAAdapter.initialise(found.targets, rank=4, seed=5, info=AdapterInfo(name="trainable"))
     mm_module = __import__(full_models._ade_module_name() + ".animatediff.motion_module_ad", fromlist=["x"])
-    grads_through_motion = {"forward": 0, "forward_with_grad": 0, "backward": 0}
+    phase = {"now": "sampling"}
+    counts = {"forward": 0, "forward_with_grad": 0, "recomputed": 0, "backward": 0, "injected": 0,
+              "injected_checkpointed": 0}
 
     def hook(module, inputs, output):
-        if isinstance(module, mm_module.VanillaTemporalModule):
-            grads_through_motion["forward"] += 1
-        if isinstance(module, mm_module.VanillaTemporalModule) and torch.is_tensor(output) and output.requires_grad:
-            grads_through_motion["forward_with_grad"] += 1
-            output.register_hook(lambda g: grads_through_motion.__setitem__(
-                "backward", grads_through_motion["backward"] + int(g.abs().sum() > 0)))
+        if not isinstance(module, mm_module.VanillaTemporalModule):
+            return
+        if phase["now"] == "backward":        # run again by checkpointing's recomputation
+            counts["recomputed"] += 1
+            return
+        counts["forward"] += 1
+        if torch.is_tensor(output) and output.requires_grad:
+            counts["forward_with_grad"] += 1
+            output.register_hook(lambda g: counts.__setitem__("backward", counts["backward"] + int(g.abs().sum() > 0)))
 
     def last_step(denoised):
+        motion = [m for m in patched.model.diffusion_model.modules() if isinstance(m, mm_module.VanillaTemporalModule)]
+        counts["injected"] = len(motion)
+        counts["injected_checkpointed"] = sum(getattr(m.forward, "_pv_checkpointing", False) for m in motion)
+        phase["now"] = "backward"
         denoised.float().pow(2).mean().backward()
+        phase["now"] = "after"
 
     handle = torch.nn.modules.module.register_module_forward_hook(hook)
     try:
@@ -134,10 +146,15 @@ def test_training_step_gradient_reaches_the_adapter_through_the_motion_modules(a
     finally:
         handle.remove()
     assert len(sampler.step_outputs) == 4
-    assert grads_through_motion["forward_with_grad"] > 0, "no motion module ran on the gradient step"
+    # AnimateLCM layout: 8 down + 12 up motion modules, all inside checkpointed regions during the gradient step
+    assert counts["injected"] == 20 and counts["injected_checkpointed"] == 20
+    assert counts["forward_with_grad"] == 20, "the motion modules did not all run on the gradient step"
     # 4 steps with cfg 1 = 4 model evaluations: only the last one builds a graph
-    assert grads_through_motion["forward"] == 4 * grads_through_motion["forward_with_grad"]
-    assert grads_through_motion["backward"] > 0, "no gradient flowed back through a motion module"
+    assert counts["forward"] == 4 * counts["forward_with_grad"]
+    assert counts["recomputed"] == 20, "backward did not recompute the motion modules (not checkpointed)"
+    assert counts["backward"] > 0, "no gradient flowed back through a motion module"
+    assert not [n for n, m in plain.model.diffusion_model.named_modules()
+                if getattr(m.forward, "_pv_checkpointing", False)]
     # `up` starts at zero, so its gradient is what a first optimiser step would use. Every layer gets one,
     # except q and k of the middle block: at 64 px its attention sees a single token (softmax of one
     # score is 1), so q and k cannot matter there.
