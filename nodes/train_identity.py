@@ -121,7 +121,10 @@ def _check_model(model, what):
 def train_identity(model, clip, vae, reference_images, face_analysis, identity_name, class_word, prompts,
                    ti_steps=400, ti_learning_rate=1e-3, ti_batch_size=4, sia_iterations=400, sia_learning_rate=1e-4,
                    sia_rank=4, reg_lambda=1e-2, frames=16, width=512, height=512, sampling_steps=4, seed=0,
-                   overwrite=False, image_model=None, progress_hook=None):
+                   overwrite=False, image_model=None, progress_hook=None, gradient_checkpointing=True,
+                   precision="auto"):
+    """The node's work. ``progress_hook(stage, i, loss, similarity)``, ``gradient_checkpointing`` and
+    ``precision`` (see training.precision) are for scripts, tests and benchmarks, not node inputs."""
     import comfy.model_management
 
     from ..training import motion_limits
@@ -151,11 +154,13 @@ def train_identity(model, clip, vae, reference_images, face_analysis, identity_n
                             "CLIP of the same checkpoint as the MODEL.")
     sia_settings = SIATrainSettings(iterations=int(sia_iterations), lr=float(sia_learning_rate),
                                     reg_lambda=float(reg_lambda), steps=int(sampling_steps), frames=int(frames),
-                                    width=int(width), height=int(height), seed=int(seed))
+                                    width=int(width), height=int(height), seed=int(seed),
+                                    gradient_checkpointing=bool(gradient_checkpointing), precision=precision)
     sia_settings.check()
     motion_limits.check_frames(model, sia_settings.frames)
     ti_settings = ti.TISettings(steps=int(ti_steps), lr=float(ti_learning_rate), batch_size=int(ti_batch_size),
-                                seed=int(seed))
+                                seed=int(seed), gradient_checkpointing=bool(gradient_checkpointing),
+                                precision=precision)
     ti_settings.check()
     stack = load_face_stack(face_analysis)
     encoder = stack.encoder()

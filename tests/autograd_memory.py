@@ -1,41 +1,73 @@
 """A deterministic measure of training memory: bytes of the tensors autograd keeps for backward.
 
 Inside the block every tensor an operation saves for backward passes through a
-``torch.autograd.graph.saved_tensors_hooks`` pack hook; distinct storages are
-counted once, and the weights of the given modules (resident anyway) are left
-out.  With non-reentrant gradient checkpointing the tensors saved inside a
-checkpointed region go to checkpoint's own (inner) hooks and are not kept; the
-region's inputs are saved outside it and are counted.  The same run gives the
-same count on any machine, unlike a timing or an RSS reading.
+``torch.autograd.graph.saved_tensors_hooks`` pack hook; storages are counted
+once however many times they are saved, and weights (parameters and views of
+them, resident anyway) are left out; weight copies an op makes (a cast) count.  With non-reentrant gradient checkpointing the
+tensors saved inside a checkpointed region go to checkpoint's own (inner) hooks
+and are not kept; the region's inputs are saved outside it and are counted.
+
+- ``bytes``: all distinct storages saved in the block (for one backward pass);
+- ``peak``: the most bytes held for backward at any one time (over many passes:
+  a graph's saved tensors are released when its backward has run).
+The same run gives the same figures on any machine, unlike a timing or an RSS reading.
 """
 from __future__ import annotations
+
+import weakref
 
 import torch
 
 
+class _Held:
+    __slots__ = ("tensor", "__weakref__")
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+
+def _is_weight(t) -> bool:
+    return isinstance(t, torch.nn.Parameter) or isinstance(getattr(t, "_base", None), torch.nn.Parameter)
+
+
 class SavedTensorBytes:
-    def __init__(self, modules=lambda: ()):
-        self._modules = modules          # callable -> modules whose parameters/buffers are not counted
-        self._excluded = None
+    def __init__(self):
         self.storages = {}
+        self._live = {}                  # storage -> number of saved tensors holding it
+        self.live = 0
+        self.peak = 0
         self._hooks = None
 
     @property
     def bytes(self) -> int:
         return sum(self.storages.values())
 
+    def _release(self, ptr, nbytes):
+        self._live[ptr] -= 1
+        if not self._live[ptr]:
+            del self._live[ptr]
+            self.live -= nbytes
+
     def _pack(self, t):
-        if self._excluded is None:   # the modules' tensors as they are during the pass (swapped copies included)
-            self._excluded = {x.untyped_storage().data_ptr() for m in self._modules() if m is not None
-                              for x in list(m.parameters()) + list(m.buffers())}
-        if not isinstance(t, torch.nn.Parameter) and t.device.type != "meta":
-            storage = t.untyped_storage()
-            if storage.data_ptr() not in self._excluded:
-                self.storages[storage.data_ptr()] = storage.nbytes()
-        return t
+        if _is_weight(t) or t.device.type == "meta":
+            return t
+        storage = t.untyped_storage()
+        ptr, nbytes = storage.data_ptr(), storage.nbytes()
+        self.storages[ptr] = nbytes
+        if not self._live.get(ptr):
+            self.live += nbytes
+            self.peak = max(self.peak, self.live)
+        self._live[ptr] = self._live.get(ptr, 0) + 1
+        held = _Held(t)
+        weakref.finalize(held, self._release, ptr, nbytes)
+        return held
+
+    @staticmethod
+    def _unpack(x):
+        return x.tensor if isinstance(x, _Held) else x
 
     def __enter__(self):
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
         self._hooks.__enter__()
         return self
 

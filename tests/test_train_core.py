@@ -1,6 +1,5 @@
 """Trainer pieces on the real host with tiny models: loss descent, last-step-only adapter, determinism,
 no-face stop, prompts data."""
-import math
 
 import pytest
 import torch

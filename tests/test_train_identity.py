@@ -1,5 +1,4 @@
 """The trainer end to end on the real host with tiny models: both stages, files, restoration, errors."""
-import math
 import os
 
 import numpy as np
@@ -11,9 +10,8 @@ import folder_paths
 import nodes
 from comfyui_personalvideo.nodes.train_identity import TrainPersonalVideoIdentity, train_identity
 from comfyui_personalvideo.sia import discover_targets, load_adapter
-from comfyui_personalvideo.training import identity_files, sia_trainer
+from comfyui_personalvideo.training import identity_files
 from comfyui_personalvideo.training.errors import TrainingError
-from comfyui_personalvideo.training.face import analysis
 from comfyui_personalvideo.training.face.errors import FaceStackError
 
 import face_fixtures as ff
@@ -27,14 +25,8 @@ SMALL = dict(ti_steps=4, ti_learning_rate=1e-2, ti_batch_size=2, sia_iterations=
 @pytest.fixture(scope="module")
 def face_analysis(tmp_path_factory, tiny_onnx):  # noqa: F811
     """Detector that finds one large face in the middle of any textured frame; tiny random recogniser."""
-    kps = ff.photo_kps("astronaut")
-    big = (kps - kps.mean(0)) * 3.0 + 256
-    root = tmp_path_factory.mktemp("insightface-train")
-    ff.make_pack(root, faces=[ff.face_spec(big, (512, 512))], recognizer=tiny_onnx)
-    with ff.insightface_folders(root):
-        fa = analysis.build_face_analysis("antelopev2", "CPU")
-    analysis.load_face_stack(fa).encoder(cache_dir=str(tmp_path_factory.mktemp("enc-cache")))
-    return fa
+    return ff.centre_face_analysis(tmp_path_factory.mktemp("insightface-train"), recognizer=tiny_onnx,
+                                   encoder_cache=tmp_path_factory.mktemp("enc-cache"))
 
 
 @pytest.fixture(scope="module")

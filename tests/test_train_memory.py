@@ -24,7 +24,7 @@ def _gradient_step(setup, adapter, gradient_checkpointing, autocast=None):  # no
         patched = apply_sia(model, adapter, 1.0, start_percent=1.0)[0]
         cond, neg = tp.conditioning("{token} {class_word} smiling", vector), tp.conditioning("", vector)
         sigmas = few_step_sampler.lcm_schedule(patched, 4)
-    meter = SavedTensorBytes(lambda: (patched.model.diffusion_model, vae.first_stage_model))
+    meter = SavedTensorBytes()
     seen = {}
 
     def last_step(denoised):
@@ -100,6 +100,41 @@ def test_checkpointed_regions_see_the_transformer_options_of_their_first_call():
     y.sum().backward()
     assert seen == [("input", 1), ("input", 1)]   # the forward, then the recomputation in backward
     assert "block_index" not in options
+
+
+def test_recomputation_runs_with_the_groupnorm_the_forward_ran_with():
+    """Packs swap GroupNorm.forward only while the diffusion model runs (AnimateDiff-Evolved's frame-aware
+    GroupNorm); backward recomputes later, so it must put the forward's version back for the recomputation."""
+    original = torch.nn.GroupNorm.forward
+    calls = []
+
+    def frame_aware(self, x):
+        calls.append(tuple(x.shape))
+        return original(self, x) * 1.5 + x.mean(0, keepdim=True)   # mixes the frames of the batch
+
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.GroupNorm(2, 4))
+    x = torch.randn(3, 4, 5, 5)
+
+    def grads(checkpointing):
+        block.zero_grad()
+        with checkpointing_ctx(checkpointing):
+            torch.nn.GroupNorm.forward = frame_aware     # on only during the "model call"
+            try:
+                y = block[1](block[0](x))
+            finally:
+                torch.nn.GroupNorm.forward = original
+        y.pow(2).sum().backward()
+        return [p.grad.clone() for p in block.parameters()]
+
+    def checkpointing_ctx(on):
+        return checkpointing.checkpointed([block[1]], on)
+
+    reference = grads(False)
+    assert len(calls) == 1
+    for got, want in zip(grads(True), reference):
+        torch.testing.assert_close(got, want)
+    assert len(calls) == 3 and torch.nn.GroupNorm.forward is original   # forward + recomputation
 
 
 def test_bf16_autocast_run_keeps_fp32_adapter_and_optimizer_state(setup, monkeypatch):  # noqa: F811

@@ -16,6 +16,15 @@ recomputation sees the same ``block``/``transformer_index`` entries as the
 original pass (the UNet changes them in place as it goes; attention replace
 patches are looked up by them).
 
+Recomputation happens during backward, after the model call has returned, so
+anything a pack switched on only for the duration of the model call is off by
+then. AnimateDiff-Evolved does this with GroupNorm for v1-style motion models
+(a frame-aware ``torch.nn.GroupNorm.forward`` and ComfyUI GroupNorm cast
+forward, swapped in around each diffusion-model call): each region records
+those class attributes when it first runs and its recomputation runs with
+them in force again (``context_fn`` of non-reentrant checkpoint), so backward
+sees the very functions the forward saw.
+
 Afterwards every module's ``forward`` is exactly what it was: the instance
 attribute the layer had (an object patch) is put back, or removed if it had
 none.
@@ -23,6 +32,7 @@ none.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 import torch.utils.checkpoint
@@ -67,6 +77,49 @@ def regions_of(*roots) -> list:
     return regions
 
 
+@functools.lru_cache(maxsize=1)
+def _swappable_globals() -> tuple:
+    """(owner, attribute) pairs that packs swap only while the diffusion model runs."""
+    pairs = [(torch.nn.GroupNorm, "forward")]
+    try:
+        import comfy.ops
+    except ImportError:
+        return tuple(pairs)
+    for family in ("disable_weight_init", "manual_cast"):
+        cls = getattr(getattr(comfy.ops, family, None), "GroupNorm", None)
+        if cls is not None:
+            pairs += [(cls, "forward"), (cls, "forward_comfy_cast_weights")]
+    return tuple(pairs)
+
+
+def _snapshot_globals() -> list:
+    return [(owner, name, owner.__dict__.get(name, _MISSING)) for owner, name in _swappable_globals()]
+
+
+def _put(owner, name, value) -> None:
+    if value is _MISSING:
+        if name in owner.__dict__:
+            delattr(owner, name)
+    elif owner.__dict__.get(name, _MISSING) is not value:
+        setattr(owner, name, value)
+
+
+@contextlib.contextmanager
+def _globals_as(snapshot):
+    current = [(owner, name, owner.__dict__.get(name, _MISSING)) for owner, name, _ in snapshot]
+    try:
+        for owner, name, value in snapshot:
+            _put(owner, name, value)
+        yield
+    finally:
+        for owner, name, value in current:
+            _put(owner, name, value)
+
+
+def _class_forward(module, *args, **kwargs):
+    return type(module).forward(module, *args, **kwargs)
+
+
 def _frozen(value):
     return dict(value) if isinstance(value, dict) else value
 
@@ -87,8 +140,11 @@ def _checkpointing_forward(inner):
             values = [_thawed(v) for v in values]
             return inner(*values[:n], **dict(zip(keys, values[n:])))
 
+        snapshot = _snapshot_globals()
         # tensors go in as direct arguments, so checkpoint keeps (and accounts for) exactly the inputs
-        return torch.utils.checkpoint.checkpoint(run, *flat, use_reentrant=False)
+        return torch.utils.checkpoint.checkpoint(
+            run, *flat, use_reentrant=False,
+            context_fn=lambda: (contextlib.nullcontext(), _globals_as(snapshot)))
 
     forward._pv_checkpointing = True
     return forward
@@ -106,7 +162,9 @@ def checkpointed(regions, enabled: bool = True):
                     continue
                 seen.add(id(module))
                 original = module.__dict__.get("forward", _MISSING)
-                module.forward = _checkpointing_forward(module.forward)
+                # the class's forward is looked up at each call, as module(...) does: packs swap it at times
+                inner = original if original is not _MISSING else functools.partial(_class_forward, module)
+                module.forward = _checkpointing_forward(inner)
                 wrapped.append((module, original))
         yield len(wrapped)
     finally:
