@@ -69,11 +69,13 @@ def build(args, scratch):
 class Meter:
     """Timestamps and memory per stage, fed by train_identity's progress hook."""
 
-    def __init__(self, device, ti_steps):
+    def __init__(self, device, ti_steps, saved):
         self.device = device
         self.ti_steps = ti_steps
+        self.saved = saved
         self.times = {"token": [], "adapter": []}
         self.peak = {}
+        self.saved_peak = {}
         self.similarity = []
 
     def _sync(self):
@@ -91,11 +93,14 @@ class Meter:
         self.times[stage].append(time.perf_counter())
         if stage == "adapter":
             self.similarity.append(similarity)
-        if stage == "token" and i == self.ti_steps - 1 and self.device.type == "cuda":
-            self.peak["token"] = torch.cuda.max_memory_allocated()
-            torch.cuda.reset_peak_memory_stats()
+        if stage == "token" and i == self.ti_steps - 1:
+            self.saved_peak["token"] = self.saved.reset_peak()
+            if self.device.type == "cuda":
+                self.peak["token"] = torch.cuda.max_memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
 
     def finish(self):
+        self.saved_peak["adapter"] = self.saved.reset_peak()
         if self.device.type == "cuda":
             self.peak["adapter"] = torch.cuda.max_memory_allocated()
 
@@ -112,8 +117,8 @@ def run_once(args, parts, name, checkpointing):
 
     model, clip, vae, face_analysis, photo = parts
     device = torch.device(args.device)
-    meter = Meter(device, args.ti_steps)
     saved = SavedTensorBytes()
+    meter = Meter(device, args.ti_steps, saved)
     meter.start()
     with torch.inference_mode(), saved:
         train_identity(model, clip, vae, photo, face_analysis, name, "person", "{token} {class_word} smiling",
@@ -126,7 +131,7 @@ def run_once(args, parts, name, checkpointing):
     token = meter.per_step("token", meter.t_start)
     last_token = meter.times["token"][-1] if meter.times["token"] else meter.t_start
     adapter = meter.per_step("adapter", last_token)
-    return {"token": token, "adapter": adapter, "peak": meter.peak, "saved_peak": saved.peak,
+    return {"token": token, "adapter": adapter, "peak": meter.peak, "saved_peak": meter.saved_peak,
             "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
@@ -141,7 +146,8 @@ def report(args, label, r):
     if args.device == "cuda":
         for stage, value in r["peak"].items():
             print(f"  peak GPU memory, {stage} stage: {value / gib:.2f} GiB (torch.cuda.max_memory_allocated)")
-    print(f"  peak bytes held for backward (both stages, weights excluded): {r['saved_peak'] / gib:.3f} GiB")
+    for stage, value in r["saved_peak"].items():
+        print(f"  peak bytes held for backward, {stage} stage (weights excluded): {value / gib:.3f} GiB")
     print(f"  peak RSS of the process so far: {r['rss'] / gib:.2f} GiB")
 
 
@@ -180,7 +186,8 @@ def main():
             a, b = results
             print(f"ratios (savings on / off): stage 1 time {a['token'] / b['token']:.2f}x, "
                   f"stage 2 time {a['adapter'] / b['adapter']:.2f}x, "
-                  f"bytes held for backward {a['saved_peak'] / b['saved_peak']:.3f}x")
+                  "bytes held for backward " + ", ".join(
+                      f"{k} {a['saved_peak'][k] / b['saved_peak'][k]:.3f}x" for k in a["saved_peak"]))
 
 
 if __name__ == "__main__":

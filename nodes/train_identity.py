@@ -127,7 +127,7 @@ def train_identity(model, clip, vae, reference_images, face_analysis, identity_n
     ``precision`` (see training.precision) are for scripts, tests and benchmarks, not node inputs."""
     import comfy.model_management
 
-    from ..training import motion_limits
+    from ..training import motion_model
     from ..training import textual_inversion as ti
     from ..training.curves import render_curves
     from ..training.face.analysis import load_face_stack
@@ -157,7 +157,7 @@ def train_identity(model, clip, vae, reference_images, face_analysis, identity_n
                                     width=int(width), height=int(height), seed=int(seed),
                                     gradient_checkpointing=bool(gradient_checkpointing), precision=precision)
     sia_settings.check()
-    motion_limits.check_frames(model, sia_settings.frames)
+    motion_model.check_frames(model, sia_settings.frames)
     ti_settings = ti.TISettings(steps=int(ti_steps), lr=float(ti_learning_rate), batch_size=int(ti_batch_size),
                                 seed=int(seed), gradient_checkpointing=bool(gradient_checkpointing),
                                 precision=precision)

@@ -62,6 +62,11 @@ class SavedTensorBytes:
         weakref.finalize(held, self._release, ptr, nbytes)
         return held
 
+    def reset_peak(self) -> int:
+        """The peak so far; the next one is counted from what is held now."""
+        peak, self.peak = self.peak, self.live
+        return peak
+
     @staticmethod
     def _unpack(x):
         return x.tensor if isinstance(x, _Held) else x

@@ -230,14 +230,14 @@ def test_trainer_takes_the_frame_counts_animatediff_evolved_takes(animated):
     """Issue 4: frame counts the motion model rejects. The rule, read from AnimateDiff-Evolved v1.5.6: at
     most the motion model's encoding length (64 for AnimateLCM) without context options; with them, longer
     videos are sampled in windows of context_length frames, and the window must fit instead."""
-    from comfyui_personalvideo.training import motion_limits
+    from comfyui_personalvideo.training import motion_model
     from comfyui_personalvideo.training.errors import TrainingError
 
     plain, ad_model = animated[:2]
-    assert [(m.name, m.max_frames) for m in motion_limits.motion_limits(ad_model)] == [
+    assert [(m.name, m.max_frames) for m in motion_model.motion_limits(ad_model)] == [
         ("AnimateLCM_random.safetensors", 64)]
-    assert motion_limits.motion_limits(plain) == []
-    motion_limits.check_frames(plain, 500)                    # no motion model, no limit
+    assert motion_model.motion_limits(plain) == []
+    motion_model.check_frames(plain, 500)                    # no motion model, no limit
     windows16, windows80 = _with_context_options(ad_model, 16), _with_context_options(ad_model, 80)
     equal65 = _with_context_options(ad_model, 65, use_on_equal_length=True)
     cases = [(ad_model, 16, True), (ad_model, 64, True), (ad_model, 65, False), (windows16, 65, True),
@@ -245,14 +245,14 @@ def test_trainer_takes_the_frame_counts_animatediff_evolved_takes(animated):
              (equal65, 64, True), (equal65, 65, False)]
     for model, frames, accepted in cases:
         try:
-            motion_limits.check_frames(model, frames)
+            motion_model.check_frames(model, frames)
             ours = True
         except TrainingError:
             ours = False
         assert (ours, _ade_accepts(model, frames)) == (accepted, accepted), (frames, accepted)
     with pytest.raises(TrainingError, match="windows of 80 frames, but the motion model .* takes at most 64 "
                                             "frames at once. Set context_length in the context options to 64"):
-        motion_limits.check_frames(windows80, 100)
+        motion_model.check_frames(windows80, 100)
 
 
 def test_trainer_refuses_too_many_frames_before_any_work(animated):
@@ -270,3 +270,29 @@ def test_trainer_refuses_too_many_frames_before_any_work(animated):
         train_identity(ad_model, clip, vae, photo, None, "too_long", "man", "{token} {class_word}", frames=65,
                        width=64, height=64)
     assert not [p for p in identity_files.identity_paths("too_long").values() if os.path.exists(p)]
+
+
+def test_token_stage_leaves_the_motion_model_out(animated):
+    """Stage 1 trains on single photos: with AnimateLCM attached to the MODEL (and injected into the UNet
+    because that MODEL was loaded last), no motion module may see the batch of photos as a video."""
+    import comfy.model_management
+    from comfyui_personalvideo.training import motion_model
+    from comfyui_personalvideo.training import textual_inversion as ti
+
+    _, ad_model, _, _, _, clip, vae = animated
+    mm_module = _ade("motion_module_ad")
+    with torch.inference_mode():
+        comfy.model_management.load_models_gpu([ad_model])
+    injected = [m for m in ad_model.model.diffusion_model.modules() if isinstance(m, mm_module.VanillaTemporalModule)]
+    assert len(injected) == 20                       # the situation to guard against
+    calls = []
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, i, o: calls.append(m) if isinstance(m, mm_module.VanillaTemporalModule) else None)
+    try:
+        with torch.inference_mode():
+            _, _, losses = ti.train_token(ad_model, clip, vae, torch.rand(2, 64, 64, 3), "man",
+                                          ti.TISettings(steps=1, batch_size=3))
+    finally:
+        handle.remove()
+    assert calls == [] and len(losses) == 1 and losses[0] == losses[0]
+    assert motion_model.motion_models(ad_model)        # the user's MODEL keeps its motion model

@@ -5,7 +5,8 @@ ordinary noise-prediction loss on the reference photos encoded by the VAE
 (random horizontal flips as augmentation), lr 1e-3, batch 4, 400 steps by
 default.  Only the vector trains; CLIP, UNet and VAE stay frozen.  The photos
 are single images: the UNet is called directly (``apply_model``), never through
-a motion model's sampling, with the optional plain image MODEL when given.
+a motion model (an AnimateDiff-Evolved motion model attached to the MODEL is
+left out of this stage), with the optional plain image MODEL when given.
 The UNet call runs with its layers checkpointed and, on CUDA, under mixed
 precision (the vector stays fp32), like the adapter stage's gradient step.
 
@@ -221,8 +222,12 @@ class NoiseLoss:
 
 
 def _prepare(model, clip, vae, images, class_word: str, settings: TISettings):
+    """(TokenPrompts, NoiseLoss) with ``model`` loaded for the passes, without any motion model."""
     import comfy.model_management
 
+    from .motion_model import without_motion_models
+
+    model = without_motion_models(model)
     prompts = TokenPrompts(clip, class_word)
     latents = encode_references(vae, images, model.model, settings.seed)
     precision = amp.resolve(settings.precision, amp.device_of(model))

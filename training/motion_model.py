@@ -1,4 +1,5 @@
-"""How many frames the motion model attached to a MODEL takes, checked before training starts.
+"""The motion model AnimateDiff-Evolved attached to a MODEL, as far as the trainer needs it: how many frames
+it takes (checked before training starts), and a copy of the MODEL without it for the image stage.
 
 AnimateDiff-Evolved refuses a video longer than its motion model's position
 encoding (``encoding_max_len``: 24 for AnimateDiff v1, 32 for v2/v3, 64 for
@@ -12,6 +13,10 @@ ModelPatcher (v1.5: ``additional_models["ADE"]`` and the ``ADE_params``
 attachment; early 2024 versions: ``motion_models`` and
 ``motion_injection_params``) and applies the same rule. A MODEL without a
 motion model takes any number of frames.
+
+:func:`without_motion_models` gives a clone of a MODEL that does not carry the motion models (nor inject
+them into the UNet when loaded), for stage 1, which trains on single photos: a motion model would treat a
+batch of photos as the frames of one video.
 """
 from __future__ import annotations
 
@@ -98,3 +103,20 @@ def check_frames(model, frames: int) -> None:
             f"{lim.max_frames} frames at once. Set frames to {lim.max_frames} or less (16 is what AnimateDiff "
             "was trained with), or attach context options to the motion model (AnimateDiff-Evolved's Context "
             "Options nodes) so longer videos are sampled in windows.")
+
+
+ADE_KEY = "ADE"   # AnimateDiff-Evolved's key for its additional models and injections (v1.5)
+
+
+def without_motion_models(model):
+    """A clone of ``model`` without AnimateDiff-Evolved's motion models (``model`` itself if it has none)."""
+    if not motion_models(model):
+        return model
+    clone = model.clone()
+    if hasattr(clone, "remove_injections"):
+        clone.remove_injections(ADE_KEY)
+    if hasattr(clone, "remove_additional_models"):
+        clone.remove_additional_models(ADE_KEY)
+    if getattr(clone, "motion_models", None) is not None:   # early 2024 versions inject from this group
+        clone.motion_models = None
+    return clone
