@@ -8,6 +8,10 @@ token vector) and the optimiser state stay fp32; autocast only lowers the
 precision of the activations.  The identity loss (face encoder) runs in fp32
 outside autocast.  On the CPU the default is plain fp32; bf16 can be asked for
 (it is what the tests use to exercise this path).
+
+Status: the CPU paths (fp32, bf16 autocast) are tested; the CUDA paths (bf16
+autocast, fp16 with the gradient scaler) follow torch's documented AMP recipe
+but have not yet been run on a GPU in this project's tests or benchmarks.
 """
 from __future__ import annotations
 
