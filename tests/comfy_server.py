@@ -22,11 +22,7 @@ class ComfyServer(ComfyProcess):
         super().__init__(host.host_root(), base_dir=self.base if host.is_modern_host() else None)
         self.log_path = host.scratch_dir() / f"server-{self.port}.log"
         self.stand_ins = stand_ins
-        if host.is_modern_host():  # --base-directory hides the checkout's own custom_nodes: link its packs in
-            for pack in sorted((self.root / "custom_nodes").iterdir()):
-                link = self.base / "custom_nodes" / pack.name
-                if pack.is_dir() and not link.exists():
-                    link.symlink_to(pack.resolve(), target_is_directory=True)
+        host.link_checkout_packs(self.base)  # --base-directory hides the checkout's own custom_nodes
         link = self.base / "custom_nodes" / STAND_INS_DIR.name
         if not link.exists():  # registers nothing unless PV_STAND_IN_PACKS names packs
             link.symlink_to(STAND_INS_DIR, target_is_directory=True)

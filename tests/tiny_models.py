@@ -9,77 +9,9 @@ from __future__ import annotations
 
 import torch
 
-
-def sd15_unet_config(model_channels=32, channel_mult=(1, 2), context_dim=32, full_size=False) -> dict:
-    levels = len(channel_mult)
-    if full_size:  # SD1.5: attention in the first three levels only
-        model_channels, channel_mult, context_dim, levels = 320, (1, 2, 4, 4), 768, 4
-        depth_in = [1, 1, 1, 1, 1, 1, 0, 0]
-        depth_out = [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0]
-    else:
-        depth_in, depth_out = [1] * (2 * levels), [1] * (3 * levels)
-    return {
-        "image_size": 32, "in_channels": 4, "out_channels": 4,
-        "model_channels": model_channels, "num_res_blocks": [2] * levels, "channel_mult": list(channel_mult),
-        "transformer_depth": depth_in, "transformer_depth_output": depth_out, "transformer_depth_middle": 1,
-        "context_dim": context_dim, "use_linear_in_transformer": False, "adm_in_channels": None,
-        "use_temporal_attention": False, "use_temporal_resblock": False,
-        "use_spatial_transformer": True, "legacy": False, "use_checkpoint": False,
-        "num_heads": 8, "num_head_channels": -1,
-    }
-
-
-def initialise(module: torch.nn.Module, seed: int) -> None:
-    """Give every layer defined random weights (ComfyUI builds layers without initialising them).
-
-    Norms are set by type (weight 1, bias 0): zeroing the UNet's output norm by
-    a name rule would make it output 0 whatever its input.
-    """
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        for m in module.modules():
-            if isinstance(m, (torch.nn.GroupNorm, torch.nn.LayerNorm)):
-                if m.weight is not None:
-                    torch.nn.init.ones_(m.weight)
-                    torch.nn.init.zeros_(m.bias)
-            elif isinstance(m, torch.nn.Embedding):
-                torch.nn.init.normal_(m.weight, std=0.02)
-            else:
-                _torch_reset(m)
-    finally:
-        torch.random.set_rng_state(gen_state)
-
-
-def _torch_reset(m: torch.nn.Module) -> None:
-    """Call torch's own reset_parameters (ComfyUI's layer classes override it with a no-op)."""
-    for cls in type(m).__mro__:
-        if cls.__module__.startswith("torch.nn") and "reset_parameters" in cls.__dict__:
-            cls.reset_parameters(m)
-            return
-
-
-def sd15_model_config(unet_config: dict):
-    import comfy.supported_models
-
-    class SmallSD15(comfy.supported_models.SD15):
-        pass
-
-    config = SmallSD15(dict(unet_config))
-    config.unet_config.update({k: unet_config[k] for k in ("num_heads", "num_head_channels")})
-    return config
-
-
-def tiny_sd15_model(seed: int = 0, full_size: bool = False, device="cpu", model_channels: int = 32):
-    """A ModelPatcher around a BaseModel with an SD1.5-layout UNet and random weights."""
-    import comfy.model_base
-    import comfy.model_patcher
-
-    config = sd15_model_config(sd15_unet_config(model_channels=model_channels, full_size=full_size))
-    base = comfy.model_base.BaseModel(config, device=device)
-    initialise(base.diffusion_model, seed)
-    base.eval()
-    return comfy.model_patcher.ModelPatcher(base, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+import host  # noqa: F401  (makes tools/ importable as pv_tools)
+from pv_tools.random_models import (initialise, save_kohya_lora, sd15_model_config,  # noqa: F401
+                                    sd15_unet_config, tiny_sd15_model)
 
 
 def context_dim(model) -> int:
@@ -107,31 +39,6 @@ def save_tiny_controlnet(path: str, seed: int = 3, model_channels: int = 64) -> 
     initialise(net, seed)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, path)
     return path
-
-
-def save_kohya_lora(path: str, model, module_filter, rank: int = 4, seed: int = 5, std: float = 0.2) -> list:
-    """A random LoRA file in kohya/diffusers naming on the UNet Linears whose ldm path passes module_filter."""
-    import comfy.utils
-    from safetensors.torch import save_file
-
-    diffusers_to_ldm = comfy.utils.unet_to_diffusers(model.model.model_config.unet_config)
-    g = torch.Generator().manual_seed(seed)
-    modules = dict(model.model.diffusion_model.named_modules())
-    tensors, chosen = {}, []
-    for diffusers_key, ldm_key in sorted(diffusers_to_ldm.items()):
-        if not diffusers_key.endswith(".weight"):
-            continue
-        ldm_path = ldm_key[: -len(".weight")]
-        layer = modules.get(ldm_path)
-        if not isinstance(layer, torch.nn.Linear) or not module_filter(ldm_path):
-            continue
-        key = "lora_unet_" + diffusers_key[: -len(".weight")].replace(".", "_")
-        tensors[key + ".lora_down.weight"] = torch.randn(rank, layer.in_features, generator=g) * std
-        tensors[key + ".lora_up.weight"] = torch.randn(layer.out_features, rank, generator=g) * std
-        tensors[key + ".alpha"] = torch.tensor(float(rank))
-        chosen.append(ldm_path)
-    save_file(tensors, path)
-    return chosen
 
 
 # ---- a tiny VAE and a tiny CLIP text encoder (ComfyUI's own classes), for the trainer tests ----

@@ -85,44 +85,60 @@ def _notice_once(key: str, message: str) -> None:
     print(f"[PersonalVideo] {message}", file=sys.stderr)
 
 
+GPU_HINT = ("install exactly one onnxruntime package, `onnxruntime-gpu` built for your CUDA/cuDNN "
+            "(having both `onnxruntime` and `onnxruntime-gpu` hides the GPU provider)")
+
+
+def open_session(model, providers: list):
+    """``(session, reasons)``: an InferenceSession for ``model`` (a path or serialised bytes) asking for
+    ``providers``, and for each non-CPU provider the session came up without, the reason onnxruntime gave
+    (its Python warning, or what its C++ logger printed while loading the provider library).
+
+    Whatever onnxruntime raises when it cannot load the model is raised unchanged.
+    """
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(2)  # let provider-loading warnings through
+    try:
+        with warnings.catch_warnings(record=True) as caught, _CaptureStderr() as captured:
+            warnings.simplefilter("always")
+            session = onnxruntime.InferenceSession(model, providers=providers)
+    finally:
+        onnxruntime.set_default_logger_severity(3)
+    active = session.get_providers()
+    reasons = {}
+    for name in providers:
+        if name == "CPUExecutionProvider" or name in active:
+            continue
+        said = [str(w.message) for w in caught if name in str(w.message)]
+        lines = [ln.strip() for ln in captured.text.splitlines()
+                 if any(k in ln for k in ("CUDA", "cuda", "cudnn", "cuDNN", "ROCM", "rocm", "Fail", "fail", "rror"))]
+        reasons[name] = "; ".join(said + lines) or "onnxruntime gave no reason"
+    return session, reasons
+
+
 def create_session(path: str, choice: str = "auto"):
     """An ``onnxruntime.InferenceSession`` for ``path`` with the chosen provider.
 
     A file onnxruntime cannot read raises :class:`FaceStackError` naming the file.
     """
-    import onnxruntime
-
     if not os.path.isfile(path):
         raise FaceStackError(f"face model not found: {path}")
-    providers = requested_providers(choice)
-    wanted_gpu = [p for p in providers if p != "CPUExecutionProvider"]
-    onnxruntime.set_default_logger_severity(2)  # let provider-loading warnings through
-    with warnings.catch_warnings(record=True) as caught, _CaptureStderr() as captured:
-        warnings.simplefilter("always")
-        try:
-            session = onnxruntime.InferenceSession(path, providers=providers)
-        except Exception as exc:
-            session, error = None, exc
-    onnxruntime.set_default_logger_severity(3)
-    if session is None:
+    try:
+        session, reasons = open_session(path, requested_providers(choice))
+    except FaceStackError:
+        raise
+    except Exception as error:
         raise FaceStackError(
             f"onnxruntime could not load {path} ({type(error).__name__}: {str(error).strip()[:300]}). "
             "The file is probably truncated or corrupt (an interrupted download or copy): "
             "delete it and copy the model pack again."
         ) from error
     active = session.get_providers()
-    for name in wanted_gpu:
-        if name in active:
-            continue
-        reasons = [str(w.message) for w in caught if name in str(w.message)]
-        lines = [ln.strip() for ln in captured.text.splitlines()
-                 if any(k in ln for k in ("CUDA", "cuda", "cudnn", "cuDNN", "ROCM", "rocm", "Fail", "fail", "rror"))]
-        reason = "; ".join(reasons + lines) or "onnxruntime gave no reason"
-        hint = ("install exactly one onnxruntime package, `onnxruntime-gpu` built for your CUDA/cuDNN "
-                "(having both `onnxruntime` and `onnxruntime-gpu` hides the GPU provider)")
+    for name, reason in reasons.items():
         _notice_once(
             f"fallback:{name}",
             f"{name} was requested for face models but onnxruntime runs them on {', '.join(active)}. "
-            f"Reason given by onnxruntime: {reason[:600]}. To use the GPU: {hint}.",
+            f"Reason given by onnxruntime: {reason[:600]}. To use the GPU: {GPU_HINT}.",
         )
     return session

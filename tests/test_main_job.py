@@ -1,0 +1,96 @@
+"""The main job (scripts/main_job = python -m tools.main_job), reduced, on the test host.
+
+It runs as users run it, in a process of its own with its own scratch host; it reuses the
+session's random SD1.5 checkpoint (--checkpoint) instead of building another.
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+from PIL import Image
+
+import full_models
+import host
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+REDUCED = ["--frames", "2", "--train-frames", "2", "--steps", "2", "--ti-steps", "1", "--sia-iterations", "1",
+           "--size", "64"]
+
+
+def main_job_command(out, checkpoint, *extra):
+    return [sys.executable, "-m", "tools.main_job", "--output", str(out), "--checkpoint", str(checkpoint),
+            *REDUCED, *extra]
+
+
+def _env():
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
+def _server_is_gone(stdout: str) -> bool:
+    url = re.search(r"ComfyUI is up at (http://127\.0\.0\.1:\d+)", stdout).group(1)
+    try:
+        urllib.request.urlopen(url + "/object_info", timeout=5)
+    except OSError:
+        return True
+    return False
+
+
+def test_main_job_trains_and_generates_over_http(tmp_path, sd15_checkpoint):
+    out = tmp_path / "out"
+    done = subprocess.run(main_job_command(out, sd15_checkpoint), cwd=host.PACK_DIR, capture_output=True, text=True,
+                          timeout=1200, env=_env())
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-4000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "ok" and "random weights" in report["note"]
+    assert "random weights" in done.stdout  # the console says so too
+    video = full_models.has_animatediff_evolved()
+    assert report["variant"] == ("video" if video else "image-only")
+    if not video:
+        assert "AnimateDiff-Evolved" in report["variant_reason"]
+    # the animation: as many frames as asked, at the asked size
+    with Image.open(report["files"]["animation"][0]) as anim:
+        assert anim.format == "WEBP" and anim.size == (64, 64) and getattr(anim, "n_frames", 1) == 2
+    with Image.open(report["files"]["loss_curve"][0]) as curve:
+        assert curve.format == "PNG" and curve.size[0] > 100
+    adapter, token = report["files"]["identity"]
+    from safetensors import safe_open
+
+    with safe_open(adapter, "pt") as f:
+        assert f.metadata()["format"] == "personalvideo-sia" and len(list(f.keys())) >= 48 * 2
+    assert os.path.getsize(token) > 0
+    for name in ("doctor.txt", "comfyui.log", "animation.webp", "loss_curve.png"):
+        assert name in report["files"]["listing"]
+    assert report["doctor"]["exit_code"] == 0 and "FAIL" not in (out / "doctor.txt").read_text()
+    assert report["versions"]["torch"] and report["versions"]["comfyui"] and report["versions"]["pack"]
+    assert set(report["timings_s"]) >= {"random models", "doctor", "server start", "training workflow",
+                                        "generation workflow", "total"}
+    # the prompts went through the frontend's route: queued with a client id, followed over /ws
+    assert "train: running node" in done.stdout and "generate: running node" in done.stdout
+    assert _server_is_gone(done.stdout)
+
+
+def test_main_job_stops_its_server_on_ctrl_c(tmp_path, sd15_checkpoint):
+    out = tmp_path / "out"
+    proc = subprocess.Popen(main_job_command(out, sd15_checkpoint), cwd=host.PACK_DIR, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=_env())
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "train: running node" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stdout = "".join(lines) + rest
+    assert proc.returncode == 130, stdout[-4000:]
+    assert "ComfyUI stopped" in stdout and _server_is_gone(stdout)
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "interrupted"

@@ -1,0 +1,230 @@
+"""Random-weight SD1.5-family model files that ComfyUI's own loaders accept (no downloads).
+
+For proving the plumbing (the main job) and for tests: models are built from ComfyUI's
+own classes with the real SD1.5 shapes and random weights, so the stock loaders detect
+them as the real thing; what they generate is noise-like, never a real picture.
+
+- :func:`tiny_sd15_model`: a ModelPatcher with an SD1.5-layout UNet (small, or full size).
+- :func:`save_sd15_checkpoint`: UNet + CLIP-L + VAE at SD1.5 size, one fp16 .safetensors (~2 GB, ~20 s).
+- :func:`save_animatelcm_motion_model`: an AnimateLCM-layout motion model (needs AnimateDiff-Evolved loaded).
+- :func:`save_kohya_lora`: a LoRA in kohya/diffusers naming on chosen UNet Linears.
+- :func:`save_random_lora`: a LoRA on every attention projection of the SD1.5 UNet (AnimateLCM or style LoRA stand-in).
+
+Needs a ComfyUI host imported in-process (:func:`tools.comfy_host.bootstrap`).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def sd15_unet_config(model_channels=32, channel_mult=(1, 2), context_dim=32, full_size=False) -> dict:
+    levels = len(channel_mult)
+    if full_size:  # SD1.5: attention in the first three levels only
+        model_channels, channel_mult, context_dim, levels = 320, (1, 2, 4, 4), 768, 4
+        depth_in = [1, 1, 1, 1, 1, 1, 0, 0]
+        depth_out = [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0]
+    else:
+        depth_in, depth_out = [1] * (2 * levels), [1] * (3 * levels)
+    return {
+        "image_size": 32, "in_channels": 4, "out_channels": 4,
+        "model_channels": model_channels, "num_res_blocks": [2] * levels, "channel_mult": list(channel_mult),
+        "transformer_depth": depth_in, "transformer_depth_output": depth_out, "transformer_depth_middle": 1,
+        "context_dim": context_dim, "use_linear_in_transformer": False, "adm_in_channels": None,
+        "use_temporal_attention": False, "use_temporal_resblock": False,
+        "use_spatial_transformer": True, "legacy": False, "use_checkpoint": False,
+        "num_heads": 8, "num_head_channels": -1,
+    }
+
+
+def initialise(module: torch.nn.Module, seed: int) -> None:
+    """Give every layer defined random weights (ComfyUI builds layers without initialising them).
+
+    Norms are set by type (weight 1, bias 0): zeroing the UNet's output norm by
+    a name rule would make it output 0 whatever its input.
+    """
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        for m in module.modules():
+            if isinstance(m, (torch.nn.GroupNorm, torch.nn.LayerNorm)):
+                if m.weight is not None:
+                    torch.nn.init.ones_(m.weight)
+                    torch.nn.init.zeros_(m.bias)
+            elif isinstance(m, torch.nn.Embedding):
+                torch.nn.init.normal_(m.weight, std=0.02)
+            else:
+                _torch_reset(m)
+    finally:
+        torch.random.set_rng_state(gen_state)
+
+
+def _torch_reset(m: torch.nn.Module) -> None:
+    """Call torch's own reset_parameters (ComfyUI's layer classes override it with a no-op)."""
+    for cls in type(m).__mro__:
+        if cls.__module__.startswith("torch.nn") and "reset_parameters" in cls.__dict__:
+            cls.reset_parameters(m)
+            return
+
+
+def sd15_model_config(unet_config: dict):
+    import comfy.supported_models
+
+    class SmallSD15(comfy.supported_models.SD15):
+        pass
+
+    config = SmallSD15(dict(unet_config))
+    config.unet_config.update({k: unet_config[k] for k in ("num_heads", "num_head_channels")})
+    return config
+
+
+def tiny_sd15_model(seed: int = 0, full_size: bool = False, device="cpu", model_channels: int = 32):
+    """A ModelPatcher around a BaseModel with an SD1.5-layout UNet and random weights."""
+    import comfy.model_base
+    import comfy.model_patcher
+
+    config = sd15_model_config(sd15_unet_config(model_channels=model_channels, full_size=full_size))
+    base = comfy.model_base.BaseModel(config, device=device)
+    initialise(base.diffusion_model, seed)
+    base.eval()
+    return comfy.model_patcher.ModelPatcher(base, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def save_kohya_lora(path: str, model, module_filter, rank: int = 4, seed: int = 5, std: float = 0.2) -> list:
+    """A random LoRA file in kohya/diffusers naming on the UNet Linears whose ldm path passes module_filter."""
+    import comfy.utils
+    from safetensors.torch import save_file
+
+    diffusers_to_ldm = comfy.utils.unet_to_diffusers(model.model.model_config.unet_config)
+    g = torch.Generator().manual_seed(seed)
+    modules = dict(model.model.diffusion_model.named_modules())
+    tensors, chosen = {}, []
+    for diffusers_key, ldm_key in sorted(diffusers_to_ldm.items()):
+        if not diffusers_key.endswith(".weight"):
+            continue
+        ldm_path = ldm_key[: -len(".weight")]
+        layer = modules.get(ldm_path)
+        if not isinstance(layer, torch.nn.Linear) or not module_filter(ldm_path):
+            continue
+        key = "lora_unet_" + diffusers_key[: -len(".weight")].replace(".", "_")
+        tensors[key + ".lora_down.weight"] = torch.randn(rank, layer.in_features, generator=g) * std
+        tensors[key + ".lora_up.weight"] = torch.randn(layer.out_features, rank, generator=g) * std
+        tensors[key + ".alpha"] = torch.tensor(float(rank))
+        chosen.append(ldm_path)
+    save_file(tensors, path)
+    return chosen
+
+
+VAE_DDCONFIG = dict(double_z=True, z_channels=4, resolution=256, in_channels=3, out_ch=3, ch=128,
+                    ch_mult=[1, 2, 4, 4], num_res_blocks=2, attn_resolutions=[], dropout=0.0)
+
+
+def _prefixed(prefix: str, module: torch.nn.Module) -> dict:
+    return {prefix + k: v.detach().to(torch.float16).contiguous() for k, v in module.state_dict().items()}
+
+
+@torch.no_grad()
+def sd15_state_dict(seed: int = 0) -> dict:
+    import comfy.ldm.modules.diffusionmodules.model as vae_parts
+    import comfy.sd1_clip
+
+    sd = {}
+    unet = tiny_sd15_model(seed=seed, full_size=True).model.diffusion_model
+    sd.update(_prefixed("model.diffusion_model.", unet))
+    del unet
+    clip = comfy.sd1_clip.SDClipModel(device="cpu")
+    initialise(clip.transformer, seed + 1)
+    sd.update(_prefixed("cond_stage_model.transformer.", clip.transformer))
+    del clip
+    vae = torch.nn.ModuleDict({
+        "encoder": vae_parts.Encoder(**VAE_DDCONFIG), "decoder": vae_parts.Decoder(**VAE_DDCONFIG),
+        "quant_conv": torch.nn.Conv2d(8, 8, 1), "post_quant_conv": torch.nn.Conv2d(4, 4, 1)})
+    initialise(vae, seed + 2)
+    sd.update(_prefixed("first_stage_model.", vae))
+    return {k: v for k, v in sd.items() if not k.endswith("position_ids")}
+
+
+def save_sd15_checkpoint(path: str, seed: int = 0) -> str:
+    from safetensors.torch import save_file
+
+    if not os.path.exists(path):
+        tmp = path + ".tmp"
+        save_file(sd15_state_dict(seed), tmp, metadata={"note": "random weights for tests, not a real model"})
+        os.replace(tmp, path)
+    return path
+
+
+def save_animatelcm_motion_model(path: str, seed: int = 11) -> str:
+    """A motion model in the AnimateLCM file layout (SD1.5 widths), random weights.
+
+    Built with AnimateDiff-Evolved's own classes from a dict naming the layout's
+    keys; saved without ``pos_encoder`` entries, which is how its loader tells
+    AnimateLCM apart. Needs AnimateDiff-Evolved importable in the host.
+    """
+    import importlib
+
+    from safetensors.torch import save_file
+
+    ad = importlib.import_module(_ade_module_name() + ".animatediff.motion_module_ad")
+    if os.path.exists(path):
+        return path
+    names = {}
+    for kind, blocks, modules in (("down_blocks", 4, 2), ("up_blocks", 4, 3)):
+        for b in range(blocks):
+            for m in range(modules):
+                for a in range(2):
+                    key = (f"{kind}.{b}.motion_modules.{m}.temporal_transformer.transformer_blocks.0."
+                           f"attention_blocks.{a}.to_q.weight")
+                    names[key] = torch.empty(0)
+    sd, info = ad.normalize_ad_state_dict(names, os.path.basename(path))
+    with torch.no_grad():
+        model = ad.AnimateDiffModel(sd, info)
+        initialise(model, seed)
+        state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()
+                 if "pos_encoder" not in k}
+    tmp = path + ".tmp"
+    save_file(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _ade_module_name() -> str:
+    import sys
+
+    for name, module in list(sys.modules.items()):
+        if name.endswith(("ComfyUI-AnimateDiff-Evolved", "comfyui-animatediff-evolved")) and hasattr(module, "__path__"):
+            return name
+    raise ModuleNotFoundError("AnimateDiff-Evolved is not loaded in this host")
+
+
+def has_animatediff_evolved() -> bool:
+    import nodes
+
+    return "ADE_AnimateDiffLoaderGen1" in nodes.NODE_CLASS_MAPPINGS
+
+
+def save_random_lora(path: str, rank: int = 4, seed: int = 3, std: float = 0.01) -> str:
+    """A kohya-format LoRA (diffusers layer names) on every attention projection of the SD1.5 UNet, random
+    weights: stands in for AnimateLCM_sd15_t2v_lora.safetensors or a style LoRA. ComfyUI's own key map
+    decides the names, so its LoRA loaders load every key."""
+    import comfy.lora
+    from safetensors.torch import save_file
+
+    if os.path.exists(path):
+        return path
+    model = tiny_sd15_model(full_size=True, device="meta").model
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, key in sorted(comfy.lora.model_lora_keys_unet(model, {}).items()):
+        if not isinstance(key, str) or "_attentions_" not in name or "_attn" not in name or len(shapes[key]) != 2:
+            continue
+        out_f, in_f = shapes[key]
+        tensors[f"{name}.lora_down.weight"] = (torch.randn(rank, in_f, generator=g) * std).half()
+        tensors[f"{name}.lora_up.weight"] = (torch.randn(out_f, rank, generator=g) * std).half()
+        tensors[f"{name}.alpha"] = torch.tensor(float(rank))
+    tmp = path + ".tmp"
+    save_file(tensors, tmp, metadata={"note": "random weights for tests, not a real model"})
+    os.replace(tmp, path)
+    return path
