@@ -77,7 +77,9 @@ class TrainPersonalVideoIdentity:
                                          "Weight of ||adapter - initial||^2, which keeps the adapter close to a "
                                          "no-op (paper's weight-space regularisation)."}),
                 "frames": ("INT", {"default": 16, "min": 1, "max": 64, "tooltip":
-                                   "Frames of each training video (16 for AnimateDiff)."}),
+                                   "Frames of each training video (16 for AnimateDiff). At most what the motion "
+                                   "model takes at once (AnimateDiff v2/v3: 32, AnimateLCM: 64) unless context "
+                                   "options are attached; checked before training starts."}),
                 "width": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 8, "tooltip":
                                   "Width of the training videos."}),
                 "height": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 8, "tooltip":
