@@ -104,6 +104,8 @@ def _collect():
             text = _text(message, scopes[id(scope)])
             if text.startswith("internal:"):
                 continue  # a bug, not something the user can fix
+            if not text.strip(HOLE):
+                continue  # passes on a message made elsewhere (e.g. ``return str(error)``), checked where it is made
             messages.append((f"{where}:{node.lineno}", text))
     return messages, literals
 
