@@ -38,6 +38,18 @@ class LoadFaceAnalysis:
             }
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, model_pack):
+        """Checked when the prompt is queued, so a missing pack is reported before anything runs."""
+        from ..training.face.errors import FaceStackError
+        from ..training.face.model_paths import find_model_pack
+
+        try:
+            find_model_pack(model_pack)
+        except FaceStackError as e:
+            return str(e)
+        return True
+
     def load(self, model_pack, provider):
         from ..training.face.analysis import build_face_analysis
 

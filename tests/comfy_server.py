@@ -1,98 +1,56 @@
-"""A headless ComfyUI server on 127.0.0.1 with the pack linked into its custom_nodes."""
+"""A headless ComfyUI server on 127.0.0.1 with the pack linked into its custom_nodes.
+
+``ComfyServer(stand_ins=True)`` also loads test stand-ins for the third-party packs the example
+workflows use (AnimateDiff-Evolved, VideoHelperSuite, comfyui_controlnet_aux) that the host
+lacks: nodes generated from their recorded definitions (tests/stand_in_nodes), so the host's
+real validator checks whole workflows. Packs the host has (AnimateDiff-Evolved in a modern
+checkout's custom_nodes) are linked in and load for real.
+"""
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from pathlib import Path
-
 import host
+from pv_tools.comfy_process import ComfyProcess
+
+STAND_INS_DIR = host.PACK_DIR / "tests" / "stand_in_nodes"
+DEFINITIONS_DIR = host.PACK_DIR / "tests" / "data" / "node_definitions"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ComfyServer:
-    def __init__(self):
-        self.root = host.host_root()
+class ComfyServer(ComfyProcess):
+    def __init__(self, stand_ins: bool = False):
         self.base = host.server_base_dir()
         host.install_pack_link(self.base)
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(host.host_root(), base_dir=self.base if host.is_modern_host() else None)
         self.log_path = host.scratch_dir() / f"server-{self.port}.log"
-        self.proc = None
+        self.stand_ins = stand_ins
+        if host.is_modern_host():  # --base-directory hides the checkout's own custom_nodes: link its packs in
+            for pack in sorted((self.root / "custom_nodes").iterdir()):
+                link = self.base / "custom_nodes" / pack.name
+                if pack.is_dir() and not link.exists():
+                    link.symlink_to(pack.resolve(), target_is_directory=True)
+        link = self.base / "custom_nodes" / STAND_INS_DIR.name
+        if not link.exists():  # registers nothing unless PV_STAND_IN_PACKS names packs
+            link.symlink_to(STAND_INS_DIR, target_is_directory=True)
+        self.stand_in_packs = self.absent_packs() if stand_ins else []
+        self.env["PV_STAND_IN_PACKS"] = ",".join(self.stand_in_packs)
+
+    def absent_packs(self) -> list:
+        """Recorded third-party packs (tests/data/node_definitions) this host does not have."""
+        return [p.stem for p in sorted(DEFINITIONS_DIR.glob("*.json"))
+                if not (self.base / "custom_nodes" / p.stem).exists()]
 
     @property
-    def models(self) -> Path:
+    def has_animatediff(self) -> bool:
+        """AnimateDiff-Evolved loads for real in this server (not a stand-in)."""
+        return "ComfyUI-AnimateDiff-Evolved" not in self.absent_packs()
+
+    @property
+    def models(self):
         return self.base / "models"
 
     @property
-    def output(self) -> Path:
+    def output(self):
         return self.base / "output"
 
-    def start(self, timeout: float = 120.0, extra_args=()) -> "ComfyServer":
-        args = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port), *extra_args]
-        if host.is_modern_host():
-            args += ["--base-directory", str(self.base)]
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(args, cwd=self.root, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited at start-up:\n{self.log()}")
-            try:
-                self.get("/object_info")
-                return self
-            except (urllib.error.URLError, ConnectionError, OSError):
-                time.sleep(0.5)
-        raise RuntimeError(f"ComfyUI did not answer within {timeout} s:\n{self.log()}")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc:
-            self._log.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
-
-    def get(self, path: str):
-        with urllib.request.urlopen(self.url + path, timeout=30) as r:
-            return json.loads(r.read())
-
-    def post_prompt(self, prompt: dict):
-        """POST /prompt; returns (http status, json body)."""
-        data = json.dumps({"prompt": prompt, "client_id": "personalvideo-tests"}).encode()
-        req = urllib.request.Request(self.url + "/prompt", data=data, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
-
-    def wait(self, prompt_id: str, timeout: float = 300.0) -> dict:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            history = self.get(f"/history/{prompt_id}")
-            if prompt_id in history and history[prompt_id].get("status", {}).get("completed", True) is not None:
-                entry = history[prompt_id]
-                if entry.get("outputs") or entry.get("status", {}).get("status_str") == "error":
-                    return entry
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI died:\n{self.log()}")
-            time.sleep(0.5)
-        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s:\n{self.log()}")
+    @property
+    def input(self):
+        return self.base / "input"

@@ -66,7 +66,7 @@ def comfy_server():
     (yaml_models / "sia").mkdir(parents=True, exist_ok=True)
     config = host.scratch_dir() / "extra_model_paths.yaml"
     config.write_text(f"personalvideo_tests:\n    base_path: {yaml_models}\n    sia: sia\n")
-    srv = comfy_server.ComfyServer()
+    srv = comfy_server.ComfyServer(stand_ins=True)  # third-party packs the host lacks: test stand-ins
     srv.yaml_sia = yaml_models / "sia"
     srv.start(extra_args=["--extra-model-paths-config", str(config)])
     yield srv

@@ -27,6 +27,7 @@ from pathlib import Path
 
 PACK_DIR = Path(__file__).resolve().parent.parent
 PACK_MODULE = "comfyui_personalvideo"
+TOOLS_MODULE = "pv_tools"  # the repository's tools/ package, importable in tests under this name
 
 _state: dict = {}
 
@@ -191,3 +192,18 @@ def load_pack():
 
 def models_dir() -> Path:
     return scratch_dir() / "models"
+
+
+def _register_tools_package() -> None:
+    """Make ``tools/`` importable as ``pv_tools`` (the repository root itself is never put on sys.path:
+    its ``nodes`` package would shadow ComfyUI's ``nodes`` module)."""
+    if TOOLS_MODULE in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(TOOLS_MODULE, PACK_DIR / "tools" / "__init__.py",
+                                                  submodule_search_locations=[str(PACK_DIR / "tools")])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[TOOLS_MODULE] = module
+    spec.loader.exec_module(module)
+
+
+_register_tools_package()

@@ -1,0 +1,44 @@
+"""Node: Identity Prompt (PersonalVideo): puts an identity's trigger phrase into a prompt."""
+
+CATEGORY = "PersonalVideo"
+PLACEHOLDER = "{identity}"
+
+
+def identity_prompt(trigger_phrase: str, text: str) -> str:
+    trigger = (trigger_phrase or "").strip()
+    if PLACEHOLDER in text:
+        return text.replace(PLACEHOLDER, trigger)
+    body = text.strip()
+    return f"{trigger}, {body}" if body and trigger else (trigger or body)
+
+
+class IdentityPrompt:
+    DESCRIPTION = (
+        "Writes your prompt around an identity's trigger phrase (e.g. 'embedding:alice woman'): {identity} in the "
+        "text is replaced by it, or it is put first. Wire the result into a CLIP Text Encode's text. Linking the "
+        "trigger from the trainer also makes the prompt wait for training, so the new embedding exists when the "
+        "prompt is encoded."
+    )
+    CATEGORY = CATEGORY
+    FUNCTION = "build"
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("prompt",)
+    OUTPUT_TOOLTIPS = ("The prompt with the trigger phrase in it, for a CLIP Text Encode's text input.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "trigger_phrase": ("STRING", {"forceInput": True, "tooltip":
+                                              "From 'Load SIA Adapter' or 'Train PersonalVideo Identity'."}),
+                "text": ("STRING", {"multiline": True, "default": f"{PLACEHOLDER} walking on a beach at sunset, smiling",
+                                    "tooltip": f"Your prompt. {PLACEHOLDER} marks where the identity goes; without "
+                                               "it the trigger phrase is put first."}),
+            }
+        }
+
+    def build(self, trigger_phrase, text):
+        return (identity_prompt(trigger_phrase, text),)
+
+
+NODES = (("PV_IdentityPrompt", IdentityPrompt, "Identity Prompt (PersonalVideo)"),)

@@ -1,0 +1,241 @@
+"""The example workflows against the real host: node definitions, widget values, links, API twins.
+
+Core nodes and ours are checked against the running host's /object_info; third-party nodes
+(AnimateDiff-Evolved, VideoHelperSuite, comfyui_controlnet_aux) against their definitions
+recorded from the packs' code (tests/data/node_definitions). Packs the host lacks are served by
+test stand-ins generated from those records (tests/stand_in_nodes), so the host's own /prompt
+validator checks every twin.
+"""
+import copy
+import json
+import shutil
+
+import pytest
+
+from pv_tools import workflow_build, workflow_graph
+
+import face_fixtures as ff
+import full_models
+import workflow_checks as wc
+
+pytestmark = pytest.mark.server
+
+UI_FILES = sorted(workflow_build.WORKFLOWS_DIR.glob("*.json"))
+NAMES = [p.stem for p in UI_FILES]
+
+
+def ui(name):
+    return json.loads((workflow_build.WORKFLOWS_DIR / f"{name}.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def object_info(comfy_server):
+    return comfy_server.get("/object_info")
+
+
+@pytest.fixture(scope="module")
+def definitions(object_info):
+    return wc.definitions_for(object_info)
+
+
+def test_five_workflows_with_twins_generated_from_the_description():
+    files = workflow_build.build_all()
+    assert NAMES == ["01_train_identity", "02_generate_with_identity", "03_generate_with_pose",
+                     "04_generate_with_style_lora", "05_train_and_generate"]
+    on_disk = {str(p.relative_to(workflow_build.WORKFLOWS_DIR)) for p in workflow_build.WORKFLOWS_DIR.rglob("*.json")}
+    assert on_disk == set(files)
+    for rel, text in files.items():
+        assert (workflow_build.WORKFLOWS_DIR / rel).read_text() == text, \
+            f"{rel} is out of date: run `python -m tools.workflow_build`"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_workflow_matches_the_node_definitions(name, definitions):
+    assert wc.ui_problems(ui(name), definitions) == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_api_twin_is_the_frontends_conversion_of_the_ui_file(name, definitions):
+    strip = lambda api: {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in api.items()}  # noqa: E731
+    assert strip(wc.api_from_ui(ui(name), definitions)) == strip(workflow_graph.load(name))
+
+
+def test_checker_catches_what_the_frontend_or_host_would_refuse(definitions):
+    base = ui("03_generate_with_pose")
+    node = lambda wf, t: next(n for n in wf["nodes"] if n["type"] == t)  # noqa: E731
+    cases = {
+        "widget values for": lambda wf: node(wf, "KSampler")["widgets_values"].remove("fixed"),
+        "is not one of": lambda wf: node(wf, "KSampler")["widgets_values"].__setitem__(4, "lcm_turbo"),
+        "above the maximum": lambda wf: node(wf, "PV_ApplySIALateSteps")["widgets_values"].__setitem__(1, 1.5),
+        "unknown node type": lambda wf: node(wf, "VAEDecode").__setitem__("type", "VAEDecodeTiledX"),
+        "joins": lambda wf: wf["links"][0].__setitem__(5, "CLIP"),
+        "no widget of": lambda wf: node(wf, "VHS_VideoCombine")["widgets_values"].__setitem__("fps", 8),
+        "beta_schedule": lambda wf: node(wf, "ADE_AnimateDiffLoaderGen1")["widgets_values"].__setitem__(1, "lcm2"),
+        "not connected": lambda wf: node(wf, "DWPreprocessor")["inputs"][0].__setitem__("link", None),
+        "expected true/false": lambda wf: node(wf, "VHS_VideoCombine")["widgets_values"].__setitem__("pingpong", 0),
+    }
+    for expected, damage in cases.items():
+        wf = copy.deepcopy(base)
+        damage(wf)
+        problems = wc.ui_problems(wf, definitions)
+        assert any(expected in p for p in problems), (expected, problems)
+
+
+def test_recorded_definitions_name_their_pack_and_commit():
+    packs = wc.recorded_packs()
+    assert set(packs) == set(workflow_build.PACKS)
+    for folder, record in packs.items():
+        assert record["repository"] == workflow_build.INSTALL_HINTS[folder]
+        assert len(record["commit"]) == 40
+        assert set(record["nodes"]) == workflow_build.PACKS[folder]
+    assert packs["ComfyUI-AnimateDiff-Evolved"]["commit"] == "90fb1331201a4b29488089e4fbffc0d82cc6d0a9"
+
+
+def test_recorded_animatediff_definition_matches_the_installed_pack(object_info):
+    if not full_models.has_animatediff_evolved():
+        pytest.skip("AnimateDiff-Evolved is not installed in this host")
+    recorded = wc.recorded_packs()["ComfyUI-AnimateDiff-Evolved"]["nodes"]
+    for node_type, entry in recorded.items():
+        live = copy.deepcopy(object_info[node_type])
+        entry = copy.deepcopy(entry)
+        for e in (live, entry):
+            e["input"]["required"]["model_name"][0] = []   # the folder listing differs per machine
+        assert live == entry
+
+
+@pytest.fixture(scope="module")
+def reference_photo(comfy_server):
+    comfy_server.input.mkdir(parents=True, exist_ok=True)
+    path = comfy_server.input / workflow_build.REFERENCE_PHOTO
+    import cv2
+
+    cv2.imwrite(str(path), cv2.resize(ff.photo_bgr("astronaut"), (128, 128)))
+    return path
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_api_twin_passes_host_validation_except_missing_model_files(name, comfy_server, reference_photo):
+    """Only the model files people download (absent here) stop the twin, each reported at its own node."""
+    twin = workflow_graph.load(name)
+    info = comfy_server.get("/object_info")
+    missing = {(nid, inp): file for nid, inp, file, _ in workflow_graph.missing_files(twin, info)}
+    for nid in workflow_graph.find(twin, "PV_LoadFaceAnalysis"):   # a model folder, not a file list
+        missing[(nid, "model_pack")] = "antelopev2"
+    assert missing, "the twin names model files this host does not have"
+    status, body = comfy_server.post_prompt(twin)
+    assert status == 400, f"expected only missing model files to stop the twin, got {status}: {body}"
+    reported = set()
+    for nid, entry in body["node_errors"].items():
+        for err in entry["errors"]:
+            key = (nid, err.get("extra_info", {}).get("input_name"))
+            assert key in missing, (nid, err)
+            assert missing[key] in err["details"], err
+            reported.add(key)
+    assert reported == set(missing)
+
+
+def test_defaults_match_the_method():
+    for name in NAMES:
+        twin = workflow_graph.load(name)
+        for nid in workflow_graph.find(twin, "KSampler"):
+            s = twin[nid]["inputs"]
+            assert 4 <= s["steps"] <= 8 and 1.0 <= s["cfg"] <= 2.0
+            assert (s["sampler_name"], s["scheduler"], s["denoise"]) == ("lcm", "sgm_uniform", 1.0)
+        for nid in workflow_graph.find(twin, "EmptyLatentImage"):
+            assert twin[nid]["inputs"] == {"width": 512, "height": 512, "batch_size": 16}
+        for nid in workflow_graph.find(twin, "PV_ApplySIALateSteps"):
+            assert (twin[nid]["inputs"]["strength"], twin[nid]["inputs"]["start_percent"]) == (1.0, 0.75)
+        for nid in workflow_graph.find(twin, "ADE_AnimateDiffLoaderGen1"):
+            assert twin[nid]["inputs"]["model_name"] == "AnimateLCM_sd15_t2v.ckpt"
+            assert twin[nid]["inputs"]["beta_schedule"] == "lcm avg(sqrt_linear,linear)"
+        for nid in workflow_graph.find(twin, "PV_TrainIdentity"):
+            t = twin[nid]["inputs"]
+            assert (t["frames"], t["width"], t["height"], t["sampling_steps"]) == (16, 512, 512, 4)
+        assert workflow_graph.find(twin, "AnimateLCM LoRA"), name
+        assert twin[workflow_graph.find(twin, "AnimateLCM LoRA")[0]]["inputs"] == {
+            "model": ["1", 0], "lora_name": "AnimateLCM_sd15_t2v_lora.safetensors", "strength_model": 1.0} \
+            or name == "04_generate_with_style_lora"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notes_say_where_every_model_file_goes_and_layout_is_tidy(name):
+    wf = ui(name)
+    notes = "\n".join(n["widgets_values"][0] for n in wf["nodes"] if n["type"] == "Note")
+    twin = workflow_graph.load(name)
+    for nid, node in twin.items():
+        for (node_type, inp), (folder, _) in workflow_graph.FILE_INPUTS.items():
+            if node["class_type"] == node_type:
+                file = node["inputs"][inp]
+                place = "ComfyUI/input/" if folder == "input" else f"ComfyUI/models/{folder}/"
+                if node_type != "LoadImage":
+                    assert place + file in notes, (node_type, file)
+    for pack in {p for p, types in workflow_build.PACKS.items() if types & workflow_graph.node_types(twin)}:
+        assert pack in notes
+    if workflow_graph.find(twin, "PV_LoadFaceAnalysis"):
+        assert "ComfyUI/models/insightface/models/antelopev2/" in notes
+
+    def box(n):
+        return n["pos"][0], n["pos"][1] - 30, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1]
+
+    def gbox(g):
+        x, y, w, h = g["bounding"]
+        return x, y, x + w, y + h
+
+    def overlap(a, b):
+        return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+    def inside(a, b):
+        return a[0] >= b[0] and a[1] >= b[1] and a[2] <= b[2] and a[3] <= b[3]
+
+    nodes, groups = wf["nodes"], wf["groups"]
+    assert groups
+    for i, a in enumerate(nodes):
+        assert not any(overlap(box(a), box(b)) for b in nodes[i + 1:]), a
+        for g in groups:
+            assert inside(box(a), gbox(g)) or not overlap(box(a), gbox(g)), (a.get("title"), g["title"])
+    for i, a in enumerate(groups):
+        assert not any(overlap(gbox(a), gbox(b)) for b in groups[i + 1:]), a["title"]
+
+
+def test_image_only_variant_drops_animatediff_and_rewires_the_model():
+    for name in NAMES:
+        twin = workflow_graph.load(name)
+        plain = workflow_graph.without_animatediff(twin)
+        assert not any(t.startswith("ADE_") for t in workflow_graph.node_types(plain))
+        assert set(twin) - set(plain) == set(workflow_graph.find(twin, "ADE_AnimateDiffLoaderGen1"))
+        lora = workflow_graph.find(twin, "AnimateLCM LoRA")[0]
+        for node in plain.values():
+            for value in node["inputs"].values():
+                if workflow_graph.is_link(value):
+                    assert value[0] in plain
+        for nid in workflow_graph.find(plain, "PV_ApplySIALateSteps") + workflow_graph.find(plain, "PV_TrainIdentity"):
+            assert plain[nid]["inputs"]["model"] == [lora, 0]
+        assert workflow_graph.load(name) == twin  # the original is untouched
+
+
+def test_configure_and_set_input_refuse_typos():
+    wf = workflow_graph.load("02_generate_with_identity")
+    workflow_graph.configure(wf, checkpoint="a.safetensors", frames=2, width=64, height=64, steps=4,
+                             identity="alice")
+    latent = wf[workflow_graph.find(wf, "EmptyLatentImage")[0]]["inputs"]
+    assert latent == {"width": 64, "height": 64, "batch_size": 2}
+    assert wf[workflow_graph.find(wf, "PV_LoadSIAAdapter")[0]]["inputs"]["adapter_name"] == "alice.safetensors"
+    with pytest.raises(KeyError, match="unknown setting"):
+        workflow_graph.configure(wf, frame=2)
+    with pytest.raises(KeyError, match="no input 'step'"):
+        workflow_graph.set_input(wf, "KSampler", "step", 2)
+    with pytest.raises(ValueError, match="linked"):
+        workflow_graph.set_input(wf, "KSampler", "model", 2)
+    with pytest.raises(KeyError, match="no node"):
+        workflow_graph.set_input(wf, "KSamplerAdvanced", "steps", 2)
+
+
+def test_identity_prompt_node():
+    from comfyui_personalvideo.nodes.identity_prompt import IdentityPrompt
+
+    build = IdentityPrompt().build
+    assert build("embedding:alice woman", "{identity} on a beach") == ("embedding:alice woman on a beach",)
+    assert build("embedding:alice woman", "on a beach") == ("embedding:alice woman, on a beach",)
+    assert build("embedding:alice woman", "") == ("embedding:alice woman",)
+    spec = IdentityPrompt.INPUT_TYPES()["required"]
+    assert spec["trigger_phrase"][1]["forceInput"] and "{identity}" in spec["text"][1]["default"]

@@ -1,0 +1,589 @@
+"""The example workflows, described once here and written as ComfyUI UI files and API twins.
+
+    python -m tools.workflow_build           # (re)write workflows/*.json and workflows/api/*.json
+    python -m tools.workflow_build --check   # exit 1 if the committed files differ from this description
+
+UI files (``workflows/NN_name.json``) are what people load in the ComfyUI frontend: nodes with
+positions, sockets, ``widgets_values``, links, groups and Note nodes. API twins
+(``workflows/api/NN_name.json``) are what ``POST /prompt`` takes: ``{id: {class_type, inputs}}``,
+the conversion the frontend does when it queues a prompt (Note nodes dropped, links as
+``[origin id, slot]``, widget values by name, no control_after_generate values).
+
+``NODE_SPECS`` records, for each node type used, its sockets, widgets and outputs in the order the
+frontend builds them; tests check it against the host's /object_info and the recorded definitions
+of third-party packs (tests/data/node_definitions).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+WORKFLOWS_DIR = REPO_DIR / "workflows"
+
+# ---------------------------------------------------------------- model files people download
+CHECKPOINT = "realisticVisionV60B1_v51VAE.safetensors"
+MOTION_MODEL = "AnimateLCM_sd15_t2v.ckpt"
+LCM_LORA = "AnimateLCM_sd15_t2v_lora.safetensors"
+OPENPOSE_CONTROLNET = "control_v11p_sd15_openpose.pth"
+STYLE_LORA = "your_sd15_style_lora.safetensors"
+BETA_SCHEDULE = "lcm avg(sqrt_linear,linear)"
+REFERENCE_PHOTO = "person.png"
+POSE_VIDEO = "pose_video.mp4"
+IDENTITY = "my_identity"
+CLASS_WORD = "person"
+ADAPTER_FILE = f"{IDENTITY}.safetensors"
+
+# ---------------------------------------------------------------- generation defaults
+FRAMES, WIDTH, HEIGHT = 16, 512, 512
+STEPS, CFG, SAMPLER, SCHEDULER = 6, 1.5, "lcm", "sgm_uniform"
+SEED = 42
+START_PERCENT, STRENGTH = 0.75, 1.0
+FPS = 8
+PROMPT = "{identity} walking on a beach at sunset, smiling, wind in the hair, highly detailed"
+NEGATIVE = "blurry, low quality, deformed face, watermark, text"
+
+# ---------------------------------------------------------------- node specs
+# sockets: (name, type) in slot order; widgets: names in widgets_values order (a seed carries a control
+# value after it); outputs: (name, type). "dict_widgets": the pack saves widgets_values as {name: value}.
+SEED_WIDGETS = ("seed", "noise_seed")
+
+
+def _spec(sockets=(), widgets=(), outputs=(), dict_widgets=False, ui_only=False, extra_ui_widgets=()):
+    return dict(sockets=list(sockets), widgets=list(widgets), outputs=list(outputs), dict_widgets=dict_widgets,
+                ui_only=ui_only, extra_ui_widgets=list(extra_ui_widgets))
+
+
+NODE_SPECS = {
+    # ComfyUI core
+    "CheckpointLoaderSimple": _spec(widgets=["ckpt_name"], outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"),
+                                                                     ("VAE", "VAE")]),
+    "LoraLoaderModelOnly": _spec([("model", "MODEL")], ["lora_name", "strength_model"], [("MODEL", "MODEL")]),
+    "LoraLoader": _spec([("model", "MODEL"), ("clip", "CLIP")], ["lora_name", "strength_model", "strength_clip"],
+                        [("MODEL", "MODEL"), ("CLIP", "CLIP")]),
+    "CLIPTextEncode": _spec([("clip", "CLIP")], ["text"], [("CONDITIONING", "CONDITIONING")]),
+    "EmptyLatentImage": _spec(widgets=["width", "height", "batch_size"], outputs=[("LATENT", "LATENT")]),
+    "KSampler": _spec([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                       ("latent_image", "LATENT")],
+                      ["seed", "steps", "cfg", "sampler_name", "scheduler", "denoise"], [("LATENT", "LATENT")]),
+    "VAEDecode": _spec([("samples", "LATENT"), ("vae", "VAE")], outputs=[("IMAGE", "IMAGE")]),
+    "SaveAnimatedWEBP": _spec([("images", "IMAGE")], ["filename_prefix", "fps", "lossless", "quality", "method"]),
+    "SaveImage": _spec([("images", "IMAGE")], ["filename_prefix"]),
+    "PreviewImage": _spec([("images", "IMAGE")]),
+    "LoadImage": _spec(widgets=["image"], outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")],
+                       extra_ui_widgets=["upload"]),
+    "ControlNetLoader": _spec(widgets=["control_net_name"], outputs=[("CONTROL_NET", "CONTROL_NET")]),
+    "ControlNetApplyAdvanced": _spec([("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                                      ("control_net", "CONTROL_NET"), ("image", "IMAGE")],
+                                     ["strength", "start_percent", "end_percent"],
+                                     [("positive", "CONDITIONING"), ("negative", "CONDITIONING")]),
+    "Note": _spec(widgets=["text"], ui_only=True),
+    # this pack
+    "PV_LoadSIAAdapter": _spec(widgets=["adapter_name"], outputs=[("sia_adapter", "SIA_ADAPTER"),
+                                                                  ("trigger_phrase", "STRING")]),
+    "PV_ApplySIALateSteps": _spec([("model", "MODEL"), ("sia_adapter", "SIA_ADAPTER")],
+                                  ["strength", "start_percent"], [("model", "MODEL")]),
+    "PV_IdentityPrompt": _spec([("trigger_phrase", "STRING")], ["text"], [("prompt", "STRING")]),
+    "PV_LoadFaceAnalysis": _spec(widgets=["model_pack", "provider"], outputs=[("face_analysis", "FACEANALYSIS")]),
+    "PV_TrainIdentity": _spec(
+        [("model", "MODEL"), ("clip", "CLIP"), ("vae", "VAE"), ("reference_images", "IMAGE"),
+         ("face_analysis", "FACEANALYSIS"), ("image_model", "MODEL")],
+        ["identity_name", "class_word", "prompts", "ti_steps", "ti_learning_rate", "ti_batch_size", "sia_iterations",
+         "sia_learning_rate", "sia_rank", "reg_lambda", "frames", "width", "height", "sampling_steps", "seed",
+         "overwrite"],
+        [("sia_adapter", "SIA_ADAPTER"), ("trigger_phrase", "STRING"), ("loss_curve", "IMAGE"),
+         ("preview_frames", "IMAGE")]),
+    # AnimateDiff-Evolved
+    "ADE_AnimateDiffLoaderGen1": _spec(
+        [("model", "MODEL"), ("context_options", "CONTEXT_OPTIONS"), ("motion_lora", "MOTION_LORA"),
+         ("ad_settings", "AD_SETTINGS"), ("ad_keyframes", "AD_KEYFRAMES"), ("sample_settings", "SAMPLE_SETTINGS"),
+         ("scale_multival", "MULTIVAL"), ("effect_multival", "MULTIVAL"), ("per_block", "PER_BLOCK")],
+        ["model_name", "beta_schedule"], [("MODEL", "MODEL")]),
+    # VideoHelperSuite
+    "VHS_LoadVideo": _spec(
+        [("meta_batch", "VHS_BatchManager"), ("vae", "VAE")],
+        ["video", "force_rate", "custom_width", "custom_height", "frame_load_cap", "skip_first_frames",
+         "select_every_nth", "format"],
+        [("IMAGE", "IMAGE"), ("frame_count", "INT"), ("audio", "AUDIO"), ("video_info", "VHS_VIDEOINFO")],
+        dict_widgets=True),
+    "VHS_VideoCombine": _spec(
+        [("images", "IMAGE"), ("audio", "AUDIO"), ("meta_batch", "VHS_BatchManager"), ("vae", "VAE")],
+        ["frame_rate", "loop_count", "filename_prefix", "format", "pix_fmt", "crf", "save_metadata",
+         "trim_to_audio", "pingpong", "save_output"],
+        [("Filenames", "VHS_FILENAMES")], dict_widgets=True),
+    # comfyui_controlnet_aux
+    "DWPreprocessor": _spec(
+        [("image", "IMAGE")],
+        ["detect_hand", "detect_body", "detect_face", "resolution", "bbox_detector", "pose_estimator",
+         "scale_stick_for_xinsr_cn"],
+        [("IMAGE", "IMAGE"), ("POSE_KEYPOINT", "POSE_KEYPOINT")]),
+}
+
+# which pack provides a node type (tests and the image-only variant use this)
+PACKS = {
+    "ComfyUI-AnimateDiff-Evolved": {"ADE_AnimateDiffLoaderGen1"},
+    "ComfyUI-VideoHelperSuite": {"VHS_LoadVideo", "VHS_VideoCombine"},
+    "comfyui_controlnet_aux": {"DWPreprocessor"},
+}
+INSTALL_HINTS = {
+    "ComfyUI-AnimateDiff-Evolved": "Kosinkadink/ComfyUI-AnimateDiff-Evolved",
+    "ComfyUI-VideoHelperSuite": "Kosinkadink/ComfyUI-VideoHelperSuite",
+    "comfyui_controlnet_aux": "Fannovel16/comfyui_controlnet_aux",
+}
+
+NOTE_COLOR, NOTE_BGCOLOR = "#432", "#653"
+GROUP_COLORS = {"models": "#3f789e", "identity": "#8A8", "prompt": "#b58b2a", "sample": "#a1309b",
+                "output": "#88A", "pose": "#b06634", "train": "#8A8"}
+
+
+# ---------------------------------------------------------------- graph description
+@dataclass
+class Node:
+    id: int
+    type: str
+    pos: tuple
+    size: tuple
+    widgets: dict
+    title: str | None = None
+    color: str | None = None
+    bgcolor: str | None = None
+    links_in: dict = field(default_factory=dict)   # input name -> (origin node, origin slot)
+
+    @property
+    def spec(self):
+        return NODE_SPECS[self.type]
+
+
+class Graph:
+    def __init__(self, name: str, title: str):
+        self.name, self.title = name, title
+        self.nodes: list[Node] = []
+        self.groups: list[dict] = []
+
+    def add(self, type_, pos, size, title=None, **widgets) -> Node:
+        spec = NODE_SPECS[type_]
+        unknown = set(widgets) - set(spec["widgets"])
+        if unknown:
+            raise KeyError(f"{type_} has no widget(s) {sorted(unknown)}")
+        node = Node(len(self.nodes) + 1, type_, tuple(pos), tuple(size), widgets, title)
+        self.nodes.append(node)
+        return node
+
+    def note(self, pos, size, text, title="Note") -> Node:
+        node = self.add("Note", pos, size, title=title, text=text)
+        node.color, node.bgcolor = NOTE_COLOR, NOTE_BGCOLOR
+        return node
+
+    def link(self, origin: Node, origin_output: str, target: Node, target_input: str) -> None:
+        names = [n for n, _ in origin.spec["outputs"]]
+        if origin_output not in names:
+            raise KeyError(f"{origin.type} has no output {origin_output}")
+        sockets = [n for n, _ in target.spec["sockets"]]
+        if target_input not in sockets and target_input not in target.spec["widgets"]:
+            raise KeyError(f"{target.type} has no input {target_input}")
+        target.links_in[target_input] = (origin, names.index(origin_output))
+
+    def group(self, title, nodes, color, pad=30):
+        xs = [n.pos[0] for n in nodes] + [n.pos[0] + n.size[0] for n in nodes]
+        ys = [n.pos[1] for n in nodes] + [n.pos[1] + n.size[1] for n in nodes]
+        self.groups.append({"title": title, "bounding": [min(xs) - pad, min(ys) - pad - 40,
+                                                          max(xs) - min(xs) + 2 * pad, max(ys) - min(ys) + 2 * pad + 40],
+                            "color": color, "font_size": 24, "flags": {}})
+
+    # ---------------- conversion
+    def _links(self):
+        """[(link id, origin node, origin slot, target node, target input name, type)] in a stable order."""
+        out = []
+        for target in self.nodes:
+            for name in self._input_order(target):
+                if name in target.links_in:
+                    origin, slot = target.links_in[name]
+                    out.append([len(out) + 1, origin, slot, target, name, origin.spec["outputs"][slot][1]])
+        return out
+
+    @staticmethod
+    def _input_order(node):
+        return [n for n, _ in node.spec["sockets"]] + [w for w in node.spec["widgets"] if w in node.links_in]
+
+    def _order(self):
+        """Topological order (what the frontend stores as each node's ``order``)."""
+        done, order = set(), []
+
+        def visit(node):
+            if node.id in done:
+                return
+            for origin, _ in node.links_in.values():
+                visit(origin)
+            done.add(node.id)
+            order.append(node.id)
+
+        for node in self.nodes:
+            visit(node)
+        return {nid: i for i, nid in enumerate(order)}
+
+    def widget_value(self, node, name):
+        if name in node.widgets:
+            return node.widgets[name]
+        raise KeyError(f"{node.type} #{node.id}: widget {name} has no value")
+
+    def to_ui(self) -> dict:
+        links = self._links()
+        order = self._order()
+        nodes = []
+        for node in self.nodes:
+            spec = node.spec
+            inputs = []
+            for name, type_ in spec["sockets"]:
+                link = next((l[0] for l in links if l[3] is node and l[4] == name), None)
+                inputs.append({"name": name, "type": type_, "link": link})
+            for name in spec["widgets"]:
+                if name in node.links_in:
+                    link = next(l for l in links if l[3] is node and l[4] == name)
+                    inputs.append({"name": name, "type": link[5], "widget": {"name": name}, "link": link[0]})
+            outputs = []
+            for slot, (name, type_) in enumerate(spec["outputs"]):
+                ids = [l[0] for l in links if l[1] is node and l[2] == slot]
+                outputs.append({"name": name, "type": type_, "links": ids or None, "slot_index": slot})
+            entry = {"id": node.id, "type": node.type, "pos": list(node.pos), "size": list(node.size), "flags": {},
+                     "order": order[node.id], "mode": 0, "inputs": inputs, "outputs": outputs,
+                     "properties": {"Node name for S&R": node.type} if not spec["ui_only"] else {"text": ""},
+                     "widgets_values": self._ui_widgets(node)}
+            if node.title:
+                entry["title"] = node.title
+            if node.color:
+                entry["color"], entry["bgcolor"] = node.color, node.bgcolor
+            nodes.append(entry)
+        return {"last_node_id": len(self.nodes), "last_link_id": len(links), "nodes": nodes,
+                "links": [[l[0], l[1].id, l[2], l[3].id, self._target_slot(l[3], l[4]), l[5]] for l in links],
+                "groups": self.groups, "config": {},
+                "extra": {"ds": {"scale": 0.75, "offset": [60, 80]}, "info": {"name": self.title}},
+                "version": 0.4}
+
+    def _target_slot(self, node, name):
+        return self._input_order(node).index(name)
+
+    def _ui_widgets(self, node):
+        spec = node.spec
+        if spec["dict_widgets"]:
+            values = {name: self.widget_value(node, name) for name in spec["widgets"]}
+            values["videopreview"] = {"hidden": False, "paused": False, "params": {}}
+            return values
+        values = []
+        for name in spec["widgets"]:
+            values.append(self.widget_value(node, name))
+            if name in SEED_WIDGETS:
+                values.append("fixed")
+        if spec["extra_ui_widgets"]:
+            values += ["image"]  # the upload button's stored value
+        return values
+
+    def to_api(self) -> dict:
+        api = {}
+        for node in self.nodes:
+            if node.spec["ui_only"]:
+                continue
+            inputs = {}
+            for name in self._input_order(node):
+                if name in node.links_in:
+                    origin, slot = node.links_in[name]
+                    inputs[name] = [str(origin.id), slot]
+            for name in node.spec["widgets"]:
+                if name not in node.links_in:
+                    inputs[name] = self.widget_value(node, name)
+            api[str(node.id)] = {"inputs": inputs, "class_type": node.type,
+                                 "_meta": {"title": node.title or node.type}}
+        return api
+
+
+# ---------------------------------------------------------------- shared pieces
+def model_files_note(training: bool) -> str:
+    faces = ("ComfyUI/models/insightface/models/antelopev2/  scrfd_10g_bnkps.onnx, glintr100.onnx\n"
+             "    insightface antelopev2 pack (the folder PuLID / InstantID use); non-commercial licence\n"
+             if training else
+             f"ComfyUI/models/sia/{ADAPTER_FILE}\n"
+             "    the adapter trained by workflow 01 (its token is in models/embeddings)\n")
+    return f"""Model files (put them in place, then press R in ComfyUI to refresh the lists)
+
+ComfyUI/models/checkpoints/{CHECKPOINT}
+    any SD1.5 checkpoint; Realistic Vision V6.0 B1 is what PersonalVideo used
+ComfyUI/models/animatediff_models/{MOTION_MODEL}
+    AnimateLCM motion model (wangfuyun/AnimateLCM); AnimateDiff-Evolved's
+    own ComfyUI-AnimateDiff-Evolved/models/ folder works too
+ComfyUI/models/loras/{LCM_LORA}
+    AnimateLCM spatial LoRA (same source), strength 1.0
+{faces}
+Custom nodes: ComfyUI-AnimateDiff-Evolved (Kosinkadink) for the motion model.
+Train and generate with the same checkpoint, LoRA and motion model."""
+
+
+def _models(g: Graph, x=40, y=60, ade=True):
+    """Checkpoint -> AnimateLCM LoRA -> AnimateDiff-Evolved loader. Returns (ckpt, lora, animated)."""
+    ckpt = g.add("CheckpointLoaderSimple", (x, y), (380, 100), title="Load SD1.5 Checkpoint", ckpt_name=CHECKPOINT)
+    lora = g.add("LoraLoaderModelOnly", (x, y + 170), (380, 90), title="AnimateLCM LoRA",
+                 lora_name=LCM_LORA, strength_model=1.0)
+    g.link(ckpt, "MODEL", lora, "model")
+    ade_node = g.add("ADE_AnimateDiffLoaderGen1", (x, y + 320), (380, 300), title="AnimateLCM Motion Model",
+                     model_name=MOTION_MODEL, beta_schedule=BETA_SCHEDULE)
+    g.link(lora, "MODEL", ade_node, "model")
+    g.group("Models: SD1.5 + AnimateLCM", [ckpt, lora, ade_node], GROUP_COLORS["models"])
+    return ckpt, lora, ade_node
+
+
+def _prompt_and_sample(g: Graph, model_node, model_output, clip_node, clip_output, trigger_node, x, y,
+                       negative_clip=None):
+    """Identity prompt -> text encoders -> empty latent -> KSampler. Returns (pos, neg, latent, sampler)."""
+    prompt = g.add("PV_IdentityPrompt", (x, y), (400, 160), title="Prompt ({identity} = your trigger phrase)",
+                   text=PROMPT)
+    g.link(trigger_node, "trigger_phrase", prompt, "trigger_phrase")
+    pos = g.add("CLIPTextEncode", (x, y + 230), (400, 90), title="Positive", text="")
+    g.link(clip_node, clip_output, pos, "clip")
+    g.link(prompt, "prompt", pos, "text")
+    neg = g.add("CLIPTextEncode", (x, y + 370), (400, 130), title="Negative", text=NEGATIVE)
+    g.link(clip_node, clip_output, neg, "clip")
+    g.group("Prompt", [prompt, pos, neg], GROUP_COLORS["prompt"])
+    latent = g.add("EmptyLatentImage", (x + 470, y), (320, 110), title=f"{FRAMES} frames, {WIDTH}x{HEIGHT}",
+                   width=WIDTH, height=HEIGHT, batch_size=FRAMES)
+    sampler = g.add("KSampler", (x + 470, y + 180), (320, 270), title="KSampler (AnimateLCM: lcm + sgm_uniform)",
+                    seed=SEED, steps=STEPS, cfg=CFG, sampler_name=SAMPLER, scheduler=SCHEDULER, denoise=1.0)
+    g.link(model_node, model_output, sampler, "model")
+    g.link(pos, "CONDITIONING", sampler, "positive")
+    g.link(neg, "CONDITIONING", sampler, "negative")
+    g.link(latent, "LATENT", sampler, "latent_image")
+    return pos, neg, latent, sampler
+
+
+def _decode_and_save(g: Graph, sampler, vae_node, x, y, prefix, vhs=False):
+    decode = g.add("VAEDecode", (x, y), (220, 50))
+    g.link(sampler, "LATENT", decode, "samples")
+    g.link(vae_node, "VAE", decode, "vae")
+    if vhs:
+        save = g.add("VHS_VideoCombine", (x, y + 110), (360, 560), title="Video Combine (mp4)",
+                     frame_rate=FPS, loop_count=0, filename_prefix=prefix, format="video/h264-mp4",
+                     pix_fmt="yuv420p", crf=19, save_metadata=True, trim_to_audio=False, pingpong=False,
+                     save_output=True)
+    else:
+        save = g.add("SaveAnimatedWEBP", (x, y + 110), (360, 520), title="Save Animated WEBP",
+                     filename_prefix=prefix, fps=float(FPS), lossless=False, quality=90, method="default")
+    g.link(decode, "IMAGE", save, "images")
+    g.group("Decode and save", [decode, save], GROUP_COLORS["output"])
+    return decode, save
+
+
+SAMPLING_NOTE = f"""Sampling (AnimateLCM)
+- {STEPS} steps (4 to 8), cfg {CFG} (1 to 2), sampler lcm, scheduler sgm_uniform.
+- The motion model's beta schedule is '{BETA_SCHEDULE}'.
+- {FRAMES} frames at {WIDTH}x{HEIGHT}: the batch size of Empty Latent Image is the frame count.
+
+Identity
+- Apply SIA at Late Steps: strength {STRENGTH} is what the adapter was trained with; start_percent
+  {START_PERCENT} applies it in the last quarter of the steps only (motion and prompt following stay).
+- The Identity Prompt node puts the trigger phrase (embedding:<name> <class word>) where {{identity}}
+  stands in your text."""
+
+
+def _adapter(g: Graph, model_node, model_output, x, y):
+    load = g.add("PV_LoadSIAAdapter", (x, y), (380, 80), title="Load SIA Adapter (models/sia)",
+                 adapter_name=ADAPTER_FILE)
+    apply = g.add("PV_ApplySIALateSteps", (x, y + 140), (380, 110), strength=STRENGTH, start_percent=START_PERCENT)
+    g.link(model_node, model_output, apply, "model")
+    g.link(load, "sia_adapter", apply, "sia_adapter")
+    g.group("Identity (trained with workflow 01)", [load, apply], GROUP_COLORS["identity"])
+    return load, apply
+
+
+def _generation(g: Graph, name_prefix, style_lora=False, vhs=False, extra_note=""):
+    ckpt, lora, ade_node = _models(g)
+    clip_node, clip_output = ckpt, "CLIP"
+    if style_lora:
+        style = g.add("LoraLoader", (40, 820), (380, 130), title="Style LoRA (any SD1.5 LoRA)",
+                      lora_name=STYLE_LORA, strength_model=0.8, strength_clip=0.8)
+        g.link(ckpt, "MODEL", style, "model")
+        g.link(ckpt, "CLIP", style, "clip")
+        lora.links_in["model"] = (style, 0)
+        clip_node, clip_output = style, "CLIP"
+        g.group("Style", [style], GROUP_COLORS["prompt"])
+    load, apply = _adapter(g, ade_node, "MODEL", 500, 60)
+    _, _, _, sampler = _prompt_and_sample(g, apply, "model", clip_node, clip_output, load, 980, 60)
+    _decode_and_save(g, sampler, ckpt, 1840, 60, name_prefix, vhs=vhs)
+    g.note((500, 420), (400, 420), model_files_note(False) + extra_note, title="Model files: where each goes")
+    g.note((980, 640), (790, 260), SAMPLING_NOTE, title="Settings")
+    return ckpt, lora, ade_node, load, apply, sampler
+
+
+# ---------------------------------------------------------------- the five workflows
+TRAIN_NOTE = f"""Training (Train PersonalVideo Identity)
+1. Put one to a few photos of the person in ComfyUI/input (one clear face each) and pick one in Load Image.
+   More photos: load each and join them with Batch Images into reference_images.
+2. Set identity_name (file name) and class_word (man, woman, person...).
+3. Queue. Stage 1 learns a token (ti_steps, saved to models/embeddings/<name>.safetensors), stage 2 the
+   adapter (sia_iterations, saved to models/sia/<name>.safetensors). Paper settings: 400 + 400,
+   16 frames at 512x512, 4 LCM steps; this takes a while on a 24 GB GPU (the progress bar shows it).
+4. Use it with workflow 02: Load SIA Adapter -> Apply SIA at Late Steps, and 'embedding:<name> <class word>'
+   (the trigger phrase) in the prompt.
+Nothing of your checkpoint is changed; existing names are refused unless overwrite is on."""
+
+
+def _trainer(g: Graph, ckpt, ade_node, x, y, photo_x=500, photo_y=60):
+    photo = g.add("LoadImage", (photo_x, photo_y), (380, 360), title="Reference photo (ComfyUI/input)",
+                  image=REFERENCE_PHOTO)
+    faces = g.add("PV_LoadFaceAnalysis", (photo_x, photo_y + 430), (380, 90), model_pack="antelopev2",
+                  provider="auto")
+    g.group("Reference photo and face models", [photo, faces], GROUP_COLORS["identity"])
+    train = g.add("PV_TrainIdentity", (x, y), (420, 700), title="Train PersonalVideo Identity",
+                  identity_name=IDENTITY, class_word=CLASS_WORD, prompts=_default_prompts(), ti_steps=400,
+                  ti_learning_rate=1e-3, ti_batch_size=4, sia_iterations=400, sia_learning_rate=1e-4, sia_rank=4,
+                  reg_lambda=1e-2, frames=FRAMES, width=WIDTH, height=HEIGHT, sampling_steps=4, seed=0,
+                  overwrite=False)
+    g.link(ade_node, "MODEL", train, "model")
+    g.link(ckpt, "CLIP", train, "clip")
+    g.link(ckpt, "VAE", train, "vae")
+    g.link(photo, "IMAGE", train, "reference_images")
+    g.link(faces, "face_analysis", train, "face_analysis")
+    g.link(ckpt, "MODEL", train, "image_model")
+    g.group("Train", [train], GROUP_COLORS["train"])
+    return photo, faces, train
+
+
+def _default_prompts() -> str:
+    return "\n".join(json.loads((REPO_DIR / "training" / "prompts.json").read_text())["prompts"])
+
+
+def _training_outputs(g: Graph, train, x, y):
+    curve = g.add("SaveImage", (x, y), (420, 340), title="Loss curve", filename_prefix="PersonalVideo/loss_curve")
+    g.link(train, "loss_curve", curve, "images")
+    frames = g.add("PreviewImage", (x, y + 400), (420, 340), title="Last training video (frames)")
+    g.link(train, "preview_frames", frames, "images")
+    g.group("Training results", [curve, frames], GROUP_COLORS["output"])
+    return curve, frames
+
+
+def train_identity() -> Graph:
+    g = Graph("01_train_identity", "PersonalVideo 01: train an identity")
+    ckpt, _, ade_node = _models(g)
+    _, _, train = _trainer(g, ckpt, ade_node, 980, 60)
+    _training_outputs(g, train, 1480, 60)
+    g.note((500, 660), (400, 400), model_files_note(True), title="Model files: where each goes")
+    g.note((40, 760), (400, 520), TRAIN_NOTE, title="How to train")
+    return g
+
+
+def generate_with_identity() -> Graph:
+    g = Graph("02_generate_with_identity", "PersonalVideo 02: generate with an identity")
+    _generation(g, "PersonalVideo/identity")
+    return g
+
+
+POSE_NOTE = f"""
+ComfyUI/models/controlnet/{OPENPOSE_CONTROLNET}
+    ControlNet 1.1 OpenPose (lllyasviel/ControlNet-v1-1)
+ComfyUI/input/{POSE_VIDEO}: a video of the motion to follow
+Custom nodes: ComfyUI-VideoHelperSuite (Load Video, Video Combine) and
+comfyui_controlnet_aux (DWPose Estimator; it downloads its own
+yolox_l.onnx and dw-ll_ucoco_384_bs5.torchscript.pt on first use)."""
+
+
+def generate_with_pose() -> Graph:
+    g = Graph("03_generate_with_pose", "PersonalVideo 03: generate with an identity following a pose video")
+    ckpt, _, _, _, _, sampler = _generation(g, "PersonalVideo/pose", vhs=True, extra_note=POSE_NOTE)
+    video = g.add("VHS_LoadVideo", (40, 1360), (380, 560), title="Pose video (ComfyUI/input)",
+                  video=POSE_VIDEO, force_rate=float(FPS), custom_width=WIDTH, custom_height=HEIGHT,
+                  frame_load_cap=FRAMES, skip_first_frames=0, select_every_nth=1, format="AnimateDiff")
+    pose = g.add("DWPreprocessor", (500, 1360), (380, 260), title="DWPose Estimator",
+                 detect_hand="enable", detect_body="enable", detect_face="enable", resolution=WIDTH,
+                 bbox_detector="yolox_l.onnx", pose_estimator="dw-ll_ucoco_384_bs5.torchscript.pt",
+                 scale_stick_for_xinsr_cn="disable")
+    g.link(video, "IMAGE", pose, "image")
+    preview = g.add("PreviewImage", (500, 1690), (380, 300), title="Poses")
+    g.link(pose, "IMAGE", preview, "images")
+    cn = g.add("ControlNetLoader", (980, 1360), (400, 80), title="OpenPose ControlNet",
+               control_net_name=OPENPOSE_CONTROLNET)
+    apply_cn = g.add("ControlNetApplyAdvanced", (980, 1500), (400, 190), title="Apply ControlNet (pose)",
+                     strength=1.0, start_percent=0.0, end_percent=1.0)
+    pos_origin, neg_origin = sampler.links_in["positive"], sampler.links_in["negative"]
+    apply_cn.links_in["positive"], apply_cn.links_in["negative"] = pos_origin, neg_origin
+    g.link(cn, "CONTROL_NET", apply_cn, "control_net")
+    g.link(pose, "IMAGE", apply_cn, "image")
+    g.link(apply_cn, "positive", sampler, "positive")
+    g.link(apply_cn, "negative", sampler, "negative")
+    g.group("Pose: video -> DWPose -> OpenPose ControlNet", [video, pose, preview, cn, apply_cn],
+            GROUP_COLORS["pose"])
+    return g
+
+
+STYLE_NOTE = f"""
+ComfyUI/models/loras/{STYLE_LORA}
+    any SD1.5 style LoRA (rename the file or pick yours in the list);
+    it goes on both MODEL and CLIP, before the AnimateLCM LoRA and the adapter."""
+
+
+def generate_with_style_lora() -> Graph:
+    g = Graph("04_generate_with_style_lora", "PersonalVideo 04: generate with an identity and a style LoRA")
+    _generation(g, "PersonalVideo/style", style_lora=True, extra_note=STYLE_NOTE)
+    return g
+
+
+TRAIN_AND_GENERATE_NOTE = f"""First time? This graph trains an identity, then generates a video with it.
+1. Put the model files in place (note on the left) and a photo in ComfyUI/input.
+2. Queue once: training takes long (400 + 400 steps with the paper's settings); lower ti_steps and
+   sia_iterations for a quick first look.
+3. The adapter and token are saved (models/sia, models/embeddings) under identity_name: later, use
+   workflow 02 with Load SIA Adapter instead of training again. A second run with the same
+   identity_name stops with a message unless overwrite is on."""
+
+
+def train_and_generate() -> Graph:
+    g = Graph("05_train_and_generate", "PersonalVideo 05: train an identity and generate with it")
+    ckpt, _, ade_node = _models(g)
+    _, _, train = _trainer(g, ckpt, ade_node, 980, 60)
+    _training_outputs(g, train, 1480, 60)
+    apply = g.add("PV_ApplySIALateSteps", (1480, 940), (380, 110), strength=STRENGTH, start_percent=START_PERCENT)
+    g.link(ade_node, "MODEL", apply, "model")
+    g.link(train, "sia_adapter", apply, "sia_adapter")
+    g.group("Apply the new identity", [apply], GROUP_COLORS["identity"])
+    _, _, _, sampler = _prompt_and_sample(g, apply, "model", ckpt, "CLIP", train, 1960, 60)
+    _decode_and_save(g, sampler, ckpt, 2820, 60, "PersonalVideo/identity")
+    g.note((500, 660), (400, 400), model_files_note(True), title="Model files: where each goes")
+    g.note((40, 760), (400, 340), TRAIN_AND_GENERATE_NOTE, title="Start here")
+    g.note((1960, 640), (790, 260), SAMPLING_NOTE, title="Settings")
+    return g
+
+
+WORKFLOWS = (train_identity, generate_with_identity, generate_with_pose, generate_with_style_lora,
+             train_and_generate)
+
+
+def build_all() -> dict:
+    """{relative path: json text} of every UI file and API twin."""
+    files = {}
+    for make in WORKFLOWS:
+        g = make()
+        files[f"{g.name}.json"] = json.dumps(g.to_ui(), indent=1) + "\n"
+        files[f"api/{g.name}.json"] = json.dumps(g.to_api(), indent=1) + "\n"
+    return files
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Write (or --check) the example workflows.")
+    parser.add_argument("--check", action="store_true", help="exit 1 if workflows/ differs from the description")
+    parser.add_argument("--out", type=Path, default=WORKFLOWS_DIR)
+    args = parser.parse_args(argv)
+    files = build_all()
+    stale = [p for p, text in files.items()
+             if not (args.out / p).exists() or (args.out / p).read_text() != text]
+    if args.check:
+        for p in stale:
+            print(f"out of date: {args.out / p}")
+        return 1 if stale else 0
+    for p, text in files.items():
+        path = args.out / p
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    print(f"wrote {len(files)} files in {args.out} ({len(stale)} changed)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
