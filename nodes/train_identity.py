@@ -56,7 +56,9 @@ class TrainPersonalVideoIdentity:
                 "class_word": ("STRING", {"default": "person", "tooltip":
                                           "What the person is: man, woman, person, boy, girl... The token starts "
                                           "from this word and every prompt uses it."}),
-                "prompts": ("STRING", {"default": prompt_data.default_prompts_text(), "multiline": True, "tooltip":
+                # dynamicPrompts off: older frontends otherwise read {token} as a {a|b} choice and drop the braces
+                "prompts": ("STRING", {"default": prompt_data.default_prompts_text(), "multiline": True,
+                                       "dynamicPrompts": False, "tooltip":
                                        "Simulated prompts, one per line, with {token} and {class_word}; one is "
                                        "drawn per adapter iteration. Defaults to the pack's 50 prompts."}),
                 "ti_steps": ("INT", {"default": 400, "min": 0, "max": 10000, "tooltip":

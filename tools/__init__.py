@@ -4,4 +4,8 @@
 - ``workflow_build``: the example workflows, described once in Python, written as UI and API files.
 - ``workflow_graph``: load an API workflow, set its inputs, derive variants (for scripts and tests).
 - ``record_node_definitions``: record third-party packs' node definitions from their real code.
+- ``comfy_frontend``: the host's own ComfyUI frontend in headless Chromium (load a UI workflow,
+  report missing nodes and widget problems, graphToPrompt, screenshots); used by the browser test.
+- ``workflow_inputs``: the photos and videos a workflow names, and stand-ins for them.
+- ``screenshot_workflows``: the README's workflow images (docs/images).
 """
