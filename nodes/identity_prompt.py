@@ -29,11 +29,15 @@ class IdentityPrompt:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "trigger_phrase": ("STRING", {"forceInput": True, "tooltip":
-                                              "From 'Load SIA Adapter' or 'Train PersonalVideo Identity'."}),
-                "text": ("STRING", {"multiline": True, "default": f"{PLACEHOLDER} walking on a beach at sunset, smiling",
+                # text first: frontends of 2024 keep a widget for a forceInput input and fill widgets by
+                # position, so a socket-only input placed first would take the saved text.
+                # dynamicPrompts off: those frontends otherwise read {identity} as a {a|b} choice.
+                "text": ("STRING", {"multiline": True, "dynamicPrompts": False,
+                                    "default": f"{PLACEHOLDER} walking on a beach at sunset, smiling",
                                     "tooltip": f"Your prompt. {PLACEHOLDER} marks where the identity goes; without "
                                                "it the trigger phrase is put first."}),
+                "trigger_phrase": ("STRING", {"forceInput": True, "tooltip":
+                                              "From 'Load SIA Adapter' or 'Train PersonalVideo Identity'."}),
             }
         }
 

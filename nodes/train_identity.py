@@ -56,7 +56,9 @@ class TrainPersonalVideoIdentity:
                 "class_word": ("STRING", {"default": "person", "tooltip":
                                           "What the person is: man, woman, person, boy, girl... The token starts "
                                           "from this word and every prompt uses it."}),
-                "prompts": ("STRING", {"default": prompt_data.default_prompts_text(), "multiline": True, "tooltip":
+                # dynamicPrompts off: older frontends otherwise read {token} as a {a|b} choice and drop the braces
+                "prompts": ("STRING", {"default": prompt_data.default_prompts_text(), "multiline": True,
+                                       "dynamicPrompts": False, "tooltip":
                                        "Simulated prompts, one per line, with {token} and {class_word}; one is "
                                        "drawn per adapter iteration. Defaults to the pack's 50 prompts."}),
                 "ti_steps": ("INT", {"default": 400, "min": 0, "max": 10000, "tooltip":
@@ -75,7 +77,9 @@ class TrainPersonalVideoIdentity:
                                          "Weight of ||adapter - initial||^2, which keeps the adapter close to a "
                                          "no-op (paper's weight-space regularisation)."}),
                 "frames": ("INT", {"default": 16, "min": 1, "max": 64, "tooltip":
-                                   "Frames of each training video (16 for AnimateDiff)."}),
+                                   "Frames of each training video (16 for AnimateDiff). At most what the motion "
+                                   "model takes at once (AnimateDiff v2/v3: 32, AnimateLCM: 64) unless context "
+                                   "options are attached; checked before training starts."}),
                 "width": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 8, "tooltip":
                                   "Width of the training videos."}),
                 "height": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 8, "tooltip":
@@ -102,9 +106,15 @@ class TrainPersonalVideoIdentity:
 
 
 def _check_model(model, what):
+    import comfy.supported_models
+
     diffusion_model = getattr(getattr(model, "model", None), "diffusion_model", None)
     if diffusion_model is None:
         raise TrainingError(f"the {what} input is not a diffusion MODEL; connect an SD1.5 MODEL.")
+    config = getattr(model.model, "model_config", None)
+    if config is not None and not isinstance(config, comfy.supported_models.SD15):
+        raise TrainingError(f"the {what} input is not an SD1.5-family model (it is {type(config).__name__}). "
+                            "PersonalVideo trains on SD1.5 / AnimateDiff models only: load an SD1.5 checkpoint.")
     found = discover_targets(diffusion_model)
     if not found.targets:
         raise TrainingError(f"the {what} input is not an SD1.5-family model ({found.summary()}). PersonalVideo "
@@ -115,15 +125,19 @@ def _check_model(model, what):
 def train_identity(model, clip, vae, reference_images, face_analysis, identity_name, class_word, prompts,
                    ti_steps=400, ti_learning_rate=1e-3, ti_batch_size=4, sia_iterations=400, sia_learning_rate=1e-4,
                    sia_rank=4, reg_lambda=1e-2, frames=16, width=512, height=512, sampling_steps=4, seed=0,
-                   overwrite=False, image_model=None, progress_hook=None):
+                   overwrite=False, image_model=None, progress_hook=None, gradient_checkpointing=True,
+                   precision="auto"):
+    """The node's work. ``progress_hook(stage, i, loss, similarity)``, ``gradient_checkpointing`` and
+    ``precision`` (see training.precision) are for scripts, tests and benchmarks, not node inputs."""
     import comfy.model_management
-    import comfy.utils
 
+    from ..training import motion_model
     from ..training import textual_inversion as ti
     from ..training.curves import render_curves
     from ..training.face.analysis import load_face_stack
     from ..training.face.identity_loss import IdentityLoss
     from ..training.face.references import embed_references
+    from ..training.progress import TrainingProgress
     from ..training.sia_trainer import SIATrainSettings, train_sia
 
     # --- every check before any work ---
@@ -144,10 +158,13 @@ def train_identity(model, clip, vae, reference_images, face_analysis, identity_n
                             "CLIP of the same checkpoint as the MODEL.")
     sia_settings = SIATrainSettings(iterations=int(sia_iterations), lr=float(sia_learning_rate),
                                     reg_lambda=float(reg_lambda), steps=int(sampling_steps), frames=int(frames),
-                                    width=int(width), height=int(height), seed=int(seed))
+                                    width=int(width), height=int(height), seed=int(seed),
+                                    gradient_checkpointing=bool(gradient_checkpointing), precision=precision)
     sia_settings.check()
+    motion_model.check_frames(model, sia_settings.frames)
     ti_settings = ti.TISettings(steps=int(ti_steps), lr=float(ti_learning_rate), batch_size=int(ti_batch_size),
-                                seed=int(seed))
+                                seed=int(seed), gradient_checkpointing=bool(gradient_checkpointing),
+                                precision=precision)
     ti_settings.check()
     stack = load_face_stack(face_analysis)
     encoder = stack.encoder()
@@ -155,20 +172,18 @@ def train_identity(model, clip, vae, reference_images, face_analysis, identity_n
                             seed=int(seed))
     log.info("[PersonalVideo] training identity '%s': %s", name, refs.faces.summary())
 
-    total = ti_settings.steps + sia_settings.iterations
-    bar = comfy.utils.ProgressBar(total)
+    shown = TrainingProgress(ti_settings.steps, sia_settings.iterations)
     interrupt = comfy.model_management.throw_exception_if_processing_interrupted
-    ti_losses, sia_losses, sims = [], [], []
 
     def ti_progress(step, loss):
-        bar.update_absolute(step + 1, total)
+        shown.token_step(step, loss)
         if progress_hook:
             progress_hook("token", step, loss, float("nan"))
         if step % 50 == 0 or step == ti_settings.steps - 1:
             log.info("[PersonalVideo] token step %d/%d: loss %.4f", step + 1, ti_settings.steps, loss)
 
-    def sia_progress(it, loss, sim):
-        bar.update_absolute(ti_settings.steps + it + 1, total)
+    def sia_progress(it, loss, sim, frame=None):
+        shown.adapter_iteration(it, loss, sim, frame)
         if progress_hook:
             progress_hook("adapter", it, loss, sim)
         if it % 10 == 0 or it == sia_settings.iterations - 1:
@@ -197,6 +212,7 @@ def train_identity(model, clip, vae, reference_images, face_analysis, identity_n
     trained = adapter.detached_copy()
     trained.embedding = vector.detach().float().reshape(1, -1).clone()
     trained.info.training["skipped_frames"] = history.skipped
+    trained.info.training["precision"] = history.precision
     trained.info.training["final_similarity"] = _last_finite(history.similarity)
     with torch.no_grad():
         preview = vae.decode(history.last_latent)

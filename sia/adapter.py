@@ -15,6 +15,8 @@ from .errors import SIAError
 
 BASE_FAMILY = "sd15"
 DEFAULT_START_PERCENT = 0.75
+RETRAIN_HINT = ("Generate with the SD1.5 checkpoint the identity was trained on, or train it again on this one "
+                "with 'Train PersonalVideo Identity' (workflow 01_train_identity).")
 
 
 @dataclass
@@ -95,8 +97,8 @@ class SIAAdapter:
                 parts.append(f"{len(extra)} adapter layer(s) do not exist in this MODEL, e.g. {extra[0]}")
             raise SIAError(
                 f"{where} does not fit this MODEL: " + "; ".join(parts)
-                + f". The adapter was made for base '{self.info.base}' with {len(self.down)} layers; "
-                f"this MODEL has {len(found)}. Use an adapter trained on an SD1.5-family model."
+                + f". It was made for another base model (the file says '{self.info.base}', {len(self.down)} "
+                f"layers; this MODEL has {len(found)}). " + RETRAIN_HINT
             )
         for path in self.paths:
             t = found[path]
@@ -106,5 +108,5 @@ class SIAAdapter:
                     f"{where} does not fit this MODEL: layer {naming.to_diffusers(path, self.info.num_res_blocks)} "
                     f"is {t.in_features}->{t.out_features} in the MODEL but "
                     f"{self.down[path].shape[1]}->{self.up[path].shape[0]} in the adapter. "
-                    f"It was made for another base model (the file says '{self.info.base}')."
+                    f"It was made for another base model (the file says '{self.info.base}'). " + RETRAIN_HINT
                 )

@@ -24,10 +24,8 @@ class ComfyServer(ComfyProcess):
         self.stand_ins = stand_ins
         host.link_checkout_packs(self.base)  # --base-directory hides the checkout's own custom_nodes
         link = self.base / "custom_nodes" / STAND_INS_DIR.name
-        if stand_ins and not link.exists():
+        if not link.exists():  # registers nothing unless PV_STAND_IN_PACKS names packs
             link.symlink_to(STAND_INS_DIR, target_is_directory=True)
-        elif not stand_ins and link.is_symlink():
-            link.unlink()
         self.stand_in_packs = self.absent_packs() if stand_ins else []
         self.env["PV_STAND_IN_PACKS"] = ",".join(self.stand_in_packs)
 
@@ -35,6 +33,11 @@ class ComfyServer(ComfyProcess):
         """Recorded third-party packs (tests/data/node_definitions) this host does not have."""
         return [p.stem for p in sorted(DEFINITIONS_DIR.glob("*.json"))
                 if not (self.base / "custom_nodes" / p.stem).exists()]
+
+    @property
+    def has_animatediff(self) -> bool:
+        """AnimateDiff-Evolved loads for real in this server (not a stand-in)."""
+        return "ComfyUI-AnimateDiff-Evolved" not in self.absent_packs()
 
     @property
     def models(self):

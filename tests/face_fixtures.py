@@ -26,6 +26,20 @@ def insightface_folders(*folders):
             folder_paths.folder_names_and_paths["insightface"] = saved
 
 
+def centre_face_analysis(root, recognizer: str | None = None, depth: str = "tiny", encoder_cache=None):
+    """A FaceAnalysis whose detector finds one large face in the middle of any textured frame (what the
+    trainer's tests and benchmark generate), with the given recogniser; its PyTorch encoder converted once."""
+    from comfyui_personalvideo.training.face import analysis
+
+    kps = photo_kps("astronaut")
+    big = (kps - kps.mean(0)) * 3.0 + 256
+    make_pack(root, faces=[face_spec(big, (512, 512))], recognizer=recognizer, depth=depth)
+    with insightface_folders(root):
+        fa = analysis.build_face_analysis("antelopev2", "CPU")
+    analysis.load_face_stack(fa).encoder(cache_dir=None if encoder_cache is None else str(encoder_cache))
+    return fa
+
+
 def scrfd(path, det_thresh: float = 0.5):
     """insightface's own SCRFD class over a CPU onnxruntime session."""
     import onnxruntime

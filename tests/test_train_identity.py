@@ -1,5 +1,4 @@
 """The trainer end to end on the real host with tiny models: both stages, files, restoration, errors."""
-import math
 import os
 
 import numpy as np
@@ -10,10 +9,9 @@ import comfy.model_management
 import folder_paths
 import nodes
 from comfyui_personalvideo.nodes.train_identity import TrainPersonalVideoIdentity, train_identity
-from comfyui_personalvideo.sia import load_adapter
-from comfyui_personalvideo.training import identity_files, sia_trainer
+from comfyui_personalvideo.sia import discover_targets, load_adapter
+from comfyui_personalvideo.training import identity_files
 from comfyui_personalvideo.training.errors import TrainingError
-from comfyui_personalvideo.training.face import analysis
 from comfyui_personalvideo.training.face.errors import FaceStackError
 
 import face_fixtures as ff
@@ -27,14 +25,8 @@ SMALL = dict(ti_steps=4, ti_learning_rate=1e-2, ti_batch_size=2, sia_iterations=
 @pytest.fixture(scope="module")
 def face_analysis(tmp_path_factory, tiny_onnx):  # noqa: F811
     """Detector that finds one large face in the middle of any textured frame; tiny random recogniser."""
-    kps = ff.photo_kps("astronaut")
-    big = (kps - kps.mean(0)) * 3.0 + 256
-    root = tmp_path_factory.mktemp("insightface-train")
-    ff.make_pack(root, faces=[ff.face_spec(big, (512, 512))], recognizer=tiny_onnx)
-    with ff.insightface_folders(root):
-        fa = analysis.build_face_analysis("antelopev2", "CPU")
-    analysis.load_face_stack(fa).encoder(cache_dir=str(tmp_path_factory.mktemp("enc-cache")))
-    return fa
+    return ff.centre_face_analysis(tmp_path_factory.mktemp("insightface-train"), recognizer=tiny_onnx,
+                                   encoder_cache=tmp_path_factory.mktemp("enc-cache"))
 
 
 @pytest.fixture(scope="module")
@@ -163,42 +155,92 @@ def test_names_are_sanitised():
             identity_files.sanitise_name(bad)
 
 
-def test_cancel_mid_run_leaves_nothing_and_model_restored(parts, face_analysis, photo):
+def _refused_cleanly(parts, name, before, error, match, call):
+    """``call()`` raises ``error`` matching ``match``; no file of ``name``, no temporary file, models unchanged."""
     model, clip, vae = parts
-    before = snapshot(model.model, clip.cond_stage_model, vae.first_stage_model)
+    with pytest.raises(error, match=match):
+        call()
+    assert identity_files_of(name) == [] and not leftovers()
+    assert_same(before, snapshot(model.model, clip.cond_stage_model, vae.first_stage_model))
+    assert not model.object_patches and not model.patches
 
-    def hook(stage, i, loss, sim):
-        if stage == "adapter" and i == 0:
+
+@pytest.fixture
+def before(parts):
+    model, clip, vae = parts
+    return snapshot(model.model, clip.cond_stage_model, vae.first_stage_model)
+
+
+@pytest.mark.parametrize("stage", ["token", "adapter"])
+def test_cancel_mid_run_leaves_nothing_and_model_restored(parts, face_analysis, photo, before, stage):
+    def hook(at, i, loss, sim):
+        if at == stage and i == 0:
             comfy.model_management.interrupt_current_processing(True)
 
-    with pytest.raises(comfy.model_management.InterruptProcessingException):
-        run(parts, face_analysis, photo, "cancelled", progress_hook=hook)
-    assert identity_files_of("cancelled") == [] and not leftovers()
-    assert_same(before, snapshot(model.model, clip.cond_stage_model, vae.first_stage_model))
+    _refused_cleanly(parts, "cancelled", before, comfy.model_management.InterruptProcessingException, None,
+                     lambda: run(parts, face_analysis, photo, "cancelled", progress_hook=hook))
 
 
-def test_no_face_in_references_is_a_clear_error(parts, face_analysis):
+def test_no_face_in_references_is_a_clear_error(parts, face_analysis, before):
     blank = torch.full((2, 64, 64, 3), 0.5)
-    with pytest.raises(FaceStackError, match="none of the 2 reference image"):
-        run(parts, face_analysis, blank, "blank")
-    assert identity_files_of("blank") == []
+    _refused_cleanly(parts, "blank", before, FaceStackError, "none of the 2 reference image",
+                     lambda: run(parts, face_analysis, blank, "blank"))
 
 
-def test_non_sd15_inputs_are_refused(parts, face_analysis, photo):
+def _tiny_sdxl_layout_model():
+    """An SDXL-family MODEL (ComfyUI's SDXL classes, small widths) on the meta device: no memory, no weights."""
+    import comfy.model_base
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    unet = dict(tiny_models.sd15_unet_config(), use_linear_in_transformer=True, context_dim=64,
+                adm_in_channels=2816, num_classes="sequential", num_head_channels=16, num_heads=-1,
+                transformer_depth=[0, 0, 2, 2], transformer_depth_output=[0, 0, 0, 2, 2, 2],
+                transformer_depth_middle=2)
+    config = comfy.supported_models.SDXL(dict(unet))
+    config.unet_config.update(num_heads=-1, num_head_channels=16)
+    return comfy.model_patcher.ModelPatcher(comfy.model_base.SDXL(config, device="meta"), "cpu", "cpu")
+
+
+def test_non_sd15_inputs_are_refused_before_any_work(parts, face_analysis, photo, before):
     from types import SimpleNamespace
 
     model, clip, vae = parts
-    not_sd15 = SimpleNamespace(model=SimpleNamespace(diffusion_model=torch.nn.Sequential(torch.nn.Linear(4, 4)),
-                                                     model_config=model.model.model_config))
-    with torch.inference_mode(), pytest.raises(TrainingError, match="not an SD1.5-family model"):
-        train_identity(not_sd15, clip, vae, photo, face_analysis, "x", "man", "{token} {class_word}", **SMALL)
+    xl = _tiny_sdxl_layout_model()
+    assert discover_targets(xl.model.diffusion_model).targets   # its attention alone would not tell
+    for what, kwargs in (("model", dict(model=xl)), ("image_model", dict(image_model=xl))):
+        args = dict(dict(model=model, clip=clip, vae=vae), **kwargs)
+        _refused_cleanly(parts, "x", before, TrainingError, f"the {what} input is not an SD1.5-family model "
+                         r"\(it is SDXL\)", lambda: train_identity(
+                             reference_images=photo, face_analysis=None, identity_name="x", class_word="man",
+                             prompts="{token} {class_word}", **dict(SMALL, **args)))
+    wide_clip = tiny_models.tiny_clip(hidden=48)
+    with torch.inference_mode():
+        _refused_cleanly(parts, "x", before, TrainingError, "CLIP gives 48-wide text features but the MODEL expects "
+                         "32", lambda: train_identity(model, wide_clip, vae, photo, None, "x", "man",
+                                                       "{token} {class_word}", **SMALL))
+    # a CLIP that is not CLIP-L at all (SDXL's has clip_l and clip_g): a stand-in with those attributes only
     fake_clip = SimpleNamespace(cond_stage_model=SimpleNamespace(clip_l=None, clip_g=None))
-    with torch.inference_mode(), pytest.raises(TrainingError, match="not an SD1.5 text encoder"):
-        train_identity(model, fake_clip, vae, photo, face_analysis, "x", "man", "{token} {class_word}", **SMALL)
-    assert identity_files_of("x") == []
+    with torch.inference_mode():
+        _refused_cleanly(parts, "x", before, TrainingError, "not an SD1.5 text encoder", lambda: train_identity(
+            model, fake_clip, vae, photo, None, "x", "man", "{token} {class_word}", **SMALL))
 
 
-def test_disk_write_failure_leaves_no_files(parts, face_analysis, photo, monkeypatch):
+def test_bad_settings_are_refused_before_any_work(parts, photo, before):
+    model, clip, vae = parts
+    for overrides, match in ((dict(identity_name=".."), "identity_name"), (dict(class_word="{x}"), "class_word"),
+                             (dict(prompts=" \n# comment"), "prompts input is empty"),
+                             (dict(width=100), "width must be a multiple of 8"),
+                             (dict(sampling_steps=1), "sampling_steps must be at least 2")):
+        kwargs = dict(dict(SMALL, identity_name="x", class_word="man", prompts="{token} {class_word}"), **overrides)
+        with torch.inference_mode():
+            _refused_cleanly(parts, kwargs["identity_name"].strip(".") or "x", before, TrainingError, match,
+                             lambda: train_identity(model, clip, vae, photo, None, **kwargs))
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """The disk fills up while the adapter file is written (after the token file was staged)."""
     import safetensors.torch
 
     real = safetensors.torch.save_file
@@ -209,9 +251,20 @@ def test_disk_write_failure_leaves_no_files(parts, face_analysis, photo, monkeyp
         return real(tensors, path, metadata=metadata)
 
     monkeypatch.setattr(safetensors.torch, "save_file", failing)
-    with pytest.raises(TrainingError, match="No space left.*Nothing was saved"):
-        run(parts, face_analysis, photo, "diskfull", ti_steps=0, sia_iterations=1)
-    assert identity_files_of("diskfull") == [] and not leftovers()
+
+
+def test_disk_write_failure_leaves_no_files(parts, face_analysis, photo, full_disk, before):
+    _refused_cleanly(parts, "diskfull", before, TrainingError, "No space left.*Nothing was saved",
+                     lambda: run(parts, face_analysis, photo, "diskfull", ti_steps=0, sia_iterations=1))
+
+
+def test_failure_keeps_an_existing_identity_when_overwriting(parts, face_analysis, photo, trained, full_disk):
+    """overwrite=True and the disk fails while writing: the identity that was there is still there, intact."""
+    paths = trained[0]["paths"]
+    kept = {k: open(p, "rb").read() for k, p in paths.items()}
+    with pytest.raises(TrainingError, match="Nothing was saved"):
+        run(parts, face_analysis, photo, "alice", ti_steps=0, sia_iterations=1, overwrite=True)
+    assert {k: open(p, "rb").read() for k, p in paths.items()} == kept and not leftovers()
 
 
 def test_node_declares_inputs_outputs_and_tooltips():
@@ -233,3 +286,82 @@ def test_node_declares_inputs_outputs_and_tooltips():
             assert value[1].get("tooltip"), key
     assert nodes.NODE_CLASS_MAPPINGS["PV_TrainIdentity"] is TrainPersonalVideoIdentity
     assert nodes.NODE_DISPLAY_NAME_MAPPINGS["PV_TrainIdentity"] == "Train PersonalVideo Identity"
+
+
+class _RecordingServer:
+    """Stands in for ComfyUI's PromptServer.instance (no websocket client in-process): records the texts."""
+
+    last_node_id = "17"
+
+    def __init__(self, fail=False):
+        self.texts, self.fail = [], fail
+
+    def send_progress_text(self, text, node_id):
+        if self.fail:
+            raise ConnectionError("socket closed")
+        self.texts.append((node_id, text))
+
+
+def _install_server(monkeypatch, instance):
+    import sys
+    from types import SimpleNamespace
+
+    if "server" in sys.modules:
+        monkeypatch.setattr(sys.modules["server"].PromptServer, "instance", instance, raising=False)
+    else:
+        monkeypatch.setitem(sys.modules, "server", SimpleNamespace(PromptServer=SimpleNamespace(instance=instance)))
+
+
+def _record_progress(monkeypatch):
+    import comfy.utils
+
+    calls = []
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK",
+                        lambda value, total, preview=None, **kw: calls.append((value, total, preview)))
+    return calls
+
+
+def test_progress_shows_loss_similarity_and_preview_frames(parts, face_analysis, photo, monkeypatch):
+    from PIL import Image
+
+    calls = _record_progress(monkeypatch)
+    server = _RecordingServer()
+    _install_server(monkeypatch, server)
+    try:   # modern hosts tell a node its id through the executing context; older ones through the server
+        from comfy_execution.utils import CurrentNodeContext
+        context, node = CurrentNodeContext("prompt-1", "42"), "42"
+    except ImportError:
+        import contextlib
+        context, node = contextlib.nullcontext(), "17"
+    with context:
+        run(parts, face_analysis, photo, "progress")
+    ti_steps, iterations = SMALL["ti_steps"], SMALL["sia_iterations"]
+    assert [c[:2] for c in calls] == [(v, ti_steps + iterations) for v in range(1, ti_steps + iterations + 1)]
+    assert all(c[2] is None for c in calls[:ti_steps])           # no previews while the token trains
+    previews = {value - ti_steps - 1: c for value, _, c in calls[ti_steps:] if c is not None}
+    assert {0, iterations - 1} <= set(previews)                    # first and last iteration at least
+    for kind, image, max_size in previews.values():
+        assert kind == "JPEG" and isinstance(image, Image.Image) and max_size >= 64
+        assert image.size == (SMALL["width"], SMALL["height"]) and image.mode == "RGB"
+        assert np.asarray(image).std() > 0                        # a decoded frame, not a blank
+    assert [n for n, _ in server.texts] == [node] * (ti_steps + iterations)
+    assert all("loss" in t for _, t in server.texts)
+    assert all("face similarity" in t for _, t in server.texts[ti_steps:])
+    assert server.texts[-1][1].startswith(f"adapter (stage 2) {iterations}/{iterations}")
+
+
+def test_progress_without_a_server_or_with_a_failing_one(monkeypatch):
+    from comfyui_personalvideo.training.progress import TrainingProgress
+
+    calls = _record_progress(monkeypatch)
+    frame = torch.rand(1, 3, 16, 16)
+    for instance in (None, _RecordingServer(fail=True)):
+        _install_server(monkeypatch, instance)
+        ticks = iter([0.0, 0.5, 1.0, 2.5, 3.0])
+        shown = TrainingProgress(1, 5, preview_interval_s=2.0, clock=lambda: next(ticks))
+        shown.token_step(0, 0.5)
+        for it in range(5):
+            shown.adapter_iteration(it, 0.25 if it != 2 else float("nan"), 0.1, frame)
+        with_preview = [i for i, (_, _, p) in enumerate(calls[-5:]) if p is not None]
+        assert with_preview == [0, 3, 4]                   # first, then throttled to every 2 s, and the last
+        assert "loss n/a" in shown.texts[3] and len(shown.texts) == 6

@@ -9,4 +9,8 @@
 - ``random_models``, ``random_face_pack``: random-weight SD1.5, AnimateLCM and antelopev2-layout model files.
 - ``main_job``: scripts/main_job, train and generate through the HTTP API with random-weight models.
 - ``run_doctor``: scripts/doctor, the install doctor run against the test host.
+- ``comfy_frontend``: the host's own ComfyUI frontend in headless Chromium (load a UI workflow,
+  report missing nodes and widget problems, graphToPrompt, screenshots); used by the browser test.
+- ``workflow_inputs``: the photos and videos a workflow names, and stand-ins for them.
+- ``screenshot_workflows``: the README's workflow images (docs/images).
 """

@@ -22,6 +22,17 @@ import urllib.request
 from pathlib import Path
 
 
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM when the process that started it dies (even if it is killed)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -48,7 +59,8 @@ class ComfyProcess:
             args += ["--base-directory", str(self.base_dir)]
         env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), PYTHONUNBUFFERED="1", **self.env)
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(args, cwd=self.root, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(args, cwd=self.root, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -93,13 +105,23 @@ class ComfyProcess:
             with urllib.request.urlopen(req, timeout=60) as r:
                 return r.status, json.loads(r.read())
         except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
+            text = e.read().decode(errors="replace")
+            try:
+                return e.code, json.loads(text or "{}")
+            except json.JSONDecodeError:   # e.g. older hosts answer 500 with plain text for unknown node types
+                return e.code, {"text": text}
 
     def wait(self, prompt_id: str, timeout: float = 300.0) -> dict:
         """The /history entry of a prompt once it has outputs or has failed."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            history = self.get(f"/history/{prompt_id}")
+            try:
+                history = self.get(f"/history/{prompt_id}")
+            except (TimeoutError, urllib.error.URLError, ConnectionError) as e:  # a busy server: ask again
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"ComfyUI died:\n{self.log()}") from e
+                time.sleep(1.0)
+                continue
             entry = history.get(prompt_id)
             if entry and (entry.get("outputs") or entry.get("status", {}).get("status_str") == "error"
                           or entry.get("status", {}).get("completed")):

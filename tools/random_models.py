@@ -8,6 +8,7 @@ them as the real thing; what they generate is noise-like, never a real picture.
 - :func:`save_sd15_checkpoint`: UNet + CLIP-L + VAE at SD1.5 size, one fp16 .safetensors (~2 GB, ~20 s).
 - :func:`save_animatelcm_motion_model`: an AnimateLCM-layout motion model (needs AnimateDiff-Evolved loaded).
 - :func:`save_kohya_lora`: a LoRA in kohya/diffusers naming on chosen UNet Linears.
+- :func:`save_random_lora`: a LoRA on every attention projection of the SD1.5 UNet (AnimateLCM or style LoRA stand-in).
 
 Needs a ComfyUI host imported in-process (:func:`tools.comfy_host.bootstrap`).
 """
@@ -201,3 +202,29 @@ def has_animatediff_evolved() -> bool:
     import nodes
 
     return "ADE_AnimateDiffLoaderGen1" in nodes.NODE_CLASS_MAPPINGS
+
+
+def save_random_lora(path: str, rank: int = 4, seed: int = 3, std: float = 0.01) -> str:
+    """A kohya-format LoRA (diffusers layer names) on every attention projection of the SD1.5 UNet, random
+    weights: stands in for AnimateLCM_sd15_t2v_lora.safetensors or a style LoRA. ComfyUI's own key map
+    decides the names, so its LoRA loaders load every key."""
+    import comfy.lora
+    from safetensors.torch import save_file
+
+    if os.path.exists(path):
+        return path
+    model = tiny_sd15_model(full_size=True, device="meta").model
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, key in sorted(comfy.lora.model_lora_keys_unet(model, {}).items()):
+        if not isinstance(key, str) or "_attentions_" not in name or "_attn" not in name or len(shapes[key]) != 2:
+            continue
+        out_f, in_f = shapes[key]
+        tensors[f"{name}.lora_down.weight"] = (torch.randn(rank, in_f, generator=g) * std).half()
+        tensors[f"{name}.lora_up.weight"] = (torch.randn(out_f, rank, generator=g) * std).half()
+        tensors[f"{name}.alpha"] = torch.tensor(float(rank))
+    tmp = path + ".tmp"
+    save_file(tensors, tmp, metadata={"note": "random weights for tests, not a real model"})
+    os.replace(tmp, path)
+    return path

@@ -308,7 +308,7 @@ def model_files_note(training: bool) -> str:
     return f"""Model files (put them in place, then press R in ComfyUI to refresh the lists)
 
 ComfyUI/models/checkpoints/{CHECKPOINT}
-    any SD1.5 checkpoint; Realistic Vision V6.0 B1 is what PersonalVideo used
+    any SD1.5 checkpoint; Realistic Vision V6.0 B1 is a popular choice (the paper used V5.1)
 ComfyUI/models/animatediff_models/{MOTION_MODEL}
     AnimateLCM motion model (wangfuyun/AnimateLCM); AnimateDiff-Evolved's
     own ComfyUI-AnimateDiff-Evolved/models/ folder works too

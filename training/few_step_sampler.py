@@ -8,23 +8,37 @@ last step, is off there); the last step runs with gradient and the adapter on,
 and hands its denoised latent to ``last_step`` (decode, loss, backward, optimiser
 step) while the model is still loaded and patched for sampling.
 
+Memory of the gradient step: nothing is kept from the no-grad steps; the
+gradient step runs with the UNet's layers (and the injected motion modules,
+and the VAE decoder's blocks of ``extra_modules``) under gradient
+checkpointing (:mod:`.checkpointing`, taken out again when the step ends) and
+under the run's mixed precision (:mod:`.precision`; only the model call here,
+``last_step`` enters it itself for the decode).
+
 LCM update between steps: ``x = denoised + sigma_next * noise``, noise from a
 seeded CPU generator (the same on every device).
 """
 from __future__ import annotations
 
+import contextlib
+
 import comfy.samplers
 import torch
 
+from .checkpointing import checkpointed, regions_of
 from .inference_tensors import trainable_view
 
 
 class FewStepTrainingSampler(comfy.samplers.Sampler):
-    def __init__(self, last_step, generator: torch.Generator, extra_modules=()):
+    def __init__(self, last_step, generator: torch.Generator, extra_modules=(), gradient_checkpointing=True,
+                 autocast=None):
         self.last_step = last_step          # callable(denoised latent with grad) -> None
         self.generator = generator
         self.extra_modules = tuple(extra_modules)
+        self.gradient_checkpointing = gradient_checkpointing
+        self.autocast = autocast or contextlib.nullcontext   # context factory for the gradient step's model call
         self.step_outputs = []             # denoised latent of every step (detached), for reports/tests
+        self.checkpointed_regions = 0      # layers checkpointed in the gradient step (0: off)
 
     def _noise_like(self, x):
         return torch.randn(x.shape, generator=self.generator, dtype=torch.float32).to(x.device, x.dtype)
@@ -49,8 +63,11 @@ class FewStepTrainingSampler(comfy.samplers.Sampler):
                             callback(i, denoised, x, n)
                         x = denoised + sigmas[i + 1] * self._noise_like(denoised)
                 x = x.detach()
-                with torch.enable_grad():
-                    denoised = model_wrap(x, sigmas[n - 1] * s_in, **extra_args)
+                regions = regions_of(getattr(base_model, "diffusion_model", None), *self.extra_modules)
+                with torch.enable_grad(), checkpointed(regions, self.gradient_checkpointing) as count:
+                    self.checkpointed_regions = count
+                    with self.autocast():
+                        denoised = model_wrap(x, sigmas[n - 1] * s_in, **extra_args)
                     self.step_outputs.append(denoised.detach())
                     self.last_step(denoised)
                 result = denoised.detach()

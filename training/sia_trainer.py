@@ -7,6 +7,10 @@ the last step; decode one random frame with gradient; loss = identity loss
 (1 - cosine to the reference faces) + lambda * ||adapter - initial adapter||^2;
 AdamW on the adapter parameters only.
 
+Memory: gradient checkpointing of the gradient step (UNet layers, motion
+modules, VAE decoder blocks) and, on CUDA, mixed precision with fp32 adapter
+weights and optimiser state (:mod:`.precision`); both on by default.
+
 Frames with no face are skipped (no optimiser step) and counted; when most
 iterations have none the run stops with a clear message.  Everything random
 comes from the seed (prompt choice, noise, frame index), so a run is
@@ -22,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..sia import apply_sia
+from . import precision as amp
 from .errors import TrainingError
 from .few_step_sampler import FewStepTrainingSampler, lcm_schedule, run_few_steps
 
@@ -44,6 +49,8 @@ class SIATrainSettings:
     seed: int = 0
     max_no_face_fraction: float = 0.5
     no_face_check_after: int = 10
+    gradient_checkpointing: bool = True
+    precision: str = "auto"        # see training.precision.CHOICES; auto: bf16/fp16 on CUDA, fp32 on CPU
 
     def check(self) -> None:
         if self.iterations < 1:
@@ -53,6 +60,8 @@ class SIATrainSettings:
                                 "the last step of a few-step schedule (4 in the paper).")
         if self.frames < 1:
             raise TrainingError(f"frames must be at least 1 (got {self.frames}).")
+        if self.precision not in amp.CHOICES:
+            raise TrainingError(f"precision must be one of {', '.join(amp.CHOICES)} (got {self.precision!r}).")
         for name in ("width", "height"):
             v = getattr(self, name)
             if v < 64 or v % 8:
@@ -70,6 +79,7 @@ class SIAHistory:
     similarity: list = field(default_factory=list)    # face similarity of the trained frame (NaN: no face)
     skipped: int = 0
     last_latent: torch.Tensor | None = None           # final latent of the last iteration (all frames)
+    precision: str = "fp32"                           # what the gradient passes ran at
 
 
 def reg_term(params, initial) -> torch.Tensor:
@@ -91,11 +101,13 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
     """Train ``adapter`` (in place; its tensors must be fp32 leaf Parameters) on ``model``.
 
     ``encode_prompt(text) -> CONDITIONING`` (normal tensors); ``prompts`` a
-    :class:`~.prompts.PromptSampler`; ``progress(i, loss, similarity)`` after each
-    iteration; ``check_interrupt()`` raises to cancel.  ``model`` is never changed:
-    the adapter goes on a clone.
+    :class:`~.prompts.PromptSampler`; ``progress(i, loss, similarity, frame)``
+    after each iteration, ``frame`` the decoded trained frame [1, 3, H, W] in 0..1
+    (None when skipped); ``check_interrupt()`` raises to cancel.  ``model`` is
+    never changed: the adapter goes on a clone.
     """
     settings.check()
+    precision = amp.resolve(settings.precision, amp.device_of(model))
     params = adapter.parameters()
     with torch.inference_mode(False):
         for p in params:
@@ -108,7 +120,7 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
     sigmas = lcm_schedule(patched, settings.steps, settings.scheduler)
     base_model = patched.model
     rng = random.Random(settings.seed)
-    history = SIAHistory()
+    history = SIAHistory(precision=precision.name)
     shape = (settings.frames, 4, settings.height // 8, settings.width // 8)
     for it in range(settings.iterations):
         if check_interrupt is not None:
@@ -123,19 +135,23 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
         record = {}
 
         def last_step(denoised, frame=frame, record=record):
-            pixels = _decode_frame(vae, base_model, denoised[frame:frame + 1])
-            out = identity_loss(pixels)
-            record["similarity"] = out.mean_similarity
-            if not out.has_face:
-                record["loss"] = float("nan")
-                return
-            total = out.loss + settings.reg_lambda * reg_term(params, initial)
+            with precision.autocast():
+                pixels = _decode_frame(vae, base_model, denoised[frame:frame + 1])
+            record["frame"] = pixels.detach()
+            with precision.full():
+                out = identity_loss(pixels.float())
+                record["similarity"] = out.mean_similarity
+                if not out.has_face:
+                    record["loss"] = float("nan")
+                    return
+                total = out.loss + settings.reg_lambda * reg_term(params, initial)
             optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
+            precision.backward_and_step(total, optimizer)
             record["loss"] = float(total.detach())
 
-        sampler = FewStepTrainingSampler(last_step, gen, extra_modules=(vae.first_stage_model,))
+        sampler = FewStepTrainingSampler(last_step, gen, extra_modules=(vae.first_stage_model,),
+                                         gradient_checkpointing=settings.gradient_checkpointing,
+                                         autocast=precision.autocast)
         latent = run_few_steps(patched, sampler, sigmas, positive, negative, noise, iter_seed)
         history.loss.append(record.get("loss", float("nan")))
         history.similarity.append(record.get("similarity", float("nan")))
@@ -150,7 +166,7 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
                 "probably wrong: use an SD1.5 model that makes people, keep '{token} {class_word}' in every "
                 "prompt, and a class word such as man, woman or person.")
         if progress is not None:
-            progress(it, history.loss[-1], history.similarity[-1])
+            progress(it, history.loss[-1], history.similarity[-1], record.get("frame"))
         if it == settings.iterations - 1:
             history.last_latent = latent.detach()
         log.debug("[PersonalVideo] SIA iteration %d/%d: loss %.4f, similarity %.4f (%s)", done,

@@ -5,7 +5,14 @@ ordinary noise-prediction loss on the reference photos encoded by the VAE
 (random horizontal flips as augmentation), lr 1e-3, batch 4, 400 steps by
 default.  Only the vector trains; CLIP, UNet and VAE stay frozen.  The photos
 are single images: the UNet is called directly (``apply_model``), never through
-a motion model's sampling, with the optional plain image MODEL when given.
+a motion model (an AnimateDiff-Evolved motion model attached to the MODEL is
+left out of this stage), with the optional plain image MODEL when given.
+The UNet call runs with its layers checkpointed and, on CUDA, under mixed
+precision (the vector stays fp32), like the adapter stage's gradient step.
+
+:func:`evaluation_loss` is the same noise-prediction loss on a fixed set of
+(photo, timestep, noise, template) draws: a deterministic measure of how well a
+vector fits the photos, used to show that training lowers it.
 
 How the vector enters CLIP: prompts are written with a one-token marker word
 in place of ``{token}``; a forward hook on CLIP's token-embedding table swaps
@@ -22,6 +29,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from . import precision as amp
+from .checkpointing import checkpointed, unet_regions
 from .errors import TrainingError
 from .inference_tensors import normal_copy, trainable_view
 
@@ -37,12 +46,16 @@ class TISettings:
     lr: float = 1e-3
     batch_size: int = 4
     seed: int = 0
+    gradient_checkpointing: bool = True
+    precision: str = "auto"
 
     def check(self):
         if self.steps < 0:
             raise TrainingError(f"ti_steps must be 0 or more (got {self.steps}).")
         if self.batch_size < 1:
             raise TrainingError(f"ti_batch_size must be at least 1 (got {self.batch_size}).")
+        if self.precision not in amp.CHOICES:
+            raise TrainingError(f"precision must be one of {', '.join(amp.CHOICES)} (got {self.precision!r}).")
 
     def to_json(self):
         return asdict(self)
@@ -132,66 +145,132 @@ class TokenPrompts:
             return [[cond.detach().clone(), {"pooled_output": None if pooled is None else pooled.detach().clone()}]]
 
 
-def encode_references(vae, images: torch.Tensor, base_model) -> torch.Tensor:
-    """Reference photos IMAGE [B, H, W, C] -> model-space latents [B, 4, h, w] (normal tensors)."""
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Torch's global generators seeded within the block and put back afterwards.
+
+    For what draws from them without a generator argument: the March 2024 host's
+    VAE encode samples its posterior (later hosts take the mean).
+    """
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def encode_references(vae, images: torch.Tensor, base_model, seed: int = 0) -> torch.Tensor:
+    """Reference photos IMAGE [B, H, W, C] -> model-space latents [B, 4, h, w] (normal tensors), same for a seed."""
     if not torch.is_tensor(images) or images.ndim != 4 or images.shape[0] == 0:
         raise TrainingError("reference_images must be an IMAGE batch [B, H, W, C] with at least one photo.")
     h, w = (images.shape[1] // 8) * 8, (images.shape[2] // 8) * 8
     if h < 64 or w < 64:
         raise TrainingError(f"reference images are too small ({images.shape[2]}x{images.shape[1]}); use at least 64x64.")
     rgb = images[:, :h, :w, :3]
-    with torch.no_grad():
+    with torch.no_grad(), seeded(seed):
         latents = vae.encode(rgb)
     latents = normal_copy(latents)
     with torch.inference_mode(False):
         return base_model.process_latent_in(latents).float()
 
 
-def train_token(model, clip, vae, images, class_word: str, settings: TISettings, progress=None, check_interrupt=None):
-    """Learn the identity vector; returns (vector [D] fp32, TokenPrompts, losses)."""
+@dataclass
+class Draw:
+    """One textual-inversion example: photos (by index), flips, timesteps, noise and a prompt template."""
+    index: list
+    flip: list
+    t: torch.Tensor
+    noise: torch.Tensor
+    template: str
+
+
+def draw_batch(rng: random.Random, gen: torch.Generator, latents: torch.Tensor, batch_size: int) -> Draw:
+    idx = [rng.randrange(latents.shape[0]) for _ in range(batch_size)]
+    flip = [rng.random() < 0.5 for _ in idx]
+    template = TI_TEMPLATES[rng.randrange(len(TI_TEMPLATES))]
+    t = torch.randint(0, 1000, (batch_size,), generator=gen)
+    noise = torch.randn((batch_size,) + tuple(latents.shape[1:]), generator=gen)
+    return Draw(idx, flip, t, noise, template)
+
+
+class NoiseLoss:
+    """The noise-prediction loss of a token vector on the reference latents (model loaded, normal tensors)."""
+
+    def __init__(self, model, prompts: "TokenPrompts", latents: torch.Tensor, precision, checkpointing: bool):
+        self.base_model = model.model
+        self.prompts = prompts
+        self.latents = latents
+        self.precision = precision
+        self.checkpointing = checkpointing
+        self.device = self.base_model.device if hasattr(self.base_model, "device") else latents.device
+        self.dtype = self.base_model.get_dtype() if hasattr(self.base_model, "get_dtype") else torch.float32
+
+    def __call__(self, vector: torch.Tensor, draw: Draw) -> torch.Tensor:
+        x0 = self.latents[draw.index].clone()
+        for b, f in enumerate(draw.flip):
+            if f:
+                x0[b] = x0[b].flip(-1)
+        cond, _ = self.prompts.encode(draw.template, vector)
+        sigma = self.base_model.model_sampling.sigma(draw.t.float()).to(torch.float32)
+        x_t = x0 + draw.noise * sigma.view(-1, 1, 1, 1)
+        context = cond.expand(len(draw.index), -1, -1)
+        regions = unet_regions(self.base_model.diffusion_model)
+        with checkpointed(regions, self.checkpointing), self.precision.autocast():
+            denoised = self.base_model.apply_model(x_t.to(self.device, self.dtype), sigma.to(self.device),
+                                                   c_crossattn=context.to(self.device, self.dtype))
+        eps = (x_t.to(self.device) - denoised.float()) / sigma.to(self.device).view(-1, 1, 1, 1)
+        return F.mse_loss(eps, draw.noise.to(self.device))
+
+
+def _prepare(model, clip, vae, images, class_word: str, settings: TISettings):
+    """(TokenPrompts, NoiseLoss) with ``model`` loaded for the passes, without any motion model."""
     import comfy.model_management
 
-    settings.check()
+    from .motion_model import without_motion_models
+
+    model = without_motion_models(model)
     prompts = TokenPrompts(clip, class_word)
+    latents = encode_references(vae, images, model.model, settings.seed)
+    precision = amp.resolve(settings.precision, amp.device_of(model))
+    comfy.model_management.load_models_gpu([model])
+    return prompts, NoiseLoss(model, prompts, latents, precision, settings.gradient_checkpointing)
+
+
+def train_token(model, clip, vae, images, class_word: str, settings: TISettings, progress=None, check_interrupt=None):
+    """Learn the identity vector; returns (vector [D] fp32, TokenPrompts, losses)."""
+    settings.check()
     vector0 = class_word_vector(clip, class_word)
-    base_model = model.model
-    latents = encode_references(vae, images, base_model)
     rng = random.Random(settings.seed)
     losses = []
     with torch.inference_mode(False):
         vector = torch.nn.Parameter(vector0.clone())
         if settings.steps == 0:
-            return vector.detach().clone(), prompts, losses
+            return vector.detach().clone(), TokenPrompts(clip, class_word), losses
         optimizer = torch.optim.AdamW([vector], lr=settings.lr, weight_decay=0.0)
         gen = torch.Generator().manual_seed(settings.seed)
-    comfy.model_management.load_models_gpu([model])
-    model_sampling = base_model.model_sampling
-    device = base_model.device if hasattr(base_model, "device") else latents.device
-    dtype = base_model.get_dtype() if hasattr(base_model, "get_dtype") else torch.float32
-    with torch.inference_mode(False), trainable_view(base_model.diffusion_model, clip.cond_stage_model):
+    prompts, loss_of = _prepare(model, clip, vae, images, class_word, settings)
+    with torch.inference_mode(False), trainable_view(model.model.diffusion_model, clip.cond_stage_model):
         for step in range(settings.steps):
             if check_interrupt is not None:
                 check_interrupt()
-            idx = [rng.randrange(latents.shape[0]) for _ in range(settings.batch_size)]
-            x0 = latents[idx].clone()
-            flip = [rng.random() < 0.5 for _ in idx]
-            for b, f in enumerate(flip):
-                if f:
-                    x0[b] = x0[b].flip(-1)
-            template = TI_TEMPLATES[rng.randrange(len(TI_TEMPLATES))]
-            cond, _ = prompts.encode(template, vector)
-            t = torch.randint(0, 1000, (len(idx),), generator=gen)
-            sigma = model_sampling.sigma(t.float()).to(torch.float32)
-            noise = torch.randn(x0.shape, generator=gen)
-            x_t = x0 + noise * sigma.view(-1, 1, 1, 1)
-            context = cond.expand(len(idx), -1, -1)
-            denoised = base_model.apply_model(x_t.to(device, dtype), sigma.to(device), c_crossattn=context.to(device, dtype))
-            eps = (x_t.to(device) - denoised.float()) / sigma.to(device).view(-1, 1, 1, 1)
-            loss = F.mse_loss(eps, noise.to(device))
+            loss = loss_of(vector, draw_batch(rng, gen, loss_of.latents, settings.batch_size))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss_of.precision.backward_and_step(loss, optimizer)
             losses.append(float(loss.detach()))
             if progress is not None:
                 progress(step, losses[-1])
         return vector.detach().clone(), prompts, losses
+
+
+def evaluation_loss(model, clip, vae, images, class_word: str, vector: torch.Tensor, draws: int = 8, seed: int = 1234,
+                    batch_size: int = 4, settings: TISettings | None = None) -> float:
+    """Mean noise-prediction loss of ``vector`` on ``draws`` fixed batches (same draws for a seed: deterministic)."""
+    settings = settings or TISettings(precision="fp32")
+    with torch.inference_mode(False):
+        gen = torch.Generator().manual_seed(seed)
+    rng = random.Random(seed)
+    prompts, loss_of = _prepare(model, clip, vae, images, class_word, settings)
+    with torch.inference_mode(False), torch.no_grad(), \
+            trainable_view(model.model.diffusion_model, clip.cond_stage_model):
+        v = vector.detach().float().clone()
+        total = sum(float(loss_of(v, draw_batch(rng, gen, loss_of.latents, batch_size))) for _ in range(draws))
+    return total / draws

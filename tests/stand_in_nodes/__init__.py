@@ -78,6 +78,7 @@ def make_node(node_type, entry, record):
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
+WEB_DIRECTORY = "./web"  # the frontend side of the VideoHelperSuite stand-ins (for the browser check)
 for _pack in filter(None, os.environ.get("PV_STAND_IN_PACKS", "").split(",")):
     _record = json.loads((DEFINITIONS_DIR / f"{_pack}.json").read_text())
     for _type, _entry in _record["nodes"].items():

@@ -1,0 +1,194 @@
+"""Trainer speed and memory at SD1.5 size: seconds per adapter iteration (stage 2), per token step (stage 1),
+and peak memory, on SD1.5-size architectures with random weights.
+
+    scripts/bench bench/bench_train.py                     # CPU, reduced: 2 frames of 64x64, 3 + 3 steps
+    scripts/bench bench/bench_train.py --compare           # the same with and without the memory savings
+    scripts/bench bench/bench_train.py --device cuda --frames 16 --size 512 --ti-steps 20 --iterations 10
+                                                           # the target: 400 + 400 under 6 minutes and
+                                                           # under 16 GB on one H100
+
+What runs is the node's own code (``train_identity``) on: a random-weight SD1.5 checkpoint (UNet, CLIP-L,
+VAE) saved and loaded with ComfyUI's checkpoint loader (so ComfyUI picks dtypes and devices as for a real
+one); an AnimateLCM-layout motion model attached through AnimateDiff-Evolved when the host has it (e.g.
+COMFYUI_ROOT=/path/to/ComfyUI with AnimateDiff-Evolved in its custom_nodes); the real ResNet-100
+(glintr100) recogniser architecture with random weights and the tests' stand-in face detector (one large
+face in the middle of any frame, so every iteration trains). The first step of each stage is left out of
+the timings (loading, allocator warm-up); the median of the others is reported, and the whole identity
+time is extrapolated from it.
+
+Memory: on CUDA torch.cuda.max_memory_allocated per stage; on the CPU the peak bytes held for backward
+(tensors autograd saved, weights excluded: deterministic) and the process's peak RSS.
+"""
+import argparse
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def build(args, scratch):
+    import folder_paths
+    import nodes
+
+    import face_fixtures as ff
+    import full_models
+
+    with torch.inference_mode():
+        ckpt_dir = folder_paths.get_folder_paths("checkpoints")[0]
+        t0 = time.perf_counter()
+        full_models.save_sd15_checkpoint(os.path.join(ckpt_dir, "sd15_random.safetensors"))
+        model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint("sd15_random.safetensors")[:3]
+        motion = "none (AnimateDiff-Evolved is not in this host)"
+        if full_models.has_animatediff_evolved():
+            folder = folder_paths.get_folder_paths("animatediff_models")[0]
+            os.makedirs(folder, exist_ok=True)
+            full_models.save_animatelcm_motion_model(os.path.join(folder, "AnimateLCM_random.safetensors"))
+            (model,) = nodes.NODE_CLASS_MAPPINGS["ADE_AnimateDiffLoaderGen1"]().load_mm_and_inject_params(
+                model, "AnimateLCM_random.safetensors", "lcm avg(sqrt_linear,linear)")[:1]
+            motion = "AnimateLCM layout (random weights) through AnimateDiff-Evolved"
+        recognizer = ff.export_recognizer(os.path.join(scratch, "r100.onnx"), "r100", seed=1)
+        face_analysis = ff.centre_face_analysis(os.path.join(scratch, "insightface"), recognizer=recognizer,
+                                                encoder_cache=os.path.join(scratch, "enc-cache"))
+        photo = ff.photo_image("astronaut").movedim(-1, 1)
+        photo = torch.nn.functional.interpolate(photo, size=(args.size, args.size), mode="area")
+        photo = photo.movedim(1, -1).contiguous()
+    print(f"built in {time.perf_counter() - t0:.0f} s: SD1.5-size UNet + CLIP-L + VAE (random weights), "
+          f"motion model: {motion}, recogniser: ResNet-100 (random weights)")
+    return model, clip, vae, face_analysis, photo
+
+
+class Meter:
+    """Timestamps and memory per stage, fed by train_identity's progress hook."""
+
+    def __init__(self, device, ti_steps, saved):
+        self.device = device
+        self.ti_steps = ti_steps
+        self.saved = saved
+        self.times = {"token": [], "adapter": []}
+        self.peak = {}
+        self.saved_peak = {}
+        self.similarity = []
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def start(self):
+        self._sync()
+        self.t_start = time.perf_counter()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+
+    def hook(self, stage, i, loss, similarity):
+        self._sync()
+        self.times[stage].append(time.perf_counter())
+        if stage == "adapter":
+            self.similarity.append(similarity)
+        if stage == "token" and i == self.ti_steps - 1:
+            self.saved_peak["token"] = self.saved.reset_peak()
+            if self.device.type == "cuda":
+                self.peak["token"] = torch.cuda.max_memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+
+    def finish(self):
+        self.saved_peak["adapter"] = self.saved.reset_peak()
+        if self.device.type == "cuda":
+            self.peak["adapter"] = torch.cuda.max_memory_allocated()
+
+    def per_step(self, stage, first):
+        """Median seconds per step after the first (which includes loading and warm-up)."""
+        stamps = [first] + self.times[stage]
+        steps = [b - a for a, b in zip(stamps, stamps[1:])][1:]
+        return statistics.median(steps) if steps else float("nan")
+
+
+def run_once(args, parts, name, checkpointing):
+    from autograd_memory import SavedTensorBytes
+    from comfyui_personalvideo.nodes.train_identity import train_identity
+
+    model, clip, vae, face_analysis, photo = parts
+    device = torch.device(args.device)
+    saved = SavedTensorBytes()
+    meter = Meter(device, args.ti_steps, saved)
+    meter.start()
+    with torch.inference_mode(), saved:
+        train_identity(model, clip, vae, photo, face_analysis, name, "person", "{token} {class_word} smiling",
+                       ti_steps=args.ti_steps, ti_learning_rate=1e-3, ti_batch_size=args.ti_batch_size,
+                       sia_iterations=args.iterations, sia_learning_rate=1e-4, sia_rank=4, reg_lambda=1e-2,
+                       frames=args.frames, width=args.size, height=args.size, sampling_steps=4, seed=0,
+                       overwrite=True, progress_hook=meter.hook, gradient_checkpointing=checkpointing,
+                       precision=args.precision)
+    meter.finish()
+    token = meter.per_step("token", meter.t_start)
+    last_token = meter.times["token"][-1] if meter.times["token"] else meter.t_start
+    adapter = meter.per_step("adapter", last_token)
+    return {"token": token, "adapter": adapter, "peak": meter.peak, "saved_peak": meter.saved_peak,
+            "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def report(args, label, r):
+    gib = 1024 ** 3
+    whole = 400 * r["token"] + 400 * r["adapter"]
+    print(f"{label}:")
+    print(f"  stage 1 (token, batch {args.ti_batch_size}, {args.size} px): {r['token']:.3f} s/step")
+    print(f"  stage 2 (adapter, {args.frames} x {args.size} x {args.size}, 4 LCM steps): "
+          f"{r['adapter']:.3f} s/iteration")
+    print(f"  400 + 400 at these rates: {whole / 60:.1f} min")
+    if args.device == "cuda":
+        for stage, value in r["peak"].items():
+            print(f"  peak GPU memory, {stage} stage: {value / gib:.2f} GiB (torch.cuda.max_memory_allocated)")
+    for stage, value in r["saved_peak"].items():
+        print(f"  peak bytes held for backward, {stage} stage (weights excluded): {value / gib:.3f} GiB")
+    print(f"  peak RSS of the process so far: {r['rss'] / gib:.2f} GiB")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--frames", type=int, default=2)
+    parser.add_argument("--size", type=int, default=64, help="video and reference size in pixels")
+    parser.add_argument("--ti-steps", type=int, default=3)
+    parser.add_argument("--ti-batch-size", type=int, default=4)
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--precision", default="auto", help="auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16")
+    parser.add_argument("--compare", action="store_true",
+                        help="also run without gradient checkpointing and in fp32, and print the ratios")
+    args = parser.parse_args()
+
+    import host
+
+    host.bootstrap(cpu=args.device == "cpu")
+    import comfy.model_management
+
+    print(f"device {comfy.model_management.get_torch_device()}, torch {torch.__version__}, "
+          f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, host {host.host_root()}")
+    with tempfile.TemporaryDirectory(prefix="pv-bench-") as scratch:
+        parts = build(args, scratch)
+        runs = [("with checkpointing, precision " + args.precision, True, args.precision)]
+        if args.compare:
+            runs.append(("without checkpointing, fp32", False, "fp32"))
+        results = []
+        for label, checkpointing, precision in runs:
+            args_run = argparse.Namespace(**dict(vars(args), precision=precision))
+            result = run_once(args_run, parts, "bench_identity", checkpointing)
+            report(args_run, label, result)
+            results.append(result)
+        if len(results) == 2:
+            a, b = results
+            print(f"ratios (savings on / off): stage 1 time {a['token'] / b['token']:.2f}x, "
+                  f"stage 2 time {a['adapter'] / b['adapter']:.2f}x, "
+                  "bytes held for backward " + ", ".join(
+                      f"{k} {a['saved_peak'][k] / b['saved_peak'][k]:.3f}x" for k in a["saved_peak"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""A deterministic measure of training memory: bytes of the tensors autograd keeps for backward.
+
+Inside the block every tensor an operation saves for backward passes through a
+``torch.autograd.graph.saved_tensors_hooks`` pack hook; storages are counted
+once however many times they are saved, and weights (parameters and views of
+them, resident anyway) are left out; weight copies an op makes (a cast) count.  With non-reentrant gradient checkpointing the
+tensors saved inside a checkpointed region go to checkpoint's own (inner) hooks
+and are not kept; the region's inputs are saved outside it and are counted.
+
+- ``bytes``: all distinct storages saved in the block (for one backward pass);
+- ``peak``: the most bytes held for backward at any one time (over many passes:
+  a graph's saved tensors are released when its backward has run).
+The same run gives the same figures on any machine, unlike a timing or an RSS reading.
+"""
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+
+class _Held:
+    __slots__ = ("tensor", "__weakref__")
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+
+def _is_weight(t) -> bool:
+    return isinstance(t, torch.nn.Parameter) or isinstance(getattr(t, "_base", None), torch.nn.Parameter)
+
+
+class SavedTensorBytes:
+    def __init__(self):
+        self.storages = {}
+        self._live = {}                  # storage -> number of saved tensors holding it
+        self.live = 0
+        self.peak = 0
+        self._hooks = None
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.storages.values())
+
+    def _release(self, ptr, nbytes):
+        self._live[ptr] -= 1
+        if not self._live[ptr]:
+            del self._live[ptr]
+            self.live -= nbytes
+
+    def _pack(self, t):
+        if _is_weight(t) or t.device.type == "meta":
+            return t
+        storage = t.untyped_storage()
+        ptr, nbytes = storage.data_ptr(), storage.nbytes()
+        self.storages[ptr] = nbytes
+        if not self._live.get(ptr):
+            self.live += nbytes
+            self.peak = max(self.peak, self.live)
+        self._live[ptr] = self._live.get(ptr, 0) + 1
+        held = _Held(t)
+        weakref.finalize(held, self._release, ptr, nbytes)
+        return held
+
+    def reset_peak(self) -> int:
+        """The peak so far; the next one is counted from what is held now."""
+        peak, self.peak = self.peak, self.live
+        return peak
+
+    @staticmethod
+    def _unpack(x):
+        return x.tensor if isinstance(x, _Held) else x
+
+    def __enter__(self):
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._hooks.__exit__(*exc)
+        return False

@@ -1,0 +1,174 @@
+"""Memory savings of the trainer on the real host with tiny models: gradient checkpointing of the gradient
+step (same gradients, far fewer bytes kept for backward, model exactly restored) and mixed precision with fp32
+adapter weights."""
+import contextlib
+import math
+
+import pytest
+import torch
+
+from comfyui_personalvideo.sia import apply_sia
+from comfyui_personalvideo.training import checkpointing, few_step_sampler, precision, sia_trainer
+from comfyui_personalvideo.training.errors import TrainingError
+
+from autograd_memory import SavedTensorBytes
+from face_fixtures import tiny_onnx  # noqa: F401
+from test_train_core import new_adapter, run_sia, setup  # noqa: F401
+from test_train_identity import face_analysis, parts, photo  # noqa: F401
+
+
+def _gradient_step(setup, adapter, gradient_checkpointing, autocast=None):  # noqa: F811
+    """One 4-step generation whose last step decodes a frame and backpropagates a loss on its pixels."""
+    model, clip, vae, tp, vector, _ = setup
+    with torch.inference_mode():
+        patched = apply_sia(model, adapter, 1.0, start_percent=1.0)[0]
+        cond, neg = tp.conditioning("{token} {class_word} smiling", vector), tp.conditioning("", vector)
+        sigmas = few_step_sampler.lcm_schedule(patched, 4)
+    meter = SavedTensorBytes()
+    seen = {}
+
+    def last_step(denoised):
+        seen["wrapped"] = sum(getattr(m.forward, "_pv_checkpointing", False)
+                              for m in checkpointing.regions_of(patched.model.diffusion_model, vae.first_stage_model))
+        with autocast() if autocast else contextlib.nullcontext():
+            pixels = sia_trainer._decode_frame(vae, patched.model, denoised[1:2])
+        (pixels.float() - 0.3).pow(2).mean().backward()
+
+    sampler = few_step_sampler.FewStepTrainingSampler(last_step, torch.Generator().manual_seed(1),
+                                                      extra_modules=(vae.first_stage_model,),
+                                                      gradient_checkpointing=gradient_checkpointing,
+                                                      autocast=autocast)
+    with torch.inference_mode(False):
+        noise = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode(), meter:
+        few_step_sampler.run_few_steps(patched, sampler, sigmas, cond, neg, noise, 0)
+    grads = {k: p.grad.detach().clone() for k, p in zip(_names(adapter), adapter.parameters())}
+    return grads, meter.bytes, sampler, seen
+
+
+def _names(adapter):
+    return [f"{kind}:{p}" for p in adapter.paths for kind in ("down", "up")]
+
+
+def test_checkpointing_gives_the_same_gradients_and_keeps_far_fewer_bytes(setup):  # noqa: F811
+    model, _, vae = setup[:3]
+    plain_grads, plain_bytes, plain_sampler, plain_seen = _gradient_step(setup, new_adapter(model), False)
+    ckpt_grads, ckpt_bytes, ckpt_sampler, ckpt_seen = _gradient_step(setup, new_adapter(model), True)
+    assert plain_sampler.checkpointed_regions == 0 and plain_seen["wrapped"] == 0
+    # every layer of the UNet's blocks and every block of the VAE decoder was checkpointed during the step
+    regions = checkpointing.regions_of(model.model.diffusion_model, vae.first_stage_model)
+    assert ckpt_sampler.checkpointed_regions == ckpt_seen["wrapped"] == len(regions) > 20
+    assert sum(float(g.abs().sum()) for g in ckpt_grads.values()) > 0
+    assert plain_grads.keys() == ckpt_grads.keys()
+    for k in plain_grads:
+        torch.testing.assert_close(ckpt_grads[k], plain_grads[k], msg=k)
+    print("saved bytes", ckpt_bytes, plain_bytes)
+    assert ckpt_bytes < 0.4 * plain_bytes, (ckpt_bytes, plain_bytes)
+    # afterwards no layer keeps a checkpointing forward
+    for root in (model.model.diffusion_model, vae.first_stage_model):
+        assert not [n for n, m in root.named_modules() if getattr(m.forward, "_pv_checkpointing", False)]
+
+
+def test_checkpointed_puts_back_exactly_the_forward_a_layer_had():
+    plain, patched = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+    object_patch = patched.forward = lambda x: x * 2   # what a ModelPatcher object patch looks like
+    x = torch.randn(2, 3, requires_grad=True)
+    with checkpointing.checkpointed([plain, patched, plain]) as count:
+        assert count == 2 and "forward" in plain.__dict__
+        assert torch.equal(patched(x), x * 2)
+        y = plain(x)
+    y.sum().backward()
+    assert "forward" not in plain.__dict__ and patched.__dict__["forward"] is object_patch
+    torch.testing.assert_close(x.grad, plain.weight.sum(0).expand(2, 3))
+
+
+def test_checkpointed_regions_see_the_transformer_options_of_their_first_call():
+    """The UNet changes transformer_options in place as it goes; recomputation must see the original values."""
+    seen = []
+
+    class Layer(torch.nn.Module):
+        def forward(self, x, transformer_options):
+            seen.append(transformer_options["block"])
+            transformer_options["block_index"] = 1
+            return torch.sin(x)   # saves x for backward, so backward recomputes
+
+    layer, options = Layer(), {"block": ("input", 1)}
+    x = torch.randn(2, requires_grad=True)
+    with checkpointing.checkpointed([layer]):
+        y = layer(x, options)
+    options["block"] = ("output", 11)
+    y.sum().backward()
+    assert seen == [("input", 1), ("input", 1)]   # the forward, then the recomputation in backward
+    assert "block_index" not in options
+
+
+def test_recomputation_runs_with_the_groupnorm_the_forward_ran_with():
+    """Packs swap GroupNorm.forward only while the diffusion model runs (AnimateDiff-Evolved's frame-aware
+    GroupNorm); backward recomputes later, so it must put the forward's version back for the recomputation."""
+    original = torch.nn.GroupNorm.forward
+    calls = []
+
+    def frame_aware(self, x):
+        calls.append(tuple(x.shape))
+        return original(self, x) * 1.5 + x.mean(0, keepdim=True)   # mixes the frames of the batch
+
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.GroupNorm(2, 4))
+    x = torch.randn(3, 4, 5, 5)
+
+    def grads(checkpointing):
+        block.zero_grad()
+        with checkpointing_ctx(checkpointing):
+            torch.nn.GroupNorm.forward = frame_aware     # on only during the "model call"
+            try:
+                y = block[1](block[0](x))
+            finally:
+                torch.nn.GroupNorm.forward = original
+        y.pow(2).sum().backward()
+        return [p.grad.clone() for p in block.parameters()]
+
+    def checkpointing_ctx(on):
+        return checkpointing.checkpointed([block[1]], on)
+
+    reference = grads(False)
+    assert len(calls) == 1
+    for got, want in zip(grads(True), reference):
+        torch.testing.assert_close(got, want)
+    assert len(calls) == 3 and torch.nn.GroupNorm.forward is original   # forward + recomputation
+
+
+def test_bf16_autocast_run_keeps_fp32_adapter_and_optimizer_state(setup, monkeypatch):  # noqa: F811
+    """The mixed-precision path, exercised on the CPU with bf16 autocast (CUDA picks bf16/fp16 itself)."""
+    optimizers = []
+
+    class RecordedAdamW(torch.optim.AdamW):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            optimizers.append(self)
+
+    monkeypatch.setattr(torch.optim, "AdamW", RecordedAdamW)
+    adapter = new_adapter(setup[0])
+    history = run_sia(setup, adapter, iterations=2, lr=1e-2, precision="bf16")
+    assert history.precision == "bf16"
+    assert all(math.isfinite(v) for v in history.loss)
+    (optimizer,) = optimizers
+    state = [t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t) and t.ndim > 0]
+    assert len(state) == 2 * len(adapter.parameters()) and all(t.dtype == torch.float32 for t in state)
+    for p in adapter.parameters():
+        assert p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32
+        assert torch.isfinite(p.grad).all()
+    assert any(float(u.detach().abs().max()) > 0 for u in adapter.up.values())   # it trained
+    # the gradient pass really ran in bf16: the same step in fp32 gives other gradients
+    grads_bf16, _, _, _ = _gradient_step(setup, new_adapter(setup[0]), True,
+                                         autocast=precision.resolve("bf16", "cpu").autocast)
+    grads_fp32, _, _, _ = _gradient_step(setup, new_adapter(setup[0]), True)
+    assert any(not torch.equal(grads_bf16[k], grads_fp32[k]) for k in grads_fp32)
+    assert all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads_bf16.values())
+
+
+def test_precision_choice():
+    assert precision.resolve("auto", "cpu").name == "fp32"
+    assert precision.resolve("bf16", "cpu").dtype == torch.bfloat16
+    assert precision.resolve("fp16", "cpu").scaler is None   # a gradient scaler only on CUDA
+    with pytest.raises(TrainingError, match="precision must be one of"):
+        sia_trainer.SIATrainSettings(precision="int8").check()

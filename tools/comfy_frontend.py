@@ -1,0 +1,191 @@
+"""The real ComfyUI frontend, served by a running host, in headless Chromium.
+
+Chromium and its driver are Debian's ``chromium`` and ``chromium-driver`` packages, driven by the
+pinned ``selenium`` through an explicit ``Service`` (so selenium never looks for a driver to
+download). :func:`missing_browser` says why the browser checks cannot run here, or ``None``.
+
+    with ComfyFrontend(server.url) as ui:
+        report = ui.load(ui_workflow, "01_train.json")   # missing types, widget/link problems, errors
+        prompt = ui.graph_to_prompt()                    # the frontend's own API conversion
+        ui.screenshot("shot.png")
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+CHECK_JS = (Path(__file__).with_name("frontend_check.js")).read_text()
+
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--hide-scrollbars",
+)
+
+# Frontend settings for a clean, repeatable page: no first-run template browser, the modern
+# frontend's own workflow validation on, its missing-node warning on, no minimap over the graph.
+FRONTEND_SETTINGS = {
+    "Comfy.TutorialCompleted": True,
+    "Comfy.Validation.Workflows": True,
+    "Comfy.Workflow.ShowMissingNodesWarning": True,
+    "Comfy.Minimap.Visible": False,
+    "Comfy.DevMode": True,
+}
+
+
+def chromium_paths():
+    """(browser, driver) from Debian's packages, or None for each that is absent."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver") or (
+        "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
+    return browser, driver
+
+
+def missing_browser() -> str | None:
+    browser, driver = chromium_paths()
+    missing = [name for name, path in (("chromium", browser), ("chromium-driver", driver)) if not path]
+    if missing:
+        return (f"Debian package(s) {', '.join(missing)} not installed "
+                "(apt-get install -y chromium chromium-driver)")
+    return None
+
+
+class FrontendError(RuntimeError):
+    pass
+
+
+class ComfyFrontend:
+    def __init__(self, url: str, width: int = 1600, height: int = 1000, settings=None):
+        self.url = url.rstrip("/")
+        self.width, self.height = width, height
+        self.settings = dict(FRONTEND_SETTINGS, **(settings or {}))
+        self.driver = None
+        self._profile = None
+
+    # --- life cycle -------------------------------------------------------------------------
+    def __enter__(self) -> "ComfyFrontend":
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def open(self, timeout: float = 90.0) -> "ComfyFrontend":
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        from selenium.common.exceptions import SessionNotCreatedException
+
+        browser, driver = chromium_paths()
+        self._post("/settings", self.settings)
+        for attempt in (1, 2):  # on a loaded machine Chromium occasionally dies at start: one more try
+            self._profile = tempfile.mkdtemp(prefix="pv-chromium-")
+            options = webdriver.ChromeOptions()
+            options.binary_location = browser
+            for flag in CHROMIUM_FLAGS:
+                options.add_argument(flag)
+            options.add_argument(f"--user-data-dir={self._profile}")
+            options.add_argument(f"--window-size={self.width},{self.height}")
+            options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+            try:
+                self.driver = webdriver.Chrome(service=Service(driver), options=options)
+                break
+            except SessionNotCreatedException:
+                shutil.rmtree(self._profile, ignore_errors=True)
+                if attempt == 2:
+                    raise
+        # the page (not the window) gets exactly width x height, for same-size screenshots
+        self.resize(self.width, self.height)
+        self.driver.set_script_timeout(60)
+        self.driver.get(self.url + "/")
+        self._wait_ready(timeout)
+        self.driver.execute_script(CHECK_JS)
+        self.startup_log = self.console()
+        return self
+
+    def close(self) -> None:
+        if self.driver is not None:
+            self.driver.quit()
+            self.driver = None
+        if self._profile:
+            shutil.rmtree(self._profile, ignore_errors=True)
+            self._profile = None
+
+    def resize(self, width: int, height: int) -> None:
+        """Give the page exactly width x height pixels (screenshots have that size)."""
+        self.width, self.height = width, height
+        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+
+    def _wait_ready(self, timeout: float) -> None:
+        # ready: the app is set up and the node definitions from /object_info are registered
+        probe = ("return !!(window.app && window.app.graph && window.app.canvas && window.LiteGraph"
+                 " && LiteGraph.registered_node_types && 'KSampler' in LiteGraph.registered_node_types)")
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.driver.execute_script(probe):
+                time.sleep(0.5)  # let the start-up workflow and extensions settle
+                return
+            time.sleep(0.25)
+        raise FrontendError(f"the ComfyUI frontend at {self.url} did not come up in {timeout} s: "
+                            f"{self.console()[-10:]}")
+
+    def _post(self, path: str, body) -> None:
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30):
+            pass
+
+    # --- what the page says ---------------------------------------------------------------
+    def console(self) -> list[dict]:
+        """Browser console entries since the last call (console.*, uncaught exceptions, network)."""
+        return self.driver.get_log("browser")
+
+    @staticmethod
+    def errors(entries) -> list[str]:
+        """Console errors and uncaught exceptions (not network 404s: those are checked by name)."""
+        return [e["message"] for e in entries
+                if e["level"] == "SEVERE" and e.get("source") in ("javascript", "console-api")]
+
+    def frontend_version(self) -> str:
+        return self.driver.execute_script(
+            "return window.__COMFYUI_FRONTEND_VERSION__ || (window.app && app.ui && app.ui.settings ? "
+            "'web/ (bundled with the host)' : 'unknown')")
+
+    # --- workflows --------------------------------------------------------------------------
+    def load(self, workflow: dict, name: str = "workflow.json") -> dict:
+        """Load a UI workflow like the file-open path does; return what went wrong (see frontend_check.js).
+
+        ``console_errors`` holds console errors and exceptions raised while it loaded.
+        """
+        self.console()  # drop what came before
+        report = self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "window.__pv.load(arguments[0], arguments[1]).then(done, (e) => done({exception: String(e && e.stack || e)}));",
+            workflow, name)
+        if "exception" in report:
+            raise FrontendError(f"loading {name} threw in the page: {report['exception']}")
+        entries = self.console()
+        report["console_errors"] = self.errors(entries)
+        report["console"] = entries
+        return report
+
+    def graph_to_prompt(self) -> dict:
+        """The frontend's own conversion of the loaded graph to an API prompt (``app.graphToPrompt()``)."""
+        return self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "window.__pv.toPrompt().then(done, (e) => done({__error__: String(e && e.stack || e)}));")
+
+    def screenshot(self, path, fit: bool = True) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.driver.execute_script("window.__pv.closeOverlays()")
+        if fit:
+            self.driver.execute_script("window.__pv.fit()")
+        time.sleep(0.3)  # a couple of frames for the canvas and DOM widgets
+        self.driver.save_screenshot(str(path))
+        return path
