@@ -89,7 +89,7 @@ def check_motion_model(ctx):
         also = f" (found other motion models: {', '.join(os.path.basename(p) for p in others[:5])})" if others else ""
         where = dirs[0] if dirs else "ComfyUI/models/animatediff_models"
         return warn(MOTION, f"{MOTION_MODEL} is not in {', '.join(dirs)}{also}. The example workflows sample with "
-                            "AnimateLCM's 4 steps, and training generates its videos that way.",
+                            "AnimateLCM (a few LCM steps), and training generates its videos that way.",
                     f"Download {MOTION_MODEL} (wangfuyun/AnimateLCM on Hugging Face) into {where}.", **details)
     try:
         check_intact(found[0])

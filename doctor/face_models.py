@@ -29,8 +29,8 @@ def check_insightface(ctx):
               version=getattr(insightface, "__version__", None))
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
 
 def _find_elsewhere(names: tuple) -> tuple:
@@ -103,7 +103,7 @@ def check_antelopev2(ctx):
         return fail(NAME, f"the files are there but cannot be loaded: {exc}", "Fix the insightface line above.",
                     **details)
     ctx.facts["antelopev2"] = files
-    listing = " and ".join(f"{n} ({_mb(s)})" for n, s in sizes.items())
+    listing = " and ".join(f"{n} ({_size(s)})" for n, s in sizes.items())
     notes, fixes = [], []
     if files.nested:
         notes.append(f"they are in a nested folder ({files.folder}); PersonalVideo uses them, but PuLID and "

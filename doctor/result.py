@@ -77,7 +77,7 @@ class Report:
         return "\n".join(lines)
 
     def to_json(self) -> dict:
-        return {"exit_code": self.exit_code, "summary": self.summary(),
+        return {"exit_code": self.exit_code, "summary": self.summary(), "text": self.text(),
                 "checks": [asdict(r) for r in self.results]}
 
     def json_text(self) -> str:

@@ -76,8 +76,11 @@ def test_main_job_trains_and_generates_over_http(tmp_path, sd15_checkpoint):
 
 def test_main_job_stops_its_server_on_ctrl_c(tmp_path, sd15_checkpoint):
     out = tmp_path / "out"
+    # a terminal's Ctrl-C; SIGINT is restored to its default in case this test runs in the background (where
+    # shells start commands with SIGINT ignored, and Python then keeps ignoring it)
     proc = subprocess.Popen(main_job_command(out, sd15_checkpoint), cwd=host.PACK_DIR, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=_env())
+                            stderr=subprocess.STDOUT, text=True, env=_env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     try:
         for line in proc.stdout:

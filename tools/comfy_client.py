@@ -19,6 +19,9 @@ import urllib.request
 import uuid
 
 
+HISTORY_WAIT_S = 60
+
+
 class PromptError(RuntimeError):
     """The server refused the prompt, or running it failed; the message says which node and why."""
 
@@ -78,9 +81,14 @@ async def _run(url: str, prompt: dict, client_id: str, on_event, timeout: float)
                 await asyncio.wait_for(follow(), timeout)
             except asyncio.TimeoutError:
                 raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout:.0f} s") from None
-        async with session.get(f"{url}/history/{prompt_id}") as r:
-            history = await r.json(content_type=None)
-    return prompt_id, history.get(prompt_id, {})
+        # the server announces the end before it files the prompt in its history: wait for the entry
+        for _ in range(int(HISTORY_WAIT_S / 0.25)):
+            async with session.get(f"{url}/history/{prompt_id}") as r:
+                entry = (await r.json(content_type=None)).get(prompt_id)
+            if entry is not None:
+                return prompt_id, entry
+            await asyncio.sleep(0.25)
+    raise TimeoutError(f"prompt {prompt_id} finished but did not appear in /history within {HISTORY_WAIT_S} s")
 
 
 def run_prompt(url: str, prompt: dict, on_event=None, timeout: float = 1800.0, client_id: str | None = None) -> dict:
