@@ -63,7 +63,7 @@ def test_main_job_trains_and_generates_over_http(tmp_path, sd15_checkpoint):
     with safe_open(adapter, "pt") as f:
         assert f.metadata()["format"] == "personalvideo-sia" and len(list(f.keys())) >= 48 * 2
     assert os.path.getsize(token) > 0
-    for name in ("doctor.txt", "comfyui.log", "animation.webp", "loss_curve.png"):
+    for name in ("doctor.txt", "comfyui.log", "models.log", "animation.webp", "loss_curve.png"):
         assert name in report["files"]["listing"]
     assert report["doctor"]["exit_code"] == 0 and "FAIL" not in (out / "doctor.txt").read_text()
     assert report["versions"]["torch"] and report["versions"]["comfyui"] and report["versions"]["pack"]
@@ -71,6 +71,9 @@ def test_main_job_trains_and_generates_over_http(tmp_path, sd15_checkpoint):
                                         "generation workflow", "total"}
     # the prompts went through the frontend's route: queued with a client id, followed over /ws
     assert "train: running node" in done.stdout and "generate: running node" in done.stdout
+    assert "(2 frames, 64x64)" in done.stdout  # node titles printed with the sizes this run uses
+    # the host's start-up chatter while the models are built stays in models.log
+    assert "Traceback" not in done.stdout and (out / "models.log").is_file()
     assert _server_is_gone(done.stdout)
 
 

@@ -219,6 +219,8 @@ def test_configure_and_set_input_refuse_typos():
                              identity="alice")
     latent = wf[workflow_graph.find(wf, "EmptyLatentImage")[0]]["inputs"]
     assert latent == {"width": 64, "height": 64, "batch_size": 2}
+    # the size in the latent's title follows (the main job prints titles while it runs)
+    assert wf[workflow_graph.find(wf, "EmptyLatentImage")[0]]["_meta"]["title"] == "2 frames, 64x64"
     assert wf[workflow_graph.find(wf, "PV_LoadSIAAdapter")[0]]["inputs"]["adapter_name"] == "alice.safetensors"
     with pytest.raises(KeyError, match="unknown setting"):
         workflow_graph.configure(wf, frame=2)

@@ -207,9 +207,14 @@ def make_models(run: Run, root: Path, base: Path) -> bool:
            "--recognizer-depth", run.settings.recognizer_depth, "--output", run.settings.output]
     if run.settings.checkpoint:
         cmd += ["--checkpoint", run.settings.checkpoint]
-    code = subprocess.call(cmd, cwd=PACK_DIR)
+    # the host's start-up chatter (e.g. a modern host's tracebacks for optional extras it cannot import) goes to
+    # a log file; it is shown only when building fails
+    log_path = Path(run.settings.output) / "models.log"
+    with open(log_path, "w") as log:
+        code = subprocess.call(cmd, cwd=PACK_DIR, stdout=log, stderr=subprocess.STDOUT)
     if code != 0 or not result.exists():
-        raise MainJobError(f"building the random models failed (exit code {code}; see the output above)")
+        tail = log_path.read_text(errors="replace")[-4000:]
+        raise MainJobError(f"building the random models failed (exit code {code}); the end of {log_path}:\n{tail}")
     built = json.loads(result.read_text())
     result.unlink()
     run.models = built["models"]
@@ -455,7 +460,7 @@ def main(argv=None) -> int:
     except Exception as exc:  # noqa: BLE001
         say(f"FAILED: {exc}")
         return 1
-    say(f"done: {Path(settings.output)} holds the animation, the loss curve, doctor.txt, comfyui.log and report.json")
+    say(f"done: {Path(settings.output)} holds the animation, the loss curve, doctor.txt, comfyui.log, models.log and report.json")
     say(NOTE)
     return 0
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 API_DIR = Path(__file__).resolve().parent.parent / "workflows" / "api"
@@ -103,7 +104,19 @@ def configure(wf: dict, identity: str | None = None, **settings) -> dict:
     if identity is not None:
         set_input(wf, "PV_TrainIdentity", "identity_name", identity, missing_ok=True)
         set_input(wf, "PV_LoadSIAAdapter", "adapter_name", f"{identity}.safetensors", missing_ok=True)
+    _retitle_latents(wf)
     return wf
+
+
+LATENT_TITLE = re.compile(r"^\d+ frames, \d+x\d+$")
+
+
+def _retitle_latents(wf: dict) -> None:
+    """A latent titled with its size ("16 frames, 512x512") keeps a title that matches its inputs."""
+    for node in wf.values():
+        meta, inputs = node.get("_meta", {}), node["inputs"]
+        if node["class_type"] == "EmptyLatentImage" and LATENT_TITLE.match(meta.get("title", "")):
+            meta["title"] = f"{inputs['batch_size']} frames, {inputs['width']}x{inputs['height']}"
 
 
 def without_animatediff(wf: dict) -> dict:
