@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from .context import loaded_node_ids
-from .model_files import DamagedFile, check_intact, find_files, folders
+from .model_files import DamagedFile, check_intact, find_files, folders, listdir
 from .pack import pyproject_version
 from .result import ok, warn
 
@@ -25,22 +25,15 @@ def find_ade() -> tuple:
     """(enabled folders, folders ComfyUI-Manager disabled)."""
     enabled, disabled = [], []
     for base in folders("custom_nodes"):
-        for entry in _listdir(base):
+        for entry in listdir(base):
             path = os.path.join(base, entry)
             if not _is_ade(entry) or not os.path.isdir(path):
                 continue
             (disabled if entry.endswith(".disabled") else enabled).append(path)
-        for entry in _listdir(os.path.join(base, ".disabled")):
+        for entry in listdir(os.path.join(base, ".disabled")):
             if _is_ade(entry):
                 disabled.append(os.path.join(base, ".disabled", entry))
     return enabled, disabled
-
-
-def _listdir(folder):
-    try:
-        return sorted(os.listdir(folder))
-    except OSError:
-        return []
 
 
 def check_animatediff(ctx):
@@ -82,8 +75,9 @@ def motion_model_folders(ctx) -> list:
 def check_motion_model(ctx):
     dirs = motion_model_folders(ctx)
     wanted = MOTION_MODEL.lower()
-    found = find_files(dirs, lambda f: f.lower() == wanted)
+    # one walk of the folders: the wanted file is itself one of the model files
     others = find_files(dirs, lambda f: f.lower().endswith((".ckpt", ".safetensors", ".pth", ".pt")))
+    found = [p for p in others if os.path.basename(p).lower() == wanted]
     details = {"folders": dirs, "found": found}
     if not found:
         also = f" (found other motion models: {', '.join(os.path.basename(p) for p in others[:5])})" if others else ""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+from .model_files import find_files
 from .result import fail, ok, warn
 
 INSIGHTFACE = "insightface"
@@ -40,29 +41,23 @@ def _find_elsewhere(names: tuple) -> tuple:
     import folder_paths
 
     roots = list(dict.fromkeys(insightface_folders() + [folder_paths.models_dir]))
-    found, zips = [], []
-    for root in roots:
-        base_depth = root.rstrip(os.sep).count(os.sep)
-        for folder, dirs, files in os.walk(root, followlinks=True):
-            if folder.count(os.sep) - base_depth >= SEARCH_DEPTH:
-                dirs[:] = []
-            if any(n in files for n in names) and folder not in found:
-                found.append(folder)
-            zips += [os.path.join(folder, f) for f in files if f.lower().startswith(PACK) and f.lower().endswith(".zip")]
-    return found, list(dict.fromkeys(zips))
+
+    def is_zip(f):
+        return f.lower().startswith(PACK) and f.lower().endswith(".zip")
+
+    hits = find_files(roots, lambda f: f in names or is_zip(f), depth=SEARCH_DEPTH, skip_hidden=False)
+    found = list(dict.fromkeys(os.path.dirname(p) for p in hits if os.path.basename(p) in names))
+    return found, [p for p in hits if is_zip(os.path.basename(p))]
 
 
 def _missing(exc, names):
-    from ..training.face.model_paths import insightface_folders
-
-    expected = os.path.join(insightface_folders()[0], "models", PACK)
+    expected = exc.expected
     elsewhere, zips = _find_elsewhere(names)
     hints = [f"Found {' / '.join(names)} in {f}: move the files into {expected}" for f in elsewhere]
     hints += [f"{z} is not unzipped: unzip it so that the .onnx files sit directly in {expected}" for z in zips]
     hints.append(f"{'Otherwise c' if hints else 'C'}opy {PACK}'s {names[0]} and {names[1]} into {expected}, "
                  "directly (not in a second antelopev2 folder inside it).")
-    found = str(exc).split("\nPut the")[0]  # the pack's message up to its own advice, which the fix replaces
-    return fail(NAME, found, "\n".join(hints), expected_folder=expected, found_elsewhere=elsewhere, zips=zips)
+    return fail(NAME, exc.summary, "\n".join(hints), expected_folder=expected, found_elsewhere=elsewhere, zips=zips)
 
 
 def _load(files, with_insightface: bool):
@@ -79,13 +74,13 @@ def _load(files, with_insightface: bool):
 
 
 def check_antelopev2(ctx):
-    from ..training.face.errors import FaceStackError
+    from ..training.face.errors import FaceStackError, ModelPackMissingError
     from ..training.face.model_paths import LICENSE_NOTE, MODEL_PACKS, find_model_pack
 
     names = MODEL_PACKS[PACK]
     try:
         files = find_model_pack(PACK)
-    except FaceStackError as exc:
+    except ModelPackMissingError as exc:  # the pack's summary; the fix (found elsewhere, zipped) replaces its advice
         return _missing(exc, names)
     paths = {os.path.basename(p): p for p in (files.detector, files.recognizer)}
     sizes = {n: os.path.getsize(p) for n, p in paths.items()}

@@ -11,6 +11,8 @@ import tempfile
 from .result import fail, ok
 
 PROBE_NAME = "pv_doctor_probe"
+SIA = "models/sia (write)"
+EMBEDDINGS = "models/embeddings (write)"
 
 
 def _nearest_existing(folder: str) -> str:
@@ -36,11 +38,10 @@ def can_write(folder: str) -> tuple:
     return True, ""
 
 
-def _check(kind: str, what: str):
+def _check(name: str, kind: str, what: str):
     from ..training.identity_files import identity_paths
 
     folder = os.path.dirname(identity_paths(PROBE_NAME)[kind])
-    name = f"models/{'sia' if kind == 'sia' else 'embeddings'} (write)"
     good, why = can_write(folder)
     if not good:
         return fail(name, f"training cannot save {what} in {folder}: {why}.",
@@ -51,8 +52,8 @@ def _check(kind: str, what: str):
 
 
 def check_sia_folder(ctx):
-    return _check("sia", "the adapter")
+    return _check(SIA, "sia", "the adapter")
 
 
 def check_embeddings_folder(ctx):
-    return _check("embedding", "the identity token")
+    return _check(EMBEDDINGS, "embedding", "the identity token")

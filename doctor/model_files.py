@@ -28,18 +28,29 @@ def folders(kind: str, extra=()) -> list:
     return list(dict.fromkeys(known + [str(e) for e in extra]))
 
 
-def find_files(dirs, predicate) -> list:
-    """Paths under ``dirs`` (a few levels deep, links followed) whose base name passes ``predicate``."""
+def listdir(folder: str) -> list:
+    """The sorted entries of ``folder``; none when it is missing or unreadable."""
+    try:
+        return sorted(os.listdir(folder))
+    except OSError:
+        return []
+
+
+def find_files(dirs, predicate, depth: int = SEARCH_DEPTH, skip_hidden: bool = True) -> list:
+    """Paths under ``dirs`` (``depth`` levels deep, links followed) whose base name passes ``predicate``;
+    hidden files and folders are left out unless ``skip_hidden`` is false."""
     out = []
     for root in dirs:
         if not os.path.isdir(root):
             continue
         base_depth = root.rstrip(os.sep).count(os.sep)
         for folder, subdirs, files in os.walk(root, followlinks=True):
-            if folder.count(os.sep) - base_depth >= SEARCH_DEPTH:
+            if folder.count(os.sep) - base_depth >= depth:
                 subdirs[:] = []
-            subdirs[:] = [d for d in subdirs if not d.startswith(".")]
-            out += [os.path.join(folder, f) for f in sorted(files) if not f.startswith(".") and predicate(f)]
+            if skip_hidden:
+                subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+            out += [os.path.join(folder, f) for f in sorted(files)
+                    if not (skip_hidden and f.startswith(".")) and predicate(f)]
     return list(dict.fromkeys(out))
 
 

@@ -5,6 +5,7 @@ import os
 import re
 
 from .context import loaded_node_ids
+from .model_files import folders, listdir
 from .result import fail, ok, warn
 
 NAME = "PersonalVideo pack"
@@ -20,15 +21,6 @@ def pyproject_version(folder: str) -> str:
         return "unknown"
 
 
-def _custom_nodes_dirs() -> list:
-    import folder_paths
-
-    try:
-        return [os.path.realpath(p) for p in folder_paths.get_folder_paths("custom_nodes")]
-    except KeyError:
-        return [os.path.realpath(os.path.join(os.path.dirname(folder_paths.models_dir), "custom_nodes"))]
-
-
 def check_pack(ctx):
     version = pyproject_version(ctx.pack_dir)
     details = {"version": version, "folder": ctx.pack_dir}
@@ -40,18 +32,12 @@ def check_pack(ctx):
                           f"and none of its nodes: {ctx.pack_import_error}",
                     "Install its requirements with the Python that runs ComfyUI: "
                     f"python -m pip install -r {os.path.join(ctx.pack_dir, 'requirements.txt')}", **details)
-    installed = [d for d in _custom_nodes_dirs()
-                 if any(os.path.realpath(os.path.join(d, e)) == os.path.realpath(ctx.pack_dir)
-                        for e in _entries(d))]
+    # the command registers the custom_nodes folder where a host lacks it (doctor/command.py: setup_comfyui)
+    dirs = [os.path.realpath(d) for d in folders("custom_nodes")]
+    me = os.path.realpath(ctx.pack_dir)
+    installed = [d for d in dirs if any(os.path.realpath(os.path.join(d, e)) == me for e in listdir(d))]
     if not installed:
         return warn(NAME, f"{version} imports, but this copy ({ctx.pack_dir}) is not in this ComfyUI's "
-                          f"custom_nodes folder ({', '.join(_custom_nodes_dirs())}), so ComfyUI does not load it.",
+                          f"custom_nodes folder ({', '.join(dirs)}), so ComfyUI does not load it.",
                     "Move or clone the pack into ComfyUI/custom_nodes and restart ComfyUI.", **details)
     return ok(NAME, f"{version}, imports as ComfyUI loads it ({ctx.pack_node_count or 0} nodes).", **details)
-
-
-def _entries(folder: str) -> list:
-    try:
-        return os.listdir(folder)
-    except OSError:
-        return []

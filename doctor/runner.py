@@ -22,8 +22,8 @@ CHECKS = (
     (workflow_models.CHECKPOINT, workflow_models.check_checkpoint),
     (workflow_models.LCM_LORA, workflow_models.check_lcm_lora),
     (workflow_models.OPENPOSE, workflow_models.check_openpose),
-    ("models/sia (write)", folders.check_sia_folder),
-    ("models/embeddings (write)", folders.check_embeddings_folder),
+    (folders.SIA, folders.check_sia_folder),
+    (folders.EMBEDDINGS, folders.check_embeddings_folder),
 )
 
 

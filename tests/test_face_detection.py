@@ -1,5 +1,6 @@
 """Model folders, onnxruntime providers, SCRFD detection and reference faces."""
 import logging
+import sys
 
 import numpy as np
 import pytest
@@ -50,6 +51,9 @@ def test_missing_pack_error_lists_paths_and_file_names(tmp_path):
         assert str(path) in msg
     assert "scrfd_10g_bnkps.onnx" in msg and "glintr100.onnx" in msg
     assert "has glintr100.onnx only" in msg and "never downloads" in msg
+    # the parts the doctor shows apart: where it looked, and the folder the files belong in
+    assert err.value.summary in msg and "Put the" not in err.value.summary
+    assert err.value.expected == str(tmp_path / "a" / "models" / "antelopev2")
     with pytest.raises(FaceStackError, match="unknown face model pack"):
         model_paths.find_model_pack("antelopev3")
 
@@ -98,6 +102,14 @@ def test_corrupt_detector_file_is_a_clear_error(tmp_path):
     bad.write_bytes(b"\x08\x07garbage" * 100)
     with pytest.raises(FaceStackError, match="scrfd_10g_bnkps.onnx.*corrupt"):
         FaceDetector.from_file(str(bad), "CPU")
+
+
+def test_missing_onnxruntime_is_an_import_error_not_a_corrupt_file(astronaut_pack, monkeypatch):
+    with insightface_folders(astronaut_pack):
+        det = model_paths.find_model_pack("antelopev2").detector
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now fails
+    with pytest.raises(ImportError):
+        providers.create_session(det, "CPU")
 
 
 # ---------------------------------------------------------------- detection

@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from .errors import FaceStackError
+from .errors import FaceStackError, ModelPackMissingError
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ def find_model_pack(name: str = "antelopev2") -> ModelPackFiles:
     if name not in MODEL_PACKS:
         raise FaceStackError(f"unknown face model pack {name!r}; choose one of {', '.join(MODEL_PACKS)}")
     det_name, rec_name = MODEL_PACKS[name]
-    looked = []
-    for folder, nested in _candidates(name):
+    looked, candidates = [], _candidates(name)
+    for folder, nested in candidates:
         det, rec = os.path.join(folder, det_name), os.path.join(folder, rec_name)
         has_det, has_rec = os.path.isfile(det), os.path.isfile(rec)
         if has_det and has_rec:
@@ -77,12 +77,13 @@ def find_model_pack(name: str = "antelopev2") -> ModelPackFiles:
             "has " + ", ".join(n for n, ok in ((det_name, has_det), (rec_name, has_rec)) if ok) + " only"
             if (has_det or has_rec) else "folder exists but holds neither file")
         looked.append(f"  {folder}  ({state})")
-    first = _candidates(name)[0][0] if _candidates(name) else f"ComfyUI/models/insightface/models/{name}"
-    raise FaceStackError(
+    first = candidates[0][0] if candidates else f"ComfyUI/models/insightface/models/{name}"
+    raise ModelPackMissingError(
         f"the insightface model pack {name!r} was not found. Expected the files {det_name} and {rec_name} in one "
-        "of these folders:\n" + "\n".join(looked) + "\n"
+        "of these folders:\n" + "\n".join(looked),
         f"Put the {name} files in {first} (the folder PuLID and InstantID use; unzip so that the .onnx files "
-        f"sit directly in it). This pack never downloads models; {LICENSE_NOTE}."
+        f"sit directly in it). This pack never downloads models; {LICENSE_NOTE}.",
+        expected=first,
     )
 
 

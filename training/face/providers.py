@@ -122,12 +122,13 @@ def create_session(path: str, choice: str = "auto"):
 
     A file onnxruntime cannot read raises :class:`FaceStackError` naming the file.
     """
+    import onnxruntime  # noqa: F401  (a missing onnxruntime is an ImportError, not a corrupt file)
+
     if not os.path.isfile(path):
         raise FaceStackError(f"face model not found: {path}")
+    providers = requested_providers(choice)
     try:
-        session, reasons = open_session(path, requested_providers(choice))
-    except FaceStackError:
-        raise
+        session, reasons = open_session(path, providers)
     except Exception as error:
         raise FaceStackError(
             f"onnxruntime could not load {path} ({type(error).__name__}: {str(error).strip()[:300]}). "
