@@ -76,7 +76,6 @@ class Meter:
         self.times = {"token": [], "adapter": []}
         self.peak = {}
         self.saved_peak = {}
-        self.similarity = []
 
     def _sync(self):
         if self.device.type == "cuda":
@@ -91,8 +90,6 @@ class Meter:
     def hook(self, stage, i, loss, similarity):
         self._sync()
         self.times[stage].append(time.perf_counter())
-        if stage == "adapter":
-            self.similarity.append(similarity)
         if stage == "token" and i == self.ti_steps - 1:
             self.saved_peak["token"] = self.saved.reset_peak()
             if self.device.type == "cuda":

@@ -137,6 +137,31 @@ def test_adapter_changes_only_the_last_step(setup):
     assert with_grad and g_plain == 0 and g_adapted > 0   # gradient reaches the adapter, only when it is attached
 
 
+def test_each_prompt_is_encoded_once_and_its_conditioning_is_not_changed_by_sampling(setup):
+    model, clip, vae, tp, vector, loss_fn = setup
+    encoded = []
+
+    def encode(text):
+        cond = tp.conditioning(text, vector)
+        encoded.append((text, cond))
+        return cond
+
+    templates = ["{token} {class_word} smiling", "{token} {class_word} in a park"]
+    sampler = prompts.PromptSampler(templates, 0)
+    settings = sia_trainer.SIATrainSettings(iterations=4, frames=2, width=64, height=64, seed=11, lr=0.0)
+    with torch.inference_mode():
+        sia_trainer.train_sia(model, new_adapter(model), encode, tp.conditioning("", vector), vae, loss_fn,
+                              sampler, settings)
+    drawn = prompts.PromptSampler(templates, 0)
+    texts = {drawn.draw() for _ in range(4)}
+    assert sorted(t for t, _ in encoded) == sorted(texts)  # one encoding per distinct prompt
+    for text, cond in encoded:  # the reused conditioning still equals a fresh encoding
+        with torch.inference_mode():
+            fresh = tp.conditioning(text, vector)
+        assert torch.equal(cond[0][0], fresh[0][0])
+        assert cond[0][1].keys() == fresh[0][1].keys()
+
+
 def test_deterministic_for_a_seed(setup):
     a, b = new_adapter(setup[0]), new_adapter(setup[0])
     ha = run_sia(setup, a, iterations=2, lr=1e-2)

@@ -172,3 +172,5 @@ def test_precision_choice():
     assert precision.resolve("fp16", "cpu").scaler is None   # a gradient scaler only on CUDA
     with pytest.raises(TrainingError, match="precision must be one of"):
         sia_trainer.SIATrainSettings(precision="int8").check()
+    with pytest.raises(TrainingError, match="precision must be one of"):
+        precision.resolve("int8", "cpu")

@@ -120,11 +120,9 @@ def _class_forward(module, *args, **kwargs):
     return type(module).forward(module, *args, **kwargs)
 
 
-def _frozen(value):
-    return dict(value) if isinstance(value, dict) else value
-
-
-def _thawed(value):
+def _copy_dict(value):
+    """Dict arguments (transformer_options) are copied on the way in and again for the recomputation, so
+    what the forward writes into them does not leak between the two runs."""
     return dict(value) if isinstance(value, dict) else value
 
 
@@ -133,11 +131,11 @@ def _checkpointing_forward(inner):
         if not torch.is_grad_enabled():
             return inner(*args, **kwargs)
         keys = tuple(kwargs)
-        flat = [_frozen(a) for a in args] + [_frozen(kwargs[k]) for k in keys]
+        flat = [_copy_dict(a) for a in args] + [_copy_dict(kwargs[k]) for k in keys]
         n = len(args)
 
         def run(*values):
-            values = [_thawed(v) for v in values]
+            values = [_copy_dict(v) for v in values]
             return inner(*values[:n], **dict(zip(keys, values[n:])))
 
         snapshot = _snapshot_globals()

@@ -78,8 +78,6 @@ class FewStepTrainingSampler(comfy.samplers.Sampler):
 
 def lcm_schedule(model, steps: int, scheduler: str = "sgm_uniform") -> torch.Tensor:
     """The sampler schedule of ``model`` (with any model_sampling patch, e.g. AnimateDiff-Evolved's)."""
-    import comfy.samplers
-
     if hasattr(model, "get_model_object"):
         model_sampling = model.get_model_object("model_sampling")
     else:

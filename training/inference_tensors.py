@@ -65,14 +65,8 @@ def trainable_view(*modules: torch.nn.Module):
             table[name] = original
 
 
-def normal_copy(t):
-    """A non-inference copy of a tensor (or of the tensors in a nested list/tuple/dict), no grad."""
-    if torch.is_tensor(t):
-        with torch.inference_mode(False):
-            return t.detach().clone()
-    if isinstance(t, (list, tuple)):
-        return type(t)(normal_copy(x) for x in t)
-    if isinstance(t, dict):
-        return {k: normal_copy(v) for k, v in t.items()}
-    return t
+def normal_copy(t: torch.Tensor) -> torch.Tensor:
+    """A non-inference copy of a tensor, no grad."""
+    with torch.inference_mode(False):
+        return t.detach().clone()
 

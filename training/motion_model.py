@@ -38,7 +38,7 @@ def motion_models(model) -> list:
     found = []
     additional = getattr(model, "additional_models", None)
     if isinstance(additional, dict):
-        found += list(additional.get("ADE", []) or [])
+        found += list(additional.get(ADE_KEY, []) or [])
     group = getattr(model, "motion_models", None)
     found += list(getattr(group, "models", None) or [])
     return [m for m in found if hasattr(getattr(m, "model", None), "encoding_max_len")]

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import TrainingError
+
 CHOICES = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -70,10 +72,14 @@ def _device_type(device) -> str:
     return torch.device(device).type if device is not None else "cpu"
 
 
+def check_choice(choice: str) -> None:
+    if choice not in CHOICES:
+        raise TrainingError(f"precision must be one of {', '.join(CHOICES)} (got {choice!r}).")
+
+
 def resolve(choice: str, device) -> Precision:
     """The precision to train with on ``device`` for a setting in :data:`CHOICES`."""
-    if choice not in CHOICES:
-        raise ValueError(f"precision must be one of {CHOICES} (got {choice!r})")
+    check_choice(choice)
     kind = _device_type(device)
     if choice == "auto":
         if kind != "cuda":

@@ -41,10 +41,6 @@ def parse_prompts(text: str) -> list:
     return out
 
 
-def fill(template: str, token: str, class_word: str) -> str:
-    return template.replace("{token}", token).replace("{class_word}", class_word).strip()
-
-
 class PromptSampler:
     """Draws one prompt per iteration, deterministically for a seed."""
 

@@ -60,8 +60,7 @@ class SIATrainSettings:
                                 "the last step of a few-step schedule (4 in the paper).")
         if self.frames < 1:
             raise TrainingError(f"frames must be at least 1 (got {self.frames}).")
-        if self.precision not in amp.CHOICES:
-            raise TrainingError(f"precision must be one of {', '.join(amp.CHOICES)} (got {self.precision!r}).")
+        amp.check_choice(self.precision)
         for name in ("width", "height"):
             v = getattr(self, name)
             if v < 64 or v % 8:
@@ -93,7 +92,7 @@ def _decode_frame(vae, base_model, z):
     dev = getattr(vae, "device", z.device)
     dtype = getattr(vae, "vae_dtype", z.dtype)
     pixels = vae.first_stage_model.decode(base_model.process_latent_out(z).to(dev, dtype))
-    return ((pixels.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+    return vae.process_output(pixels.float())
 
 
 def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, prompts, settings: SIATrainSettings,
@@ -122,11 +121,14 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
     rng = random.Random(settings.seed)
     history = SIAHistory(precision=precision.name)
     shape = (settings.frames, 4, settings.height // 8, settings.width // 8)
+    conditionings = {}  # the token is fixed in this stage: each prompt is encoded once (the sampler copies conds)
     for it in range(settings.iterations):
         if check_interrupt is not None:
             check_interrupt()
         text = prompts.draw()
-        positive = encode_prompt(text)
+        if text not in conditionings:
+            conditionings[text] = encode_prompt(text)
+        positive = conditionings[text]
         frame = rng.randrange(settings.frames)
         iter_seed = (settings.seed * 1_000_003 + it) % (2 ** 63)
         with torch.inference_mode(False):
@@ -139,7 +141,7 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
                 pixels = _decode_frame(vae, base_model, denoised[frame:frame + 1])
             record["frame"] = pixels.detach()
             with precision.full():
-                out = identity_loss(pixels.float())
+                out = identity_loss(pixels)
                 record["similarity"] = out.mean_similarity
                 if not out.has_face:
                     record["loss"] = float("nan")

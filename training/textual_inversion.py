@@ -54,8 +54,7 @@ class TISettings:
             raise TrainingError(f"ti_steps must be 0 or more (got {self.steps}).")
         if self.batch_size < 1:
             raise TrainingError(f"ti_batch_size must be at least 1 (got {self.batch_size}).")
-        if self.precision not in amp.CHOICES:
-            raise TrainingError(f"precision must be one of {', '.join(amp.CHOICES)} (got {self.precision!r}).")
+        amp.check_choice(self.precision)
 
     def to_json(self):
         return asdict(self)
