@@ -150,9 +150,8 @@ def train_identity(model, clip, vae, reference_images, face_analysis, identity_n
     found = _check_model(model, "model")
     if image_model is not None:
         _check_model(image_model, "image_model")
-    ti.text_model(clip)
     width_ctx = int(ti.token_embedding(clip).weight.shape[-1])
-    ctx = model.model.model_config.unet_config.get("context_dim")
+    ctx = (getattr(getattr(model.model, "model_config", None), "unet_config", None) or {}).get("context_dim")
     if ctx is not None and int(ctx) != width_ctx:
         raise TrainingError(f"the CLIP gives {width_ctx}-wide text features but the MODEL expects {ctx}: connect the "
                             "CLIP of the same checkpoint as the MODEL.")

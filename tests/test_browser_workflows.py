@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from pv_tools import comfy_frontend, workflow_graph
+import workflow_checks as wc
+from pv_tools import comfy_frontend
 from pv_tools.workflow_inputs import input_files, place_input_files
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
@@ -44,29 +45,6 @@ def api_twin(path: Path) -> Path:
     if path.parent == OWN_DATA:
         return path.with_name(path.stem + ".api.json")
     return path.parent / "api" / path.name
-
-
-def missing_model_inputs(prompt: dict, object_info: dict) -> dict:
-    """{(node id, input): value} for the model files (and the face model pack) this host does not have."""
-    missing = {(nid, name): file for nid, name, file, _ in workflow_graph.missing_files(prompt, object_info)}
-    for nid in workflow_graph.find(prompt, "PV_LoadFaceAnalysis"):  # a model folder, not a file list
-        missing[(nid, "model_pack")] = prompt[nid]["inputs"]["model_pack"]
-    return missing
-
-
-def other_validation_errors(body: dict, missing: dict) -> tuple[set, list]:
-    """(the missing-model inputs /prompt reported, every other error it reported)."""
-    reported, other = set(), []
-    for nid, node in body.get("node_errors", {}).items():
-        for err in node.get("errors", []):
-            key = (nid, err.get("extra_info", {}).get("input_name"))
-            if key in missing and str(missing[key]) in str(err.get("details")):
-                reported.add(key)
-            else:
-                other.append(f"node {nid} ({node.get('class_type')}): {err.get('type')}: {err.get('details')}")
-    if not body.get("node_errors") and body.get("error"):
-        other.append(str(body["error"]))
-    return reported, other
 
 
 def as_api(prompt: dict, object_info: dict) -> dict:
@@ -142,7 +120,7 @@ def test_workflow_loads_and_converts_in_the_real_frontend(frontend, comfy_server
     prompt = frontend.graph_to_prompt()
     assert "__error__" not in prompt, prompt.get("__error__")
     object_info = comfy_server.get("/object_info")
-    missing = missing_model_inputs(prompt, object_info)
+    missing = wc.missing_model_inputs(prompt, object_info)
     # the model files the frontend flagged are the ones the host misses too
     assert {f["value"] for f in report["files"]["models"]} <= set(missing.values())
     status, body = comfy_server.post_prompt(prompt)
@@ -150,7 +128,7 @@ def test_workflow_loads_and_converts_in_the_real_frontend(frontend, comfy_server
         _drop_from_queue(comfy_server, body["prompt_id"])
     else:
         assert status == 400, body
-    reported, other = other_validation_errors(body, missing)
+    reported, other = wc.other_validation_errors(body, missing)
     assert other == [], "\n".join(other)
     assert reported == set(missing), "the host did not report every missing model file"
 

@@ -118,20 +118,12 @@ def test_api_twin_passes_host_validation_except_missing_model_files(name, comfy_
     """Only the model files people download (absent here) stop the twin, each reported at its own node."""
     twin = workflow_graph.load(name)
     info = comfy_server.get("/object_info")
-    missing = {(nid, inp): file for nid, inp, file, _ in workflow_graph.missing_files(twin, info)}
-    for nid in workflow_graph.find(twin, "PV_LoadFaceAnalysis"):   # a model folder, not a file list
-        missing[(nid, "model_pack")] = "antelopev2"
+    missing = wc.missing_model_inputs(twin, info)
     assert missing, "the twin names model files this host does not have"
     status, body = comfy_server.post_prompt(twin)
     assert status == 400, f"expected only missing model files to stop the twin, got {status}: {body}"
-    reported = set()
-    for nid, entry in body["node_errors"].items():
-        for err in entry["errors"]:
-            key = (nid, err.get("extra_info", {}).get("input_name"))
-            assert key in missing, (nid, err)
-            assert missing[key] in err["details"], err
-            reported.add(key)
-    assert reported == set(missing)
+    reported, other = wc.other_validation_errors(body, missing)
+    assert other == [] and reported == set(missing), (other, reported, missing)
 
 
 def test_defaults_match_the_method():

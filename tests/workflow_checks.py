@@ -105,7 +105,7 @@ def value_problem(node_type, name, spec, value):
 
 def _format_widgets(entry, values):
     """VideoHelperSuite's per-format widgets for the chosen format: {name: spec}."""
-    fmt_spec = dict(_ordered_inputs_by_name(entry)).get("format")
+    fmt_spec = next((spec for name, spec, _ in _ordered_inputs(entry) if name == "format"), None)
     if not fmt_spec:
         return {}
     formats = _options(fmt_spec).get("formats", {})
@@ -113,10 +113,6 @@ def _format_widgets(entry, values):
     if isinstance(chosen, dict):   # Load Video's formats describe sizes, not widgets
         return {}
     return {w[0]: w[1:] for w in chosen}
-
-
-def _ordered_inputs_by_name(entry):
-    return [(name, spec) for name, spec, _ in _ordered_inputs(entry)]
 
 
 def widget_problems(node, entry):
@@ -257,3 +253,26 @@ def api_from_ui(workflow: dict, definitions: dict) -> dict:
         api[str(node["id"])] = {"inputs": inputs, "class_type": node["type"],
                                 "_meta": {"title": node.get("title") or node["type"]}}
     return api
+
+
+def missing_model_inputs(prompt: dict, object_info: dict) -> dict:
+    """{(node id, input): value} for the model files (and the face model pack) this host does not have."""
+    missing = {(nid, name): file for nid, name, file, _ in workflow_graph.missing_files(prompt, object_info)}
+    for nid in workflow_graph.find(prompt, "PV_LoadFaceAnalysis"):  # a model folder, not a file list
+        missing[(nid, "model_pack")] = prompt[nid]["inputs"]["model_pack"]
+    return missing
+
+
+def other_validation_errors(body: dict, missing: dict) -> tuple[set, list]:
+    """(the missing-model inputs /prompt reported, every other error it reported)."""
+    reported, other = set(), []
+    for nid, node in body.get("node_errors", {}).items():
+        for err in node.get("errors", []):
+            key = (nid, err.get("extra_info", {}).get("input_name"))
+            if key in missing and str(missing[key]) in str(err.get("details")):
+                reported.add(key)
+            else:
+                other.append(f"node {nid} ({node.get('class_type')}): {err.get('type')}: {err.get('details')}")
+    if not body.get("node_errors") and body.get("error"):
+        other.append(str(body["error"]))
+    return reported, other

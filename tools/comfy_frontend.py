@@ -104,7 +104,6 @@ class ComfyFrontend:
         self.driver.get(self.url + "/")
         self._wait_ready(timeout)
         self.driver.execute_script(CHECK_JS)
-        self.startup_log = self.console()
         return self
 
     def close(self) -> None:

@@ -110,8 +110,7 @@ window.__pv = (() => {
     await app.loadGraphData(graphData, true, true, name);
     await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
 
-    for (const saved of graphNodes(graphData)) {
-      if (graphData.definitions?.subgraphs?.some((sg) => sg.nodes?.includes(saved))) continue;
+    for (const saved of graphData.nodes || []) {  // top-level nodes (subgraph contents are not in app.graph)
       const node = app.graph.getNodeById(saved.id);
       if (!node) {
         problems.push(`node ${saved.id} (${saved.type}) was not created`);

@@ -135,7 +135,7 @@ INSTALL_HINTS = {
 }
 
 NOTE_COLOR, NOTE_BGCOLOR = "#432", "#653"
-GROUP_COLORS = {"models": "#3f789e", "identity": "#8A8", "prompt": "#b58b2a", "sample": "#a1309b",
+GROUP_COLORS = {"models": "#3f789e", "identity": "#8A8", "prompt": "#b58b2a",
                 "output": "#88A", "pose": "#b06634", "train": "#8A8"}
 
 
@@ -319,7 +319,7 @@ Custom nodes: ComfyUI-AnimateDiff-Evolved (Kosinkadink) for the motion model.
 Train and generate with the same checkpoint, LoRA and motion model."""
 
 
-def _models(g: Graph, x=40, y=60, ade=True):
+def _models(g: Graph, x=40, y=60):
     """Checkpoint -> AnimateLCM LoRA -> AnimateDiff-Evolved loader. Returns (ckpt, lora, animated)."""
     ckpt = g.add("CheckpointLoaderSimple", (x, y), (380, 100), title="Load SD1.5 Checkpoint", ckpt_name=CHECKPOINT)
     lora = g.add("LoraLoaderModelOnly", (x, y + 170), (380, 90), title="AnimateLCM LoRA",
@@ -332,8 +332,7 @@ def _models(g: Graph, x=40, y=60, ade=True):
     return ckpt, lora, ade_node
 
 
-def _prompt_and_sample(g: Graph, model_node, model_output, clip_node, clip_output, trigger_node, x, y,
-                       negative_clip=None):
+def _prompt_and_sample(g: Graph, model_node, model_output, clip_node, clip_output, trigger_node, x, y):
     """Identity prompt -> text encoders -> empty latent -> KSampler. Returns (pos, neg, latent, sampler)."""
     prompt = g.add("PV_IdentityPrompt", (x, y), (400, 160), title="Prompt ({identity} = your trigger phrase)",
                    text=PROMPT)
@@ -402,7 +401,7 @@ def _generation(g: Graph, name_prefix, style_lora=False, vhs=False, extra_note="
                       lora_name=STYLE_LORA, strength_model=0.8, strength_clip=0.8)
         g.link(ckpt, "MODEL", style, "model")
         g.link(ckpt, "CLIP", style, "clip")
-        lora.links_in["model"] = (style, 0)
+        g.link(style, "MODEL", lora, "model")  # the style LoRA goes between checkpoint and AnimateLCM LoRA
         clip_node, clip_output = style, "CLIP"
         g.group("Style", [style], GROUP_COLORS["prompt"])
     load, apply = _adapter(g, ade_node, "MODEL", 500, 60)
