@@ -50,7 +50,6 @@ def build(args, scratch):
         motion = "none (AnimateDiff-Evolved is not in this host)"
         if full_models.has_animatediff_evolved():
             folder = folder_paths.get_folder_paths("animatediff_models")[0]
-            os.makedirs(folder, exist_ok=True)
             full_models.save_animatelcm_motion_model(os.path.join(folder, "AnimateLCM_random.safetensors"))
             (model,) = nodes.NODE_CLASS_MAPPINGS["ADE_AnimateDiffLoaderGen1"]().load_mm_and_inject_params(
                 model, "AnimateLCM_random.safetensors", "lcm avg(sqrt_linear,linear)")[:1]

@@ -58,6 +58,21 @@ def sd15_checkpoint():
 
 
 @pytest.fixture(scope="session")
+def animatelcm_motion_model():
+    """Path of a random AnimateLCM-layout motion model in the host's animatediff_models folder (built once
+    per session); skips where AnimateDiff-Evolved is not in the host."""
+    import folder_paths
+    import full_models
+
+    if not full_models.has_animatediff_evolved():
+        pytest.skip("AnimateDiff-Evolved is not installed in this ComfyUI host")
+    path = os.path.join(folder_paths.get_folder_paths("animatediff_models")[0], "AnimateLCM_random.safetensors")
+    with torch.inference_mode():
+        full_models.save_animatelcm_motion_model(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def comfy_server():
     import comfy_server
 

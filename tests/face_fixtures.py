@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 
 import host  # noqa: F401  (makes tools/ importable as pv_tools)
-from pv_tools.random_face_pack import (PHOTOS, SITE, FakeSCRFD, box_from_kps, export_detector,  # noqa: F401
+from pv_tools.random_face_pack import (PHOTOS, FakeSCRFD, box_from_kps, export_detector,  # noqa: F401
                                        export_recognizer, face_spec, make_pack, photo_bgr, photo_image, photo_kps)
 
 
@@ -26,14 +26,19 @@ def insightface_folders(*folders):
             folder_paths.folder_names_and_paths["insightface"] = saved
 
 
-def centre_face_analysis(root, recognizer: str | None = None, depth: str = "tiny", encoder_cache=None):
-    """A FaceAnalysis whose detector finds one large face in the middle of any textured frame (what the
-    trainer's tests and benchmark generate), with the given recogniser; its PyTorch encoder converted once."""
-    from comfyui_personalvideo.training.face import analysis
-
+def centre_face_pack(root, recognizer: str | None = None, depth: str = "tiny") -> None:
+    """An antelopev2-layout pack under ``root`` whose detector finds one large face in the middle of any
+    textured frame (what the trainer's tests, workflow runs and benchmark generate)."""
     kps = photo_kps("astronaut")
     big = (kps - kps.mean(0)) * 3.0 + 256
     make_pack(root, faces=[face_spec(big, (512, 512))], recognizer=recognizer, depth=depth)
+
+
+def centre_face_analysis(root, recognizer: str | None = None, depth: str = "tiny", encoder_cache=None):
+    """A FaceAnalysis over :func:`centre_face_pack` with the given recogniser; its PyTorch encoder converted once."""
+    from comfyui_personalvideo.training.face import analysis
+
+    centre_face_pack(root, recognizer=recognizer, depth=depth)
     with insightface_folders(root):
         fa = analysis.build_face_analysis("antelopev2", "CPU")
     analysis.load_face_stack(fa).encoder(cache_dir=None if encoder_cache is None else str(encoder_cache))

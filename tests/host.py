@@ -29,4 +29,3 @@ def _register_tools_package() -> None:
 _register_tools_package()
 
 from pv_tools.comfy_host import *  # noqa: E402,F401,F403  (host_root, bootstrap, scratch_dir, ...)
-from pv_tools.comfy_host import PACK_MODULE  # noqa: E402,F401

@@ -23,11 +23,8 @@ if not full_models.has_animatediff_evolved():
 
 
 @pytest.fixture(scope="module")
-def animated(sd15_checkpoint):
+def animated(sd15_checkpoint, animatelcm_motion_model):
     with torch.inference_mode():
-        folder = folder_paths.get_folder_paths("animatediff_models")[0]
-        os.makedirs(folder, exist_ok=True)
-        full_models.save_animatelcm_motion_model(os.path.join(folder, "AnimateLCM_random.safetensors"))
         ckpt = os.path.join(folder_paths.get_folder_paths("checkpoints")[0], "sd15_random.safetensors")
         if not os.path.exists(ckpt):
             os.symlink(sd15_checkpoint, ckpt)

@@ -30,19 +30,20 @@ SMALL = dict(checkpoint=CKPT, lcm_lora=LORA, motion_model=MOTION, reference_imag
 
 
 @pytest.fixture(scope="module")
-def served(comfy_server, sd15_checkpoint, tiny_onnx):  # noqa: F811
+def served(request, comfy_server, sd15_checkpoint, tiny_onnx):  # noqa: F811
     models = comfy_server.models
     for kind in ("checkpoints", "loras", "animatediff_models"):
         (models / kind).mkdir(parents=True, exist_ok=True)
-    if not (models / "checkpoints" / CKPT).exists():
-        os.symlink(sd15_checkpoint, models / "checkpoints" / CKPT)
+    # the session's random models, linked into the server's folders (built once, shared with in-process tests)
+    linked = {"checkpoints": (CKPT, sd15_checkpoint)}
+    if comfy_server.has_animatediff:
+        linked["animatediff_models"] = (MOTION, request.getfixturevalue("animatelcm_motion_model"))
+    for kind, (name, source) in linked.items():
+        if not (models / kind / name).exists():
+            os.symlink(source, models / kind / name)
     with torch.inference_mode():
         full_models.save_random_lora(str(models / "loras" / LORA))
-        if comfy_server.has_animatediff:
-            full_models.save_animatelcm_motion_model(str(models / "animatediff_models" / MOTION))
-    kps = ff.photo_kps("astronaut")
-    ff.make_pack(models / "insightface", faces=[ff.face_spec((kps - kps.mean(0)) * 3.0 + 256, (512, 512))],
-                 recognizer=tiny_onnx)
+    ff.centre_face_pack(models / "insightface", recognizer=tiny_onnx)
     comfy_server.input.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(comfy_server.input / PHOTO), cv2.resize(ff.photo_bgr("astronaut"), (64, 64),
                                                             interpolation=cv2.INTER_AREA))

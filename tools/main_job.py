@@ -169,15 +169,12 @@ def build_models(settings: Settings, base: Path) -> dict:
         if settings.checkpoint:
             _link_or_copy(settings.checkpoint, ckpt)
         else:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
             rm.save_sd15_checkpoint(str(ckpt))
         made["checkpoint"] = ckpt
         lora = models / "loras" / MODEL_FILES["lcm_lora"]
-        lora.parent.mkdir(parents=True, exist_ok=True)
         made["lcm_lora"] = Path(rm.save_random_lora(str(lora)))
         if video:
             motion = models / "animatediff_models" / MODEL_FILES["motion_model"]
-            motion.parent.mkdir(parents=True, exist_ok=True)
             made["motion_model"] = Path(rm.save_animatelcm_motion_model(str(motion)))
     # the reference: a small crop around the face (the token trains at the photo's size), and a synthetic detector
     # that finds the face at the same relative place in any picture: in the reference and in generated frames
@@ -287,11 +284,12 @@ def _progress_printer(label: str, wf: dict):
 
 
 def _save_outputs(run: Run, url: str, entry: dict, node_id: str, stem: str) -> list:
+    from . import workflow_graph as wg
     from .comfy_client import fetch_file
 
     out = Path(run.settings.output)
     saved = []
-    files = entry.get("outputs", {}).get(node_id, {}).get("images", [])
+    files = wg.outputs_of(entry, node_id).get("images", [])
     for i, info in enumerate(files):
         suffix = Path(info["filename"]).suffix
         target = out / (f"{stem}{suffix}" if len(files) == 1 else f"{stem}_{i}{suffix}")

@@ -30,9 +30,6 @@ import numpy as np
 import torch
 from torch import nn
 
-SITE = Path(cv2.__file__).resolve().parent.parent
-
-
 def _pkg_file(module: str, *parts) -> Path:
     import importlib
 

@@ -91,10 +91,11 @@ def tiny_sd15_model(seed: int = 0, full_size: bool = False, device="cpu", model_
     return comfy.model_patcher.ModelPatcher(base, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
 
-def save_kohya_lora(path: str, model, module_filter, rank: int = 4, seed: int = 5, std: float = 0.2) -> list:
-    """A random LoRA file in kohya/diffusers naming on the UNet Linears whose ldm path passes module_filter."""
+def save_kohya_lora(path: str, model, module_filter, rank: int = 4, seed: int = 5, std: float = 0.2,
+                    dtype=None, metadata=None) -> list:
+    """A random LoRA file in kohya/diffusers naming on the UNet Linears whose ldm path passes module_filter
+    (up/down weights in ``dtype`` when given; written to a temporary file and renamed)."""
     import comfy.utils
-    from safetensors.torch import save_file
 
     diffusers_to_ldm = comfy.utils.unet_to_diffusers(model.model.model_config.unet_config)
     g = torch.Generator().manual_seed(seed)
@@ -108,12 +109,27 @@ def save_kohya_lora(path: str, model, module_filter, rank: int = 4, seed: int = 
         if not isinstance(layer, torch.nn.Linear) or not module_filter(ldm_path):
             continue
         key = "lora_unet_" + diffusers_key[: -len(".weight")].replace(".", "_")
-        tensors[key + ".lora_down.weight"] = torch.randn(rank, layer.in_features, generator=g) * std
-        tensors[key + ".lora_up.weight"] = torch.randn(layer.out_features, rank, generator=g) * std
+        down = torch.randn(rank, layer.in_features, generator=g) * std
+        up = torch.randn(layer.out_features, rank, generator=g) * std
+        tensors[key + ".lora_down.weight"] = down if dtype is None else down.to(dtype)
+        tensors[key + ".lora_up.weight"] = up if dtype is None else up.to(dtype)
         tensors[key + ".alpha"] = torch.tensor(float(rank))
         chosen.append(ldm_path)
-    save_file(tensors, path)
+    _save(tensors, path, metadata)
     return chosen
+
+
+RANDOM_NOTE = {"note": "random weights for tests, not a real model"}
+
+
+def _save(tensors: dict, path: str, metadata=None) -> None:
+    """Write a .safetensors file whole or not at all (temporary file, then rename), creating its folder."""
+    from safetensors.torch import save_file
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    save_file(tensors, tmp, metadata=metadata)
+    os.replace(tmp, path)
 
 
 VAE_DDCONFIG = dict(double_z=True, z_channels=4, resolution=256, in_channels=3, out_ch=3, ch=128,
@@ -146,12 +162,8 @@ def sd15_state_dict(seed: int = 0) -> dict:
 
 
 def save_sd15_checkpoint(path: str, seed: int = 0) -> str:
-    from safetensors.torch import save_file
-
     if not os.path.exists(path):
-        tmp = path + ".tmp"
-        save_file(sd15_state_dict(seed), tmp, metadata={"note": "random weights for tests, not a real model"})
-        os.replace(tmp, path)
+        _save(sd15_state_dict(seed), path, RANDOM_NOTE)
     return path
 
 
@@ -163,8 +175,6 @@ def save_animatelcm_motion_model(path: str, seed: int = 11) -> str:
     AnimateLCM apart. Needs AnimateDiff-Evolved importable in the host.
     """
     import importlib
-
-    from safetensors.torch import save_file
 
     ad = importlib.import_module(_ade_module_name() + ".animatediff.motion_module_ad")
     if os.path.exists(path):
@@ -183,9 +193,7 @@ def save_animatelcm_motion_model(path: str, seed: int = 11) -> str:
         initialise(model, seed)
         state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()
                  if "pos_encoder" not in k}
-    tmp = path + ".tmp"
-    save_file(state, tmp)
-    os.replace(tmp, path)
+    _save(state, path)
     return path
 
 
@@ -206,25 +214,10 @@ def has_animatediff_evolved() -> bool:
 
 def save_random_lora(path: str, rank: int = 4, seed: int = 3, std: float = 0.01) -> str:
     """A kohya-format LoRA (diffusers layer names) on every attention projection of the SD1.5 UNet, random
-    weights: stands in for AnimateLCM_sd15_t2v_lora.safetensors or a style LoRA. ComfyUI's own key map
-    decides the names, so its LoRA loaders load every key."""
-    import comfy.lora
-    from safetensors.torch import save_file
-
-    if os.path.exists(path):
-        return path
-    model = tiny_sd15_model(full_size=True, device="meta").model
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    g = torch.Generator().manual_seed(seed)
-    tensors = {}
-    for name, key in sorted(comfy.lora.model_lora_keys_unet(model, {}).items()):
-        if not isinstance(key, str) or "_attentions_" not in name or "_attn" not in name or len(shapes[key]) != 2:
-            continue
-        out_f, in_f = shapes[key]
-        tensors[f"{name}.lora_down.weight"] = (torch.randn(rank, in_f, generator=g) * std).half()
-        tensors[f"{name}.lora_up.weight"] = (torch.randn(out_f, rank, generator=g) * std).half()
-        tensors[f"{name}.alpha"] = torch.tensor(float(rank))
-    tmp = path + ".tmp"
-    save_file(tensors, tmp, metadata={"note": "random weights for tests, not a real model"})
-    os.replace(tmp, path)
+    fp16 weights: stands in for AnimateLCM_sd15_t2v_lora.safetensors or a style LoRA. Names come from
+    ComfyUI's own UNet key map, so its LoRA loaders load every key. An existing file is kept."""
+    if not os.path.exists(path):
+        layout = tiny_sd15_model(full_size=True, device="meta")
+        save_kohya_lora(path, layout, lambda ldm_path: ".attn" in ldm_path, rank=rank, seed=seed, std=std,
+                        dtype=torch.float16, metadata=RANDOM_NOTE)
     return path
