@@ -564,14 +564,18 @@ def build_all() -> dict:
     return files
 
 
+def stale_files(files: dict, out: Path = WORKFLOWS_DIR) -> list:
+    """The paths of ``files`` (from :func:`build_all`) missing from ``out`` or different there."""
+    return [p for p, text in files.items() if not (out / p).exists() or (out / p).read_text() != text]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Write (or --check) the example workflows.")
     parser.add_argument("--check", action="store_true", help="exit 1 if workflows/ differs from the description")
     parser.add_argument("--out", type=Path, default=WORKFLOWS_DIR)
     args = parser.parse_args(argv)
     files = build_all()
-    stale = [p for p, text in files.items()
-             if not (args.out / p).exists() or (args.out / p).read_text() != text]
+    stale = stale_files(files, args.out)
     if args.check:
         for p in stale:
             print(f"out of date: {args.out / p}")
