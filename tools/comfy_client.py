@@ -18,6 +18,8 @@ import urllib.parse
 import urllib.request
 import uuid
 
+from .comfy_process import prompt_reply
+
 
 HISTORY_WAIT_S = 60
 
@@ -32,7 +34,7 @@ class PromptError(RuntimeError):
 
 def _rejected(body: dict) -> PromptError:
     error = body.get("error", {})
-    lines = [f"the server refused the prompt: {error.get('message', body)} {error.get('details', '')}".strip()]
+    lines = [f"the server refused the prompt: {error.get('message', body.get('text', body))} {error.get('details', '')}".strip()]
     for node_id, node in (body.get("node_errors") or {}).items():
         for e in node.get("errors", []):
             lines.append(f"  node {node_id} ({node.get('class_type')}): {e.get('message')}: {e.get('details')}")
@@ -53,7 +55,7 @@ async def _run(url: str, prompt: dict, client_id: str, on_event, timeout: float)
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(ws_url, heartbeat=30, max_msg_size=0) as ws:
             async with session.post(url + "/prompt", json={"prompt": prompt, "client_id": client_id}) as r:
-                body = await r.json(content_type=None)
+                body = prompt_reply(await r.text())
                 if r.status != 200:
                     raise _rejected(body)
             prompt_id = body["prompt_id"]

@@ -39,6 +39,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def prompt_reply(text: str) -> dict:
+    """The body of a /prompt answer; older hosts answer an unknown node type with plain text (HTTP 500)."""
+    try:
+        return json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return {"text": text}
+
+
 class ComfyProcess:
     def __init__(self, root, base_dir=None, python=None, log_path=None, extra_args=(), env=None):
         self.root = Path(root)
@@ -105,11 +113,7 @@ class ComfyProcess:
             with urllib.request.urlopen(req, timeout=60) as r:
                 return r.status, json.loads(r.read())
         except urllib.error.HTTPError as e:
-            text = e.read().decode(errors="replace")
-            try:
-                return e.code, json.loads(text or "{}")
-            except json.JSONDecodeError:   # e.g. older hosts answer 500 with plain text for unknown node types
-                return e.code, {"text": text}
+            return e.code, prompt_reply(e.read().decode(errors="replace"))
 
     def wait(self, prompt_id: str, timeout: float = 300.0) -> dict:
         """The /history entry of a prompt once it has outputs or has failed."""
