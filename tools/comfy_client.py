@@ -34,7 +34,8 @@ class PromptError(RuntimeError):
 
 def _rejected(body: dict) -> PromptError:
     error = body.get("error", {})
-    lines = [f"the server refused the prompt: {error.get('message', body.get('text', body))} {error.get('details', '')}".strip()]
+    reason = error.get("message", body.get("text", body))  # "text": a plain-text answer (2024 hosts)
+    lines = [f"the server refused the prompt: {reason} {error.get('details', '')}".strip()]
     for node_id, node in (body.get("node_errors") or {}).items():
         for e in node.get("errors", []):
             lines.append(f"  node {node_id} ({node.get('class_type')}): {e.get('message')}: {e.get('details')}")
