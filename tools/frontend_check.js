@@ -14,8 +14,19 @@ window.__pv = (() => {
   // What the frontend would save for the node's widgets, comparable to the file's widgets_values.
   // The 2024 frontend keeps a widget for a forceInput input and saves its value; modern frontends
   // have none there and write no value for it: leave those out (a node with no widgets saves none).
-  function savedAgain(node) {
+  // The node's widget values as the frontend would save them now. Left out: socket-only (forceInput)
+  // widgets, and, in a pack's dict-form values (VideoHelperSuite), widgets that are never sent to the
+  // backend (options.serialize false, e.g. its "choose video to upload" button) and that the file did
+  // not hold: the frontend adds those by itself.
+  function savedAgain(node, saved) {
     const values = node.serialize().widgets_values;
+    if (values && typeof values === "object" && !Array.isArray(values)) {
+      const out = { ...values };
+      for (const w of node.widgets || []) {
+        if (w.options?.serialize === false && !(saved && w.name in saved)) delete out[w.name];
+      }
+      return out;
+    }
     if (!Array.isArray(values)) return values ?? [];
     return values.filter((_, i) => !node.widgets?.[i]?.options?.forceInput);
   }
@@ -120,7 +131,7 @@ window.__pv = (() => {
       if (node.has_errors) problems.push(`node ${saved.id} (${saved.type}) is marked as failed`);
       const widgets = node.widgets || [];
       if (saved.widgets_values !== undefined) {
-        const again = savedAgain(node);
+        const again = savedAgain(node, saved.widgets_values);
         if (!same(again, saved.widgets_values))
           problems.push(`node ${saved.id} (${saved.type}) widgets: saved ${JSON.stringify(saved.widgets_values)}` +
                         ` but the frontend holds ${JSON.stringify(again)} (widgets ${JSON.stringify(widgets.map((w) => w.name))})`);

@@ -7,7 +7,9 @@
 //  - widgets_values saved as an object {widget name: value} and restored by name;
 //  - Video Combine's per-format widgets (pix_fmt, crf, ...), taken from the `formats` option of its
 //    `format` input and placed right after it whenever the format changes;
-//  - the video preview widget ("videopreview"), saved with the node but never sent to the backend.
+//  - the video preview widget ("videopreview"), saved with the node but never sent to the backend;
+//  - Load Video's upload button ("choose video to upload", value "image"), never sent to the backend,
+//    which the real pack adds by itself to a node whose saved values lack it.
 import { app } from "../../scripts/app.js";
 
 const STAND_IN_CATEGORY = "test stand-ins/";
@@ -61,6 +63,11 @@ function addPreview(node) {
   });
 }
 
+function addUploadButton(node) {
+  const button = node.addWidget("button", "choose video to upload", "image", () => {});
+  button.options.serialize = false;
+}
+
 app.registerExtension({
   name: "personalvideo.tests.stand_in.video_helper_suite",
   async beforeRegisterNodeDef(nodeType, nodeData) {
@@ -68,6 +75,7 @@ app.registerExtension({
     const formats = nodeData.input?.required?.format?.[1]?.formats;
     chain(nodeType.prototype, "onNodeCreated", function () {
       if (nodeData.name === "VHS_VideoCombine") addFormatWidgets(this, formats);
+      if (nodeData.name === "VHS_LoadVideo") addUploadButton(this);
       addPreview(this);
     });
     chain(nodeType.prototype, "onConfigure", function (info) {
@@ -78,7 +86,7 @@ app.registerExtension({
         format.value = saved.format;
         format.callback?.(format.value);
       }
-      for (const w of this.widgets) w.value = saved[w.name];
+      for (const w of this.widgets) if (w.name in saved) w.value = saved[w.name];
     });
     chain(nodeType.prototype, "onSerialize", function (info) {
       info.widgets_values = Object.fromEntries((this.widgets || []).map((w) => [w.name, w.value]));
