@@ -3,8 +3,10 @@
 Node registration only; the nodes live in ``nodes/``, the adapter in ``sia/`` and
 the trainer in ``training/``.
 """
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-
 WEB_DIRECTORY = "./web"  # shows the doctor's report on its node
+
+if __package__:  # ComfyUI imports the pack as a package. pytest imports this file on its own when the
+    # checkout's folder name is no valid module name (e.g. "ComfyUI-PersonalVideo"): nothing to register then.
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
