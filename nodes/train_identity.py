@@ -136,7 +136,7 @@ def train_identity(model, clip, vae, reference_images, face_analysis, identity_n
     from ..training.curves import render_curves
     from ..training.face.analysis import load_face_stack
     from ..training.face.identity_loss import IdentityLoss
-    from ..training.face.references import embed_references
+    from ..training.face.references import embed_references, training_crops
     from ..training.progress import TrainingProgress
     from ..training.sia_trainer import SIATrainSettings, train_sia
 
@@ -169,6 +169,7 @@ def train_identity(model, clip, vae, reference_images, face_analysis, identity_n
     encoder = stack.encoder()
     refs = embed_references(stack.detector, encoder, reference_images, augment_copies=REFERENCE_AUGMENT_COPIES,
                             seed=int(seed))
+    crops = training_crops(reference_images, refs.faces, sia_settings.width, sia_settings.height)
     log.info("[PersonalVideo] training identity '%s': %s", name, refs.faces.summary())
 
     shown = TrainingProgress(ti_settings.steps, sia_settings.iterations)
@@ -191,7 +192,7 @@ def train_identity(model, clip, vae, reference_images, face_analysis, identity_n
 
     # --- stage 1: the token, on single images (never through the motion model) ---
     vector, token_prompts, ti_losses = ti.train_token(image_model if image_model is not None else model, clip, vae,
-                                                      reference_images, class_word, ti_settings, ti_progress,
+                                                      crops.images, class_word, ti_settings, ti_progress,
                                                       interrupt)
     # --- stage 2: the adapter ---
     trigger = f"embedding:{name} {class_word}"
