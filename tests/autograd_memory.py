@@ -3,7 +3,8 @@
 Inside the block every tensor an operation saves for backward passes through a
 ``torch.autograd.graph.saved_tensors_hooks`` pack hook; storages are counted
 once however many times they are saved, and weights (parameters and views of
-them, resident anyway) are left out; weight copies an op makes (a cast) count.  With non-reentrant gradient checkpointing the
+them, resident anyway, and the trainer's zero-copy aliases of inference
+weights) are left out; weight copies an op makes (a cast) count.  With non-reentrant gradient checkpointing the
 tensors saved inside a checkpointed region go to checkpoint's own (inner) hooks
 and are not kept; the region's inputs are saved outside it and are counted.
 
@@ -27,7 +28,10 @@ class _Held:
 
 
 def _is_weight(t) -> bool:
-    return isinstance(t, torch.nn.Parameter) or isinstance(getattr(t, "_base", None), torch.nn.Parameter)
+    for x in (t, getattr(t, "_base", None)):
+        if isinstance(x, torch.nn.Parameter) or getattr(x, "_pv_weight_alias", False):
+            return True
+    return False
 
 
 class SavedTensorBytes:
@@ -37,6 +41,7 @@ class SavedTensorBytes:
         self.live = 0
         self.peak = 0
         self._hooks = None
+        self.weight_storages = set()     # data pointers of the weights (and weight aliases) saved
 
     @property
     def bytes(self) -> int:
@@ -49,7 +54,10 @@ class SavedTensorBytes:
             self.live -= nbytes
 
     def _pack(self, t):
-        if _is_weight(t) or t.device.type == "meta":
+        if t.device.type == "meta":
+            return t
+        if _is_weight(t):
+            self.weight_storages.add(t.untyped_storage().data_ptr())
             return t
         storage = t.untyped_storage()
         ptr, nbytes = storage.data_ptr(), storage.nbytes()
