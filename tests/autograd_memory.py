@@ -87,3 +87,56 @@ class SavedTensorBytes:
     def __exit__(self, *exc):
         self._hooks.__exit__(*exc)
         return False
+
+
+class AllocationPeak:
+    """Peak bytes of the tensors torch operations create inside the block, on any device, meta included.
+
+    A ``TorchDispatchMode`` sees every operation's outputs (forward, backward and checkpoint recomputation
+    alike); each new storage counts from its creation until its last tensor is gone. On the meta device
+    nothing is allocated, yet the shapes, dtypes and lifetimes are those of the real run, so the same
+    count gives the peak a real device would see (weights that exist before the block are not counted;
+    allocator rounding and caching are not modelled).
+    """
+
+    def __init__(self):
+        self.live = 0
+        self.peak = 0
+        self._storages = {}      # StorageImpl address -> bytes, while alive
+        self._mode = None
+
+    def _track(self, t):
+        storage = t.untyped_storage()
+        key = storage._cdata
+        if key in self._storages:
+            return
+        nbytes = storage.nbytes()
+        self._storages[key] = nbytes
+        self.live += nbytes
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(t, self._free, key)
+
+    def _free(self, key):
+        self.live -= self._storages.pop(key, 0)
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_leaves
+
+        tracker = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in tree_leaves(out):
+                    if isinstance(t, torch.Tensor) and t.layout == torch.strided:
+                        tracker._track(t)
+                return out
+
+        self._mode = _Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
+        return False
