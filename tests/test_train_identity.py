@@ -411,3 +411,14 @@ def test_node_takes_an_image_list_of_photos_of_different_sizes(parts, face_analy
     adapter = out["result"][0]
     assert adapter.info.training["references"] == 2
     assert len(identity_files_of("listed")) == 2
+
+
+def test_same_seed_same_identity(parts, face_analysis, photo):
+    """Both stages, crops included, twice with one seed: the very same token and adapter."""
+    a = run(parts, face_analysis, photo, "seeded_a", ti_steps=2, sia_iterations=2)
+    b = run(parts, face_analysis, photo, "seeded_b", ti_steps=2, sia_iterations=2)
+    assert torch.equal(a["vector"], b["vector"]) and a["token_losses"] == b["token_losses"]
+    assert a["history"].loss == b["history"].loss
+    for p in a["adapter"].paths:
+        assert torch.equal(a["adapter"].up[p], b["adapter"].up[p])
+        assert torch.equal(a["adapter"].down[p], b["adapter"].down[p])

@@ -276,3 +276,45 @@ def test_precision_choice():
         sia_trainer.SIATrainSettings(precision="int8").check()
     with pytest.raises(TrainingError, match="precision must be one of"):
         precision.resolve("int8", "cpu")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sub_quad", "split"])
+def test_full_size_token_step_on_a_real_photo_matches_with_checkpointing(sd15_checkpoint, monkeypatch, backend):
+    """The failure users saw: stage 1 on the SD1.5-size UNet with a real photo (grace_hopper.jpg, its face
+    crop at 256x256: 1024 tokens at the first level) under split / sub-quadratic attention, free memory
+    shrinking before backward. The token's gradient must be the same with and without checkpointing."""
+    import random
+
+    import comfy.model_management
+    import nodes
+
+    import face_fixtures as ff
+    from comfyui_personalvideo.training.face import references
+    from comfyui_personalvideo.training.inference_tensors import gradient_window
+    from comfyui_personalvideo.training import textual_inversion as ti
+
+    with torch.inference_mode():
+        model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(sd15_checkpoint.name)[:3]
+    photo = ff.photo_image("grace_hopper")[0]
+    box = references.crop_box(ff.box_from_kps(ff.photo_kps("grace_hopper")), (photo.shape[1], photo.shape[0]),
+                              (256, 256))
+    crop = references._resample(photo, box, 256, 256)[None]
+    use_attention(monkeypatch, backend, model.model.diffusion_model)
+    grads = {}
+    for on in (False, True):
+        free = ShrinkingFreeMemory()
+        monkeypatch.setattr(comfy.model_management, "get_free_memory", free)
+        settings = ti.TISettings(steps=1, batch_size=1, gradient_checkpointing=on, precision="fp32")
+        with torch.inference_mode():
+            _, loss_of = ti._prepare(model, clip, vae, crop, "woman", settings)
+            start = ti.class_word_vector(clip, "woman")
+            with torch.inference_mode(False), gradient_window(model.model.diffusion_model, clip.cond_stage_model):
+                vector = torch.nn.Parameter(start.clone())
+                draw = ti.draw_batch(random.Random(0), torch.Generator().manual_seed(0), loss_of.latents, 1)
+                loss = loss_of(vector, draw)
+                free.drop()
+                loss.backward()
+        grads[on] = {"vector": vector.grad.detach().clone()}
+    assert float(grads[False]["vector"].abs().sum()) > 0
+    assert _relative_error(grads[True], grads[False]) < 1e-4
