@@ -14,9 +14,6 @@ hash=$(cat tests/requirements-torch.txt tests/requirements-test.txt tests/requir
        | sha256sum | cut -c1-16)
 env_dir="${PV_ENV_ROOT:-$HOME/.cache/comfyui-personalvideo}/env-$hash"
 
-mkdir -p "$(dirname "$env_dir")"
-exec 9>"$env_dir.lock"
-flock 9   # one build at a time: a second caller waits, then finds the environment complete
 if [ ! -f "$env_dir/.complete" ]; then
     echo "[env] building $env_dir (first run: several minutes, about 6 GB)" >&2
     rm -rf "$env_dir"
