@@ -18,6 +18,18 @@ time is extrapolated from it.
 
 Memory: on CUDA torch.cuda.max_memory_allocated per stage; on the CPU the peak bytes held for backward
 (tensors autograd saved, weights excluded: deterministic) and the process's peak RSS.
+
+    scripts/bench bench/bench_train.py --estimate          # full-size memory estimate without a GPU
+
+``--estimate`` works out the peak of each stage's gradient step at full size (16 frames of 512x512 for
+stage 2, a batch of 4 photos at 512x512 for stage 1) without allocating it: the SD1.5 UNet and the SD VAE
+are built on the meta device in fp16 (what a GPU loads), one gradient step runs there (fused attention as
+on a GPU: PyTorch's flash kernel; gradient checkpointing on and off), and a dispatch-mode tracker counts the bytes of every
+tensor the step creates, alive at once (tests/autograd_memory.py AllocationPeak); the weights are added.
+The same step at small size is then run twice, for real on the CPU and on the meta device, and both
+figures are printed side by side, so the estimate is checked where both exist. Not modelled: the motion
+modules (AnimateDiff-Evolved injects them only into a loaded real model), the face encoder's few MB of
+activations, allocator rounding and caching (on a GPU, expect some 10-20 % above the figure).
 """
 import argparse
 import os
@@ -147,6 +159,101 @@ def report(args, label, r):
     print(f"  peak RSS of the process so far: {r['rss'] / gib:.2f} GiB")
 
 
+SD_VAE = dict(double_z=True, z_channels=4, resolution=256, in_channels=3, out_ch=3, ch=128, ch_mult=[1, 2, 4, 4],
+              num_res_blocks=2, attn_resolutions=[], dropout=0.0)
+STAGE_SHAPES = {"stage 1 (token)": dict(batch=4, decode=False), "stage 2 (adapter)": dict(batch=16, decode=True)}
+
+
+def fused_attention(q, k, v, heads, mask=None, **kwargs):
+    """Attention as a GPU's fused kernels run it (PyTorch's flash kernel: no attention matrix is kept), the
+    same operation on the CPU and on the meta device; ComfyUI's [batch, tokens, heads * dim] layout."""
+    b, _, inner = q.shape
+    split = [t.reshape(b, -1, heads, inner // heads).transpose(1, 2) for t in (q, k, v)]
+    out = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(*split)[0]
+    return out.transpose(1, 2).reshape(b, -1, inner)
+
+
+def _fused_vae_attention(q, k, v):
+    b, c, h, w = q.shape
+    out = fused_attention(*(t.reshape(b, c, h * w).transpose(1, 2) for t in (q, k, v)), heads=1)
+    return out.transpose(1, 2).reshape(b, c, h, w)
+
+
+def _sd15_parts(device, dtype):
+    """The SD1.5 UNet and SD VAE on ``device`` (meta: no memory), with fused attention (a GPU's default)."""
+    import comfy.ldm.models.autoencoder
+    import comfy.ldm.modules.attention as attention
+    import comfy.model_base
+
+    from pv_tools.random_models import initialise, sd15_model_config, sd15_unet_config
+
+    attention.optimized_attention = attention.optimized_attention_masked = fused_attention
+    unet = comfy.model_base.BaseModel(sd15_model_config(sd15_unet_config(full_size=True)),
+                                      device=device).diffusion_model
+    with torch.device(device):
+        vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=dict(SD_VAE), embed_dim=4)
+    for module in vae.modules():
+        if callable(getattr(module, "optimized_attention", None)):
+            module.optimized_attention = _fused_vae_attention
+    if device != "meta":
+        initialise(unet, 0)
+        initialise(vae, 1)
+    return unet.to(dtype).requires_grad_(False), vae.to(dtype).requires_grad_(False)
+
+
+def step_peak(parts, device, dtype, batch, size, decode, checkpointing):
+    """Peak bytes of the tensors one gradient step creates: the UNet over ``batch`` latents with gradient,
+    (stage 2) decoding one frame with gradient, and backward; the weights (there before) not counted."""
+    from autograd_memory import AllocationPeak
+    from comfyui_personalvideo.training.checkpointing import checkpointed, regions_of
+    from comfyui_personalvideo.training.inference_tensors import gradient_window
+
+    unet, vae = parts
+    side = size // 8
+    with torch.inference_mode(False):
+        x = torch.randn(batch, 4, side, side, device=device, dtype=dtype).requires_grad_(True)
+        context = torch.randn(batch, 77, 768, device=device, dtype=dtype)
+        steps = torch.full((batch,), 250.0, device=device)
+        tracker = AllocationPeak()
+        with tracker, gradient_window(unet, vae), torch.enable_grad(), \
+                checkpointed(regions_of(unet, vae if decode else None), checkpointing):
+            out = unet(x, timesteps=steps, context=context)
+            if decode:
+                out = vae.decode((x - out)[1:2] / 0.18215)
+            out.float().pow(2).mean().backward()
+    return tracker.peak
+
+
+def _weights(*modules, dtype_bytes=2):
+    return sum(p.numel() for m in modules for p in m.parameters()) * dtype_bytes
+
+
+def estimate(args):
+    """Full-size peaks from the meta device, and the small-size check (real CPU run vs meta run)."""
+    gib = 1024 ** 3
+    meta = _sd15_parts("meta", torch.float16)
+    weights = _weights(*meta)
+    print(f"weights (fp16): UNet + VAE {weights / gib:.2f} GiB; CLIP-L text encoder 0.23 GiB and the ResNet-100 "
+          f"face encoder 0.24 GiB (fp32) come on top")
+    print("estimated peak of one gradient step at full size, 512x512, fp16, fused attention "
+          "(activations + UNet/VAE weights):")
+    for stage, shape in STAGE_SHAPES.items():
+        for ckpt in (True, False):
+            peak = step_peak(meta, "meta", torch.float16, shape["batch"], 512, shape["decode"], ckpt)
+            print(f"  {stage}, batch {shape['batch']}, checkpointing {'on ' if ckpt else 'off'}: "
+                  f"{peak / gib:6.2f} GiB activations, {(peak + weights) / gib:6.2f} GiB with weights")
+    print(f"check at small size ({args.frames} frames / photos of {args.size} px, fp32): "
+          "real CPU run vs meta-device run, same step")
+    real = _sd15_parts("cpu", torch.float32)
+    meta32 = _sd15_parts("meta", torch.float32)
+    for stage, shape in STAGE_SHAPES.items():
+        for ckpt in (True, False):
+            r = step_peak(real, "cpu", torch.float32, args.frames, args.size, shape["decode"], ckpt)
+            m = step_peak(meta32, "meta", torch.float32, args.frames, args.size, shape["decode"], ckpt)
+            print(f"  {stage}, checkpointing {'on ' if ckpt else 'off'}: measured {r / 2 ** 20:8.1f} MiB, "
+                  f"estimated {m / 2 ** 20:8.1f} MiB (ratio {m / r:.3f})")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -156,6 +263,9 @@ def main():
     parser.add_argument("--ti-batch-size", type=int, default=4)
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--precision", default="auto", help="auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16")
+    parser.add_argument("--estimate", action="store_true",
+                        help="estimate the full-size peak memory per stage without a GPU (meta device), checked "
+                             "against a real run at --frames/--size")
     parser.add_argument("--compare", action="store_true",
                         help="also run without gradient checkpointing and in fp32, and print the ratios")
     args = parser.parse_args()
@@ -167,6 +277,9 @@ def main():
 
     print(f"device {comfy.model_management.get_torch_device()}, torch {torch.__version__}, "
           f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, host {host.host_root()}")
+    if args.estimate:
+        estimate(args)
+        return
     with tempfile.TemporaryDirectory(prefix="pv-bench-") as scratch:
         parts = build(args, scratch)
         runs = [("with checkpointing, precision " + args.precision, True, args.precision)]

@@ -47,7 +47,9 @@ class TrainPersonalVideoIdentity:
                                         "AnimateLCM motion model attached. It is not changed.")),
                 "clip": ("CLIP", _tip("The CLIP of the same SD1.5 checkpoint.")),
                 "vae": ("VAE", _tip("The VAE of the same checkpoint.")),
-                "reference_images": ("IMAGE", _tip("One or a few photos of the person; one clearly visible face each.")),
+                "reference_images": ("IMAGE", _tip(
+                    "One or a few photos of the person, any size and shape (a batch or an image list); one clearly "
+                    "visible face each. Stage 1 trains on face-centred crops at width x height.")),
                 "face_analysis": ("FACEANALYSIS", _tip("From 'Load Face Analysis (PersonalVideo)' or a PuLID / "
                                                        "InstantID insightface loader (antelopev2).")),
                 "identity_name": ("STRING", {"default": "my_identity", "tooltip":
@@ -97,10 +99,14 @@ class TrainPersonalVideoIdentity:
             },
         }
 
-    def train(self, model, clip, vae, reference_images, face_analysis, identity_name, class_word, prompts,
-              ti_steps, ti_learning_rate, ti_batch_size, sia_iterations, sia_learning_rate, sia_rank, reg_lambda,
-              frames, width, height, sampling_steps, seed, overwrite, image_model=None):
-        result = train_identity(**{k: v for k, v in locals().items() if k != "self"})
+    # reference photos may come as an image list (several Load Image nodes, different sizes): the node then
+    # gets every input as a list; all but reference_images hold one value
+    INPUT_IS_LIST = True
+
+    def train(self, **inputs):
+        kwargs = {k: (v[0] if isinstance(v, list) and k != "reference_images" and v else v)
+                  for k, v in inputs.items()}
+        result = train_identity(**kwargs)
         return {"ui": {"text": [result["trigger"]]},
                 "result": (result["adapter"], result["trigger"], result["curve"], result["preview"])}
 
@@ -129,16 +135,10 @@ def train_identity(model, clip, vae, reference_images, face_analysis, identity_n
                    precision="auto"):
     """The node's work. ``progress_hook(stage, i, loss, similarity)``, ``gradient_checkpointing`` and
     ``precision`` (see training.precision) are for scripts, tests and benchmarks, not node inputs."""
-    import comfy.model_management
-
     from ..training import motion_model
     from ..training import textual_inversion as ti
-    from ..training.curves import render_curves
     from ..training.face.analysis import load_face_stack
-    from ..training.face.identity_loss import IdentityLoss
-    from ..training.face.references import embed_references
-    from ..training.progress import TrainingProgress
-    from ..training.sia_trainer import SIATrainSettings, train_sia
+    from ..training.sia_trainer import SIATrainSettings
 
     # --- every check before any work ---
     name = identity_files.sanitise_name(identity_name)
@@ -167,8 +167,29 @@ def train_identity(model, clip, vae, reference_images, face_analysis, identity_n
     ti_settings.check()
     stack = load_face_stack(face_analysis)
     encoder = stack.encoder()
+    try:
+        return _train(name, class_word, templates, found, model, clip, vae, reference_images, stack, encoder,
+                      sia_settings, ti_settings, int(sia_rank), overwrite, image_model, progress_hook)
+    finally:
+        stack.encoder()   # the face encoder goes back to the CPU: never left on the GPU of the user's FACEANALYSIS
+
+
+def _train(name, class_word, templates, found, model, clip, vae, reference_images, stack, encoder, sia_settings,
+           ti_settings, sia_rank, overwrite, image_model, progress_hook):
+    """Both stages, then the files (first), then the preview and the curve."""
+    import comfy.model_management
+
+    from ..training import textual_inversion as ti
+    from ..training.curves import render_curves
+    from ..training.face.identity_loss import IdentityLoss
+    from ..training.face.references import embed_references, training_crops
+    from ..training.progress import TrainingProgress
+    from ..training.sia_trainer import train_sia
+
+    seed = sia_settings.seed
     refs = embed_references(stack.detector, encoder, reference_images, augment_copies=REFERENCE_AUGMENT_COPIES,
                             seed=int(seed))
+    crops = training_crops(reference_images, refs.faces, sia_settings.width, sia_settings.height)
     log.info("[PersonalVideo] training identity '%s': %s", name, refs.faces.summary())
 
     shown = TrainingProgress(ti_settings.steps, sia_settings.iterations)
@@ -191,7 +212,7 @@ def train_identity(model, clip, vae, reference_images, face_analysis, identity_n
 
     # --- stage 1: the token, on single images (never through the motion model) ---
     vector, token_prompts, ti_losses = ti.train_token(image_model if image_model is not None else model, clip, vae,
-                                                      reference_images, class_word, ti_settings, ti_progress,
+                                                      crops.images, class_word, ti_settings, ti_progress,
                                                       interrupt)
     # --- stage 2: the adapter ---
     trigger = f"embedding:{name} {class_word}"
@@ -213,15 +234,23 @@ def train_identity(model, clip, vae, reference_images, face_analysis, identity_n
     trained.info.training["skipped_frames"] = history.skipped
     trained.info.training["precision"] = history.precision
     trained.info.training["final_similarity"] = _last_finite(history.similarity)
-    with torch.no_grad():
-        preview = vae.decode(history.last_latent)
-    preview = preview.reshape((-1,) + tuple(preview.shape[-3:]))
-    curve = render_curves({"token loss": ti_losses, "adapter loss": history.loss,
-                           "face similarity": history.similarity})
+    # results first: the files are written before anything else can fail
     paths = identity_files.write_identity(name, trained, vector, overwrite=overwrite)
     trained.source = paths["sia"]
     log.info("[PersonalVideo] identity '%s' saved: %s, %s (%d of %d frames without a face)", name, paths["sia"],
              paths["embedding"], history.skipped, sia_settings.iterations)
+    try:
+        with torch.no_grad():
+            preview = vae.decode(history.last_latent)
+        preview = preview.reshape((-1,) + tuple(preview.shape[-3:]))
+        curve = render_curves({"token loss": ti_losses, "adapter loss": history.loss,
+                               "face similarity": history.similarity})
+    except Exception as exc:
+        raise TrainingError(
+            f"the identity '{name}' is trained and saved ({paths['sia']} and {paths['embedding']}), but making "
+            f"the preview frames or the loss curve failed afterwards ({type(exc).__name__}: {exc}). The saved "
+            f"identity is complete: load it with 'Load SIA Adapter' and write 'embedding:{name}' in the prompt; "
+            "no need to train again.") from exc
     return {"adapter": trained, "trigger": trigger, "curve": curve, "preview": preview, "paths": paths,
             "token_losses": ti_losses, "history": history, "vector": vector}
 

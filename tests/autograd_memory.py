@@ -3,7 +3,8 @@
 Inside the block every tensor an operation saves for backward passes through a
 ``torch.autograd.graph.saved_tensors_hooks`` pack hook; storages are counted
 once however many times they are saved, and weights (parameters and views of
-them, resident anyway) are left out; weight copies an op makes (a cast) count.  With non-reentrant gradient checkpointing the
+them, resident anyway, and the trainer's zero-copy aliases of inference
+weights) are left out; weight copies an op makes (a cast) count.  With non-reentrant gradient checkpointing the
 tensors saved inside a checkpointed region go to checkpoint's own (inner) hooks
 and are not kept; the region's inputs are saved outside it and are counted.
 
@@ -27,7 +28,10 @@ class _Held:
 
 
 def _is_weight(t) -> bool:
-    return isinstance(t, torch.nn.Parameter) or isinstance(getattr(t, "_base", None), torch.nn.Parameter)
+    for x in (t, getattr(t, "_base", None)):
+        if isinstance(x, torch.nn.Parameter) or getattr(x, "_pv_weight_alias", False):
+            return True
+    return False
 
 
 class SavedTensorBytes:
@@ -37,6 +41,7 @@ class SavedTensorBytes:
         self.live = 0
         self.peak = 0
         self._hooks = None
+        self.weight_storages = set()     # data pointers of the weights (and weight aliases) saved
 
     @property
     def bytes(self) -> int:
@@ -49,7 +54,10 @@ class SavedTensorBytes:
             self.live -= nbytes
 
     def _pack(self, t):
-        if _is_weight(t) or t.device.type == "meta":
+        if t.device.type == "meta":
+            return t
+        if _is_weight(t):
+            self.weight_storages.add(t.untyped_storage().data_ptr())
             return t
         storage = t.untyped_storage()
         ptr, nbytes = storage.data_ptr(), storage.nbytes()
@@ -78,4 +86,57 @@ class SavedTensorBytes:
 
     def __exit__(self, *exc):
         self._hooks.__exit__(*exc)
+        return False
+
+
+class AllocationPeak:
+    """Peak bytes of the tensors torch operations create inside the block, on any device, meta included.
+
+    A ``TorchDispatchMode`` sees every operation's outputs (forward, backward and checkpoint recomputation
+    alike); each new storage counts from its creation until its last tensor is gone. On the meta device
+    nothing is allocated, yet the shapes, dtypes and lifetimes are those of the real run, so the same
+    count gives the peak a real device would see (weights that exist before the block are not counted;
+    allocator rounding and caching are not modelled).
+    """
+
+    def __init__(self):
+        self.live = 0
+        self.peak = 0
+        self._storages = {}      # StorageImpl address -> bytes, while alive
+        self._mode = None
+
+    def _track(self, t):
+        storage = t.untyped_storage()
+        key = storage._cdata
+        if key in self._storages:
+            return
+        nbytes = storage.nbytes()
+        self._storages[key] = nbytes
+        self.live += nbytes
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(t, self._free, key)
+
+    def _free(self, key):
+        self.live -= self._storages.pop(key, 0)
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_leaves
+
+        tracker = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in tree_leaves(out):
+                    if isinstance(t, torch.Tensor) and t.layout == torch.strided:
+                        tracker._track(t)
+                return out
+
+        self._mode = _Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
         return False

@@ -72,11 +72,16 @@ def test_identity_loss_goes_down_on_a_reachable_target(setup):
 
 
 def test_token_training_lowers_a_fixed_evaluation_loss(parts, photo):  # noqa: F811
-    """Stage 1 on a target the token can reach: a small UNet whose cross-attention output is made strong
-    (x10), so the prompt, and with it the token, changes the noise prediction. The noise-prediction loss on a
-    fixed set of (photo, timestep, noise, prompt) draws, disjoint from training's own draws, is compared
-    before and after 12 steps: deterministic numbers, no noisy per-step losses. A move of the class word's
-    vector by the same distance in random directions is the control: training must do far better."""
+    """Stage 1 on a controlled problem the token can act on: a small UNet whose cross-attention output is
+    made strong (x10), so the prompt, and with it the token, changes the noise prediction. The measure is
+    the noise-prediction loss on a fixed set of (photo, timestep, noise, prompt) draws, disjoint from
+    training's own draws: deterministic numbers, no noisy per-step losses.
+
+    The criterion is relative, so it holds whatever the torch version's numerics make of the absolute
+    figures: moving the class word's vector by the same distance in eight random directions gives the chance
+    level of this very problem, measured in the same run; training (small Adam steps, where the loss is
+    smooth) must lower the loss by more than any random move changes it either way, and by three times
+    what a random move does on average."""
     _, clip, vae = parts
     with torch.inference_mode():
         model = tiny_models.tiny_sd15_model(seed=0)
@@ -91,17 +96,18 @@ def test_token_training_lowers_a_fixed_evaluation_loss(parts, photo):  # noqa: F
         before = evaluate(start)
         assert evaluate(start) == before   # the evaluation is deterministic
         vector, _, losses = ti.train_token(model, clip, vae, photo, "man",
-                                           ti.TISettings(steps=12, lr=2e-2, batch_size=4, seed=0))
+                                           ti.TISettings(steps=24, lr=5e-3, batch_size=4, seed=0))
         after = evaluate(vector)
         distance = float((vector - start).norm())
-        controls = []
-        for k in range(2):
+        chance = []
+        for k in range(8):
             direction = torch.randn(start.shape, generator=torch.Generator().manual_seed(k))
-            controls.append(before - evaluate(start + direction / direction.norm() * distance))
-    assert len(losses) == 12 and distance > 0
+            chance.append(abs(before - evaluate(start + direction / direction.norm() * distance)))
+    assert len(losses) == 24 and distance > 0
     drop = before - after
-    assert drop > 2e-3, (before, after)
-    assert drop > 2.5 * max(controls), (drop, controls)
+    print("evaluation loss", before, after, "random moves", chance)
+    assert drop > 0, (before, after)
+    assert drop > max(chance) and drop > 3.0 * sum(chance) / len(chance), (drop, chance)
 
 
 def test_adapter_changes_only_the_last_step(setup):

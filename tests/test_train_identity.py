@@ -365,3 +365,60 @@ def test_progress_without_a_server_or_with_a_failing_one(monkeypatch):
         with_preview = [i for i, (_, _, p) in enumerate(calls[-5:]) if p is not None]
         assert with_preview == [0, 3, 4]                   # first, then throttled to every 2 s, and the last
         assert "loss n/a" in shown.texts[3] and len(shown.texts) == 6
+
+
+def test_results_are_written_first_and_kept_when_the_preview_fails(parts, face_analysis, photo, before,
+                                                                   monkeypatch):
+    """The files are written as soon as stage 2 ends; a failure after that (here: drawing the loss curve)
+    keeps them and says so. The face encoder is back on the CPU whatever happens."""
+    from comfyui_personalvideo.sia.file_format import load_adapter as load
+    from comfyui_personalvideo.training import curves
+    from comfyui_personalvideo.training.face import analysis
+
+    encoder = analysis.load_face_stack(face_analysis).encoder()
+    moves = []
+    real_to = encoder.to
+    monkeypatch.setattr(encoder, "to", lambda device, *a, **k: (moves.append(str(device)), real_to(device, *a, **k))[1])
+
+    def broken(series, **kwargs):
+        raise MemoryError("no memory left for the chart")
+
+    monkeypatch.setattr(curves, "render_curves", broken)
+    with pytest.raises(TrainingError, match="'late' is trained and saved.*MemoryError.*no need to train again"):
+        run(parts, face_analysis, photo, "late", ti_steps=1, sia_iterations=1)
+    files = identity_files_of("late")
+    assert len(files) == 2 and not leftovers()
+    assert load(identity_files.identity_paths("late")["sia"]).info.trigger == "embedding:late man"
+    assert moves and moves[-1] == "cpu" and next(encoder.parameters()).device.type == "cpu"
+    model, clip, vae = parts
+    assert_same(before, snapshot(model.model, clip.cond_stage_model, vae.first_stage_model))
+
+
+def test_node_takes_an_image_list_of_photos_of_different_sizes(parts, face_analysis, photo):
+    """Two Load Image nodes with photos of different sizes and shapes, as ComfyUI hands them to a node
+    with INPUT_IS_LIST: every input a list, the photos one tensor each."""
+    model, clip, vae = parts
+    wide = ff.photo_image("grace_hopper").movedim(-1, 1)
+    wide = torch.nn.functional.interpolate(wide, size=(72, 136), mode="area").movedim(1, -1).contiguous()
+    inputs = dict(SMALL, model=model, clip=clip, vae=vae, face_analysis=face_analysis, identity_name="listed",
+                  class_word="man", prompts="{token} {class_word} reading", overwrite=False, ti_steps=2,
+                  sia_iterations=1)
+    listed = {k: [v] for k, v in inputs.items()}
+    listed["reference_images"] = [photo, wide]
+    assert TrainPersonalVideoIdentity.INPUT_IS_LIST
+    with torch.inference_mode():
+        out = TrainPersonalVideoIdentity().train(**listed)
+    adapter = out["result"][0]
+    assert adapter.info.training["references"] == 2
+    assert len(identity_files_of("listed")) == 2
+
+
+def test_same_seed_same_identity(parts, face_analysis, photo):
+    """Both stages, crops included, twice with one seed: the very same token and adapter."""
+    a = run(parts, face_analysis, photo, "seeded_a", ti_steps=2, sia_iterations=2)
+    b = run(parts, face_analysis, photo, "seeded_b", ti_steps=2, sia_iterations=2)
+    assert torch.equal(a["vector"], b["vector"]) and a["token_losses"] == b["token_losses"]
+    assert a["history"].loss == b["history"].loss
+    for p in a["adapter"].paths:
+        assert torch.equal(a["adapter"].up[p], b["adapter"].up[p])
+        assert torch.equal(a["adapter"].down[p], b["adapter"].down[p])

@@ -17,7 +17,7 @@ from test_train_core import new_adapter, run_sia, setup  # noqa: F401
 from test_train_identity import face_analysis, parts, photo  # noqa: F401
 
 
-def _gradient_step(setup, adapter, gradient_checkpointing, autocast=None):  # noqa: F811
+def _gradient_step(setup, adapter, gradient_checkpointing, autocast=None, latent=8, before_backward=None):  # noqa: F811
     """One 4-step generation whose last step decodes a frame and backpropagates a loss on its pixels."""
     model, clip, vae, tp, vector, _ = setup
     with torch.inference_mode():
@@ -30,24 +30,126 @@ def _gradient_step(setup, adapter, gradient_checkpointing, autocast=None):  # no
     def last_step(denoised):
         seen["wrapped"] = sum(getattr(m.forward, "_pv_checkpointing", False)
                               for m in checkpointing.regions_of(patched.model.diffusion_model, vae.first_stage_model))
+        seen["weights"] = _weights(patched.model, vae.first_stage_model)
         with autocast() if autocast else contextlib.nullcontext():
             pixels = sia_trainer._decode_frame(vae, patched.model, denoised[1:2])
+        if before_backward is not None:
+            before_backward()
         (pixels.float() - 0.3).pow(2).mean().backward()
 
     sampler = few_step_sampler.FewStepTrainingSampler(last_step, torch.Generator().manual_seed(1),
                                                       extra_modules=(vae.first_stage_model,),
                                                       gradient_checkpointing=gradient_checkpointing,
-                                                      autocast=autocast)
+                                                      autocast=autocast, load_first=(patched, vae.patcher))
     with torch.inference_mode(False):
-        noise = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(2))
+        noise = torch.randn((2, 4, latent, latent), generator=torch.Generator().manual_seed(2))
     with torch.inference_mode(), meter:
         few_step_sampler.run_few_steps(patched, sampler, sigmas, cond, neg, noise, 0)
     grads = {k: p.grad.detach().clone() for k, p in zip(_names(adapter), adapter.parameters())}
+    seen["meter"] = meter
     return grads, meter.bytes, sampler, seen
 
 
 def _names(adapter):
     return [f"{kind}:{p}" for p in adapter.paths for kind in ("down", "up")]
+
+
+def _weights(*modules):
+    """name -> (the tensor object, its memory, its device) of every parameter and buffer."""
+    return {f"{i}.{n}": (id(t), t.data_ptr(), t.device) for i, m in enumerate(modules)
+            for n, t in list(m.named_parameters()) + list(m.named_buffers())}
+
+
+def test_gradient_step_reads_the_models_weights_in_place(setup):  # noqa: F811
+    """No weight is swapped for a copy during the gradient step: every parameter is the very object it
+    was, in the same memory, and what autograd keeps of the weights is that memory, not a copy."""
+    model, _, vae = setup[:3]
+    before = _weights(model.model, vae.first_stage_model)
+    adapter = new_adapter(model)
+    _, _, _, seen = _gradient_step(setup, adapter, False)
+    assert seen["weights"] == before == _weights(model.model, vae.first_stage_model)
+    weight_memory = {ptr for _, ptr, _ in before.values()}
+    adapter_memory = {p.data_ptr() for p in adapter.parameters()}
+    saved = seen["meter"].weight_storages - adapter_memory
+    assert len(saved) > 20 and saved <= weight_memory, len(saved - weight_memory)
+
+
+class ShrinkingFreeMemory:
+    """The host's free memory as it behaves in training: plenty while the forward runs, little once the
+    forward's activations hold it (``drop()``, called before backward). Real free memory moves by itself;
+    this double moves the same way, reproducibly."""
+
+    def __init__(self, high=64 << 30, low=8 << 20):
+        self.value, self.low = high, low
+
+    def drop(self):
+        self.value = self.low
+
+    def __call__(self, dev=None, torch_free_too=False):
+        return (self.value, self.value) if torch_free_too else self.value
+
+
+BACKENDS = ("pytorch", "split", "sub_quad", "basic")
+
+
+def use_attention(monkeypatch, backend, *models):
+    """The host's attention as ``--use-pytorch-cross-attention``, ``--use-split-cross-attention`` or the
+    default sub-quadratic one would set it, for the UNet (module-level choice) and the VAE (per block)."""
+    import comfy.ldm.modules.attention as attention
+    import comfy.ldm.modules.diffusionmodules.model as vae_model
+
+    fn = getattr(attention, f"attention_{backend}")
+    monkeypatch.setattr(attention, "optimized_attention", fn)
+    monkeypatch.setattr(attention, "optimized_attention_masked", fn)
+    vae_fn = vae_model.pytorch_attention if backend == "pytorch" else vae_model.normal_attention
+    for root in models:
+        for module in root.modules():
+            if callable(getattr(module, "optimized_attention", None)):
+                monkeypatch.setattr(module, "optimized_attention", vae_fn)
+            if callable(getattr(module, "actual_attention", None)):   # AnimateDiff-Evolved's motion attention
+                monkeypatch.setattr(module, "actual_attention", fn)
+
+
+def _relative_error(got, want):
+    num = sum(float((got[k] - want[k]).pow(2).sum()) for k in want) ** 0.5
+    return num / max(sum(float(want[k].pow(2).sum()) for k in want) ** 0.5, 1e-30)
+
+
+@pytest.mark.parametrize("smart_memory", [True, False], ids=["smart-memory", "disable-smart-memory"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_checkpointing_gives_the_same_gradients_under_every_attention_backend(setup, monkeypatch, backend,
+                                                                             smart_memory):  # noqa: F811
+    """A 32x32 latent (1024 tokens at the first level), so split and sub-quadratic attention slice the work
+    by the free memory: plenty in the forward, little when backward recomputes."""
+    import comfy.model_management
+
+    model, _, vae = setup[:3]
+    use_attention(monkeypatch, backend, model.model.diffusion_model, vae.first_stage_model)
+    monkeypatch.setattr(comfy.model_management, "DISABLE_SMART_MEMORY", not smart_memory)
+    grads = {}
+    for on in (False, True):
+        free = ShrinkingFreeMemory()
+        monkeypatch.setattr(comfy.model_management, "get_free_memory", free)
+        grads[on] = _gradient_step(setup, new_adapter(model), on, latent=32, before_backward=free.drop)[0]
+    assert sum(float(g.abs().sum()) for g in grads[False].values()) > 0
+    assert _relative_error(grads[True], grads[False]) < 1e-4, backend
+
+
+@pytest.mark.parametrize("backend", ["split", "sub_quad"])
+def test_the_free_memory_double_reproduces_the_recomputation_failure(setup, monkeypatch, backend):  # noqa: F811
+    """Without the forward's readings replayed, the recomputation slices differently and checkpointing
+    refuses it (the failure users of split/sub-quadratic attention saw): the test above means something."""
+    import comfy.model_management
+
+    from comfyui_personalvideo.training import free_memory_replay
+
+    model, _, vae = setup[:3]
+    use_attention(monkeypatch, backend, model.model.diffusion_model, vae.first_stage_model)
+    free = ShrinkingFreeMemory()
+    monkeypatch.setattr(comfy.model_management, "get_free_memory", free)
+    monkeypatch.setattr(free_memory_replay, "replaying", lambda readings: contextlib.nullcontext())
+    with pytest.raises(torch.utils.checkpoint.CheckpointError):
+        _gradient_step(setup, new_adapter(model), True, latent=32, before_backward=free.drop)
 
 
 def test_checkpointing_gives_the_same_gradients_and_keeps_far_fewer_bytes(setup):  # noqa: F811
@@ -174,3 +276,45 @@ def test_precision_choice():
         sia_trainer.SIATrainSettings(precision="int8").check()
     with pytest.raises(TrainingError, match="precision must be one of"):
         precision.resolve("int8", "cpu")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sub_quad", "split"])
+def test_full_size_token_step_on_a_real_photo_matches_with_checkpointing(sd15_checkpoint, monkeypatch, backend):
+    """The failure users saw: stage 1 on the SD1.5-size UNet with a real photo (grace_hopper.jpg, its face
+    crop at 256x256: 1024 tokens at the first level) under split / sub-quadratic attention, free memory
+    shrinking before backward. The token's gradient must be the same with and without checkpointing."""
+    import random
+
+    import comfy.model_management
+    import nodes
+
+    import face_fixtures as ff
+    from comfyui_personalvideo.training.face import references
+    from comfyui_personalvideo.training.inference_tensors import gradient_window
+    from comfyui_personalvideo.training import textual_inversion as ti
+
+    with torch.inference_mode():
+        model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(sd15_checkpoint.name)[:3]
+    photo = ff.photo_image("grace_hopper")[0]
+    box = references.crop_box(ff.box_from_kps(ff.photo_kps("grace_hopper")), (photo.shape[1], photo.shape[0]),
+                              (256, 256))
+    crop = references._resample(photo, box, 256, 256)[None]
+    use_attention(monkeypatch, backend, model.model.diffusion_model)
+    grads = {}
+    for on in (False, True):
+        free = ShrinkingFreeMemory()
+        monkeypatch.setattr(comfy.model_management, "get_free_memory", free)
+        settings = ti.TISettings(steps=1, batch_size=1, gradient_checkpointing=on, precision="fp32")
+        with torch.inference_mode():
+            _, loss_of = ti._prepare(model, clip, vae, crop, "woman", settings)
+            start = ti.class_word_vector(clip, "woman")
+            with torch.inference_mode(False), gradient_window(model.model.diffusion_model, clip.cond_stage_model):
+                vector = torch.nn.Parameter(start.clone())
+                draw = ti.draw_batch(random.Random(0), torch.Generator().manual_seed(0), loss_of.latents, 1)
+                loss = loss_of(vector, draw)
+                free.drop()
+                loss.backward()
+        grads[on] = {"vector": vector.grad.detach().clone()}
+    assert float(grads[False]["vector"].abs().sum()) > 0
+    assert _relative_error(grads[True], grads[False]) < 1e-4

@@ -25,6 +25,15 @@ those class attributes when it first runs and its recomputation runs with
 them in force again (``context_fn`` of non-reentrant checkpoint), so backward
 sees the very functions the forward saw.
 
+The recomputation also makes the same memory-dependent choices as the
+forward: the host's split and sub-quadratic attention slice their work by the
+free memory at call time, so each region records the free-memory readings of
+its forward and replays them when it is recomputed (:mod:`.free_memory_replay`);
+and it runs inside the gradient window's aliasing of inference tensors when
+the forward did (:mod:`.inference_tensors`).  So checkpointing gives the
+gradients of exactly the computation the forward made, under every attention
+backend.
+
 Afterwards every module's ``forward`` is exactly what it was: the instance
 attribute the layer had (an object patch) is put back, or removed if it had
 none.
@@ -36,6 +45,8 @@ import functools
 
 import torch
 import torch.utils.checkpoint
+
+from . import free_memory_replay, inference_tensors
 
 _MISSING = object()
 
@@ -116,6 +127,17 @@ def _globals_as(snapshot):
             _put(owner, name, value)
 
 
+@contextlib.contextmanager
+def _recomputing(snapshot, readings, aliasing):
+    """What a region's recomputation runs under: the forward's globals, free-memory readings and aliasing."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_globals_as(snapshot))
+        stack.enter_context(free_memory_replay.replaying(readings))
+        if aliasing:
+            stack.enter_context(inference_tensors.aliasing())
+        yield
+
+
 def _class_forward(module, *args, **kwargs):
     return type(module).forward(module, *args, **kwargs)
 
@@ -139,10 +161,14 @@ def _checkpointing_forward(inner):
             return inner(*values[:n], **dict(zip(keys, values[n:])))
 
         snapshot = _snapshot_globals()
+        aliasing = inference_tensors.active()
+
+        def contexts():
+            readings = []
+            return free_memory_replay.recording(readings), _recomputing(snapshot, readings, aliasing)
+
         # tensors go in as direct arguments, so checkpoint keeps (and accounts for) exactly the inputs
-        return torch.utils.checkpoint.checkpoint(
-            run, *flat, use_reentrant=False,
-            context_fn=lambda: (contextlib.nullcontext(), _globals_as(snapshot)))
+        return torch.utils.checkpoint.checkpoint(run, *flat, use_reentrant=False, context_fn=contexts)
 
     forward._pv_checkpointing = True
     return forward

@@ -8,6 +8,14 @@ last step, is off there); the last step runs with gradient and the adapter on,
 and hands its denoised latent to ``last_step`` (decode, loss, backward, optimiser
 step) while the model is still loaded and patched for sampling.
 
+Models and the gradient window: the no-grad steps use the loaded models as
+they are.  Before the gradient step the sampler has ComfyUI's memory manager
+load what the step needs (``load_first``: the sampled MODEL and the VAE that
+decodes the trained frame), and only then opens the gradient window
+(:mod:`.inference_tensors`), where nothing is loaded, swapped or copied: the
+weights are read through zero-copy aliases, so whatever the manager does is
+never undone.
+
 Memory of the gradient step: nothing is kept from the no-grad steps; the
 gradient step runs with the UNet's layers (and the injected motion modules,
 and the VAE decoder's blocks of ``extra_modules``) under gradient
@@ -26,15 +34,16 @@ import comfy.samplers
 import torch
 
 from .checkpointing import checkpointed, regions_of
-from .inference_tensors import trainable_view
+from .inference_tensors import gradient_window
 
 
 class FewStepTrainingSampler(comfy.samplers.Sampler):
     def __init__(self, last_step, generator: torch.Generator, extra_modules=(), gradient_checkpointing=True,
-                 autocast=None):
+                 autocast=None, load_first=()):
         self.last_step = last_step          # callable(denoised latent with grad) -> None
         self.generator = generator
         self.extra_modules = tuple(extra_modules)
+        self.load_first = tuple(load_first)  # ModelPatchers loaded (with the sampled one) before the gradient step
         self.gradient_checkpointing = gradient_checkpointing
         self.autocast = autocast or contextlib.nullcontext   # context factory for the gradient step's model call
         self.step_outputs = []             # denoised latent of every step (detached), for reports/tests
@@ -54,16 +63,20 @@ class FewStepTrainingSampler(comfy.samplers.Sampler):
             latent_image = torch.zeros_like(noise) if latent_image is None else latent_image.detach().clone()
             x = model_sampling.noise_scaling(sigmas[0], noise, latent_image, self.max_denoise(model_wrap, sigmas))
             s_in = x.new_ones([x.shape[0]])
-            with trainable_view(base_model, *self.extra_modules):
-                with torch.no_grad():
-                    for i in range(n - 1):
-                        denoised = model_wrap(x, sigmas[i] * s_in, **extra_args)
-                        self.step_outputs.append(denoised.detach())
-                        if callback is not None:
-                            callback(i, denoised, x, n)
-                        x = denoised + sigmas[i + 1] * self._noise_like(denoised)
-                x = x.detach()
-                regions = regions_of(getattr(base_model, "diffusion_model", None), *self.extra_modules)
+            with torch.no_grad():
+                for i in range(n - 1):
+                    denoised = model_wrap(x, sigmas[i] * s_in, **extra_args)
+                    self.step_outputs.append(denoised.detach())
+                    if callback is not None:
+                        callback(i, denoised, x, n)
+                    x = denoised + sigmas[i + 1] * self._noise_like(denoised)
+            x = x.detach()
+            if self.load_first:
+                import comfy.model_management
+
+                comfy.model_management.load_models_gpu(list(self.load_first))
+            regions = regions_of(getattr(base_model, "diffusion_model", None), *self.extra_modules)
+            with gradient_window(base_model, *self.extra_modules):
                 with torch.enable_grad(), checkpointed(regions, self.gradient_checkpointing) as count:
                     self.checkpointed_regions = count
                     with self.autocast():

@@ -7,6 +7,10 @@ the last step; decode one random frame with gradient; loss = identity loss
 (1 - cosine to the reference faces) + lambda * ||adapter - initial adapter||^2;
 AdamW on the adapter parameters only.
 
+Models: ComfyUI's memory manager loads the MODEL and the VAE before each
+gradient step (:mod:`.few_step_sampler`); the gradient step itself reads their
+weights in place, never copying or swapping them (:mod:`.inference_tensors`).
+
 Memory: gradient checkpointing of the gradient step (UNet layers, motion
 modules, VAE decoder blocks) and, on CUDA, mixed precision with fp32 adapter
 weights and optimiser state (:mod:`.precision`); both on by default.
@@ -86,9 +90,7 @@ def reg_term(params, initial) -> torch.Tensor:
 
 
 def _decode_frame(vae, base_model, z):
-    import comfy.model_management
-
-    comfy.model_management.load_models_gpu([vae.patcher])
+    """The frame's pixels [1, 3, H, W] in 0..1, with gradient; the VAE was loaded before the gradient window."""
     dev = getattr(vae, "device", z.device)
     dtype = getattr(vae, "vae_dtype", z.dtype)
     pixels = vae.first_stage_model.decode(base_model.process_latent_out(z).to(dev, dtype))
@@ -153,7 +155,7 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
 
         sampler = FewStepTrainingSampler(last_step, gen, extra_modules=(vae.first_stage_model,),
                                          gradient_checkpointing=settings.gradient_checkpointing,
-                                         autocast=precision.autocast)
+                                         autocast=precision.autocast, load_first=(patched, vae.patcher))
         latent = run_few_steps(patched, sampler, sigmas, positive, negative, noise, iter_seed)
         history.loss.append(record.get("loss", float("nan")))
         history.similarity.append(record.get("similarity", float("nan")))

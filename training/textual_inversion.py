@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from . import precision as amp
 from .checkpointing import checkpointed, unet_regions
 from .errors import TrainingError
-from .inference_tensors import normal_copy, trainable_view
+from .inference_tensors import gradient_window, normal_copy
 
 MARKERS = ("sks", "zwx", "ohwx")
 TI_TEMPLATES = ("a photo of {token} {class_word}", "a close-up photo of {token} {class_word}",
@@ -139,7 +139,7 @@ class TokenPrompts:
 
     def conditioning(self, template: str, vector: torch.Tensor):
         """A ComfyUI CONDITIONING (normal tensors, no grad) for sampling."""
-        with torch.inference_mode(False), torch.no_grad(), trainable_view(self.clip.cond_stage_model):
+        with torch.inference_mode(False), torch.no_grad():
             cond, pooled = self.encode(template, vector.detach())
             return [[cond.detach().clone(), {"pooled_output": None if pooled is None else pooled.detach().clone()}]]
 
@@ -230,7 +230,8 @@ def _prepare(model, clip, vae, images, class_word: str, settings: TISettings):
     prompts = TokenPrompts(clip, class_word)
     latents = encode_references(vae, images, model.model, settings.seed)
     precision = amp.resolve(settings.precision, amp.device_of(model))
-    comfy.model_management.load_models_gpu([model])
+    # both loaded now, before the gradient window (CLIP's own load in each step then finds it loaded)
+    comfy.model_management.load_models_gpu([model, clip.patcher])
     return prompts, NoiseLoss(model, prompts, latents, precision, settings.gradient_checkpointing)
 
 
@@ -247,7 +248,7 @@ def train_token(model, clip, vae, images, class_word: str, settings: TISettings,
         optimizer = torch.optim.AdamW([vector], lr=settings.lr, weight_decay=0.0)
         gen = torch.Generator().manual_seed(settings.seed)
     prompts, loss_of = _prepare(model, clip, vae, images, class_word, settings)
-    with torch.inference_mode(False), trainable_view(model.model.diffusion_model, clip.cond_stage_model):
+    with torch.inference_mode(False), gradient_window(model.model.diffusion_model, clip.cond_stage_model):
         for step in range(settings.steps):
             if check_interrupt is not None:
                 check_interrupt()
@@ -269,7 +270,7 @@ def evaluation_loss(model, clip, vae, images, class_word: str, vector: torch.Ten
     rng = random.Random(seed)
     prompts, loss_of = _prepare(model, clip, vae, images, class_word, settings)
     with torch.inference_mode(False), torch.no_grad(), \
-            trainable_view(model.model.diffusion_model, clip.cond_stage_model):
+            gradient_window(model.model.diffusion_model, clip.cond_stage_model):
         v = vector.detach().float().clone()
         total = sum(float(loss_of(v, draw_batch(rng, gen, loss_of.latents, batch_size))) for _ in range(draws))
     return total / draws

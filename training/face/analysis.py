@@ -107,6 +107,11 @@ class FaceStack:
     def encoder(self, device=None, cache_dir: str | None = None, recognizer_path: str | None = None):
         """The frozen PyTorch encoder (converted/cached on first use), on ``device``.
 
+        The copy kept on this stack (and so on the FACEANALYSIS object it is
+        cached on) lives on the CPU: without a ``device`` the encoder is moved
+        back there, so a caller that used it on the GPU (the trainer) gives the
+        GPU memory back by asking for it again when done.
+
         ``recognizer_path`` overrides the FACEANALYSIS recogniser, e.g. an
         arcface_torch ``.pth`` backbone.
         """
@@ -120,9 +125,8 @@ class FaceStack:
                 cache_dir = encoder_cache_dir()
             self._encoders[path] = load_recognizer(path, cache_dir)
         enc = self._encoders[path]
-        if device is not None:
-            with torch.inference_mode(False):  # .to() under inference mode would make inference tensors
-                enc.to(device)
+        with torch.inference_mode(False):  # .to() under inference mode would make inference tensors
+            enc.to("cpu" if device is None else device)
         return enc
 
     def onnx_recognizer(self) -> OnnxRecognizer:

@@ -1,4 +1,4 @@
-"""Reference photos to aligned face crops and reference embeddings.
+"""Reference photos to aligned face crops, reference embeddings, and the training crops of stage 1.
 
 References are ComfyUI IMAGE tensors [B, H, W, C] (float 0..1, RGB, RGBA or
 grey, any size), one tensor or a list of them (different sizes cannot share a
@@ -6,6 +6,16 @@ batch).  In every image the largest face is taken, detected at 640 and then at
 smaller detector sizes when nothing is found.  Images without a usable face are
 reported, not fatal; only when no image has one is a :class:`FaceStackError`
 raised, listing every image and why it was skipped.
+
+Stage 1 (textual inversion) trains on :func:`training_crops`: from each photo
+with a face, a face-centred crop with context, at the training resolution
+(the node's width x height): the face box's longer side is
+:data:`FACE_SHARE` (40 %) of the crop's shorter side, i.e. the crop is 2.5
+face boxes across, showing hair, neck and some background.  Where the photo is
+too small for that margin the crop is the largest one of the right shape that
+fits, still holding the face, as near the centre as the photo allows.  So
+photos of any size, shape and number (a 12-megapixel phone photo, a portrait
+and a landscape picture in one list) all become same-size training images.
 """
 from __future__ import annotations
 
@@ -13,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .align import ARCFACE_SIZE, estimate_norm, warp_affine
 from .augment import AugmentConfig, augment_crops
@@ -122,3 +133,58 @@ def _device_of(encoder):
 
 def numpy_keypoints(refs: ReferenceFaces) -> np.ndarray:
     return np.stack([f.kps for f in refs.faces])
+
+
+FACE_SHARE = 0.4   # face box's longer side / the training crop's shorter side
+
+
+@dataclass
+class TrainingCrops:
+    images: torch.Tensor   # IMAGE [K, height, width, 3], RGB 0..1
+    labels: list           # the photo each crop comes from
+    boxes: list            # (left, top, right, bottom) of each crop in its photo's pixels
+
+
+def crop_box(face_bbox, image_wh, out_wh, face_share: float = FACE_SHARE) -> tuple:
+    """The crop (left, top, right, bottom), in photo pixels, of aspect ``out_wh`` centred on ``face_bbox``."""
+    x0, y0, x1, y1 = (float(v) for v in face_bbox[:4])
+    img_w, img_h = (float(v) for v in image_wh)
+    aspect = float(out_wh[0]) / float(out_wh[1])
+    short = max(x1 - x0, y1 - y0) / face_share
+    w, h = (short * aspect, short) if aspect >= 1.0 else (short, short / aspect)
+    fit = min(1.0, img_w / w, img_h / h)
+    w, h = w * fit, h * fit
+    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    left = min(max(cx - w / 2.0, 0.0), img_w - w)
+    top = min(max(cy - h / 2.0, 0.0), img_h - h)
+    return left, top, left + w, top + h
+
+
+def _resample(rgb: torch.Tensor, box, width: int, height: int) -> torch.Tensor:
+    """The ``box`` of ``rgb`` [H, W, 3] resampled to [height, width, 3] (area-faithful when shrinking)."""
+    left, top, right, bottom = box
+    x0, y0 = int(round(left)), int(round(top))
+    x1 = max(x0 + 1, min(int(round(right)), rgb.shape[1]))
+    y1 = max(y0 + 1, min(int(round(bottom)), rgb.shape[0]))
+    region = rgb[y0:y1, x0:x1].permute(2, 0, 1)[None].float()
+    out = F.interpolate(region, size=(int(height), int(width)), mode="bilinear", align_corners=False,
+                        antialias=True)
+    return out[0].permute(1, 2, 0).clamp(0, 1)
+
+
+@torch.no_grad()
+def training_crops(images, refs: ReferenceFaces, width: int, height: int, face_share: float = FACE_SHARE,
+                   name: str = "reference") -> TrainingCrops:
+    """Face-centred crops at ``width`` x ``height`` of the photos ``refs`` found a face in (same ``images``)."""
+    faces = dict(zip(refs.labels, refs.faces))
+    crops, labels, boxes = [], [], []
+    for label, image in iter_images(images, name):
+        face = faces.get(label)
+        if face is None:
+            continue
+        rgb = to_rgb01(image, label).cpu()
+        box = crop_box(face.bbox, (rgb.shape[1], rgb.shape[0]), (width, height), face_share)
+        crops.append(_resample(rgb, box, width, height))
+        labels.append(label)
+        boxes.append(box)
+    return TrainingCrops(torch.stack(crops).contiguous(), labels, boxes)
