@@ -6,6 +6,7 @@ import os
 from .result import fail, ok, warn
 
 NAME = "face encoder"
+INSTALL = {"onnxruntime": "onnxruntime-gpu (NVIDIA) or onnxruntime (other machines)"}
 
 
 def check_face_encoder(ctx):
@@ -23,8 +24,7 @@ def check_face_encoder(ctx):
             return fail(NAME, f"{module} does not import ({type(exc).__name__}: {exc}); the pack needs it to convert "
                               f"{os.path.basename(files.recognizer)} into the PyTorch encoder the identity loss "
                               "needs (and to check the conversion).",
-                        f"python -m pip install {module if module != 'onnxruntime' else 'onnxruntime-gpu (NVIDIA) or onnxruntime'} "
-                        "with the Python that runs ComfyUI.")
+                        f"python -m pip install {INSTALL.get(module, module)} with the Python that runs ComfyUI.")
     try:
         cache_dir = encoder_cache_dir()
     except FaceStackError as exc:

@@ -198,3 +198,18 @@ def test_a_recogniser_insightface_cannot_route_is_a_clear_error(tmp_path, tiny_o
     with insightface_folders(tmp_path), pytest.raises(FaceStackError, match="not a face recognition model "
                                                                             "insightface can use"):
         analysis.build_face_analysis("antelopev2", "CPU")
+
+
+def test_a_detector_that_is_not_scrfd_is_named(tmp_path, tiny_onnx):
+    import warnings
+
+    folder = make_pack(tmp_path, recognizer=tiny_onnx)
+    pool = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(pool.eval(), torch.zeros(1, 3, 640, 640), str(folder / "scrfd_10g_bnkps.onnx"),
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {2: "H", 3: "W"}},
+                          opset_version=13, dynamo=False)
+    with insightface_folders(tmp_path), pytest.raises(FaceStackError, match="scrfd_10g_bnkps.onnx is not an "
+                                                                            "SCRFD face detector"):
+        analysis.build_face_analysis("antelopev2", "CPU")

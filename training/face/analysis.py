@@ -50,8 +50,8 @@ def open_face_analysis(files, provider: str = "auto"):
         with ProviderMessages() as said:
             fa = FaceAnalysis(name=os.path.abspath(files.folder), root=files.base or files.folder,
                               allowed_modules=list(FACE_TASKS), providers=requested)
-    except Exception as exc:  # noqa: BLE001  (diagnosed below: which file, and what is wrong with it)
-        raise _load_failure(files, exc) from exc
+    except Exception as exc:  # noqa: BLE001  (diagnosed: which file, and what is wrong with it)
+        _raise_load_failure(files, exc)
     if "recognition" not in fa.models:
         raise FaceStackError(
             f"{files.recognizer} is not a face recognition model insightface can use (it needs one square "
@@ -70,28 +70,28 @@ def open_face_analysis(files, provider: str = "auto"):
     return fa
 
 
-def _load_failure(files, exc: Exception) -> FaceStackError:
-    """Why insightface could not load ``files.folder``: the first file onnxruntime cannot read, a detector
-    that is not SCRFD, or else insightface's own words."""
+def _raise_load_failure(files, exc: Exception):
+    """Raise why insightface could not load ``files.folder``: the first file onnxruntime cannot read, a
+    detector that is not SCRFD, or else insightface's own words."""
     from .providers import create_session
 
-    others = sorted(p for p in glob.glob(os.path.join(files.folder, "*.onnx"))
-                    if os.path.basename(p) not in {os.path.basename(files.detector), os.path.basename(files.recognizer)})
+    ours = {os.path.basename(files.detector), os.path.basename(files.recognizer)}
+    others = sorted(p for p in glob.glob(os.path.join(files.folder, "*.onnx")) if os.path.basename(p) not in ours)
     sessions = {}
     for path in [files.detector, files.recognizer, *others]:
         try:
             sessions[path] = create_session(path, "CPU")
         except FaceStackError as error:  # names the file and says it is probably truncated
-            return error
+            raise
     outputs = len(sessions[files.detector].get_outputs())
     if outputs not in SCRFD_OUTPUTS:
-        return FaceStackError(f"{files.detector} is not an SCRFD face detector ({outputs} outputs; SCRFD has "
-                              f"{', '.join(map(str, SCRFD_OUTPUTS))}). Copy the model pack again.")
-    return FaceStackError(
+        raise FaceStackError(f"{files.detector} is not an SCRFD face detector ({outputs} outputs; SCRFD has "
+                              f"{', '.join(map(str, SCRFD_OUTPUTS))}). Copy the model pack again.") from exc
+    raise FaceStackError(
         f"insightface could not load the {files.name} pack in {files.folder} ({type(exc).__name__}: "
         f"{str(exc).strip()[:300]}). Keep only the pack's own .onnx files in that folder; if it still fails, "
         "report it with your insightface and onnxruntime versions."
-    )
+    ) from exc
 
 
 class OnnxRecognizer:
