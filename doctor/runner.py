@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import logging
 
-from . import animatediff, comfyui_version, dependency_versions, face_encoder, face_models, folders, gpu, onnx_runtime
-from . import pack
-from . import workflow_models
+from . import animatediff, comfyui_version, dependency_versions, face_encoder, face_models, folders, gpu
+from . import onnx_runtime, pack, workflow_models
 from .result import CheckResult, Report, fail
 
 log = logging.getLogger(__name__)

@@ -213,3 +213,21 @@ def test_a_detector_that_is_not_scrfd_is_named(tmp_path, tiny_onnx):
     with insightface_folders(tmp_path), pytest.raises(FaceStackError, match="scrfd_10g_bnkps.onnx is not an "
                                                                             "SCRFD face detector"):
         analysis.build_face_analysis("antelopev2", "CPU")
+
+
+def test_our_cuda_request_falls_back_with_onnxruntime_reason(astronaut_pack, caplog, monkeypatch):
+    """The provider choice goes through insightface's constructor; its fallback is still explained."""
+    import logging
+
+    import onnxruntime
+
+    from comfyui_personalvideo.training.face import providers
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA: no fallback to observe")
+    monkeypatch.setattr(providers, "_noticed", set())
+    with insightface_folders(astronaut_pack), caplog.at_level(logging.WARNING):
+        fa = analysis.build_face_analysis("antelopev2", "CUDA")
+    assert all(m.session.get_providers() == ["CPUExecutionProvider"] for m in fa.models.values())
+    notices = [r.getMessage() for r in caplog.records if "CUDAExecutionProvider was requested" in r.getMessage()]
+    assert len(notices) == 1 and "not in available provider names" in notices[0]

@@ -79,10 +79,7 @@ def _raise_load_failure(files, exc: Exception):
     others = sorted(p for p in glob.glob(os.path.join(files.folder, "*.onnx")) if os.path.basename(p) not in ours)
     sessions = {}
     for path in [files.detector, files.recognizer, *others]:
-        try:
-            sessions[path] = create_session(path, "CPU")
-        except FaceStackError as error:  # names the file and says it is probably truncated
-            raise
+        sessions[path] = create_session(path, "CPU")  # a file onnxruntime cannot read raises, naming it
     outputs = len(sessions[files.detector].get_outputs())
     if outputs not in SCRFD_OUTPUTS:
         raise FaceStackError(f"{files.detector} is not an SCRFD face detector ({outputs} outputs; SCRFD has "
