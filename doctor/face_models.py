@@ -82,9 +82,9 @@ def _load(files, with_insightface: bool):
     from ..training.face.providers import create_session
 
     if with_insightface:
-        from ..training.face.analysis import build_face_analysis
+        from ..training.face.analysis import open_face_analysis
 
-        build_face_analysis(files.name, "CPU")
+        open_face_analysis(files, "CPU")
     else:
         create_session(files.detector, "CPU")
         create_session(files.recognizer, "CPU")
