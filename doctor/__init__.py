@@ -7,7 +7,8 @@ returns ok / warn / fail, what it found and what to do; any fail means training
 cannot run, and the command then exits with code 1.
 
 One concept per module: ``result`` (lines and the report), ``context``,
-``comfyui_version``, ``pack``, ``gpu``, ``onnx_runtime``, ``face_models``,
+``comfyui_version``, ``pack``, ``tested_versions`` (the one table of tested
+dependency ranges), ``dependency_versions`` (the installed ones against it), ``gpu``, ``onnx_runtime``, ``face_models``,
 ``face_encoder``, ``animatediff``, ``model_files`` (finding and verifying model
 files), ``workflow_models``, ``folders``, ``runner``, ``command``.  Heavy
 libraries are imported inside the checks.

@@ -6,6 +6,7 @@ import os
 from .result import fail, ok, warn
 
 NAME = "face encoder"
+INSTALL = {"onnxruntime": "onnxruntime-gpu (NVIDIA) or onnxruntime (other machines)"}
 
 
 def check_face_encoder(ctx):
@@ -16,12 +17,14 @@ def check_face_encoder(ctx):
     files = ctx.facts.get("antelopev2")
     if files is None:
         return warn(NAME, "not checked: the antelopev2 recogniser is not usable (see the line above).")
-    try:
-        import onnx2torch  # noqa: F401
-    except Exception as exc:  # noqa: BLE001
-        return fail(NAME, f"onnx2torch does not import ({type(exc).__name__}: {exc}); it converts "
-                          f"{os.path.basename(files.recognizer)} into the PyTorch encoder the identity loss needs.",
-                    "python -m pip install onnx2torch with the Python that runs ComfyUI.")
+    for module in ("onnx2torch", "onnx", "onnxruntime"):
+        try:
+            __import__(module)
+        except Exception as exc:  # noqa: BLE001
+            return fail(NAME, f"{module} does not import ({type(exc).__name__}: {exc}); the pack needs it to convert "
+                              f"{os.path.basename(files.recognizer)} into the PyTorch encoder the identity loss "
+                              "needs (and to check the conversion).",
+                        f"python -m pip install {INSTALL.get(module, module)} with the Python that runs ComfyUI.")
     try:
         cache_dir = encoder_cache_dir()
     except FaceStackError as exc:

@@ -15,16 +15,33 @@ RELEASE_BYTES = {"scrfd_10g_bnkps.onnx": 16_923_827, "glintr100.onnx": 260_665_3
 SEARCH_DEPTH = 4
 
 
+NUMPY_ABI = ("numpy.dtype size changed", "compiled using numpy 1.", "_array_api not found",
+             "numpy.core.multiarray failed to import")
+
+
+def import_hint(error: str) -> str:
+    """What to do about insightface's import error, from its words."""
+    if any(k in error.lower() for k in NUMPY_ABI):
+        return ("this insightface was compiled against numpy 1.x and numpy 2 is installed. Either install "
+                "insightface 2.x (pure Python: python -m pip install -U insightface), or rebuild 0.7.3 against "
+                "this numpy (python -m pip install --force-reinstall --no-deps --no-binary insightface "
+                "insightface==0.7.3), or go back to numpy 1.26 (python -m pip install \"numpy<2\") if another "
+                "pack needs that.")
+    if "onnxruntime" in error.lower():
+        return "insightface needs onnxruntime: fix the onnxruntime line above."
+    return ("python -m pip install insightface==0.7.3 (or insightface==2.1) with the Python that runs ComfyUI. "
+            "On Windows 0.7.3 needs the Microsoft C++ Build Tools, or a prebuilt insightface wheel for your "
+            "Python version (2.x needs no compiler); insightface also needs opencv (opencv-python-headless).")
+
+
 def check_insightface(ctx):
     try:
         import insightface
     except Exception as exc:  # noqa: BLE001  (the import error is the finding)
         ctx.facts["insightface"] = False
-        return fail(INSIGHTFACE, f"insightface does not import ({type(exc).__name__}: {exc}); face detection "
-                                 "and the face models loader need it.",
-                    "python -m pip install insightface==0.7.3 with the Python that runs ComfyUI. On Windows "
-                    "that needs the Microsoft C++ Build Tools, or a prebuilt insightface wheel for your Python "
-                    "version; insightface also needs opencv (opencv-python-headless).")
+        error = f"{type(exc).__name__}: {exc}"
+        return fail(INSIGHTFACE, f"insightface does not import ({error}); face detection and the face models "
+                                 "loader need it.", import_hint(error))
     ctx.facts["insightface"] = True
     return ok(INSIGHTFACE, f"insightface {getattr(insightface, '__version__', '?')} imports.",
               version=getattr(insightface, "__version__", None))
@@ -65,9 +82,9 @@ def _load(files, with_insightface: bool):
     from ..training.face.providers import create_session
 
     if with_insightface:
-        from ..training.face.analysis import build_face_analysis
+        from ..training.face.analysis import open_face_analysis
 
-        build_face_analysis(files.name, "CPU")
+        open_face_analysis(files, "CPU")
     else:
         create_session(files.detector, "CPU")
         create_session(files.recognizer, "CPU")

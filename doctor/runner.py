@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import logging
 
-from . import animatediff, comfyui_version, face_encoder, face_models, folders, gpu, onnx_runtime, pack
-from . import workflow_models
-from .result import Report, fail
+from . import animatediff, comfyui_version, dependency_versions, face_encoder, face_models, folders, gpu
+from . import onnx_runtime, pack, workflow_models
+from .result import CheckResult, Report, fail
 
 log = logging.getLogger(__name__)
 
 CHECKS = (
     (comfyui_version.NAME, comfyui_version.check_comfyui),
     (pack.NAME, pack.check_pack),
+    (dependency_versions.NAME, dependency_versions.check_dependency_versions),
     (gpu.NAME, gpu.check_torch),
     (onnx_runtime.NAME, onnx_runtime.check_onnxruntime),
     (face_models.INSIGHTFACE, face_models.check_insightface),
@@ -33,10 +34,14 @@ def run_checks(ctx, progress=None) -> Report:
     for name, check in CHECKS:
         try:
             result = check(ctx)
+            if not isinstance(result, CheckResult):
+                raise TypeError(f"the check returned {type(result).__name__}, not a CheckResult")
         except Exception as exc:  # noqa: BLE001  (a doctor must finish its report)
             log.exception("PersonalVideo doctor: the %s check crashed", name)
-            result = fail(name, f"the check itself crashed ({type(exc).__name__}: {exc}).",
-                          "Report this with the doctor's whole output.")
+            result = fail(name, f"the check itself crashed ({type(exc).__name__}: {exc}). This is a bug of the "
+                                "PersonalVideo pack, not of your install: this line says nothing about it.",
+                          "Report it to the pack's issue tracker with the doctor's whole output (the console "
+                          "holds the traceback); the other lines are still valid.")
         results.append(result)
         if progress:
             progress(len(results), len(CHECKS), result)

@@ -10,10 +10,10 @@ log = logging.getLogger("PersonalVideo")
 class PersonalVideoDoctor:
     DESCRIPTION = (
         "Checks this ComfyUI install for PersonalVideo and shows, line by line, what is fine and what to fix: "
-        "ComfyUI version, torch/GPU memory, onnxruntime providers, insightface, the antelopev2 face models, the "
-        "face encoder, AnimateDiff-Evolved, the models the example workflows load, and write access to "
-        "models/sia and models/embeddings. FAIL lines block training. Run it with Queue Prompt; it changes nothing "
-        "in your install except caching the converted face encoder."
+        "ComfyUI version, each dependency's version against the tested range, torch/GPU memory, onnxruntime "
+        "providers, insightface, the antelopev2 face models, the face encoder, AnimateDiff-Evolved, the models the "
+        "example workflows load, and write access to models/sia and models/embeddings. FAIL lines block training. "
+        "Run it with Queue Prompt; it changes nothing in your install except caching the converted face encoder."
     )
     CATEGORY = CATEGORY
     FUNCTION = "run"

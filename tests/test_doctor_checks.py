@@ -382,15 +382,25 @@ def test_report_exit_code_and_text(install, tiny_onnx):
     assert broken.to_json()["exit_code"] == 1
 
 
-def test_a_crashing_check_becomes_a_fail_line(monkeypatch):
+def test_a_crashing_check_becomes_a_fail_line_that_says_it_is_a_bug(monkeypatch):
     def boom(ctx):
         raise RuntimeError("unexpected")
 
-    monkeypatch.setattr("comfyui_personalvideo.doctor.runner.CHECKS", (("boom", boom),))
+    def silent(ctx):
+        return None
+
+    monkeypatch.setattr("comfyui_personalvideo.doctor.runner.CHECKS",
+                        (("boom", boom), ("silent", silent), ("pack", pack.check_pack)))
     from comfyui_personalvideo.doctor.runner import run_checks
 
     report = run_checks(context())
+    boom_line, silent_line, pack_line = report.results
     assert report.exit_code == 1 and "crashed (RuntimeError: unexpected)" in report.text()
+    for line in (boom_line, silent_line):
+        assert line.status == doctor.FAIL and "bug of the PersonalVideo pack" in line.message
+        assert "issue tracker" in line.fix
+    assert "TypeError: the check returned NoneType" in silent_line.message
+    assert pack_line.status == doctor.OK  # the checks after a crash still run
 
 
 def test_the_files_checked_are_the_ones_the_example_workflows_load():

@@ -162,3 +162,35 @@ def test_r100_architecture_round_trip_through_onnx(tmp_path):
     assert (got - expected).abs().max() <= 1e-4 * max(1.0, float(expected.abs().max()))
     cos = torch.nn.functional.cosine_similarity(got, expected)
     assert cos.min() > 0.99999
+
+
+def test_cache_is_keyed_by_the_library_versions(tiny_onnx, tmp_path, monkeypatch, caplog):
+    """An upgrade of torch (or onnx, onnx2torch, onnxruntime) converts and verifies again, never reuses a
+    stale file; the entry of the old versions is removed."""
+    import logging
+    import shutil
+
+    installed = enc_mod.conversion_versions()
+    import onnx
+    import onnxruntime
+
+    assert installed["torch"] == torch.__version__ and installed["onnx"] == onnx.__version__
+    assert installed["onnxruntime"] == onnxruntime.__version__ and installed["onnx2torch"] not in (None, "unknown")
+    first = enc_mod.load_onnx_recognizer(tiny_onnx, str(tmp_path))
+    assert first.report.cache_file == enc_mod.cache_file_for(tiny_onnx, str(tmp_path))
+
+    upgraded = dict(installed, torch="99.0.0")
+    monkeypatch.setattr(enc_mod, "conversion_versions", lambda: upgraded)
+    after = enc_mod.load_onnx_recognizer(tiny_onnx, str(tmp_path))
+    assert not after.report.from_cache and after.report.max_abs_diff <= after.report.tolerance
+    assert after.report.cache_file != first.report.cache_file
+    assert os.listdir(tmp_path) == [os.path.basename(after.report.cache_file)]  # the stale entry is gone
+    assert enc_mod.load_onnx_recognizer(tiny_onnx, str(tmp_path)).report.from_cache
+
+    # a file under the right name but written by other versions (copied between installs) is not trusted
+    monkeypatch.setattr(enc_mod, "conversion_versions", lambda: installed)
+    shutil.copyfile(after.report.cache_file, first.report.cache_file)
+    with caplog.at_level(logging.WARNING):
+        again = enc_mod.load_onnx_recognizer(tiny_onnx, str(tmp_path))
+    assert not again.report.from_cache
+    assert any("other library versions" in r.getMessage() for r in caplog.records)

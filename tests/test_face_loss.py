@@ -133,42 +133,6 @@ def test_face_similarity_with_either_recogniser(stack):
         face_similarity(stack.detector, stack.encoder(), frames, torch.randn(2, 64))
 
 
-def test_insightface_face_analysis_from_other_packs_plugs_in(insightface_app, stack, tmp_path):
-    """A FaceAnalysis built by insightface itself (as PuLID/InstantID loaders do) works as our input."""
-    s = analysis.load_face_stack(insightface_app)
-    assert analysis.load_face_stack(insightface_app) is s  # built once per object
-    assert s.recognizer_path.endswith("glintr100.onnx")
-    enc = s.encoder(cache_dir=str(tmp_path))
-    refs = references.embed_references(s.detector, enc, photo_image("astronaut"))
-    expected = _insightface_embedding(insightface_app, _frames("astronaut")[0])
-    assert float(refs.embeddings[0] @ expected) > 0.999
-    np.testing.assert_allclose(refs.faces.faces[0].kps, ASTRO_KPS, atol=1e-3)
-
-
-def test_our_face_analysis_works_where_insightface_is_expected(stack):
-    from insightface.app import FaceAnalysis
-
-    fa = stack.face_analysis
-    assert isinstance(fa, FaceAnalysis) and set(fa.models) == {"detection", "recognition"}
-    fa.prepare(ctx_id=0, det_size=(640, 640))  # what PuLID does
-    faces = fa.get(photo_bgr("astronaut"))
-    assert len(faces) == 1 and faces[0].normed_embedding.shape == (512,)
-    np.testing.assert_allclose(faces[0].kps, ASTRO_KPS, atol=1e-3)
-    ours = references.embed_references(stack.detector, stack.encoder(), photo_image("astronaut")).embeddings[0]
-    assert float(ours @ torch.from_numpy(faces[0].normed_embedding).float()) > 0.999
-
-
-def test_detection_only_face_analysis_gives_a_clear_error(insightface_app):
-    class DetectionOnly:
-        models = {"detection": insightface_app.models["detection"]}
-
-    s = analysis.load_face_stack(DetectionOnly())
-    with pytest.raises(FaceStackError, match="no recognition model"):
-        s.encoder()
-    with pytest.raises(FaceStackError, match="no detection model"):
-        analysis.load_face_stack(object())
-
-
 def test_loader_node(astronaut_pack, tmp_path):
     import nodes
 

@@ -1,10 +1,13 @@
 """The face stack: detector + recogniser, from our loader or another pack's.
 
-The FACEANALYSIS object travelling between nodes is an insightface
-``FaceAnalysis`` (PuLID, InstantID and IPAdapter FaceID loaders make one) or our
-:func:`build_face_analysis` result, a ``FaceAnalysis`` subclass that loads only
-the detector and the recogniser, never downloads, and uses our provider choice.
-Either way it works with those packs' nodes and with ours.
+The FACEANALYSIS object travelling between nodes is always insightface's own
+``FaceAnalysis``, made through its public constructor: by PuLID, InstantID and
+IPAdapter FaceID loaders, or by :func:`build_face_analysis`, which points it at
+the pack folder we located (an absolute folder: insightface then never
+downloads), keeps only detection and recognition, and asks for our provider
+choice.  So it works with those packs' nodes and theirs with ours, on every
+insightface version whose constructor, ``prepare``, ``get``, ``models`` and
+``det_model`` keep their meaning (0.7.3 and 2.x are tested).
 
 :func:`load_face_stack` turns it into a :class:`FaceStack`: the SCRFD detector
 (``models['detection']``) and the recogniser file (``models['recognition']
@@ -12,62 +15,80 @@ Either way it works with those packs' nodes and with ours.
 """
 from __future__ import annotations
 
+import glob
+import logging
 import os
 
 import numpy as np
 import torch
 
-from .detector import DEFAULT_DET_SIZES, DET_THRESH, FaceDetector
+from .detector import DEFAULT_DET_SIZES, DET_THRESH, SCRFD_OUTPUTS, FaceDetector
 from .errors import FaceStackError
 
-_fa_class = None
+log = logging.getLogger(__name__)
 
-
-def _face_analysis_class():
-    """``FaceAnalysis`` subclass, defined lazily so importing us never imports insightface."""
-    global _fa_class
-    if _fa_class is None:
-        from insightface.app import FaceAnalysis
-
-        class PersonalVideoFaceAnalysis(FaceAnalysis):
-            """insightface FaceAnalysis made from files we located; detection and recognition only."""
-
-            def __init__(self, files, provider: str = "auto"):  # noqa: D401  (no super(): it downloads)
-                from insightface.model_zoo.arcface_onnx import ArcFaceONNX
-
-                from .providers import create_session
-
-                detector = FaceDetector.from_file(files.detector, provider)
-                session = create_session(files.recognizer, provider)
-                try:
-                    recognizer = ArcFaceONNX(model_file=files.recognizer, session=session)
-                except Exception as exc:
-                    raise FaceStackError(
-                        f"{files.recognizer} is not a face recognition model insightface can use "
-                        f"({type(exc).__name__}: {exc}). Copy the model pack again."
-                    ) from exc
-                self.models = {"detection": detector.model, "recognition": recognizer}
-                self.det_model = detector.model
-                self.model_dir = files.folder
-                self.pv_files = files
-                self.pv_provider = provider
-                self.pv_providers_active = session.get_providers()
-                self.prepare(0, det_thresh=DET_THRESH, det_size=(DEFAULT_DET_SIZES[0],) * 2)
-
-            def __repr__(self):
-                return (f"PersonalVideoFaceAnalysis({self.pv_files.name} at {self.model_dir}, "
-                        f"providers={self.pv_providers_active})")
-
-        _fa_class = PersonalVideoFaceAnalysis
-    return _fa_class
+FACE_TASKS = ("detection", "recognition")
 
 
 def build_face_analysis(pack: str = "antelopev2", provider: str = "auto"):
     """Find ``pack`` in ComfyUI's insightface folders and load it (no download)."""
     from .model_paths import find_model_pack
 
-    files = find_model_pack(pack)
-    return _face_analysis_class()(files, provider)
+    return open_face_analysis(find_model_pack(pack), provider)
+
+
+def open_face_analysis(files, provider: str = "auto"):
+    """insightface's ``FaceAnalysis`` over the located pack ``files`` (a ``ModelPackFiles``), prepared
+    like PuLID prepares it (640 px, threshold 0.5); a file it cannot use is a :class:`FaceStackError`
+    naming the file."""
+    from insightface.app import FaceAnalysis
+
+    from .providers import ProviderMessages, notice_fallbacks, requested_providers
+
+    requested = requested_providers(provider)
+    try:
+        with ProviderMessages() as said:
+            fa = FaceAnalysis(name=os.path.abspath(files.folder), root=files.base or files.folder,
+                              allowed_modules=list(FACE_TASKS), providers=requested)
+    except Exception as exc:  # noqa: BLE001  (diagnosed: which file, and what is wrong with it)
+        _raise_load_failure(files, exc)
+    if "recognition" not in fa.models:
+        raise FaceStackError(
+            f"{files.recognizer} is not a face recognition model insightface can use (it needs one square "
+            "image input of 112 pixels or more). Copy the model pack again."
+        )
+    for task, expected in (("detection", files.detector), ("recognition", files.recognizer)):
+        used = getattr(fa.models[task], "model_file", "") or ""
+        if os.path.basename(used) != os.path.basename(expected):
+            log.warning("PersonalVideo: insightface took %s as the %s model of %s, not %s (another .onnx file "
+                        "in that folder); remove the extra file to use %s.", used, task, files.folder,
+                        os.path.basename(expected), os.path.basename(expected))
+    active = list(fa.models["detection"].session.get_providers())
+    notice_fallbacks(said.reasons(requested, active), active)
+    fa.prepare(ctx_id=0, det_thresh=DET_THRESH, det_size=(DEFAULT_DET_SIZES[0],) * 2)
+    load_face_stack(fa)  # checks the detector gives keypoints; kept on the object
+    return fa
+
+
+def _raise_load_failure(files, exc: Exception):
+    """Raise why insightface could not load ``files.folder``: the first file onnxruntime cannot read, a
+    detector that is not SCRFD, or else insightface's own words."""
+    from .providers import create_session
+
+    ours = {os.path.basename(files.detector), os.path.basename(files.recognizer)}
+    others = sorted(p for p in glob.glob(os.path.join(files.folder, "*.onnx")) if os.path.basename(p) not in ours)
+    sessions = {}
+    for path in [files.detector, files.recognizer, *others]:
+        sessions[path] = create_session(path, "CPU")  # a file onnxruntime cannot read raises, naming it
+    outputs = len(sessions[files.detector].get_outputs())
+    if outputs not in SCRFD_OUTPUTS:
+        raise FaceStackError(f"{files.detector} is not an SCRFD face detector ({outputs} outputs; SCRFD has "
+                              f"{', '.join(map(str, SCRFD_OUTPUTS))}). Copy the model pack again.") from exc
+    raise FaceStackError(
+        f"insightface could not load the {files.name} pack in {files.folder} ({type(exc).__name__}: "
+        f"{str(exc).strip()[:300]}). Keep only the pack's own .onnx files in that folder; if it still fails, "
+        "report it with your insightface and onnxruntime versions."
+    ) from exc
 
 
 class OnnxRecognizer:

@@ -21,6 +21,7 @@ from .errors import FaceStackError
 
 DEFAULT_DET_SIZES = (640, 480, 320)
 DET_THRESH = 0.5
+SCRFD_OUTPUTS = (6, 9, 10, 15)  # output counts of SCRFD's ONNX exports (with keypoints: 9 and 15)
 MIN_FACE_PX = 20  # shorter side of the box; smaller faces give blurry 112px crops
 
 
@@ -104,7 +105,7 @@ class FaceDetector:
 
         session = create_session(path, provider)
         outputs = len(session.get_outputs())
-        if outputs not in (6, 9, 10, 15):
+        if outputs not in SCRFD_OUTPUTS:
             raise FaceStackError(
                 f"{path} is not an SCRFD face detector ({outputs} outputs; SCRFD has 6, 9, 10 or 15)"
             )

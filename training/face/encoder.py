@@ -4,7 +4,11 @@ ONNX recognisers (antelopev2's ``glintr100.onnx``, buffalo_l's ``w600k_r50.onnx`
 are converted with onnx2torch.  The first conversion of a file is checked against
 onnxruntime on a fixed random batch; the maximum absolute difference is reported
 and a conversion that disagrees is refused.  The converted weights are cached as
-safetensors, keyed by the SHA-256 of the ONNX file.
+safetensors, keyed by the SHA-256 of the ONNX file and by everything the
+conversion and its check depend on (:func:`conversion_versions`: the cache
+format, torch, onnx, onnx2torch and onnxruntime versions), so an upgrade of any
+of them converts and verifies again instead of reusing a stale file; the entries
+of the same ONNX file made with other versions are then deleted.
 
 Why the cache still needs the ONNX file: onnx2torch's result is a torch.fx graph
 of onnx2torch operator modules; safetensors holds tensors only, and rebuilding
@@ -22,6 +26,7 @@ Encoder output: raw embeddings [N, D]; :meth:`ArcFaceEncoder.embed` L2-normalise
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -35,7 +40,7 @@ from .errors import FaceStackError
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = "personalvideo-onnx2torch-v1"
+CACHE_FORMAT = "personalvideo-onnx2torch-v2"
 VERIFY_BATCH = 4
 VERIFY_SEED = 20240607
 # A conversion agrees when max|torch - onnxruntime| <= REL_TOL * max(1, max|onnxruntime|).
@@ -213,12 +218,55 @@ def _atomic_save(tensors: dict, metadata: dict, target: str) -> None:
         raise
 
 
-def cache_file_for(onnx_path: str, cache_dir: str) -> str:
+def conversion_versions() -> dict:
+    """What a converted encoder depends on besides the ONNX file; a change in any of them converts again."""
+    import onnx
+    import onnx2torch
+    import onnxruntime
+
+    return {"format": CACHE_FORMAT, "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnx2torch": getattr(onnx2torch, "__version__", None) or _distribution_version("onnx2torch"),
+            "onnxruntime": onnxruntime.__version__}
+
+
+def _distribution_version(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _dump(versions: dict) -> str:
+    return json.dumps(versions, sort_keys=True)
+
+
+def versions_key(versions: dict) -> str:
+    return hashlib.sha256(_dump(versions).encode()).hexdigest()[:12]
+
+
+def cache_file_for(onnx_path: str, cache_dir: str, versions: dict | None = None) -> str:
+    """The cache file of ``onnx_path`` for these library versions (default: the installed ones)."""
     stem = os.path.splitext(os.path.basename(onnx_path))[0]
-    return os.path.join(cache_dir, f"{stem}-{file_sha256(onnx_path)[:16]}.torch.safetensors")
+    key = versions_key(conversion_versions() if versions is None else versions)
+    return os.path.join(cache_dir, f"{stem}-{file_sha256(onnx_path)[:16]}-{key}.torch.safetensors")
 
 
-def _load_cached(path: str, cache: str, model, mean, std, size, sha) -> ArcFaceEncoder | None:
+def _remove_other_versions(cache: str, onnx_path: str) -> None:
+    """Delete the cache entries of the same ONNX file made with other library versions (never reused)."""
+    stem = os.path.splitext(os.path.basename(onnx_path))[0]
+    prefix = f"{stem}-{file_sha256(onnx_path)[:16]}"
+    folder = os.path.dirname(cache)
+    for name in os.listdir(folder):
+        if name.startswith(prefix) and name.endswith(".torch.safetensors") and name != os.path.basename(cache):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass
+
+
+def _load_cached(path: str, cache: str, model, mean, std, size, sha, versions) -> ArcFaceEncoder | None:
     from safetensors import safe_open
 
     try:
@@ -228,8 +276,9 @@ def _load_cached(path: str, cache: str, model, mean, std, size, sha) -> ArcFaceE
     except Exception as exc:
         log.warning("PersonalVideo: ignoring unreadable encoder cache %s (%s); converting again", cache, exc)
         return None
-    if meta.get("format") != CACHE_FORMAT or meta.get("sha256") != sha:
-        log.warning("PersonalVideo: encoder cache %s was made for another file or format; converting again", cache)
+    if meta.get("format") != CACHE_FORMAT or meta.get("sha256") != sha or meta.get("versions") != _dump(versions):
+        log.warning("PersonalVideo: encoder cache %s was made for another file or other library versions; "
+                    "converting again", cache)
         return None
     network = _onnx_to_torch(model)
     expected = network.state_dict()
@@ -258,9 +307,10 @@ def load_onnx_recognizer(path: str, cache_dir: str | None, *, use_cache: bool = 
     input_name, fixed_batch, size = _input_spec(model)
     mean, std = onnx_input_normalisation(model)
     sha = file_sha256(path)
-    cache = cache_file_for(path, cache_dir) if cache_dir else None
+    versions = conversion_versions()
+    cache = cache_file_for(path, cache_dir, versions) if cache_dir else None
     if use_cache and cache and os.path.isfile(cache):
-        encoder = _load_cached(path, cache, model, mean, std, size, sha)
+        encoder = _load_cached(path, cache, model, mean, std, size, sha, versions)
         if encoder is not None:
             encoder.report.seconds = time.perf_counter() - start
             log.info("PersonalVideo: %s", encoder.report)
@@ -295,9 +345,11 @@ def load_onnx_recognizer(path: str, cache_dir: str | None, *, use_cache: bool = 
         state = {k: v.detach().to("cpu").contiguous().clone() for k, v in network.state_dict().items()}
         metadata = {"format": CACHE_FORMAT, "sha256": sha, "source": os.path.basename(path),
                     "max_abs_diff": repr(max_abs_diff), "tolerance": repr(tolerance),
-                    "input_mean": repr(mean), "input_std": repr(std), "input_size": str(size)}
+                    "input_mean": repr(mean), "input_std": repr(std), "input_size": str(size),
+                    "versions": _dump(versions)}
         try:
             _atomic_save(state, metadata, cache)
+            _remove_other_versions(cache, path)
         except OSError as exc:
             log.warning("PersonalVideo: could not write the encoder cache %s (%s); "
                         "the conversion will run again next time", cache, exc)

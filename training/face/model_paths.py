@@ -30,10 +30,11 @@ _nested_noticed: set = set()
 @dataclass
 class ModelPackFiles:
     name: str
-    folder: str
+    folder: str      # the folder holding the two files
     detector: str
     recognizer: str
     nested: bool
+    base: str = ""   # the insightface folder it was found in (``<base>/models/<name>``)
 
 
 def insightface_folders() -> list:
@@ -49,8 +50,8 @@ def _candidates(name: str) -> list:
     out = []
     for base in insightface_folders():
         pack = os.path.join(base, "models", name)
-        out.append((pack, False))
-        out.append((os.path.join(pack, name), True))
+        out.append((pack, False, base))
+        out.append((os.path.join(pack, name), True, base))
     return out
 
 
@@ -61,7 +62,7 @@ def find_model_pack(name: str = "antelopev2") -> ModelPackFiles:
         raise FaceStackError(f"unknown face model pack {name!r}; choose one of {', '.join(MODEL_PACKS)}")
     det_name, rec_name = MODEL_PACKS[name]
     looked, candidates = [], _candidates(name)
-    for folder, nested in candidates:
+    for folder, nested, base in candidates:
         det, rec = os.path.join(folder, det_name), os.path.join(folder, rec_name)
         has_det, has_rec = os.path.isfile(det), os.path.isfile(rec)
         if has_det and has_rec:
@@ -72,7 +73,7 @@ def find_model_pack(name: str = "antelopev2") -> ModelPackFiles:
                            "up one level when convenient.")
                 log.warning(message)
                 print(message)
-            return ModelPackFiles(name, folder, det, rec, nested)
+            return ModelPackFiles(name, folder, det, rec, nested, base)
         state = "missing" if not os.path.isdir(folder) else (
             "has " + ", ".join(n for n, ok in ((det_name, has_det), (rec_name, has_rec)) if ok) + " only"
             if (has_det or has_rec) else "folder exists but holds neither file")

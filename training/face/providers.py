@@ -89,6 +89,45 @@ GPU_HINT = ("install exactly one onnxruntime package, `onnxruntime-gpu` built fo
             "(having both `onnxruntime` and `onnxruntime-gpu` hides the GPU provider)")
 
 
+class ProviderMessages:
+    """What onnxruntime says while sessions are created: its Python warnings and what its C++ logger
+    prints (provider libraries that fail to load).  Use as ``with ProviderMessages() as said: ...``,
+    then :meth:`reasons` tells, for each requested GPU provider a session came up without, why."""
+
+    def __enter__(self):
+        import onnxruntime
+
+        onnxruntime.set_default_logger_severity(2)  # let provider-loading warnings through
+        self._warnings = warnings.catch_warnings(record=True)
+        self._caught = self._warnings.__enter__()
+        warnings.simplefilter("always")
+        self._stderr = _CaptureStderr().__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        import onnxruntime
+
+        try:
+            self._stderr.__exit__(*exc)
+            self._warnings.__exit__(*exc)
+        finally:
+            onnxruntime.set_default_logger_severity(3)
+        return False
+
+    def reasons(self, requested: list, active: list) -> dict:
+        """{provider: reason} for each non-CPU provider of ``requested`` missing from ``active``."""
+        out = {}
+        for name in requested:
+            if name == "CPUExecutionProvider" or name in active:
+                continue
+            said = [str(w.message) for w in self._caught if name in str(w.message)]
+            lines = [ln.strip() for ln in self._stderr.text.splitlines()
+                     if any(k in ln for k in ("CUDA", "cuda", "cudnn", "cuDNN", "ROCM", "rocm", "Fail", "fail",
+                                              "rror"))]
+            out[name] = "; ".join(dict.fromkeys(said + lines)) or "onnxruntime gave no reason"
+        return out
+
+
 def open_session(model, providers: list):
     """``(session, reasons)``: an InferenceSession for ``model`` (a path or serialised bytes) asking for
     ``providers``, and for each non-CPU provider the session came up without, the reason onnxruntime gave
@@ -98,23 +137,19 @@ def open_session(model, providers: list):
     """
     import onnxruntime
 
-    onnxruntime.set_default_logger_severity(2)  # let provider-loading warnings through
-    try:
-        with warnings.catch_warnings(record=True) as caught, _CaptureStderr() as captured:
-            warnings.simplefilter("always")
-            session = onnxruntime.InferenceSession(model, providers=providers)
-    finally:
-        onnxruntime.set_default_logger_severity(3)
-    active = session.get_providers()
-    reasons = {}
-    for name in providers:
-        if name == "CPUExecutionProvider" or name in active:
-            continue
-        said = [str(w.message) for w in caught if name in str(w.message)]
-        lines = [ln.strip() for ln in captured.text.splitlines()
-                 if any(k in ln for k in ("CUDA", "cuda", "cudnn", "cuDNN", "ROCM", "rocm", "Fail", "fail", "rror"))]
-        reasons[name] = "; ".join(said + lines) or "onnxruntime gave no reason"
-    return session, reasons
+    with ProviderMessages() as said:
+        session = onnxruntime.InferenceSession(model, providers=providers)
+    return session, said.reasons(providers, session.get_providers())
+
+
+def notice_fallbacks(reasons: dict, active: list) -> None:
+    """Say once per provider that face models run without it, and why."""
+    for name, reason in reasons.items():
+        _notice_once(
+            f"fallback:{name}",
+            f"{name} was requested for face models but onnxruntime runs them on {', '.join(active)}. "
+            f"Reason given by onnxruntime: {reason[:600]}. To use the GPU: {GPU_HINT}.",
+        )
 
 
 def create_session(path: str, choice: str = "auto"):
@@ -135,11 +170,5 @@ def create_session(path: str, choice: str = "auto"):
             "The file is probably truncated or corrupt (an interrupted download or copy): "
             "delete it and copy the model pack again."
         ) from error
-    active = session.get_providers()
-    for name, reason in reasons.items():
-        _notice_once(
-            f"fallback:{name}",
-            f"{name} was requested for face models but onnxruntime runs them on {', '.join(active)}. "
-            f"Reason given by onnxruntime: {reason[:600]}. To use the GPU: {GPU_HINT}.",
-        )
+    notice_fallbacks(reasons, session.get_providers())
     return session
