@@ -42,9 +42,9 @@ PYTHON = Tested(
 
 TESTED = (
     Tested("torch", ("torch",), "2.4", "2.15", "torch (with ComfyUI's install instructions for your GPU)",
-           older="ComfyUI of 2024 and newer needs torch 2.4 or newer; update ComfyUI's torch as ComfyUI's "
-                 "README says for your GPU."),
-    Tested("numpy", ("numpy",), "1.26", "2.4", "\"numpy>=1.26\"",
+           older="torch before 2.4 is not tested with this pack; update ComfyUI's torch as ComfyUI's README "
+                 "says for your GPU."),
+    Tested("numpy", ("numpy",), "1.26", "2.5", "\"numpy>=1.26\"",
            older="python -m pip install -U \"numpy>=1.26\" (older numpy has no wheels for Python 3.12 and "
                  "newer)."),
     Tested("onnxruntime", ONNXRUNTIME_DISTRIBUTIONS, "1.17", "1.32",
@@ -54,13 +54,13 @@ TESTED = (
     Tested("insightface", ("insightface",), "0.7.3", "2.1", "insightface==0.7.3 (or insightface==2.1)",
            older="insightface before 0.7 has another FaceAnalysis (no providers, no allowed_modules): "
                  "python -m pip install -U insightface."),
-    Tested("opencv", OPENCV_DISTRIBUTIONS, "4.8", "5", "opencv-python-headless"),
+    Tested("opencv", OPENCV_DISTRIBUTIONS, "4.9", "5", "\"opencv-python-headless>=4.9\""),
     Tested("onnx", ("onnx",), "1.14", "1.23", "\"onnx>=1.14\""),
     Tested("onnx2torch", ("onnx2torch",), "1.5.13", "1.5", "\"onnx2torch>=1.5.13,<2\"",
            newer="onnx2torch 2 is not tested: the face encoder conversion is checked against onnxruntime at "
                  "first use, so a wrong conversion is refused; if it is, python -m pip install "
                  "\"onnx2torch>=1.5.13,<2\"."),
-    Tested("safetensors", ("safetensors",), "0.4.2", "0.8", "\"safetensors>=0.4.2\""),
+    Tested("safetensors", ("safetensors",), "0.4.3", "0.8", "\"safetensors>=0.4.3\""),
 )
 
 
