@@ -154,3 +154,17 @@ def test_custom_sigmas_follow_the_same_rule(rig):
             continue
         steps = gate_recording.steps_by_noise(recorder.calls, sigmas)     # euler: one call per step
         assert sorted(step for step, (_, acted) in zip(steps, recorder.calls) if acted) == expected
+
+
+def test_apply_node_takes_workflows_saved_before_end_percent(rig):
+    """end_percent is an optional input: an API prompt or a saved graph without it validates and gets 1.0."""
+    from comfyui_personalvideo.nodes.apply_sia import ApplySIALateSteps
+
+    plain, reference, adapter, _ = rig
+    spec = ApplySIALateSteps.INPUT_TYPES()
+    assert "end_percent" not in spec["required"] and spec["optional"]["end_percent"][1]["default"] == 1.0
+    (model,) = ApplySIALateSteps().apply(plain, adapter, 1.0, 0.75)       # the inputs an older workflow has
+    watched, recorder = gate_recording.recording(model, reference)
+    with torch.inference_mode():
+        _sampler_custom(watched, rig[3], "euler", _schedule(plain, 8), _latent())
+    assert [acted for _, acted in recorder.calls] == [False] * 6 + [True] * 2
