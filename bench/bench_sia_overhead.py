@@ -102,7 +102,8 @@ def main():
         print(f" {steps} steps:")
         for name, values in times.items():
             median = statistics.median(values)
-            print(f"  {name:24s} {median:8.4f} s   ratio {median / base:.3f}x   ({on.get(name, 0)} of {steps} steps adapted)")
+            print(f"  {name:24s} {median:8.4f} s   ratio {median / base:.3f}x   "
+                  f"({on.get(name, 0)} of {steps} steps adapted)")
 
 
 if __name__ == "__main__":

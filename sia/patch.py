@@ -4,8 +4,9 @@ The user's MODEL is never touched: the adapter goes on a clone, as object
 patches on the ``forward`` of each target layer (these compose with LoRA
 weight patches from the stock LoraLoader, which object-patching the whole
 Linear would drop) plus an ``attn1`` patch that keeps the late-step gate up to
-date.  Nothing outside the clone is changed: no host function is wrapped.  ComfyUI applies the object patches only while the clone is loaded for
-sampling and restores the original forwards afterwards.
+date.  ComfyUI applies the object patches only while the clone is loaded for
+sampling and restores the original forwards afterwards.  Nothing outside the
+clone is changed: no host function is wrapped.
 """
 from __future__ import annotations
 

@@ -7,10 +7,7 @@ from comfyui_personalvideo.sia.gate import GateState, step_of, steps_on
 from comfyui_personalvideo.sia.noise_position import noise_positions
 
 import sampling
-
-
-def _model_sampling(model):
-    return model.object_patches.get("model_sampling", model.model.model_sampling)
+from gate_recording import model_sampling_of
 
 
 def _lcm(model):
@@ -20,7 +17,7 @@ def _lcm(model):
 
 
 def test_positions_are_the_inverse_of_the_hosts_percent_to_sigma(tiny_model):
-    ms = _model_sampling(tiny_model)
+    ms = model_sampling_of(tiny_model)
     percents = [0.05, 0.25, 0.5, 0.75, 0.9, 0.99]
     sigmas = torch.tensor([ms.percent_to_sigma(p) for p in percents])
     assert noise_positions(sigmas, ms) == pytest.approx(percents, abs=1e-4)
@@ -36,13 +33,13 @@ def test_positions_are_the_inverse_of_the_hosts_percent_to_sigma(tiny_model):
 def test_the_documented_steps_for_start_075(tiny_model, scheduler, steps, expected):
     """The README's table of adapted steps (normal is exactly the old i/(n-1) >= 0.75 rule)."""
     schedule = sampling.schedule(tiny_model, scheduler, steps)
-    assert steps_on(schedule, _model_sampling(tiny_model), 0.75) == expected
+    assert steps_on(schedule, model_sampling_of(tiny_model), 0.75) == expected
     lcm = _lcm(tiny_model)
-    assert steps_on(sampling.schedule(lcm, scheduler, steps), _model_sampling(lcm), 0.75) == expected
+    assert steps_on(sampling.schedule(lcm, scheduler, steps), model_sampling_of(lcm), 0.75) == expected
 
 
 def test_start_0_is_every_step_and_start_1_only_the_final_one(tiny_model):
-    ms = _model_sampling(tiny_model)
+    ms = model_sampling_of(tiny_model)
     for scheduler in ("normal", "sgm_uniform", "karras"):
         schedule = sampling.schedule(tiny_model, scheduler, 8)
         assert steps_on(schedule, ms, 0.0) == list(range(8))
@@ -51,7 +48,7 @@ def test_start_0_is_every_step_and_start_1_only_the_final_one(tiny_model):
 
 
 def test_a_split_schedule_adapts_the_steps_of_the_whole(tiny_model):
-    ms = _model_sampling(tiny_model)
+    ms = model_sampling_of(tiny_model)
     for scheduler in ("normal", "karras", "sgm_uniform"):
         schedule = sampling.schedule(tiny_model, scheduler, 20)
         whole = steps_on(schedule, ms, 0.75, 0.95)
@@ -102,7 +99,7 @@ def test_denoised_output_changes_from_the_first_gated_step(tiny_model, conds, ma
     patched, _, _ = apply_sia(tiny_model, make_adapter(tiny_model), 1.0, start, end)
     changed = _changed_steps(tiny_model, patched, conds, steps=steps, sampler_name=sampler,
                              scheduler=scheduler, cfg=1.5)
-    first = steps_on(sampling.schedule(tiny_model, scheduler, steps), _model_sampling(tiny_model), start, end)[0]
+    first = steps_on(sampling.schedule(tiny_model, scheduler, steps), model_sampling_of(tiny_model), start, end)[0]
     assert changed == (expected if expected is not None else list(range(first, steps)))
     assert changed[0] == first
 
@@ -111,9 +108,9 @@ def test_gate_follows_the_run_schedule_with_lcm_model_sampling(tiny_model, conds
     """LCM-distilled model sampling puts the last sigma above percent_to_sigma(0.75); the gate still opens."""
     lcm = _lcm(tiny_model)
     sigmas = sampling.schedule(lcm, "sgm_uniform", 4)
-    threshold = _model_sampling(lcm).percent_to_sigma(0.75)
+    threshold = model_sampling_of(lcm).percent_to_sigma(0.75)
     assert float(sigmas[3]) > threshold  # a sigma-threshold gate would miss the last step here
-    assert noise_positions(sigmas[:4], _model_sampling(lcm)) == pytest.approx([0.0, 0.25, 0.5, 0.75], abs=1e-4)
+    assert noise_positions(sigmas[:4], model_sampling_of(lcm)) == pytest.approx([0.0, 0.25, 0.5, 0.75], abs=1e-4)
     for start in (0.75, 0.6, 1.0):
         patched, _, _ = apply_sia(lcm, make_adapter(lcm), 1.0, start)
         assert _changed_steps(lcm, patched, conds, steps=4, cfg=1.0) == [3], start

@@ -14,6 +14,7 @@ import comfy.samplers
 from comfyui_personalvideo.sia import apply_sia
 
 import gate_recording
+from gate_recording import model_sampling_of
 import sampling
 import tiny_models
 
@@ -30,19 +31,7 @@ def models():
 
 @pytest.fixture(scope="session")
 def adapter(models):
-    from comfyui_personalvideo.sia import SIAAdapter, discover_targets
-
-    found = discover_targets(models[0].model.diffusion_model)
-    made = SIAAdapter.initialise(found.targets, rank=4, alpha=4.0, seed=1)
-    g = torch.Generator().manual_seed(101)
-    for path in made.paths:
-        made.up[path] = torch.randn(made.up[path].shape, generator=g) * 0.3
-        made.down[path] = made.down[path].detach()
-    return made
-
-
-def model_sampling(model):
-    return model.object_patches.get("model_sampling", model.model.model_sampling)
+    return gate_recording.random_adapter(models[0])
 
 
 def run_recorded(plain, reference, adapter, sampler, schedule, start=0.75, end=1.0, seed=3):
@@ -78,7 +67,7 @@ def check_run(recorder, schedule, sampler_name, expected):
 def test_every_call_is_gated_as_its_step(models, adapter, sampler_name, scheduler):
     plain, reference = models
     schedule = sampling.schedule(plain, scheduler, STEPS)
-    expected = gate_recording.expected_steps(schedule, model_sampling(plain), 0.75, 1.0)
+    expected = gate_recording.expected_steps(schedule, model_sampling_of(plain), 0.75, 1.0)
     assert expected and expected[0] > 0       # a switch from off to on inside the run
     recorder = run_recorded(plain, reference, adapter, comfy.samplers.sampler_object(sampler_name), schedule)
     on = check_run(recorder, schedule, sampler_name, expected)
@@ -96,7 +85,7 @@ def test_churned_steps_stay_in_their_step(models, adapter, sampler_name):
     first_call, top = recorder.calls[0][0], float(schedule[0])
     assert first_call > top * 1.05                    # churn really lifted the sigma
     check_run(recorder, schedule, sampler_name,
-              gate_recording.expected_steps(schedule, model_sampling(plain), 0.5, 1.0))
+              gate_recording.expected_steps(schedule, model_sampling_of(plain), 0.5, 1.0))
 
 
 @pytest.mark.parametrize("sampler_name", ["euler", "heun", "dpmpp_2s_ancestral", "dpm_2_ancestral", "dpmpp_sde",
@@ -104,7 +93,7 @@ def test_churned_steps_stay_in_their_step(models, adapter, sampler_name):
 def test_end_percent_switches_the_adapter_off_again(models, adapter, sampler_name):
     plain, reference = models
     schedule = sampling.schedule(plain, "normal", 10)
-    expected = gate_recording.expected_steps(schedule, model_sampling(plain), 0.3, 0.7)
+    expected = gate_recording.expected_steps(schedule, model_sampling_of(plain), 0.3, 0.7)
     assert expected == [3, 4, 5, 6]                     # positions i/9: 0.33 .. 0.67
     recorder = run_recorded(plain, reference, adapter, comfy.samplers.sampler_object(sampler_name), schedule,
                             start=0.3, end=0.7)

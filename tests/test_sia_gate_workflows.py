@@ -14,6 +14,7 @@ import nodes
 from comfyui_personalvideo.sia import apply_sia
 
 import gate_recording
+from gate_recording import model_sampling_of
 import tiny_models
 
 
@@ -25,16 +26,9 @@ def _node(name):
 
 @pytest.fixture(scope="session")
 def rig():
-    from comfyui_personalvideo.sia import SIAAdapter, discover_targets
-
     plain = tiny_models.tiny_sd15_model(seed=0)
     reference = tiny_models.tiny_sd15_model(seed=0)
-    found = discover_targets(plain.model.diffusion_model)
-    adapter = SIAAdapter.initialise(found.targets, rank=4, alpha=4.0, seed=1)
-    g = torch.Generator().manual_seed(101)
-    for path in adapter.paths:
-        adapter.up[path] = torch.randn(adapter.up[path].shape, generator=g) * 0.3
-        adapter.down[path] = adapter.down[path].detach()
+    adapter = gate_recording.random_adapter(plain)
     conds = tiny_models.random_cond(plain, 1), tiny_models.random_cond(plain, 2)
     return plain, reference, adapter, conds
 
@@ -50,10 +44,6 @@ def _latent():
 
 def _rounded(calls):
     return [(round(sigma, 4), acted) for sigma, acted in calls]
-
-
-def _model_sampling(model):
-    return model.object_patches.get("model_sampling", model.model.model_sampling)
 
 
 def _ksampler_advanced(model, conds, sampler, steps, start, end, add_noise, leftover, latent):
@@ -115,7 +105,7 @@ def test_split_sigmas_passes_adapt_the_steps_of_the_unsplit_run(rig, run, split,
         run(watched, conds, sampler, low, first, add_noise=False)
         split_calls = list(recorder.calls)
     assert _rounded(split_calls) == _rounded(whole)
-    on = gate_recording.expected_steps(sigmas, _model_sampling(plain), 0.75, 1.0)
+    on = gate_recording.expected_steps(sigmas, model_sampling_of(plain), 0.75, 1.0)
     assert {round(s, 4) for s, acted in whole if acted} == {round(float(sigmas[i]), 4) for i in on}
 
 
@@ -141,7 +131,7 @@ def test_a_low_denoise_pass_is_gated_by_noise_level_like_the_full_schedule(rig, 
 
 def test_custom_sigmas_follow_the_same_rule(rig):
     plain, conds = rig[0], rig[3]
-    ms = _model_sampling(plain)
+    ms = model_sampling_of(plain)
     sigmas = torch.tensor([9.0, 4.0, 2.0, float(ms.percent_to_sigma(0.75)), 0.4, 0.15, 0.0])
     expected = gate_recording.expected_steps(sigmas, ms, 0.75, 1.0)
     assert expected == [3, 4, 5]      # from the sigma at exactly 0.75 to the final step
