@@ -56,12 +56,16 @@ def sampler_place(start_frame=None) -> SamplerPlace:
     frame = start_frame if start_frame is not None else sys._getframe(1)
     schedule = None
     while frame is not None:
+        code = frame.f_code
+        if "sigmas" not in code.co_varnames and "sigmas" not in code.co_cellvars:
+            frame = frame.f_back     # cheap skip: reading f_locals of every frame would cost far more
+            continue
         local_vars = frame.f_locals
         found = _schedule_in(local_vars)
         if found is not None:
             index = local_vars.get("i")
             in_loop = (k_file is not None and isinstance(index, int)
-                       and os.path.normcase(os.path.abspath(frame.f_code.co_filename)) == k_file
+                       and os.path.normcase(os.path.abspath(code.co_filename)) == k_file
                        and 0 <= index < found.shape[0] - 1)
             if in_loop:
                 return SamplerPlace(found, index)
