@@ -31,14 +31,22 @@ class ApplySIALateSteps:
                                "lower it if faces look overcooked, raise it a little if the likeness is weak."}),
                 "start_percent": ("FLOAT", {
                     "default": DEFAULT_START_PERCENT, "min": 0.0, "max": 1.0, "step": 0.01,
-                    "tooltip": "Where in the sampling steps the adapter switches on: step i of n is adapted when "
-                               "i/(n-1) >= start_percent. 0.75 = the last quarter (the paper's best: keeps motion "
-                               "and prompt following); 0 = every step; 1 = only the last step."}),
-            }
+                    "tooltip": "Where in the model's noise schedule the adapter switches on (0 = full noise, "
+                               "1 = clean): a step is adapted when the noise level it starts from is at or past "
+                               "this point; the step that finishes denoising counts as 1. 0.75 = the last "
+                               "quarter (the paper's best: keeps motion and prompt following); 0 = every step; "
+                               "1 = only the final step. The same in split, two-pass and low-denoise runs."}),
+            },
+            "optional": {
+                "end_percent": ("FLOAT", {
+                    "default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                    "tooltip": "Where the adapter switches off again, on the same scale as start_percent "
+                               "(at least start_percent). 1.0 = on to the final step."}),
+            },
         }
 
-    def apply(self, model, sia_adapter, strength, start_percent):
-        patched, _, _ = apply_sia(model, sia_adapter, strength, start_percent)
+    def apply(self, model, sia_adapter, strength, start_percent, end_percent=1.0):
+        patched, _, _ = apply_sia(model, sia_adapter, strength, start_percent, end_percent)
         return (patched,)
 
 

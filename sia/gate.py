@@ -1,116 +1,146 @@
-"""The late-step gate: the adapter acts only on the last part of the schedule.
+"""The late-step gate: which steps of a run the adapter acts on.
 
-A sampling step i of a run with n steps (schedule sigmas s_0 > ... > s_n) is
-gated on when ``i / (n - 1) >= start_percent`` (a one-step run counts as its
-last step).  For 4 LCM steps and start 0.75 that is exactly the last step, for
-20 steps exactly the last 5; start 0 means every step, start 1 only the last.
+The rule, one for every workflow shape: step i of the schedule a sampler runs
+(from sigma_i to sigma_i+1) is adapted when its position lies in
+[start_percent, end_percent] (within 0.001), where
 
-The step index comes from the sampler's actual schedule, never from a sigma
-threshold (4-step LCM schedules put the last sigma on either side of
-``percent_to_sigma(0.75)`` depending on the model sampling):
-- ComfyUI since late 2024 passes the run's schedule to the model as
-  ``transformer_options["sample_sigmas"]`` and the current sigma as ``["sigmas"]``;
-- on older hosts (e.g. the March 2024 tree) ``install_schedule_fallback`` wraps
-  ``comfy.samplers.sample``, through which every sampler of those hosts runs,
-  so that it adds ``sample_sigmas`` to the model options the same way.
-If a run reaches the model without a schedule all the same (a third-party
-sampling loop that bypasses ComfyUI's), the gate stays closed for that run
-(the adapter is off) unless start_percent is 0, and a warning says so once.
+- the position of a step is where its starting noise level sigma_i lies in the
+  model's own noise schedule, 0.0 at the highest noise and 1.0 at the lowest
+  (:mod:`.noise_position`; the scale of ComfyUI's ``percent_to_sigma``);
+- the step that finishes the denoising (its schedule ends at zero noise) is at 1.0.
 
-Evaluations between two schedule points (second-order samplers) belong to the
-step they start from.
+So the decision for a step depends only on its own noise level, never on how
+many steps the sampler was handed: a run split into passes over one schedule
+(KSamplerAdvanced start/end steps, SplitSigmas, SplitSigmasDenoise) adapts
+exactly the steps the unsplit run adapts, and a low-denoise pass (denoise < 1,
+vid2vid, a refine or upscale pass) or any custom SIGMAS is adapted where its
+noise levels fall in the window.
+
+Every model call is gated as the step it belongs to (:mod:`.sampler_frames`):
+all the calls of one step (a second-order sampler's corrector and midpoint
+calls, calls at a churned sigma, ancestral steps) are on together or off
+together.  Samplers without a step loop (uni_pc, dpm_fast, dpm_adaptive) have
+each call placed by its noise level: a call at or below schedule point
+sigma_j and above sigma_j+1 belongs to step j.
+
+If a run reaches the model without any schedule to be found (a sampling loop
+that is not ComfyUI's and keeps no ``sigmas``), the adapter stays off for that
+run unless the window is every step, and a warning says so once.
 """
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
+import sys
 
 import torch
 
+from .noise_position import lowest_sigma, noise_positions
+from .sampler_frames import sampler_place
+
 log = logging.getLogger("PersonalVideo")
-_RTOL = 1e-4
+
+TOLERANCE = 1e-3      # positions this close to start/end count as inside the window
+_RTOL = 1e-4          # a call's sigma this close to a schedule point is at that point
 
 
-def step_of(sigma: float, schedule: torch.Tensor) -> tuple:
-    """(step index, number of steps) of a model evaluation at ``sigma`` within ``schedule``."""
+def ends_denoising(schedule: torch.Tensor, model_sampling) -> bool:
+    """Whether the schedule's last step denoises fully (to 0, or below the model's lowest noise level:
+    uni_pc replaces the final 0 by 0.001)."""
+    last = float(schedule[-1])
+    return last <= 0 or last < lowest_sigma(model_sampling) * (1 - 1e-3)
+
+
+def step_positions(schedule: torch.Tensor, model_sampling) -> list:
+    """The position (0..1) of each step of ``schedule`` (one fewer than its sigmas)."""
+    steps = int(schedule.shape[0]) - 1
+    if steps < 1:
+        return []
+    positions = noise_positions(schedule[:steps], model_sampling)
+    if ends_denoising(schedule, model_sampling):
+        positions[-1] = 1.0
+    return positions
+
+
+def in_window(position: float, start_percent: float, end_percent: float) -> bool:
+    return start_percent - TOLERANCE <= position <= end_percent + TOLERANCE
+
+
+def steps_on(schedule: torch.Tensor, model_sampling, start_percent: float, end_percent: float = 1.0) -> list:
+    """The indices of the steps of ``schedule`` that the rule adapts."""
+    return [i for i, p in enumerate(step_positions(schedule, model_sampling))
+            if in_window(p, start_percent, end_percent)]
+
+
+def step_of(sigma: float, schedule: torch.Tensor) -> int:
+    """The step a model call at ``sigma`` belongs to by noise level alone (for samplers without a step loop)."""
     steps = max(int(schedule.shape[0]) - 1, 1)
     points = schedule[:steps].detach().float().cpu()
     index = int((points >= sigma * (1 - _RTOL)).sum().item()) - 1
-    return min(max(index, 0), steps - 1), steps
-
-
-def gate_opens(index: int, steps: int, start_percent: float) -> bool:
-    fraction = 1.0 if steps <= 1 else index / (steps - 1)
-    return fraction >= start_percent - 1e-9
+    return min(max(index, 0), steps - 1)
 
 
 class GateState:
-    """Whether the adapter is on for the model evaluation under way."""
+    """Whether the adapter is on for the model evaluation under way.
 
-    def __init__(self, start_percent: float):
+    ``base_model`` is the MODEL's BaseModel: its ``model_sampling`` is read at
+    call time, so a model sampling patched in later (AnimateDiff-Evolved's beta
+    schedule, ModelSamplingDiscrete) is the one the positions are measured in.
+    """
+
+    def __init__(self, start_percent: float, end_percent: float = 1.0, base_model=None):
         self.start_percent = float(start_percent)
-        self.active = self.start_percent <= 0
-        self._seen = (None, None)
+        self.end_percent = float(end_percent)
+        self.base_model = base_model
+        self.every_step = self.start_percent <= 0 and self.end_percent >= 1
+        self.active = self.every_step
+        self._seen = None
+        self._positions = (None, None, None, None)   # schedule, model sampling, its last sigma, positions
         self._warned = False
 
-    def observe(self, options: dict) -> None:
-        sigmas, schedule = options.get("sigmas"), options.get("sample_sigmas")
-        if self._seen[0] is sigmas and self._seen[1] is schedule:
+    def _model_sampling(self):
+        return getattr(self.base_model, "model_sampling", None)
+
+    def positions(self, schedule: torch.Tensor, model_sampling) -> list:
+        cached_schedule, cached_sampling, cached_last, positions = self._positions
+        last = float(schedule[-1])
+        if cached_schedule is not schedule or cached_sampling is not model_sampling or cached_last != last:
+            positions = step_positions(schedule, model_sampling)
+            self._positions = (schedule, model_sampling, last, positions)
+        return positions
+
+    def observe(self, options: dict, frame=None) -> None:
+        sigma = options.get("sigmas")
+        if sigma is not None and sigma is self._seen:
             return  # same evaluation, later block: decided already
-        self._seen = (sigmas, schedule)
-        if self.start_percent <= 0:
+        self._seen = sigma
+        if self.every_step:
             self.active = True
-        elif sigmas is None or schedule is None:
+            return
+        place = sampler_place(frame if frame is not None else sys._getframe(1))
+        schedule = place.schedule if place.index is not None else options.get("sample_sigmas", place.schedule)
+        model_sampling = self._model_sampling()
+        if sigma is None or schedule is None or model_sampling is None or schedule.shape[0] < 2:
             self.active = False
             if not self._warned:
                 self._warned = True
-                log.warning("[PersonalVideo] the sampler gave no schedule to the model; "
-                            "the SIA adapter stays off for this run (start_percent > 0).")
-        else:
-            index, steps = step_of(float(sigmas.reshape(-1)[0]), schedule)
-            self.active = gate_opens(index, steps, self.start_percent)
+                log.warning("[PersonalVideo] the sampler gave no schedule to the model; the SIA adapter stays "
+                            "off for this run (start_percent > 0 or end_percent < 1).")
+            return
+        index = place.index if place.index is not None else step_of(float(sigma.reshape(-1)[0]), schedule)
+        self.active = in_window(self.positions(schedule, model_sampling)[index], self.start_percent,
+                                self.end_percent)
 
 
-def make_gate(start_percent: float):
+def make_gate(start_percent: float, end_percent: float = 1.0, base_model=None):
     """A gate state and the attn1 patch that updates it before each self-attention.
 
     The patch is a closure (ComfyUI deep-copies model_options on clone; a
     closure keeps pointing at this one state) and leaves its inputs untouched.
     """
-    state = GateState(start_percent)
+    state = GateState(start_percent, end_percent, base_model)
 
     def observe_step(n, context_attn1, value_attn1, extra_options):
-        state.observe(extra_options)
+        state.observe(extra_options, sys._getframe(1))
         return n, context_attn1, value_attn1
 
     return state, observe_step
-
-
-@functools.lru_cache(maxsize=None)
-def host_passes_schedule() -> bool:
-    import comfy.samplers
-
-    return "sample_sigmas" in inspect.getsource(comfy.samplers)
-
-
-def install_schedule_fallback() -> bool:
-    """On hosts that do not pass ``sample_sigmas``, wrap comfy.samplers.sample to add it. Idempotent."""
-    import comfy.samplers
-
-    current = comfy.samplers.sample
-    if getattr(current, "_personalvideo_schedule", False) or host_passes_schedule():
-        return False
-
-    def sample(model, noise, positive, negative, cfg, device, sampler, sigmas, model_options={}, **kwargs):
-        options = dict(model_options)
-        transformer_options = dict(options.get("transformer_options", {}))
-        transformer_options["sample_sigmas"] = sigmas
-        options["transformer_options"] = transformer_options
-        return current(model, noise, positive, negative, cfg, device, sampler, sigmas, options, **kwargs)
-
-    sample._personalvideo_schedule = True
-    sample.__wrapped__ = current
-    comfy.samplers.sample = sample
-    log.info("[PersonalVideo] host gives no sample_sigmas; added them to comfy.samplers.sample")
-    return True

@@ -41,7 +41,7 @@ ADAPTER_FILE = f"{IDENTITY}.safetensors"
 FRAMES, WIDTH, HEIGHT = 16, 512, 512
 STEPS, CFG, SAMPLER, SCHEDULER = 6, 1.5, "lcm", "sgm_uniform"
 SEED = 42
-START_PERCENT, STRENGTH = 0.75, 1.0
+START_PERCENT, END_PERCENT, STRENGTH = 0.75, 1.0, 1.0
 FPS = 8
 PROMPT = "{identity} walking on a beach at sunset, smiling, wind in the hair, highly detailed"
 NEGATIVE = "blurry, low quality, deformed face, watermark, text"
@@ -85,7 +85,7 @@ NODE_SPECS = {
     "PV_LoadSIAAdapter": _spec(widgets=["adapter_name"], outputs=[("sia_adapter", "SIA_ADAPTER"),
                                                                   ("trigger_phrase", "STRING")]),
     "PV_ApplySIALateSteps": _spec([("model", "MODEL"), ("sia_adapter", "SIA_ADAPTER")],
-                                  ["strength", "start_percent"], [("model", "MODEL")]),
+                                  ["strength", "start_percent", "end_percent"], [("model", "MODEL")]),
     "PV_IdentityPrompt": _spec([("trigger_phrase", "STRING")], ["text"], [("prompt", "STRING")]),
     "PV_LoadFaceAnalysis": _spec(widgets=["model_pack", "provider"], outputs=[("face_analysis", "FACEANALYSIS")]),
     "PV_TrainIdentity": _spec(
@@ -378,7 +378,7 @@ SAMPLING_NOTE = f"""Sampling (AnimateLCM)
 
 Identity
 - Apply SIA at Late Steps: strength {STRENGTH} is what the adapter was trained with; start_percent
-  {START_PERCENT} applies it in the last quarter of the steps only (motion and prompt following stay).
+  {START_PERCENT} applies it in the last quarter of the noise schedule only (motion and prompt following stay).
 - The Identity Prompt node puts the trigger phrase (embedding:<name> <class word>) where {{identity}}
   stands in your text."""
 
@@ -386,7 +386,8 @@ Identity
 def _adapter(g: Graph, model_node, model_output, x, y):
     load = g.add("PV_LoadSIAAdapter", (x, y), (380, 80), title="Load SIA Adapter (models/sia)",
                  adapter_name=ADAPTER_FILE)
-    apply = g.add("PV_ApplySIALateSteps", (x, y + 140), (380, 110), strength=STRENGTH, start_percent=START_PERCENT)
+    apply = g.add("PV_ApplySIALateSteps", (x, y + 140), (380, 110), strength=STRENGTH, start_percent=START_PERCENT,
+                  end_percent=END_PERCENT)
     g.link(model_node, model_output, apply, "model")
     g.link(load, "sia_adapter", apply, "sia_adapter")
     g.group("Identity (trained with workflow 01)", [load, apply], GROUP_COLORS["identity"])
@@ -538,7 +539,8 @@ def train_and_generate() -> Graph:
     ckpt, _, ade_node = _models(g)
     _, _, train = _trainer(g, ckpt, ade_node, 980, 60)
     _training_outputs(g, train, 1480, 60)
-    apply = g.add("PV_ApplySIALateSteps", (1480, 940), (380, 110), strength=STRENGTH, start_percent=START_PERCENT)
+    apply = g.add("PV_ApplySIALateSteps", (1480, 940), (380, 110), strength=STRENGTH, start_percent=START_PERCENT,
+                  end_percent=END_PERCENT)
     g.link(ade_node, "MODEL", apply, "model")
     g.link(train, "sia_adapter", apply, "sia_adapter")
     g.group("Apply the new identity", [apply], GROUP_COLORS["identity"])
