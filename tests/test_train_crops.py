@@ -2,13 +2,12 @@
 
 Photos: matplotlib's grace_hopper.jpg (512x600, portrait), scikit-image's astronaut.png (512x512), a
 landscape 512x300 cut of the astronaut, and Grace Hopper upscaled 4.5x (2304x2700). The face detector
-is a real one: OpenCV's Haar cascade (it ships with opencv), wrapped in the detector interface the
+is a real one: dlib's HOG frontal-face detector (built into dlib, no weights file; OpenCV 5 ships no Haar
+cascades, so those are not used), wrapped in the detector interface the
 references code drives (boxes, and keypoints placed in the box where ArcFace's template puts them; only
 the boxes matter for the crops). The same real detector then checks each crop: a face, near the middle,
 at the documented share of the crop.
 """
-import os
-
 import cv2
 import numpy as np
 import pytest
@@ -20,23 +19,23 @@ from comfyui_personalvideo.training.face.detector import FaceDetector
 
 import face_fixtures as ff
 
-CASCADE = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
+def hog_faces(bgr):
+    """[(x0, y0, x1, y1)] of the frontal faces dlib's HOG detector finds, largest first."""
+    import dlib
 
-
-def haar_faces(bgr):
-    """[(x0, y0, x1, y1)] of the frontal faces OpenCV's Haar cascade finds, largest first."""
-    grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-    side = min(grey.shape)
-    found = cv2.CascadeClassifier(CASCADE).detectMultiScale(grey, 1.1, 5, minSize=(side // 8, side // 8))
-    boxes = [(x, y, x + w, y + h) for x, y, w, h in (found if len(found) else [])]
+    grey = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+    scale = 1.0 if max(grey.shape) <= 600 else 600 / max(grey.shape)   # HOG is slow on huge photos
+    small = grey if scale == 1.0 else cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    found = dlib.get_frontal_face_detector()(small, 1)
+    boxes = [tuple(int(round(v / scale)) for v in (r.left(), r.top(), r.right(), r.bottom())) for r in found]
     return sorted(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
 
 
-class HaarDetector:
-    """SCRFD's detect() contract over the Haar cascade."""
+class HogDetector:
+    """SCRFD's detect() contract over dlib's HOG detector."""
 
     def detect(self, bgr, input_size=None, max_num=0):
-        boxes = haar_faces(bgr)
+        boxes = hog_faces(bgr)
         if not boxes:
             return np.zeros((0, 5)), None
         out, kpss = [], []
@@ -65,13 +64,13 @@ def _bgr(crop):
 def test_photos_of_any_size_become_face_centred_crops_at_the_training_resolution(photos, width, height):
     assert max(photos["upscaled"].shape[:2]) > 2000
     images = [_image(p) for p in photos.values()]   # an image list: four sizes, no common batch possible
-    detector = FaceDetector(HaarDetector())
+    detector = FaceDetector(HogDetector())
     refs = references.detect_references(detector, images)
     assert len(refs.labels) == 4 and not refs.skipped
     crops = references.training_crops(images, refs, width, height)
     assert crops.images.shape == (4, height, width, 3) and crops.labels == refs.labels
     for name, crop, box in zip(photos, crops.images, crops.boxes):
-        faces = haar_faces(_bgr(crop))
+        faces = hog_faces(_bgr(crop))
         assert faces, f"{name}: no face in the crop"
         x0, y0, x1, y1 = faces[0]
         short = min(width, height)
@@ -89,7 +88,7 @@ def test_photos_of_any_size_become_face_centred_crops_at_the_training_resolution
 
 
 def test_an_upscaled_photo_gives_the_same_crop_as_the_original(photos):
-    detector = FaceDetector(HaarDetector())
+    detector = FaceDetector(HogDetector())
     images = [_image(photos["portrait"]), _image(photos["upscaled"])]
     refs = references.detect_references(detector, images)
     crops = references.training_crops(images, refs, 256, 256).images
