@@ -10,10 +10,9 @@ from comfyui_personalvideo.face_detail.crop import crop_box
 from comfyui_personalvideo.face_detail.paste import feather_mask, paste_crops
 from comfyui_personalvideo.face_detail.track import DETECTED, FILLED, NO_FACE
 from comfyui_personalvideo.nodes.face_detail import FaceDetailPass
-from comfyui_personalvideo.nodes.load_face_analysis import LoadFaceAnalysis
 
 import tiny_models
-from face_fixtures import box_from_kps, centre_face_pack, insightface_folders, tiny_onnx  # noqa: F401
+from face_fixtures import box_from_kps, centre_faces, tiny_onnx  # noqa: F401
 from pv_tools.random_face_pack import face_crop
 
 FRAMES, SIDE = 24, 256
@@ -146,17 +145,6 @@ def test_bad_inputs_are_refused_by_name(tiny_model):
     with pytest.raises(FaceDetailError, match="denoise must be above 0"):
         face_detail_pass(torch.rand(2, 32, 32, 3), lambda f: None, tiny_model, [], [], None,
                          SamplingSettings(denoise=0.0))
-
-
-@pytest.fixture(scope="module")
-def centre_faces(tmp_path_factory, tiny_onnx):  # noqa: F811
-    """The pack's face stack (insightface's SCRFD code) over a detector that finds one face in the middle of
-    any textured frame and none in a blank one."""
-    root = tmp_path_factory.mktemp("faces")
-    centre_face_pack(root, recognizer=tiny_onnx)
-    with insightface_folders(root):
-        (fa,) = LoadFaceAnalysis().load("antelopev2", "CPU")
-    return fa
 
 
 def _video_with_a_blank_frame(blank=3, frames=6, side=96):

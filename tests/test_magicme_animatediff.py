@@ -5,23 +5,20 @@ Runs where AnimateDiff-Evolved is installed in the host (COMFYUI_ROOT pointing a
 it in custom_nodes); skipped otherwise.
 """
 import math
-import os
 
 import pytest
 import torch
 
 import comfy.sample
 import comfy.samplers
-import folder_paths
 import nodes
 from comfyui_personalvideo.nodes.face_detail import FaceDetailPass
-from comfyui_personalvideo.nodes.load_face_analysis import LoadFaceAnalysis
 from comfyui_personalvideo.nodes.noise_prior import NoisePriorModel
 from comfyui_personalvideo.noise_prior import correlate_frames
 from comfyui_personalvideo.sia import AdapterInfo, SIAAdapter, apply_sia, discover_targets
 
 import full_models
-from face_fixtures import centre_face_pack, insightface_folders, tiny_onnx  # noqa: F401
+from face_fixtures import centre_faces, tiny_onnx  # noqa: F401
 
 pytestmark = [pytest.mark.slow, pytest.mark.animatediff]
 
@@ -33,11 +30,8 @@ FRAMES, CONTEXT = 8, 4  # two context windows (overlap 1): frames 0-3 and 3-6/4-
 
 @pytest.fixture(scope="module")
 def animated(sd15_checkpoint, animatelcm_motion_model):
+    model, clip, vae = full_models.load_random_checkpoint(sd15_checkpoint)
     with torch.inference_mode():
-        ckpt = os.path.join(folder_paths.get_folder_paths("checkpoints")[0], "sd15_random.safetensors")
-        if not os.path.exists(ckpt):
-            os.symlink(sd15_checkpoint, ckpt)
-        model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint("sd15_random.safetensors")[:3]
         (context,) = nodes.NODE_CLASS_MAPPINGS["ADE_StandardStaticContextOptions"]().create_options(
             context_length=CONTEXT, context_overlap=1)
         (ad_model,) = nodes.NODE_CLASS_MAPPINGS["ADE_AnimateDiffLoaderGen1"]().load_mm_and_inject_params(
@@ -88,15 +82,6 @@ def test_noise_prior_spans_the_whole_video_through_context_windows(animated):
     # gamma 0: the same run as without the node
     (off,) = NoisePriorModel().apply(model, 0.0)
     assert torch.equal(_first_x(off, pos, neg, iid, seed)[1], _first_x(model, pos, neg, iid, seed)[1])
-
-
-@pytest.fixture(scope="module")
-def centre_faces(tmp_path_factory, tiny_onnx):  # noqa: F811
-    root = tmp_path_factory.mktemp("faces")
-    centre_face_pack(root, recognizer=tiny_onnx)
-    with insightface_folders(root):
-        (fa,) = LoadFaceAnalysis().load("antelopev2", "CPU")
-    return fa
 
 
 def test_face_detail_pass_runs_the_face_video_through_the_motion_model(animated, centre_faces):

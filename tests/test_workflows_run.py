@@ -133,3 +133,20 @@ def test_adapter_for_another_base_stops_at_the_apply_node_with_a_clear_message(s
     assert error["exception_type"].endswith("SIAError")
     (save_node,) = workflow_graph.find(wf, "SaveAnimatedWEBP")
     assert not saved_files(served, entry, save_node)
+
+
+def test_face_detail_workflow_runs_the_noise_prior_and_the_face_pass(served, trained):
+    wf = prepared(served, "07_generate_with_face_detail", identity=IDENTITY, steps=2, cfg=1.0)
+    for name, value in (("steps", 2), ("cfg", 1.0), ("working_size", 64)):
+        workflow_graph.set_input(wf, "PV_FaceDetailPass", name, value)
+    entry, error = run(served, wf)
+    assert error is None, error
+    (save_node,) = workflow_graph.find(wf, "SaveAnimatedWEBP")
+    (webp,) = saved_files(served, entry, save_node)
+    from PIL import Image
+
+    with Image.open(webp) as im:
+        assert im.format == "WEBP" and im.n_frames == 2 and im.size == (64, 64)
+    (track_node,) = workflow_graph.find(wf, "Face track")
+    assert len(workflow_graph.outputs_of(entry, track_node)["images"]) == 2
+    assert "[PersonalVideo] face detail: " in served.log(200000) and " of 2 frames re-denoised" in served.log(200000)
