@@ -72,3 +72,16 @@ def astronaut_pack(tmp_path_factory, tiny_onnx):
     root = tmp_path_factory.mktemp("insightface")
     make_pack(root, "antelopev2", recognizer=tiny_onnx)
     return root
+
+
+@pytest.fixture(scope="module")
+def centre_faces(tmp_path_factory, tiny_onnx):
+    """A FACEANALYSIS from the loader node over :func:`centre_face_pack`: one face in the middle of any
+    textured frame, none in a blank one."""
+    from comfyui_personalvideo.nodes.load_face_analysis import LoadFaceAnalysis
+
+    root = tmp_path_factory.mktemp("faces")
+    centre_face_pack(root, recognizer=tiny_onnx)
+    with insightface_folders(root):
+        (fa,) = LoadFaceAnalysis().load("antelopev2", "CPU")
+    return fa

@@ -9,7 +9,6 @@ import os
 import pytest
 import torch
 
-import folder_paths
 import nodes
 from comfyui_personalvideo.sia import AdapterInfo, SIAAdapter, apply_sia, discover_targets
 
@@ -24,11 +23,8 @@ if not full_models.has_animatediff_evolved():
 
 @pytest.fixture(scope="module")
 def animated(sd15_checkpoint, animatelcm_motion_model):
+    model, clip, vae = full_models.load_random_checkpoint(sd15_checkpoint)
     with torch.inference_mode():
-        ckpt = os.path.join(folder_paths.get_folder_paths("checkpoints")[0], "sd15_random.safetensors")
-        if not os.path.exists(ckpt):
-            os.symlink(sd15_checkpoint, ckpt)
-        model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint("sd15_random.safetensors")[:3]
         (ad_model,) = nodes.NODE_CLASS_MAPPINGS["ADE_AnimateDiffLoaderGen1"]().load_mm_and_inject_params(
             model, "AnimateLCM_random.safetensors", "lcm avg(sqrt_linear,linear)")[:1]
         (pos,) = nodes.CLIPTextEncode().encode(clip, "a person walking")

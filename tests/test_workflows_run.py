@@ -68,6 +68,21 @@ def saved_files(server, entry, node_id, key="images"):
             for f in workflow_graph.outputs_of(entry, node_id).get(key, []) if f.get("type") == "output"]
 
 
+def saved_animation(server, entry, wf) -> list:
+    """The frames of the workflow's animated WEBP (checked: 2 frames of 64x64), as float arrays."""
+    from PIL import Image
+
+    (save_node,) = workflow_graph.find(wf, "SaveAnimatedWEBP")
+    (webp,) = saved_files(server, entry, save_node)
+    with Image.open(webp) as im:
+        assert im.format == "WEBP" and im.n_frames == 2 and im.size == (64, 64)
+        frames = []
+        for i in range(im.n_frames):
+            im.seek(i)
+            frames.append(np.asarray(im.convert("RGB"), dtype=np.float32))
+    return frames
+
+
 @pytest.fixture(scope="module")
 def trained(served):
     wf = prepared(served, "01_train_identity", identity=IDENTITY, ti_steps=1, ti_batch_size=1, sia_iterations=1,
@@ -103,16 +118,7 @@ def test_generation_workflow_makes_an_animation_with_the_trained_identity(served
     wf = prepared(served, "02_generate_with_identity", identity=IDENTITY, steps=2, cfg=1.0)
     entry, error = run(served, wf)
     assert error is None, error
-    (save_node,) = workflow_graph.find(wf, "SaveAnimatedWEBP")
-    (webp,) = saved_files(served, entry, save_node)
-    from PIL import Image
-
-    with Image.open(webp) as im:
-        assert im.format == "WEBP" and im.n_frames == 2 and im.size == (64, 64)
-        frames = []
-        for i in range(im.n_frames):
-            im.seek(i)
-            frames.append(np.asarray(im.convert("RGB"), dtype=np.float32))
+    frames = saved_animation(served, entry, wf)
     assert np.abs(frames[0] - frames[1]).mean() > 0  # two frames, not one image twice
     assert f"[PersonalVideo] SIA {IDENTITY}" in served.log(200000)
 
@@ -133,3 +139,15 @@ def test_adapter_for_another_base_stops_at_the_apply_node_with_a_clear_message(s
     assert error["exception_type"].endswith("SIAError")
     (save_node,) = workflow_graph.find(wf, "SaveAnimatedWEBP")
     assert not saved_files(served, entry, save_node)
+
+
+def test_face_detail_workflow_runs_the_noise_prior_and_the_face_pass(served, trained):
+    wf = prepared(served, "07_generate_with_face_detail", identity=IDENTITY, steps=2, cfg=1.0)
+    for name, value in (("steps", 2), ("cfg", 1.0), ("working_size", 64)):
+        workflow_graph.set_input(wf, "PV_FaceDetailPass", name, value)
+    entry, error = run(served, wf)
+    assert error is None, error
+    saved_animation(served, entry, wf)
+    (track_node,) = workflow_graph.find(wf, "Face track")
+    assert len(workflow_graph.outputs_of(entry, track_node)["images"]) == 2
+    assert "[PersonalVideo] face detail: " in served.log(200000) and " of 2 frames re-denoised" in served.log(200000)

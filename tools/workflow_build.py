@@ -96,6 +96,13 @@ NODE_SPECS = {
          "overwrite"],
         [("sia_adapter", "SIA_ADAPTER"), ("trigger_phrase", "STRING"), ("loss_curve", "IMAGE"),
          ("preview_frames", "IMAGE")]),
+    "PV_NoisePriorModel": _spec([("model", "MODEL")], ["gamma"], [("model", "MODEL")]),
+    "PV_FaceDetailPass": _spec(
+        [("images", "IMAGE"), ("face_analysis", "FACEANALYSIS"), ("model", "MODEL"), ("positive", "CONDITIONING"),
+         ("negative", "CONDITIONING"), ("vae", "VAE")],
+        ["seed", "steps", "cfg", "sampler_name", "scheduler", "denoise", "working_size", "padding", "mask_feather",
+         "smoothing", "max_gap"],
+        [("images", "IMAGE"), ("face_mask", "MASK"), ("track_preview", "IMAGE"), ("summary", "STRING")]),
     # AnimateDiff-Evolved
     "ADE_AnimateDiffLoaderGen1": _spec(
         [("model", "MODEL"), ("context_options", "CONTEXT_OPTIONS"), ("motion_lora", "MOTION_LORA"),
@@ -552,8 +559,62 @@ def train_and_generate() -> Graph:
     return g
 
 
+NOISE_PRIOR_GAMMA = 0.15  # the paper's
+FACE_DETAIL_DENOISE = 0.8  # the paper's
+FACE_MODELS_NOTE = """
+ComfyUI/models/insightface/models/antelopev2/  scrfd_10g_bnkps.onnx, glintr100.onnx
+    insightface antelopev2 pack (the folder PuLID / InstantID use), for the face
+    detail pass's face detector; non-commercial licence"""
+MAGICME_NOTE = f"""Magic-Me's video tools (training-free)
+- 3D Noise Prior for KSampler: the initial noise of neighbouring frames correlates by gamma
+  ({NOISE_PRIOR_GAMMA} as in the paper; 0 = ordinary noise, exactly). Higher: steadier, smaller motion.
+  The seed is the KSampler's.
+- Face Detail Pass: follows the face over the frames, enlarges it to 512x512, redraws {FACE_DETAIL_DENOISE:.0%} of it
+  (denoise {FACE_DETAIL_DENOISE}) with the same MODEL (motion model, identity adapter, noise prior) and prompt, all
+  frames together, and pastes it back with a soft edge. Frames without a face stay as they are.
+- The track preview shows the face box per frame (green: detected, orange: filled in)."""
+
+
+def generate_with_face_detail() -> Graph:
+    g = Graph("07_generate_with_face_detail",
+              "PersonalVideo 07: generate with an identity, the noise prior and a face detail pass")
+    ckpt, _, ade_node = _models(g)
+    load, apply = _adapter(g, ade_node, "MODEL", 500, 60)
+    prior = g.add("PV_NoisePriorModel", (500, 930), (380, 80), title="3D Noise Prior for KSampler (Magic-Me)",
+                  gamma=NOISE_PRIOR_GAMMA)
+    g.link(apply, "model", prior, "model")
+    g.group("Noise prior", [prior], GROUP_COLORS["identity"])
+    pos, neg, _, sampler = _prompt_and_sample(g, prior, "model", ckpt, "CLIP", load, 980, 60)
+    decode = g.add("VAEDecode", (1840, 60), (220, 50))
+    g.link(sampler, "LATENT", decode, "samples")
+    g.link(ckpt, "VAE", decode, "vae")
+    faces = g.add("PV_LoadFaceAnalysis", (1840, 180), (380, 90), model_pack="antelopev2", provider="auto")
+    face = g.add("PV_FaceDetailPass", (1840, 340), (380, 560), title="Face Detail Pass (Face VCD)",
+                 seed=SEED, steps=STEPS, cfg=CFG, sampler_name=SAMPLER, scheduler=SCHEDULER,
+                 denoise=FACE_DETAIL_DENOISE, working_size=WIDTH, padding=0.5, mask_feather=0.15, smoothing=2.0,
+                 max_gap=4)
+    g.link(decode, "IMAGE", face, "images")
+    g.link(faces, "face_analysis", face, "face_analysis")
+    g.link(prior, "model", face, "model")
+    g.link(pos, "CONDITIONING", face, "positive")
+    g.link(neg, "CONDITIONING", face, "negative")
+    g.link(ckpt, "VAE", face, "vae")
+    g.group("Decode and face detail pass", [decode, faces, face], GROUP_COLORS["identity"])
+    save = g.add("SaveAnimatedWEBP", (2320, 60), (360, 520), title="Save Animated WEBP",
+                 filename_prefix="PersonalVideo/face_detail", fps=float(FPS), lossless=False, quality=90,
+                 method="default")
+    g.link(face, "images", save, "images")
+    track = g.add("PreviewImage", (2320, 650), (360, 300), title="Face track")
+    g.link(face, "track_preview", track, "images")
+    g.group("Save", [save, track], GROUP_COLORS["output"])
+    g.note((500, 420), (400, 420), model_files_note(False) + FACE_MODELS_NOTE, title="Model files: where each goes")
+    g.note((980, 640), (790, 260), SAMPLING_NOTE, title="Settings")
+    g.note((980, 960), (790, 230), MAGICME_NOTE, title="Noise prior and face detail pass")
+    return g
+
+
 WORKFLOWS = (train_identity, generate_with_identity, generate_with_pose, generate_with_style_lora,
-             train_and_generate)
+             train_and_generate, generate_with_face_detail)
 
 
 def build_all() -> dict:
