@@ -37,12 +37,16 @@ class DetectedFace:
     extra: dict = field(default_factory=dict)  # detector-specific data (dlib's shape)
 
     @property
+    def sides(self) -> np.ndarray:
+        return np.maximum(0.0, self.bbox[2:4] - self.bbox[0:2])  # width, height
+
+    @property
     def size(self) -> float:
-        return float(min(self.bbox[2] - self.bbox[0], self.bbox[3] - self.bbox[1]))
+        return float(self.sides.min())
 
     @property
     def area(self) -> float:
-        return float(max(0.0, self.bbox[2] - self.bbox[0]) * max(0.0, self.bbox[3] - self.bbox[1]))
+        return float(self.sides.prod())
 
 
 def largest_first(faces: list) -> list:

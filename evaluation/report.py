@@ -83,10 +83,9 @@ def write_atomic(path: str, data: bytes) -> str:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    finally:  # after the rename the temporary name is gone; after a failure it is removed
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
     return path
 
 
