@@ -75,6 +75,21 @@ def test_main_job_trains_and_generates_over_http(tmp_path, sd15_checkpoint):
     # the host's start-up chatter while the models are built stays in models.log
     assert "Traceback" not in done.stdout and (out / "models.log").is_file()
     assert _server_is_gone(done.stdout)
+    # the scorer ran on what the job made; random weights: the report says what the number means there
+    score = report["identity_score"]
+    assert "random-weight" in score["note"] and "random-weight" in done.stdout
+    try:
+        import dlib  # noqa: F401
+    except ImportError:
+        assert score["exit_code"] == 1 and "dlib is not installed" in score["skipped"]
+        return
+    assert score["exit_code"] in (0, 3), score
+    scored = json.loads((out / "identity_score.json").read_text())
+    assert len(scored["identity"]["per_frame"]) == 2 and scored["motion"]["pair_magnitudes_px"]
+    assert score["face_similarity"] == scored["identity"]["mean"]
+    with Image.open(out / "identity_score.png") as chart:
+        assert chart.size == (768, 512)
+    assert (out / "identity_score.txt").read_text().startswith("Identity (dlib_resnet")
 
 
 def test_main_job_stops_its_server_on_ctrl_c(tmp_path, sd15_checkpoint):

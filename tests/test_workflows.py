@@ -38,10 +38,11 @@ def definitions(object_info):
     return wc.definitions_for(object_info)
 
 
-def test_five_workflows_with_twins_generated_from_the_description():
+def test_seven_workflows_with_twins_generated_from_the_description():
     files = workflow_build.build_all()
     assert NAMES == ["01_train_identity", "02_generate_with_identity", "03_generate_with_pose",
-                     "04_generate_with_style_lora", "05_train_and_generate", "07_generate_with_face_detail"]
+                     "04_generate_with_style_lora", "05_train_and_generate", "06_generate_and_score",
+                     "07_generate_with_face_detail"]
     on_disk = {str(p.relative_to(workflow_build.WORKFLOWS_DIR)) for p in workflow_build.WORKFLOWS_DIR.rglob("*.json")}
     assert on_disk == set(files)
     stale = workflow_build.stale_files(files)

@@ -18,7 +18,10 @@ What it does, on a CPU in a few minutes:
    generation workflow (workflows/api/01 and 02, reduced: few frames, small size, few steps) exactly
    as the frontend does (POST /prompt with a client_id, progress over /ws, results from /history,
    files from /view); without AnimateDiff-Evolved it runs their image-only variant and says why;
-5. writes the animation, the loss curve, the doctor's report, the server log and ``report.json``
+5. scores the animation against the reference photo with the pack's scorer (``python -m evaluation score``,
+   dlib's recogniser) and writes ``identity_score.json`` / ``.png`` / ``.txt`` beside it (with random weights
+   the frames are noise: "no face found" is the expected result, and the report says so);
+6. writes the animation, the loss curve, the doctor's report, the server log and ``report.json``
    (timings, files, versions, host, variant) to the output folder, and stops the server it started
    (also on an error or Ctrl-C).
 """
@@ -47,6 +50,11 @@ MODEL_FILES = {"checkpoint": "pv_random_sd15.safetensors",
                "motion_model": "pv_random_AnimateLCM_sd15_t2v.safetensors",
                "lcm_lora": "pv_random_AnimateLCM_sd15_t2v_lora.safetensors"}
 TRAIN, GENERATE = "01_train_identity", "02_generate_with_identity"
+SCORE_NOTE = ("The identity score below is measured on a random-weight animation: its frames are noise, so 'no face "
+              "found' is the expected result, and any similarity it reports says nothing about identity. It shows "
+              "the scorer ran on what the job made; with real models (--checkpoint and real face models) the same "
+              "step gives a real score.")
+SCORE_FILES = {"json": "identity_score.json", "plot": "identity_score.png", "text": "identity_score.txt"}
 # glibc: large blocks from the heap arenas straight back to the system. Training on the CPU allocates and frees
 # model-sized tensors; with the defaults the server's peak resident memory was 12.5-13.6 GB, with these 9.1 GB.
 SERVER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_ARENA_MAX": "2"}
@@ -85,6 +93,7 @@ class Run:
     workflows: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
     doctor: dict = field(default_factory=dict)
+    identity_score: dict = field(default_factory=dict)
     error: str = ""
 
     @contextlib.contextmanager
@@ -361,6 +370,34 @@ def run_workflows(run: Run, root: Path, base: Path, video: bool) -> None:
         say("ComfyUI stopped")
 
 
+# ---------------------------------------------------------------- scoring what it made
+
+def score_animation(run: Run, base: Path) -> None:
+    """Run the scorer's command line on the animation against the reference photo; files beside the animation.
+    A scorer that cannot run (e.g. dlib not installed) is reported, not fatal: the plumbing has been proven."""
+    from .comfy_host import PACK_DIR
+
+    out = Path(run.settings.output)
+    animation = run.files["animation"][0]
+    targets = {k: out / v for k, v in SCORE_FILES.items()}
+    cmd = [sys.executable, "-m", "evaluation", "score", "--video", str(animation), "--refs",
+           str(base / "input" / REFERENCE)] + [a for k, p in targets.items() for a in (f"--{k}", str(p))]
+    done = subprocess.run(cmd, cwd=PACK_DIR, capture_output=True, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1")))
+    run.identity_score = {"note": SCORE_NOTE, "exit_code": done.returncode, "command": cmd}
+    if done.returncode in (0, 3):  # 3: scored, but no frame had a face
+        report = json.loads(targets["json"].read_text())
+        run.identity_score.update(face_similarity=report["identity"]["mean"],
+                                  frames_without_face=report["identity"]["frames_without_face"],
+                                  dynamic=report["motion"]["dynamic"])
+        run.files["identity_score"] = [str(p) for p in targets.values()]
+        say(f"identity score: {done.stdout.splitlines()[1].strip() if len(done.stdout.splitlines()) > 1 else ''}")
+    else:
+        run.identity_score["skipped"] = (done.stderr or done.stdout).strip()[-2000:]
+        say(f"identity score skipped: {run.identity_score['skipped']}")
+    say(SCORE_NOTE)
+
+
 # ---------------------------------------------------------------- the run
 
 def write_report(run: Run) -> Path:
@@ -392,6 +429,8 @@ def execute(settings: Settings) -> Run:
         with run.timed("doctor"):
             run_doctor(run, root, base)
         run_workflows(run, root, base, video)
+        with run.timed("identity score"):
+            score_animation(run, base)
         run.status = "ok"
     except KeyboardInterrupt:
         run.status, run.error = "interrupted", "stopped with Ctrl-C"
@@ -458,7 +497,7 @@ def main(argv=None) -> int:
     except Exception as exc:  # noqa: BLE001
         say(f"FAILED: {exc}")
         return 1
-    say(f"done: {Path(settings.output)} holds the animation, the loss curve, doctor.txt, comfyui.log, models.log and report.json")
+    say(f"done: {Path(settings.output)} holds the animation, the loss curve, the identity score, doctor.txt, comfyui.log, models.log and report.json")
     say(NOTE)
     return 0
 

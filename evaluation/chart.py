@@ -1,0 +1,54 @@
+"""The chart of a scoring run: similarity per frame (frames without a face marked) and motion per frame pair."""
+from __future__ import annotations
+
+import numpy as np
+
+WIDTH_PX, HEIGHT_PX, DPI = 768, 512, 100
+
+
+def render_chart(report: dict) -> np.ndarray:
+    """RGB uint8 [H, W, 3] image of the report's per-frame similarity and motion (matplotlib, off-screen)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.ticker import MaxNLocator
+
+    identity, motion = report["identity"], report["motion"]
+    fig = Figure(figsize=(WIDTH_PX / DPI, HEIGHT_PX / DPI), dpi=DPI)
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 2]})
+    frames = identity["per_frame"]
+    xs = [f["frame"] for f in frames if f["similarity"] is not None]
+    ys = [f["similarity"] for f in frames if f["similarity"] is not None]
+    missing = [f["frame"] for f in frames if f["similarity"] is None]
+    top.plot(xs, ys, "o-", color="#1f77b4", label="face similarity")
+    if identity["mean"] is not None:
+        top.axhline(identity["mean"], color="#1f77b4", linestyle="--", linewidth=1,
+                    label=f"mean {identity['mean']:.3f}")
+    if missing:
+        top.plot(missing, [0.0] * len(missing), "x", color="#d62728", markersize=9, label="no face")
+    top.set_xlim(-0.5, max(1, identity["frame_count"]) - 0.5)
+    top.set_ylim(0.0, 1.0)
+    top.set_ylabel("cosine (clipped at 0)")
+    top.set_title(f"identity: {identity['recogniser']} / {identity['detector']}", fontsize=10)
+    top.grid(alpha=0.3)
+    top.legend(loc="lower right", fontsize=8)
+    mags = motion["pair_magnitudes_px"]
+    if mags:
+        bottom.bar(np.arange(len(mags)) + 0.5, mags, width=0.8, color="#2ca02c", label="flow, top 5% (px)")
+        bottom.axhline(motion["threshold_px"], color="#ff7f0e", linestyle="--", linewidth=1, label="moving above")
+        bottom.legend(loc="upper right", fontsize=8)
+    else:
+        bottom.text(0.5, 0.5, motion["reason"] or "no motion data", ha="center", va="center",
+                    transform=bottom.transAxes)
+    bottom.set_xlim(-0.5, max(1, identity["frame_count"]) - 0.5)
+    bottom.set_xlabel("frame")
+    bottom.set_ylabel("motion (px)")
+    bottom.grid(alpha=0.3)
+    for axes in (top, bottom):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()

@@ -1,0 +1,93 @@
+"""The report of a scoring run: a JSON-ready dict, a text summary, and atomic file writing."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+from .consistency import identity_consistency
+from .protocol import COMPARABILITY, CONSISTENCY_NOTE, MIN_FACE_PX, MOTION_NOTE
+from .scoring import DLIB_SAME_PERSON
+
+FORMAT = "personalvideo-identity-score-v1"
+
+
+def build_report(score, motion: dict) -> dict:
+    """``score``: scoring.IdentityScore; ``motion``: motion.motion_score's dict."""
+    per_frame = [{"frame": f.index, "similarity": f.similarity, "face_px": f.face_px,
+                  **({"dlib_distance": f.distance} if f.distance is not None else {}),
+                  **({"reason": f.reason} if f.reason else {})} for f in score.frames]
+    identity = {
+        "recogniser": score.recogniser, "recogniser_kind": score.recogniser_kind, "detector": score.detector,
+        "mean": score.mean, "mean_percent": None if score.mean is None else round(100.0 * score.mean, 2),
+        "frame_count": score.frame_count, "frames_scored": len(score.scored),
+        "frames_without_face": score.without_face, "per_frame": per_frame,
+        "references_used": score.references_used,
+        "references_skipped": [{"reference": i, "reason": r} for i, r in score.references_skipped],
+        "comparable_with": COMPARABILITY[score.recogniser_kind],
+    }
+    if score.recogniser_kind == "dlib":
+        dist = score.mean_distance
+        identity.update(dlib_distance=dist, dlib_same_person=None if dist is None else dist < DLIB_SAME_PERSON,
+                        dlib_same_person_frames=sum(1 for f in score.scored if f.distance < DLIB_SAME_PERSON))
+    return {"format": FORMAT,
+            "protocol": ("frames sampled uniformly; largest face per frame (faces under "
+                         f"{MIN_FACE_PX} px count as none); cosine similarity to each reference clipped at 0, "
+                         "averaged over the references; mean over the frames with a face"),
+            "identity": identity, "consistency": {**identity_consistency(score), "note": CONSISTENCY_NOTE},
+            "motion": {**motion, "note": MOTION_NOTE}}
+
+
+def _f(value, digits=3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def report_text(report: dict) -> str:
+    ident, cons, mot = report["identity"], report["consistency"], report["motion"]
+    lines = [f"Identity ({ident['recogniser']}, detector {ident['detector']}):"]
+    if ident["mean"] is None:
+        lines.append(f"  no face found in any of the {len(ident['per_frame'])} scored frame(s): no similarity")
+    else:
+        lines.append(f"  face similarity {_f(ident['mean'])} ({ident['mean_percent']:.2f} x100) over "
+                     f"{ident['frames_scored']} of {len(ident['per_frame'])} scored frame(s)")
+    if ident["frames_without_face"]:
+        lines.append(f"  no face in frame(s) {', '.join(map(str, ident['frames_without_face']))}")
+    if "dlib_distance" in ident and ident["dlib_distance"] is not None:
+        verdict = "the same person" if ident["dlib_same_person"] else "not the same person"
+        lines.append(f"  dlib distance {_f(ident['dlib_distance'])} (< {DLIB_SAME_PERSON}: same person): {verdict}; "
+                     f"{ident['dlib_same_person_frames']} frame(s) under the threshold")
+    for skipped in ident["references_skipped"]:
+        lines.append(f"  reference {skipped['reference']} not used: {skipped['reason']}")
+    lines.append(f"  per frame: " + ", ".join(f"{f['frame']}:{_f(f['similarity'])}" for f in ident["per_frame"]))
+    lines.append(f"  comparable with: {ident['comparable_with']}")
+    lines.append(f"Consistency: similarity spread (std) {_f(cons['similarity_std'])}, min {_f(cons['similarity_min'])}, "
+                 f"max {_f(cons['similarity_max'])}; consecutive-frame embedding cosine "
+                 f"{_f(cons['consecutive_embedding_cosine'])}")
+    if mot["dynamic"] is None:
+        lines.append(f"Motion: {mot['reason']}")
+    else:
+        lines.append(f"Motion (approximate VBench dynamic degree): {'dynamic' if mot['dynamic'] else 'static'}, "
+                     f"{mot['moving_pairs']} of {len(mot['pair_magnitudes_px'])} frame pairs above "
+                     f"{mot['threshold_px']:.2f} px (needs {mot['pairs_needed']}); mean motion "
+                     f"{_f(mot['mean_motion_at_256'], 2)} px at 256 px")
+    return "\n".join(lines)
+
+
+def write_atomic(path: str, data: bytes) -> str:
+    """Write ``data`` to ``path`` through a temporary file renamed into place: whole or not at all."""
+    path = os.path.abspath(path)
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:  # after the rename the temporary name is gone; after a failure it is removed
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def report_json(report: dict) -> str:
+    return json.dumps(report, indent=2) + "\n"
