@@ -45,6 +45,17 @@ class EngineModels:
     def has_motion(self) -> bool:
         return type(self.unet).__name__ == "UNetMotionModel"
 
+    def predict_noise(self, latents: torch.Tensor, t, context: torch.Tensor) -> torch.Tensor:
+        """The UNet's noise prediction (fp32); ``latents`` [B, C, F, h, w] with motion modules (the text
+        embeddings [B, 77, D] then repeated per frame, as diffusers' AnimateDiff pipeline does), else [B, C, h, w]
+        (one text embedding serves the whole batch)."""
+        if self.has_motion:
+            context = context.repeat_interleave(latents.shape[2], dim=0)
+        elif context.shape[0] == 1:
+            context = context.expand(latents.shape[0], -1, -1)
+        dtype = next(self.unet.parameters()).dtype
+        return self.unet(latents.to(dtype), t, encoder_hidden_states=context.to(latents.device, dtype)).sample.float()
+
     def to(self, device, dtype=None):
         for module in (self.unet, self.vae, self.text_encoder):
             module.to(device=device, dtype=dtype)

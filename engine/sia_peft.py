@@ -41,6 +41,7 @@ def attach(unet: torch.nn.Module, rank: int, alpha: float, res_blocks: int = 2, 
     initialisation (down random, up zero: a no-op).  Returns the target names."""
     from peft import LoraConfig, inject_adapter_in_model
 
+    detach(unet)  # one adapter at a time
     names = target_names(unet, res_blocks)
     if rank < 1:
         raise EngineError(f"rank must be at least 1 (got {rank}).")
@@ -105,3 +106,17 @@ def set_enabled(unet: torch.nn.Module, on: bool) -> None:
     """Switch the adapter on or off for the next UNet calls (peft's own switch on every LoRA layer)."""
     for layer in lora_layers(unet).values():
         layer.enable_adapters(on)
+
+
+def set_strength(unet: torch.nn.Module, scale: float) -> None:
+    """The LoRA's output scale (strength * alpha / rank) on every layer."""
+    for layer in lora_layers(unet).values():
+        layer.scaling[ADAPTER_NAME] = float(scale)
+
+
+def detach(unet: torch.nn.Module) -> None:
+    """Take the LoRA off: every peft layer is replaced by the Linear it wraps (the UNet is as loaded)."""
+    modules = dict(unet.named_modules())
+    for name, layer in lora_layers(unet).items():
+        parent, _, child = name.rpartition(".")
+        setattr(modules[parent] if parent else unet, child, layer.get_base_layer())
