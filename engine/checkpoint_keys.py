@@ -175,7 +175,7 @@ def vae_to_diffusers(sd: dict, layout: dict) -> dict:
 def clip_to_transformers(sd: dict) -> dict:
     """``cond_stage_model.transformer.*`` keys (no prefix) -> CLIPTextModel keys (``text_model.*``)."""
     return {(k if k.startswith("text_model.") else "text_model." + k): v for k, v in sd.items()
-            if not k.endswith("position_ids")}
+            if not k.endswith(("position_ids", "text_projection.weight", "logit_scale"))}  # not in the text model
 
 
 def clip_config(sd: dict, base: dict) -> dict:
@@ -224,7 +224,12 @@ def motion_from_diffusers(sd: dict) -> dict:
     return out
 
 
-def motion_layout(sd: dict, base: dict) -> dict:
+def motion_positions(raw: dict) -> int | None:
+    """Frame positions of an AnimateDiff file's positional-encoding tables (AnimateLCM files have none)."""
+    return next((int(v.shape[1]) for k, v in sorted(raw.items()) if k.endswith("pos_encoder.pe")), None)
+
+
+def motion_layout(sd: dict, base: dict, positions: int | None = None) -> dict:
     """MotionAdapter config from motion-module keys already in diffusers naming."""
     widths = {}
     for key, value in sd.items():
@@ -238,6 +243,8 @@ def motion_layout(sd: dict, base: dict) -> dict:
     config = dict(base)
     config.update(block_out_channels=[widths[i] for i in sorted(widths)], motion_layers_per_block=per_level,
                   use_motion_mid_block=any(k.startswith("mid_block.") for k in sd))
+    if positions:
+        config["motion_max_seq_length"] = positions
     return config
 
 

@@ -184,8 +184,10 @@ def motion_adapter_from_file(path: str):
 
     if os.path.isdir(path):
         return MotionAdapter.from_pretrained(path, local_files_only=True)
-    sd = keys.motion_to_diffusers(read_state_dict(path, "motion model"))
-    adapter = MotionAdapter.from_config(keys.motion_layout(sd, shipped_config("animatelcm_motion")))
+    raw = read_state_dict(path, "motion model")
+    sd = keys.motion_to_diffusers(raw)
+    adapter = MotionAdapter.from_config(keys.motion_layout(sd, shipped_config("animatelcm_motion"),
+                                                           keys.motion_positions(raw)))
     _load_strict(adapter, sd, "motion model", path, allow_missing=(".pe",))
     return adapter
 

@@ -52,3 +52,22 @@ def tiny_motion_adapter(seed: int = 1):
             if name.endswith("proj_out.weight"):
                 torch.nn.init.normal_(p, std=0.05)
     return adapter
+
+
+def save_tiny_checkpoint(path: str, seed: int = 0) -> str:
+    """A single-file checkpoint in the SD1.5 (ldm) key layout, small: ComfyUI's tiny UNet, VAE and CLIP text
+    model (tests/tiny_models.py) under the prefixes a real SD1.5 file uses."""
+    from safetensors.torch import save_file
+
+    import tiny_models
+
+    with torch.inference_mode():
+        unet = tiny_models.tiny_sd15_model(seed=seed).model.diffusion_model
+        vae = tiny_models.tiny_vae().first_stage_model
+        clip = tiny_models.tiny_clip().cond_stage_model
+        sd = {"model.diffusion_model." + k: v.clone() for k, v in unet.state_dict().items()}
+        sd.update({"first_stage_model." + k: v.clone() for k, v in vae.state_dict().items()})
+        sd.update({"cond_stage_model.transformer." + k[len("clip_l.transformer."):]: v.clone()
+                   for k, v in clip.state_dict().items() if k.startswith("clip_l.transformer.")})
+    save_file({k: v.contiguous() for k, v in sd.items()}, path)
+    return path
