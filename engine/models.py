@@ -137,6 +137,8 @@ def text_encoder_from_ldm(sd: dict, path: str = "(in memory)"):
 
     sd = keys.clip_to_transformers(sd)
     model = CLIPTextModel(CLIPTextConfig(**keys.clip_config(sd, shipped_config("clip_l"))))
+    if not any(k.startswith("text_model.") for k in model.state_dict()):  # transformers 5 names them without it
+        sd = {k[len("text_model."):]: v for k, v in sd.items()}
     _load_strict(model, sd, "text encoder", path, allow_missing=("position_ids",))
     return model
 
