@@ -124,7 +124,7 @@ def unet_to_diffusers(sd: dict, layout: dict) -> dict:
 def vae_layout(sd: dict) -> dict:
     if "decoder.conv_in.weight" not in sd:
         raise EngineError("the checkpoint has no VAE (no first_stage_model.decoder.conv_in.weight); give a "
-                          "checkpoint with its VAE baked in, or a VAE file with --vae.")
+                          "checkpoint with its VAE baked in.")
     levels = 1 + max(int(m[1]) for k in sd if (m := re.match(r"encoder\.down\.(\d+)\.", k)))
     blocks = 1 + max(int(m[1]) for k in sd if (m := re.match(r"encoder\.down\.0\.block\.(\d+)\.", k)))
     widths = [int(sd[f"encoder.down.{i}.block.{blocks - 1}.conv2.weight"].shape[0]) for i in range(levels)]

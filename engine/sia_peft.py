@@ -70,7 +70,7 @@ def load_weights(unet: torch.nn.Module, adapter: SIAAdapter, res_blocks: int = 2
                           f"{extra[:1]}). It was made for another base model.")
     rank = int(layers[next(iter(layers))].r[ADAPTER_NAME])
     if adapter.rank != rank:
-        raise EngineError(f"the adapter {adapter.source} has rank {adapter.rank}, the LoRA layers rank {rank}.")
+        raise EngineError(f"internal: the adapter {adapter.source} has rank {adapter.rank}, the LoRA layers rank {rank}.")
     with torch.no_grad():
         for name, layer in layers.items():
             down, up = adapter.down[wanted[name]], adapter.up[wanted[name]]

@@ -44,9 +44,10 @@ def read_manifest(path: str) -> list:
         missing = [c for c in REQUIRED if c not in header]
         unknown = [c for c in header if c not in REQUIRED and c not in OVERRIDES]
         if missing or unknown:
-            raise EngineError(f"manifest {path}: " + "; ".join(
-                ([f"missing column(s) {', '.join(missing)}"] if missing else [])
-                + ([f"unknown column(s) {', '.join(unknown)} (overrides: {', '.join(OVERRIDES)})"] if unknown else [])))
+            problems = ([f"missing column(s) {', '.join(missing)}"] if missing else []) + \
+                ([f"unknown column(s) {', '.join(unknown)}"] if unknown else [])
+            raise EngineError(f"manifest {path}: wrong columns ({'; '.join(problems)}); the header holds name, "
+                              f"class_word, photos and optional overrides {', '.join(OVERRIDES)}.")
         rows, names = [], set()
         base = os.path.dirname(os.path.abspath(path))
         for number, raw in enumerate(reader, start=2):

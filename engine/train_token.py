@@ -20,7 +20,7 @@ from .errors import EngineError
 def encode_photos(vae, crops: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """Photos [N, H, W, 3] (or [N, 3, H, W]) in 0..1 -> UNet-space latents [N, 4, h, w] (posterior means)."""
     if crops.ndim != 4:
-        raise EngineError("the reference photos must be a batch of RGB images")
+        raise EngineError("internal: the reference photos must be a batch of RGB images")
     x = crops.permute(0, 3, 1, 2) if crops.shape[-1] == 3 else crops
     device, dtype = next(vae.parameters()).device, next(vae.parameters()).dtype
     with torch.no_grad():
