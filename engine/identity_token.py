@@ -37,6 +37,11 @@ class TokenPrompts:
         else:
             raise EngineError("internal: no one-token marker word in this tokenizer's vocabulary")
 
+    @property
+    def max_length(self) -> int:
+        """77 for SD1.5: the text model's positions (some tokenizer configs say 8192)."""
+        return int(getattr(self.text_encoder.config, "max_position_embeddings", 77))
+
     def class_word_vector(self) -> torch.Tensor:
         ids = _inner_ids(self.tokenizer, self.class_word)
         if not ids:
@@ -74,7 +79,7 @@ class TokenPrompts:
         """[B, 77, D] hidden states for ``prompts`` (a list or one string); grad reaches ``vector`` if it asks."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         ids = self.tokenizer([self.text(p) for p in prompts], padding="max_length", truncation=True,
-                             max_length=self.tokenizer.model_max_length, return_tensors="pt").input_ids
+                             max_length=self.max_length, return_tensors="pt").input_ids
         device = next(self.text_encoder.parameters()).device
         with self._injected(vector):
             return self.text_encoder(ids.to(device))[0]

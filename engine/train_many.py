@@ -94,10 +94,12 @@ def existing_state(args, row) -> tuple:
 
 def train_row(args, row) -> dict:
     """One identity in a worker: the result row, never an exception."""
-    from .cli import train_one
+    import importlib
 
     start = time.time()
     try:
+        # by the stable name: a host may have imported this module under another one (its folder path)
+        train_one = importlib.import_module(PACKAGE + ".engine.cli").train_one
         result = train_one(args, row["photos"], row["name"], row["class_word"], row["overrides"],
                            label=f"{row['name']} ")
         return {"name": row["name"], "status": "trained", "seconds": round(time.time() - start, 1),
