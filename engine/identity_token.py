@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import re
+from types import SimpleNamespace
 
 import torch
 
-from ..training.textual_inversion import MARKERS
+from ..training.textual_inversion import MARKERS, inject_vector
 from .errors import EngineError
 
 
@@ -57,23 +58,12 @@ class TokenPrompts:
             out = re.sub(r"embedding:" + re.escape(self.name) + r"(\.safetensors)?\b", self.marker, out)
         return out
 
-    @contextlib.contextmanager
     def _injected(self, vector):
+        """The nodes' hook on the token-embedding table, on this text encoder (held the way ComfyUI holds it)."""
         if vector is None:
-            yield
-            return
-        emb = self.text_encoder.get_input_embeddings()
-        marker = self.marker_id
-
-        def hook(module, args, output):
-            mask = (args[0] == marker).unsqueeze(-1)
-            return torch.where(mask, vector.to(output.device, output.dtype), output)
-
-        handle = emb.register_forward_hook(hook)
-        try:
-            yield
-        finally:
-            handle.remove()
+            return contextlib.nullcontext()
+        held = SimpleNamespace(cond_stage_model=SimpleNamespace(clip_l=SimpleNamespace(transformer=self.text_encoder)))
+        return inject_vector(held, self.marker_id, vector)
 
     def encode(self, prompts, vector: torch.Tensor | None = None) -> torch.Tensor:
         """[B, 77, D] hidden states for ``prompts`` (a list or one string); grad reaches ``vector`` if it asks."""
