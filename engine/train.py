@@ -80,6 +80,9 @@ def train_identity(models, photos, name: str, class_word: str, face_stack, model
     sia_settings.check()
     if rank < 1:
         raise EngineError(f"--rank must be at least 1 (got {rank}).")
+    if models.has_motion:
+        raise EngineError("internal: give the image models and the motion adapter apart (stage 1 runs without "
+                          "motion modules)")
     images = [p if torch.is_tensor(p) else read_photo(p) for p in
               (photos if all(torch.is_tensor(p) for p in photos) else photo_paths(photos))]
     stack, encoder = face_stack
@@ -95,7 +98,7 @@ def train_identity(models, photos, name: str, class_word: str, face_stack, model
     from .train_token import train_token
 
     vector, token_losses = train_token(
-        models.unet if not models.has_motion else _image_unet_missing(), models.vae, token_prompts, crops.images,
+        models.unet, models.vae, token_prompts, crops.images,
         scheduler_table, ti_settings, _stage_progress(progress, "token", ti_settings.steps))
 
     # --- stage 2: the adapter, through the motion modules ---
@@ -137,8 +140,4 @@ def _abar(config: dict) -> torch.Tensor:
     from diffusers import DDPMScheduler
 
     return DDPMScheduler.from_config(config).alphas_cumprod.float()
-
-
-def _image_unet_missing():
-    raise EngineError("internal: train the token before the motion modules go into the UNet")
 

@@ -57,7 +57,16 @@ def _run(cmd, log, what: str):
 
 
 def engine_video(run, root: Path, base: Path) -> None:
-    """Train and generate through the engine; fills ``run.files``/``run.workflows`` (called by the main job)."""
+    """Train and generate through the engine; fills ``run.files``/``run.workflows`` (called by the main job).
+    A failure here is reported (``workflows.engine.error``, the console) without undoing the ComfyUI part."""
+    try:
+        _engine_video(run, root, base)
+    except Exception as exc:  # noqa: BLE001  (the ComfyUI outputs stand; the report says what failed)
+        run.workflows["engine"] = {"where": WHERE, "error": f"{type(exc).__name__}: {exc}"}
+        print(f"[main job] the engine's video failed: {exc}", flush=True)
+
+
+def _engine_video(run, root: Path, base: Path) -> None:
     s = run.settings
     out = Path(s.output)
     models = base / "models"
