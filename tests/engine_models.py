@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 
-import torch
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every config is given here; diffusers/transformers must never fetch
 
-import host
+import torch  # noqa: E402
+
+import host  # noqa: E402
 
 WIDTHS = (32, 64)
 
