@@ -27,14 +27,15 @@ WHERE = ("ComfyUI (the default host, no AnimateDiff-Evolved) ran the image-only 
 def save_random_motion_module(path: str, seed: int = 11) -> str:
     """An AnimateLCM-layout motion-module file at SD1.5 widths with random weights (output projections
     included: diffusers starts them at zero), written by the engine in the AnimateDiff file layout."""
+    import importlib
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("pv_engine_main", os.path.join(PACK_DIR, "engine", "__main__.py"))
     launcher = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(launcher)
-    cli = launcher._cli()
-    models = sys.modules[cli.__name__.rsplit(".", 1)[0] + ".models"]
-    shipped = sys.modules[cli.__name__.rsplit(".", 1)[0] + ".shipped_configs"]
+    engine = launcher._cli().__name__.rsplit(".", 1)[0]
+    models = importlib.import_module(engine + ".models")
+    shipped = importlib.import_module(engine + ".shipped_configs")
     import torch
     from diffusers import MotionAdapter
 
