@@ -5,7 +5,11 @@ the trainer in ``training/``.
 """
 WEB_DIRECTORY = "./web"  # shows the doctor's report on its node
 
-if __package__:  # ComfyUI imports the pack as a package. pytest imports this file on its own when the
+import sys as _sys
+
+# Register the nodes when ComfyUI imports the pack (it has imported folder_paths by then); the engine
+# (``engine/``, the `personalvideo` command) imports the pack as a package outside ComfyUI too.
+if __package__ and "folder_paths" in _sys.modules:  # ComfyUI imports the pack as a package. pytest imports this file on its own when the
     # checkout's folder name is no valid module name (e.g. "ComfyUI-PersonalVideo"): nothing to register then.
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 

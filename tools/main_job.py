@@ -429,6 +429,11 @@ def execute(settings: Settings) -> Run:
         with run.timed("doctor"):
             run_doctor(run, root, base)
         run_workflows(run, root, base, video)
+        if not video:  # no AnimateDiff-Evolved in the host: the video method runs through the engine
+            from .main_job_engine import engine_video
+
+            with run.timed("engine video"):
+                engine_video(run, root, base)
         with run.timed("identity score"):
             score_animation(run, base)
         run.status = "ok"

@@ -1,0 +1,73 @@
+"""Stage 1 in the engine: textual inversion of the identity token on the reference photos.
+
+As in the nodes: the vector starts from the class word's embedding; the ordinary
+noise-prediction loss on the photos (VAE latents, random horizontal flips, the
+nodes' prompt templates and draws), AdamW at lr 1e-3, batch 4, 400 steps; only the
+vector trains.  The photos are single images: the image UNet, never the motion modules.
+"""
+from __future__ import annotations
+
+import random
+
+import torch
+import torch.nn.functional as F
+
+from ..training import precision as amp
+from ..training.textual_inversion import TISettings, draw_batch
+from .errors import EngineError
+
+
+def encode_photos(vae, crops: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Photos [N, H, W, 3] (or [N, 3, H, W]) in 0..1 -> UNet-space latents [N, 4, h, w] (posterior means)."""
+    if crops.ndim != 4:
+        raise EngineError("internal: the reference photos must be a batch of RGB images")
+    x = crops.permute(0, 3, 1, 2) if crops.shape[-1] == 3 else crops
+    device, dtype = next(vae.parameters()).device, next(vae.parameters()).dtype
+    with torch.no_grad():
+        latents = [vae.encode((chunk * 2 - 1).to(device, dtype)).latent_dist.mean for chunk in x.split(4)]
+    return torch.cat(latents).float() * vae.config.scaling_factor
+
+
+def noise_loss(unet, prompts, latents, vector, draw, abar: torch.Tensor, precision) -> torch.Tensor:
+    x0 = latents[draw.index].clone()
+    for b, flip in enumerate(draw.flip):
+        if flip:
+            x0[b] = x0[b].flip(-1)
+    a = abar[draw.t].view(-1, 1, 1, 1).to(x0)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * draw.noise.to(x0)
+    context = prompts.encode(draw.template, vector).expand(len(draw.index), -1, -1)
+    dtype = next(unet.parameters()).dtype
+    with precision.autocast():
+        eps = unet(x_t.to(dtype), draw.t.to(x0.device), encoder_hidden_states=context.to(dtype)).sample
+    return F.mse_loss(eps.float(), draw.noise.to(x0))
+
+
+def train_token(unet, vae, prompts, crops: torch.Tensor, abar: torch.Tensor, settings: TISettings,
+                progress=None) -> tuple:
+    """The identity vector [D] (fp32) and the losses; ``unet`` the image UNet (frozen)."""
+    settings.check()
+    device = next(unet.parameters()).device
+    precision = amp.resolve(settings.precision, device)
+    vector = torch.nn.Parameter(prompts.class_word_vector().to(device))
+    losses = []
+    if settings.steps == 0:
+        return vector.detach().clone(), losses
+    latents = encode_photos(vae, crops, settings.seed).to(device)
+    optimizer = torch.optim.AdamW([vector], lr=settings.lr, weight_decay=0.0)
+    rng, gen = random.Random(settings.seed), torch.Generator().manual_seed(settings.seed)
+    checkpointing = settings.gradient_checkpointing and device.type == "cuda"
+    if checkpointing:
+        unet.enable_gradient_checkpointing()
+    try:
+        for step in range(settings.steps):
+            draw = draw_batch(rng, gen, latents.cpu(), settings.batch_size)
+            loss = noise_loss(unet, prompts, latents, vector, draw, abar, precision)
+            optimizer.zero_grad(set_to_none=True)
+            precision.backward_and_step(loss, optimizer)
+            losses.append(float(loss.detach()))
+            if progress is not None:
+                progress(step, losses[-1])
+    finally:
+        if checkpointing:
+            unet.disable_gradient_checkpointing()
+    return vector.detach().clone(), losses

@@ -1,0 +1,195 @@
+"""The engine's two training stages and its files, on tiny diffusers models with random weights."""
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("peft")
+
+from comfyui_personalvideo.engine import sia_peft, train_adapter as stage2, train_token as stage1  # noqa: E402
+from comfyui_personalvideo.engine.adapter_settings import AdapterSettings  # noqa: E402
+from comfyui_personalvideo.engine.errors import EngineError  # noqa: E402
+from comfyui_personalvideo.engine.identity_token import TokenPrompts  # noqa: E402
+from comfyui_personalvideo.engine.train import _abar, train_identity  # noqa: E402
+from comfyui_personalvideo.sia import load_adapter  # noqa: E402
+from comfyui_personalvideo.training import precision as amp, prompts as prompt_data  # noqa: E402
+from comfyui_personalvideo.training.face.identity_loss import IdentityLoss  # noqa: E402
+from comfyui_personalvideo.training.face.references import embed_references  # noqa: E402
+from comfyui_personalvideo.training.textual_inversion import TISettings, draw_batch  # noqa: E402
+
+import engine_models  # noqa: E402
+import face_fixtures as ff  # noqa: E402
+from face_fixtures import tiny_onnx  # noqa: E402,F401
+
+SMALL = dict(frames=2, width=64, height=64, seed=11)
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory, tiny_onnx):  # noqa: F811
+    """(FaceStack, encoder) over a pack whose detector finds one large face in any textured frame."""
+    from comfyui_personalvideo.engine.faces import load_face_stack
+
+    root = tmp_path_factory.mktemp("engine-faces")
+    ff.centre_face_pack(root, recognizer=tiny_onnx)
+    return load_face_stack(str(root), cache_dir=str(tmp_path_factory.mktemp("engine-enc")))
+
+
+@pytest.fixture(scope="module")
+def photo():
+    img = ff.photo_image("astronaut").movedim(-1, 1)
+    return torch.nn.functional.interpolate(img, size=(64, 64), mode="area").movedim(1, -1)[0].contiguous()
+
+
+def test_stage2_settings_are_the_nodes_settings():
+    from comfyui_personalvideo.training.sia_trainer import SIATrainSettings
+
+    assert AdapterSettings().to_json() == SIATrainSettings().to_json()
+
+
+def run_once(models, prompts, vector, loss_fn, **kw):
+    settings = AdapterSettings(**dict(dict(SMALL, iterations=1), **kw))
+    return stage2.train_adapter(models, prompts, vector, loss_fn,
+                                prompt_data.PromptSampler(["{token} {class_word} smiling"], 0), settings)
+
+
+def test_identity_loss_falls_on_a_reachable_target_through_the_motion_modules(faces, photo):
+    """The same generated sample (seed 11) trained repeatedly: its identity loss must fall."""
+    stack, encoder = faces
+    models = engine_models.tiny_engine_models()
+    prompts = TokenPrompts(models.text_encoder, models.tokenizer, "man")
+    vector = prompts.class_word_vector()
+    refs = embed_references(stack.detector, encoder, [photo])
+    loss_fn = IdentityLoss(stack.detector, encoder, refs.embeddings)
+    sia_peft.attach(models.unet, 4, 4.0)
+    losses = [run_once(models, prompts, vector, loss_fn, lr=0.05, reg_lambda=0.0).loss[0] for _ in range(6)]
+    after = run_once(models, prompts, vector, loss_fn, lr=0.0, weight_decay=0.0).loss[0]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert after < losses[0] - 0.005, (losses, after)
+
+
+def _frame0_gradient(models, noise):
+    """Gradient of frame 0's decoded mean on the adapter (last step only, as in training)."""
+    params = sia_peft.parameters(models.unet)
+    context = TokenPrompts(models.text_encoder, models.tokenizer, "man").encode("a photo of a man")
+    pixels, _ = stage2.run_iteration(models, models.scheduler_config, context, noise, 0, 4,
+                                     torch.Generator().manual_seed(0), amp.resolve("fp32", torch.device("cpu")))
+    grads = torch.autograd.grad(pixels.mean(), params)
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+def _seeded_lora(models):
+    with torch.random.fork_rng():
+        torch.manual_seed(5)
+        sia_peft.attach(models.unet, 4, 4.0)
+        with torch.no_grad():
+            for p in sia_peft.parameters(models.unet):
+                p.normal_(std=0.1)  # up weights non-zero: the gradient on down weights is non-zero too
+
+
+def test_gradient_reaches_the_adapter_through_the_motion_modules():
+    """Frame 0's loss depends on frame 1's noise only through the motion modules (temporal attention): with
+    them in, changing frame 1 changes the adapter's gradient; with the image UNet alone, it does not."""
+    noise = torch.randn(1, 4, 2, 8, 8, generator=torch.Generator().manual_seed(1))
+    other = noise.clone()
+    other[:, :, 1] = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    video = engine_models.tiny_engine_models(motion=True)
+    _seeded_lora(video)
+    g1, g2 = _frame0_gradient(video, noise), _frame0_gradient(video, other)
+    assert g1.abs().max() > 0
+    assert (g1 - g2).abs().max() > 1e-3 * g1.abs().max()
+
+    image = engine_models.tiny_engine_models(motion=False)
+    _seeded_lora(image)
+    flat = lambda n: n[0].permute(1, 0, 2, 3)  # noqa: E731  (frames as the batch for the image UNet)
+    h1, h2 = _frame0_gradient(image, flat(noise)), _frame0_gradient(image, flat(other))
+    torch.testing.assert_close(h1, h2, rtol=1e-4, atol=1e-7 * float(h1.abs().max()))
+
+
+def test_only_the_lora_trains_and_only_the_last_step_has_it():
+    models = engine_models.tiny_engine_models()
+    _seeded_lora(models)
+    layer = next(iter(sia_peft.lora_layers(models.unet).values()))
+    seen = []
+    layer.register_forward_hook(lambda m, a, o: seen.append((not m.disable_adapters, torch.is_grad_enabled())))
+    before = {n: p.detach().clone() for n, p in models.unet.named_parameters() if ".lora_" not in n}
+    context = TokenPrompts(models.text_encoder, models.tokenizer, "man").encode("a man")
+    stage2.run_iteration(models, models.scheduler_config, context, torch.randn(1, 4, 2, 8, 8), 0, 4,
+                         torch.Generator().manual_seed(0), amp.resolve("fp32", torch.device("cpu")))
+    assert seen == [(False, False)] * 3 + [(True, True)]
+    assert stage2.few_step_timesteps(4) == [999, 749, 500, 250]
+    after = dict(models.unet.named_parameters())
+    assert all(torch.equal(before[n], after[n]) for n in before)
+    assert all(".lora_" in n for n, p in models.unet.named_parameters() if p.requires_grad)
+
+
+def test_token_training_lowers_its_objective_more_than_random_moves(photo):
+    """Stage 1 on a problem the token can act on (cross-attention output made strong, x10): the noise loss on
+    training's own draws, recomputed per vector, falls by more than any random move of the same length."""
+    models = engine_models.tiny_engine_models(motion=False)
+    with torch.no_grad():
+        for name, module in models.unet.named_modules():
+            if name.endswith("attn2.to_out.0"):
+                module.weight.mul_(10.0)
+    prompts = TokenPrompts(models.text_encoder, models.tokenizer, "man")
+    abar = _abar(models.scheduler_config)
+    settings = TISettings(steps=24, lr=5e-3, batch_size=4, seed=0, precision="fp32")
+    latents = stage1.encode_photos(models.vae, photo[None])
+    fp32 = amp.resolve("fp32", torch.device("cpu"))
+
+    def objective(v):
+        import random
+
+        rng, gen = random.Random(settings.seed), torch.Generator().manual_seed(settings.seed)
+        with torch.no_grad():
+            return sum(float(stage1.noise_loss(models.unet, prompts, latents, v,
+                                               draw_batch(rng, gen, latents, settings.batch_size), abar, fp32))
+                       for _ in range(settings.steps)) / settings.steps
+
+    start = prompts.class_word_vector()
+    before = objective(start)
+    vector, losses = stage1.train_token(models.unet, models.vae, prompts, photo[None], abar, settings)
+    distance = float((vector - start).norm())
+    drops = []
+    for k in range(6):
+        direction = torch.randn(start.shape, generator=torch.Generator().manual_seed(k))
+        drops.append(before - objective(start + direction / direction.norm() * distance))
+    drop = before - objective(vector)
+    assert len(losses) == settings.steps and distance > 0
+    assert drop > max(drops) and drop > 2.0 * sum(abs(d) for d in drops) / len(drops), (drop, drops)
+
+
+def test_train_identity_writes_the_nodes_files(faces, photo, tmp_path):
+    models = engine_models.tiny_engine_models(motion=False)
+    motion = engine_models.tiny_motion_adapter()
+    seen = []
+    result = train_identity(models, [photo], "Ada Lovelace", "woman", faces, str(tmp_path), motion_adapter=motion,
+                            ti_settings=TISettings(steps=2, batch_size=1), sia_settings=AdapterSettings(
+                                iterations=2, **SMALL), progress=lambda *a: seen.append(a[:3]))
+    paths = result["paths"]
+    assert paths == {"sia": str(tmp_path / "sia" / "Ada_Lovelace.safetensors"),
+                     "embedding": str(tmp_path / "embeddings" / "Ada_Lovelace.safetensors")}
+    adapter = load_adapter(paths["sia"])
+    assert adapter.info.trigger == "embedding:Ada_Lovelace woman" and adapter.info.start_percent == 0.75
+    training = adapter.info.training
+    assert training["class_word"] == "woman" and training["sia"]["iterations"] == 2
+    assert training["engine"] == "diffusers+peft" and training["motion_modules"] is True
+    assert adapter.rank == 4 and adapter.alpha == 4.0 and len(adapter.paths) == 33
+    assert torch.equal(adapter.embedding.reshape(-1), result["vector"].reshape(-1))
+    from safetensors.torch import load_file
+
+    assert torch.equal(load_file(paths["embedding"])["emb_params"].reshape(-1), result["vector"].reshape(-1))
+    assert seen[0] == ("token", 0, 2) and seen[-1] == ("adapter", 1, 2)
+    assert not [f for d in ("sia", "embeddings") for f in os.listdir(tmp_path / d) if f.startswith(".")]
+    with pytest.raises(EngineError, match="exists already"):
+        train_identity(models, [photo], "Ada Lovelace", "woman", faces, str(tmp_path))
+
+
+def test_a_photo_without_a_face_is_a_clear_error(faces, tmp_path):
+    from comfyui_personalvideo.training.face.errors import FaceStackError
+
+    models = engine_models.tiny_engine_models(motion=False)
+    blank = torch.full((64, 64, 3), 0.5)
+    with pytest.raises(FaceStackError, match="has a usable face"):
+        train_identity(models, [blank], "nobody", "man", faces, str(tmp_path))
+    assert not os.path.exists(tmp_path / "sia")
