@@ -7,7 +7,7 @@ and peak memory, on SD1.5-size architectures with random weights.
                                                            # the target: 400 + 400 under 6 minutes and
                                                            # under 16 GB on one H100
 
-What runs is the node's own code (``train_identity``) on: a random-weight SD1.5 checkpoint (UNet, CLIP-L,
+What runs is the trainer the node calls (``training.identity_training.train_identity``) on: a random-weight SD1.5 checkpoint (UNet, CLIP-L,
 VAE) saved and loaded with ComfyUI's checkpoint loader (so ComfyUI picks dtypes and devices as for a real
 one); an AnimateLCM-layout motion model attached through AnimateDiff-Evolved when the host has it (e.g.
 COMFYUI_ROOT=/path/to/ComfyUI with AnimateDiff-Evolved in its custom_nodes); the real ResNet-100
@@ -121,7 +121,7 @@ class Meter:
 
 def run_once(args, parts, name, checkpointing):
     from autograd_memory import SavedTensorBytes
-    from comfyui_personalvideo.nodes.train_identity import train_identity
+    from comfyui_personalvideo.training.identity_training import train_identity
 
     model, clip, vae, face_analysis, photo = parts
     device = torch.device(args.device)
@@ -133,7 +133,7 @@ def run_once(args, parts, name, checkpointing):
                        ti_steps=args.ti_steps, ti_learning_rate=1e-3, ti_batch_size=args.ti_batch_size,
                        sia_iterations=args.iterations, sia_learning_rate=1e-4, sia_rank=4, reg_lambda=1e-2,
                        frames=args.frames, width=args.size, height=args.size, sampling_steps=4, seed=0,
-                       overwrite=True, progress_hook=meter.hook, gradient_checkpointing=checkpointing,
+                       if_exists="overwrite", progress_hook=meter.hook, gradient_checkpointing=checkpointing,
                        precision=args.precision)
     meter.finish()
     token = meter.per_step("token", meter.t_start)

@@ -39,12 +39,13 @@ from .inference_tensors import gradient_window
 
 class FewStepTrainingSampler(comfy.samplers.Sampler):
     def __init__(self, last_step, generator: torch.Generator, extra_modules=(), gradient_checkpointing=True,
-                 autocast=None, load_first=()):
+                 autocast=None, load_first=(), between_steps=None):
         self.last_step = last_step          # callable(denoised latent with grad) -> None
         self.generator = generator
         self.extra_modules = tuple(extra_modules)
         self.load_first = tuple(load_first)  # ModelPatchers loaded (with the sampled one) before the gradient step
         self.gradient_checkpointing = gradient_checkpointing
+        self.between_steps = between_steps or (lambda: None)   # e.g. the cancel check
         self.autocast = autocast or contextlib.nullcontext   # context factory for the gradient step's model call
         self.step_outputs = []             # denoised latent of every step (detached), for reports/tests
         self.checkpointed_regions = 0      # layers checkpointed in the gradient step (0: off)
@@ -70,6 +71,7 @@ class FewStepTrainingSampler(comfy.samplers.Sampler):
                     if callback is not None:
                         callback(i, denoised, x, n)
                     x = denoised + sigmas[i + 1] * self._noise_like(denoised)
+                    self.between_steps()
             x = x.detach()
             if self.load_first:
                 import comfy.model_management

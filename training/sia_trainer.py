@@ -17,14 +17,17 @@ weights and optimiser state (:mod:`.precision`); both on by default.
 
 Frames with no face are skipped (no optimiser step) and counted; when most
 iterations have none the run stops with a clear message.  Everything random
-comes from the seed (prompt choice, noise, frame index), so a run is
-deterministic on one machine.
+comes from the seed, one independent stream per purpose (prompt choice, noise,
+frame index; :mod:`.random_streams`), so a run is deterministic on one machine.
+
+Cancel: ``check_interrupt`` runs before every layer of the UNet and the VAE
+decoder (so inside each model evaluation), between the steps of the few-step
+schedule, and between the decode, the loss and the optimiser step.
 """
 from __future__ import annotations
 
 import logging
 import math
-import random
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -32,7 +35,10 @@ import torch
 from ..sia import apply_sia
 from . import precision as amp
 from .errors import TrainingError
+from .checkpointing import regions_of
 from .few_step_sampler import FewStepTrainingSampler, lcm_schedule, run_few_steps
+from .interruption import checked_in_layers
+from .random_streams import SEED_BITS, stream, stream_seed
 
 log = logging.getLogger("PersonalVideo")
 
@@ -120,7 +126,10 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
     patched, _, _ = apply_sia(model, adapter, 1.0, start_percent=1.0)  # adapter on the last step only
     sigmas = lcm_schedule(patched, settings.steps, settings.scheduler)
     base_model = patched.model
-    rng = random.Random(settings.seed)
+    layers = regions_of(base_model.diffusion_model, vae.first_stage_model)
+    frames_rng = stream(settings.seed, "frames")
+    noise_base = stream_seed(settings.seed, "noise")
+    check = check_interrupt or (lambda: None)
     history = SIAHistory(precision=precision.name)
     shape = (settings.frames, 4, settings.height // 8, settings.width // 8)
     conditionings = {}  # the token is fixed in this stage: each prompt is encoded once (the sampler copies conds)
@@ -131,8 +140,8 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
         if text not in conditionings:
             conditionings[text] = encode_prompt(text)
         positive = conditionings[text]
-        frame = rng.randrange(settings.frames)
-        iter_seed = (settings.seed * 1_000_003 + it) % (2 ** 63)
+        frame = frames_rng.randrange(settings.frames)
+        iter_seed = (noise_base + it) % (2 ** SEED_BITS)
         with torch.inference_mode(False):
             gen = torch.Generator().manual_seed(iter_seed)
             noise = torch.randn(shape, generator=gen)
@@ -142,6 +151,7 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
             with precision.autocast():
                 pixels = _decode_frame(vae, base_model, denoised[frame:frame + 1])
             record["frame"] = pixels.detach()
+            check()
             with precision.full():
                 out = identity_loss(pixels)
                 record["similarity"] = out.mean_similarity
@@ -149,14 +159,17 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
                     record["loss"] = float("nan")
                     return
                 total = out.loss + settings.reg_lambda * reg_term(params, initial)
+            check()
             optimizer.zero_grad(set_to_none=True)
             precision.backward_and_step(total, optimizer)
             record["loss"] = float(total.detach())
 
         sampler = FewStepTrainingSampler(last_step, gen, extra_modules=(vae.first_stage_model,),
                                          gradient_checkpointing=settings.gradient_checkpointing,
-                                         autocast=precision.autocast, load_first=(patched, vae.patcher))
-        latent = run_few_steps(patched, sampler, sigmas, positive, negative, noise, iter_seed)
+                                         autocast=precision.autocast, load_first=(patched, vae.patcher),
+                                         between_steps=check)
+        with checked_in_layers(layers, check):
+            latent = run_few_steps(patched, sampler, sigmas, positive, negative, noise, iter_seed)
         history.loss.append(record.get("loss", float("nan")))
         history.similarity.append(record.get("similarity", float("nan")))
         if math.isnan(history.loss[-1]):

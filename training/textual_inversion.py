@@ -33,6 +33,8 @@ from . import precision as amp
 from .checkpointing import checkpointed, unet_regions
 from .errors import TrainingError
 from .inference_tensors import gradient_window, normal_copy
+from .interruption import checked_in_layers
+from .random_streams import stream, stream_seed
 
 MARKERS = ("sks", "zwx", "ohwx")
 TI_TEMPLATES = ("a photo of {token} {class_word}", "a close-up photo of {token} {class_word}",
@@ -239,20 +241,22 @@ def train_token(model, clip, vae, images, class_word: str, settings: TISettings,
     """Learn the identity vector; returns (vector [D] fp32, TokenPrompts, losses)."""
     settings.check()
     vector0 = class_word_vector(clip, class_word)
-    rng = random.Random(settings.seed)
+    rng = stream(settings.seed, "token-draws")
     losses = []
     with torch.inference_mode(False):
         vector = torch.nn.Parameter(vector0.clone())
         if settings.steps == 0:
             return vector.detach().clone(), TokenPrompts(clip, class_word), losses
         optimizer = torch.optim.AdamW([vector], lr=settings.lr, weight_decay=0.0)
-        gen = torch.Generator().manual_seed(settings.seed)
+        gen = torch.Generator().manual_seed(stream_seed(settings.seed, "token-noise"))
     prompts, loss_of = _prepare(model, clip, vae, images, class_word, settings)
-    with torch.inference_mode(False), gradient_window(model.model.diffusion_model, clip.cond_stage_model):
+    check = check_interrupt or (lambda: None)
+    with torch.inference_mode(False), gradient_window(model.model.diffusion_model, clip.cond_stage_model), \
+            checked_in_layers(unet_regions(model.model.diffusion_model), check):
         for step in range(settings.steps):
-            if check_interrupt is not None:
-                check_interrupt()
+            check()
             loss = loss_of(vector, draw_batch(rng, gen, loss_of.latents, settings.batch_size))
+            check()
             optimizer.zero_grad(set_to_none=True)
             loss_of.precision.backward_and_step(loss, optimizer)
             losses.append(float(loss.detach()))

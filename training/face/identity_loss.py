@@ -11,7 +11,8 @@ decoder gives after ``(x + 1) / 2`` (ComfyUI IMAGE tensors [B, H, W, C] need
 
 loss = mean over frames with a face of (1 - mean over references of cos(e_ref, e_frame)).
 
-Frames where no usable face is found are skipped and counted, never an error.
+Frames where no usable face is found (none detected, too small, or degenerate
+keypoints no crop can be made from) are skipped and counted, never an error.
 When no frame has a face, ``loss`` is a zero that is still connected to the
 frames (``backward()`` works and gives zero gradients) and ``has_face`` is False,
 so the trainer can skip the optimiser step.
@@ -81,8 +82,11 @@ class IdentityLoss:
                 face = self.detector.detect_largest(bgr, self.det_sizes)
                 if face is None or face.size < self.min_face_px:
                     continue
+                try:
+                    mats.append(estimate_norm(face.kps, size))
+                except ValueError:   # degenerate keypoints (coinciding or not finite): no usable face
+                    continue
                 idx.append(i)
-                mats.append(estimate_norm(face.kps, size))
         return idx, (np.stack(mats) if mats else np.zeros((0, 2, 3)))
 
     def __call__(self, frames: torch.Tensor) -> IdentityLossResult:

@@ -87,7 +87,11 @@ def detect_references(detector: FaceDetector, images, det_sizes=DEFAULT_DET_SIZE
             skipped[label] = (f"face too small ({face.size:.0f} px, at least {min_face_px} px needed): "
                               "use a closer or larger photo")
             continue
-        m = estimate_norm(face.kps, crop_size)
+        try:
+            m = estimate_norm(face.kps, crop_size)
+        except ValueError as exc:   # degenerate keypoints: no crop can be made from them
+            skipped[label] = f"the face's landmarks are unusable ({exc}): use a sharper, more frontal photo"
+            continue
         crop = warp_affine(rgb.permute(2, 0, 1)[None].cpu(), m[None], crop_size)[0]
         crops.append(crop.clamp(0, 1))
         labels.append(label)
