@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..training import prompts as prompt_data
 from ..training.identity_training import IF_EXISTS, train_identity
+from ..training.run_state import DEFAULT_EVERY
 
 CATEGORY = "PersonalVideo"
 
@@ -90,6 +91,13 @@ class TrainPersonalVideoIdentity:
                                                 "it was trained from the same photos, settings and MODEL (and "
                                                 "says what differs otherwise); overwrite trains it again; error "
                                                 "stops."}),
+                "checkpoint_every": ("INT", {"default": DEFAULT_EVERY, "min": 0, "max": 10000, "tooltip":
+                                             "Save the state of the run every this many token steps and adapter "
+                                             "iterations (in models/sia/.pv-training, removed when the identity "
+                                             "is saved), so an interrupted or failed run can resume. 0: never."}),
+                "resume": ("BOOLEAN", {"default": True, "tooltip":
+                                       "Continue from the last checkpoint of a run with the very same photos, "
+                                       "settings and MODEL that was cancelled or failed. Off: start afresh."}),
             },
             "optional": {
                 "image_model": ("MODEL", _tip("Optional plain SD1.5 MODEL (without motion model) for the "

@@ -21,12 +21,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 
 import torch
 
 from . import naming
 from .adapter import AdapterInfo, SIAAdapter
+from .atomic_file import atomic_write
 from .errors import SIAError
 
 FORMAT_NAME = "personalvideo-sia"
@@ -75,18 +75,8 @@ def save_adapter(adapter: SIAAdapter, path: str, overwrite: bool = True) -> str:
     path = os.path.abspath(path)
     if os.path.exists(path) and not overwrite:
         raise SIAError(f"{path} already exists; choose another name or allow overwriting.")
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".sia-", suffix=".safetensors.tmp", dir=folder)
-    os.close(fd)
-    try:
-        save_file(adapter_to_tensors(adapter), tmp, metadata=adapter_metadata(adapter))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: save_file(adapter_to_tensors(adapter), tmp,
+                                                    metadata=adapter_metadata(adapter)))
 
 
 def _read(path: str):

@@ -140,3 +140,59 @@ def test_load_sia_adapter_writes_a_missing_token_and_refuses_another(first):
     finally:
         with open(token, "wb") as f:
             f.write(kept)
+
+
+def test_a_cancelled_run_resumes_exactly_where_it_stopped(parts, face_analysis, photo):  # noqa: F811
+    """Checkpoints every 2 steps; cancelled in the adapter stage after its checkpoint at 2 iterations; queued
+    again it runs only what is left, and ends with the very weights and losses of a run never interrupted."""
+    import comfy.model_management
+
+    from comfyui_personalvideo.training import run_state
+
+    settings = dict(ti_steps=3, sia_iterations=5, checkpoint_every=2)
+    whole = run(parts, face_analysis, photo, "never_stopped", **settings)
+
+    def cancel(stage, i, loss, sim):
+        if stage == "adapter" and i == 2:
+            comfy.model_management.interrupt_current_processing(True)
+
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        run(parts, face_analysis, photo, "stopped", progress_hook=cancel, **settings)
+    assert identity_files.existing("stopped") == [] and os.path.isfile(run_state.RunState("stopped", {}).path)
+    ran = []
+    resumed = run(parts, face_analysis, photo, "stopped", progress_hook=lambda *a: ran.append(a[:2]), **settings)
+    assert resumed["resumed_from"] == ("adapter", 2) and ran == [("adapter", 2), ("adapter", 3), ("adapter", 4)]
+    assert resumed["token_losses"] == whole["token_losses"] and resumed["history"].loss == whole["history"].loss
+    assert torch.equal(resumed["vector"], whole["vector"])
+    for p in whole["adapter"].paths:
+        assert torch.equal(resumed["adapter"].up[p], whole["adapter"].up[p])
+        assert torch.equal(resumed["adapter"].down[p], whole["adapter"].down[p])
+    assert not os.path.exists(run_state.state_folder("stopped"))      # cleaned up once the identity is saved
+
+
+def test_a_token_stage_checkpoint_resumes_the_token_and_other_inputs_start_afresh(parts, face_analysis, photo):  # noqa: F811
+    import comfy.model_management
+
+    settings = dict(ti_steps=4, sia_iterations=1, checkpoint_every=2)
+    whole = run(parts, face_analysis, photo, "token_whole", **settings)
+
+    def cancel(stage, i, loss, sim):
+        if stage == "token" and i == 2:
+            comfy.model_management.interrupt_current_processing(True)
+
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        run(parts, face_analysis, photo, "token_stopped", progress_hook=cancel, **settings)
+    ran = []
+    other_seed = run(parts, face_analysis, photo, "token_stopped", progress_hook=lambda *a: ran.append(a[:2]),
+                     **dict(settings, seed=9))
+    assert other_seed["resumed_from"] is None and ("token", 0) in ran       # another run: not resumed
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        run(parts, face_analysis, photo, "token_again", progress_hook=cancel, **settings)
+    resumed = run(parts, face_analysis, photo, "token_again", **settings)
+    assert resumed["resumed_from"] == ("token", 2) and resumed["token_losses"] == whole["token_losses"]
+    assert torch.equal(resumed["vector"], whole["vector"])
+
+
+def test_checkpoint_every_must_not_be_negative(parts, photo):  # noqa: F811
+    with pytest.raises(TrainingError, match="checkpoint_every must be 0"):
+        run(parts, None, photo, "x", checkpoint_every=-1)

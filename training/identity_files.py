@@ -20,6 +20,7 @@ import uuid
 
 import torch
 
+from ..sia.atomic_file import atomic_write
 from .errors import TrainingError
 
 _ALLOWED = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -103,18 +104,11 @@ def ensure_token(name: str, vector: torch.Tensor) -> str | None:
                 f"'embedding:{name}' would call the wrong identity. Move or delete that file (Load SIA Adapter "
                 "then writes the adapter's own token), or rename the adapter file.")
         return None
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        _embedding_writer(want)(tmp)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        _remove(tmp)
-        if isinstance(exc, OSError):
-            raise TrainingError(f"could not write the token file {path} ({exc}): free disk space or fix the "
-                                "folder permissions.") from exc
-        raise
-    return path
+        return atomic_write(path, _embedding_writer(want))
+    except OSError as exc:
+        raise TrainingError(f"could not write the token file {path} ({exc}): free disk space or fix the "
+                            "folder permissions.") from exc
 
 
 def _embedding_writer(vector: torch.Tensor):

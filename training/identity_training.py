@@ -24,6 +24,7 @@ from . import identity_files, identity_record
 from . import prompts as prompt_data
 from .errors import TrainingError
 from .random_streams import stream_seed
+from .run_state import DEFAULT_EVERY, RunState, StageCheckpoints
 
 log = logging.getLogger("PersonalVideo")
 IF_EXISTS = ("reuse", "overwrite", "error")
@@ -100,11 +101,15 @@ def _plan(model, clip, vae, reference_images, identity_name, class_word, prompts
 def train_identity(model, clip, vae, reference_images, face_analysis, identity_name, class_word, prompts,
                    ti_steps=400, ti_learning_rate=1e-3, ti_batch_size=4, sia_iterations=400, sia_learning_rate=1e-4,
                    sia_rank=4, reg_lambda=1e-2, frames=16, width=512, height=512, sampling_steps=4, seed=0,
-                   if_exists="reuse", image_model=None, sample_scorer=None, progress_hook=None,
-                   gradient_checkpointing=True, precision="auto") -> dict:
+                   if_exists="reuse", checkpoint_every=DEFAULT_EVERY, resume=True, image_model=None,
+                   sample_scorer=None, progress_hook=None, gradient_checkpointing=True, precision="auto") -> dict:
     """Train (or reuse) identity ``identity_name``; returns a dict: ``adapter``, ``trigger``, ``curve`` and
     ``preview`` (IMAGEs), ``final_similarity`` and ``identity_score`` (floats, NaN when unknown), ``paths``,
-    ``reused`` and, when trained, ``token_losses``, ``history`` and ``vector``.
+    ``reused`` and, when trained, ``token_losses``, ``history``, ``vector`` and ``resumed_from`` (None, or
+    ``(stage, steps done)`` of the checkpoint the run continued from).
+
+    ``checkpoint_every``: iterations (and token steps) between checkpoints of the run (0: none); ``resume``:
+    continue from the checkpoint an interrupted or failed run of the very same inputs left (:mod:`.run_state`).
 
     ``sample_scorer(frames IMAGE, reference_images) -> dict`` scores the last training sample with an
     independent recogniser (``evaluation.training_sample.score_training_sample``); its ``face_similarity``
@@ -121,11 +126,15 @@ def train_identity(model, clip, vae, reference_images, face_analysis, identity_n
     if taken and plan.if_exists == "reuse":
         return _reuse(plan, taken)
     identity_files.check_free(plan.name, overwrite=plan.if_exists == "overwrite")
+    run = RunState(plan.name, plan.record, int(checkpoint_every))
+    if not resume:
+        run.clear()
+    saved = run.load() if resume else None
     stack = load_face_stack(face_analysis)
     encoder = stack.encoder()
     try:
         return _train(plan, model, clip, vae, reference_images, stack, encoder, image_model, sample_scorer,
-                      progress_hook)
+                      progress_hook, run, saved)
     finally:
         stack.encoder()   # the face encoder goes back to the CPU: never left on the GPU of the user's FACEANALYSIS
 
@@ -194,8 +203,8 @@ def score_sample(sample_scorer, frames, reference_images) -> dict:
 
 
 def _train(plan: _Plan, model, clip, vae, reference_images, stack, encoder, image_model, sample_scorer,
-           progress_hook) -> dict:
-    """Both stages, then the files (first), then the chart."""
+           progress_hook, run: RunState, saved) -> dict:
+    """Both stages (from the checkpoint ``saved`` when there is one), then the files (first), then the chart."""
     import comfy.model_management
 
     from ..sia import AdapterInfo, SIAAdapter, naming
@@ -231,10 +240,21 @@ def _train(plan: _Plan, model, clip, vae, reference_images, stack, encoder, imag
             log.info("[PersonalVideo] adapter iteration %d/%d: loss %.4f, face similarity %.3f",
                      it + 1, sia_settings.iterations, loss, sim)
 
+    stage, done, tensors, extra = saved or (None, 0, {}, {})
+    if saved is not None:
+        log.info("[PersonalVideo] identity '%s': resuming from the checkpoint of an earlier run (%s stage, %d "
+                 "done)", name, stage, done)
     # --- stage 1: the token, on single images (never through the motion model) ---
-    vector, token_prompts, ti_losses = ti.train_token(image_model if image_model is not None else model, clip, vae,
-                                                      crops.images, plan.class_word, ti_settings, ti_progress,
-                                                      interrupt)
+    if stage == "adapter":
+        vector, ti_losses = tensors["token.vector"].reshape(-1).float(), list(extra.get("token_loss", []))
+        token_prompts = ti.TokenPrompts(clip, plan.class_word)
+    else:
+        vector, token_prompts, ti_losses = ti.train_token(
+            image_model if image_model is not None else model, clip, vae, crops.images, plan.class_word,
+            ti_settings, ti_progress, interrupt, checkpoints=StageCheckpoints(run, "token"),
+            resume=(done, tensors, extra) if stage == "token" else None)
+        if run.every > 0:
+            run.save("adapter", 0, {"token.vector": vector}, {"token_loss": ti_losses})
     # --- stage 2: the adapter ---
     trigger = f"embedding:{name} {plan.class_word}"
     try:
@@ -254,7 +274,9 @@ def _train(plan: _Plan, model, clip, vae, reference_images, stack, encoder, imag
     negative = token_prompts.conditioning("", vector)
     history = train_sia(model, adapter, lambda text: token_prompts.conditioning(text, vector), negative, vae,
                         loss_fn, prompt_data.PromptSampler(plan.templates, seed), sia_settings, sia_progress,
-                        interrupt)
+                        interrupt, checkpoints=StageCheckpoints(run, "adapter", {"token.vector": vector},
+                                                                {"token_loss": ti_losses}),
+                        resume=(done, tensors, extra) if stage == "adapter" and done > 0 else None)
     interrupt()
     trained = adapter.detached_copy()
     trained.embedding = vector.detach().float().reshape(1, -1).clone()
@@ -276,6 +298,7 @@ def _train(plan: _Plan, model, clip, vae, reference_images, stack, encoder, imag
     # results first: the files are written before anything else can fail
     paths = identity_files.write_identity(name, trained, vector, overwrite=True)
     trained.source = paths["sia"]
+    run.clear()
     log.info("[PersonalVideo] identity '%s' saved: %s, %s (%d of %d frames without a face); final face "
              "similarity %s, independent score %s", name, paths["sia"], paths["embedding"], history.skipped,
              sia_settings.iterations, final, score.get("face_similarity", score.get("skipped")))
@@ -292,4 +315,5 @@ def _train(plan: _Plan, model, clip, vae, reference_images, stack, encoder, imag
             "no need to train again.") from exc
     return {"adapter": trained, "trigger": trigger, "curve": curve, "preview": preview, "paths": paths,
             "reused": False, "token_losses": ti_losses, "history": history, "vector": vector,
+            "resumed_from": None if saved is None else (stage, done),
             **_scores(trained.info.training)}

@@ -104,15 +104,19 @@ def _decode_frame(vae, base_model, z):
 
 
 def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, prompts, settings: SIATrainSettings,
-              progress=None, check_interrupt=None) -> SIAHistory:
+              progress=None, check_interrupt=None, checkpoints=None, resume=None) -> SIAHistory:
     """Train ``adapter`` (in place; its tensors must be fp32 leaf Parameters) on ``model``.
 
     ``encode_prompt(text) -> CONDITIONING`` (normal tensors); ``prompts`` a
     :class:`~.prompts.PromptSampler`; ``progress(i, loss, similarity, frame)``
     after each iteration, ``frame`` the decoded trained frame [1, 3, H, W] in 0..1
     (None when skipped); ``check_interrupt()`` raises to cancel.  ``model`` is
-    never changed: the adapter goes on a clone.
+    never changed: the adapter goes on a clone. ``checkpoints``: a :class:`~.run_state.StageCheckpoints`
+    written to when due (and before a no-face stop); ``resume``: ``(iterations done, tensors, extra)`` of such a
+    checkpoint, from which training continues exactly (the draws made are replayed).
     """
+    from .run_state import optimizer_tensors, restore_optimizer
+
     settings.check()
     precision = amp.resolve(settings.precision, amp.device_of(model))
     params = adapter.parameters()
@@ -123,6 +127,21 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
         initial = [p.detach().clone() for p in params]
         optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=tuple(settings.betas), eps=settings.eps,
                                       weight_decay=settings.weight_decay)
+    history = SIAHistory(precision=precision.name)
+    start = 0
+    if resume is not None:
+        start, tensors, extra = resume
+        with torch.inference_mode(False), torch.no_grad():
+            for i, p in enumerate(params):
+                p.copy_(tensors[f"sia.{i}"].reshape(p.shape))
+        restore_optimizer(optimizer, params, tensors, "sia.adamw")
+        history.loss = list(extra.get("adapter_loss", []))[:start]
+        history.similarity = list(extra.get("similarity", []))[:start]
+        history.skipped = sum(1 for v in history.loss if math.isnan(v))
+
+    def state():
+        return ({**{f"sia.{i}": p for i, p in enumerate(params)}, **optimizer_tensors(optimizer, params, "sia.adamw")},
+                {"adapter_loss": history.loss, "similarity": history.similarity})
     patched, _, _ = apply_sia(model, adapter, 1.0, start_percent=1.0)  # adapter on the last step only
     sigmas = lcm_schedule(patched, settings.steps, settings.scheduler)
     base_model = patched.model
@@ -130,12 +149,13 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
     frames_rng = stream(settings.seed, "frames")
     noise_base = stream_seed(settings.seed, "noise")
     check = check_interrupt or (lambda: None)
-    history = SIAHistory(precision=precision.name)
     shape = (settings.frames, 4, settings.height // 8, settings.width // 8)
     conditionings = {}  # the token is fixed in this stage: each prompt is encoded once (the sampler copies conds)
-    for it in range(settings.iterations):
-        if check_interrupt is not None:
-            check_interrupt()
+    for _ in range(start):   # the draws the resumed iterations made, so the rest continue the same streams
+        prompts.draw()
+        frames_rng.randrange(settings.frames)
+    for it in range(start, settings.iterations):
+        check()
         text = prompts.draw()
         if text not in conditionings:
             conditionings[text] = encode_prompt(text)
@@ -177,15 +197,22 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
         done = it + 1
         if done >= min(settings.no_face_check_after, settings.iterations) and \
                 history.skipped > settings.max_no_face_fraction * done:
+            kept = ""
+            if checkpoints is not None and checkpoints.enabled and done > 1:
+                checkpoints.save(done, *state())
+                kept = (f" The {done} iterations so far are kept in a checkpoint: queueing again with the same "
+                        "inputs and resume on continues from there.")
             raise TrainingError(
                 f"no face was found in the generated frame of {history.skipped} of {done} training iterations, "
                 "so the identity loss cannot train the adapter. The prompts, the class word or the MODEL are "
                 "probably wrong: use an SD1.5 model that makes people, keep '{token} {class_word}' in every "
-                "prompt, and a class word such as man, woman or person.")
+                "prompt, and a class word such as man, woman or person." + kept)
         if progress is not None:
             progress(it, history.loss[-1], history.similarity[-1], record.get("frame"))
         if it == settings.iterations - 1:
             history.last_latent = latent.detach()
+        elif checkpoints is not None and checkpoints.due(done, settings.iterations):
+            checkpoints.save(done, *state())
         log.debug("[PersonalVideo] SIA iteration %d/%d: loss %.4f, similarity %.4f (%s)", done,
                   settings.iterations, history.loss[-1], history.similarity[-1], text)
     return history

@@ -237,23 +237,39 @@ def _prepare(model, clip, vae, images, class_word: str, settings: TISettings):
     return prompts, NoiseLoss(model, prompts, latents, precision, settings.gradient_checkpointing)
 
 
-def train_token(model, clip, vae, images, class_word: str, settings: TISettings, progress=None, check_interrupt=None):
-    """Learn the identity vector; returns (vector [D] fp32, TokenPrompts, losses)."""
+def train_token(model, clip, vae, images, class_word: str, settings: TISettings, progress=None, check_interrupt=None,
+                checkpoints=None, resume=None):
+    """Learn the identity vector; returns (vector [D] fp32, TokenPrompts, losses).
+
+    ``checkpoints``: a :class:`~.run_state.StageCheckpoints` written to when due; ``resume``: ``(steps done,
+    tensors, extra)`` of such a checkpoint, from which training continues exactly (the draws made are replayed).
+    """
+    from .run_state import optimizer_tensors, restore_optimizer
+
     settings.check()
     vector0 = class_word_vector(clip, class_word)
     rng = stream(settings.seed, "token-draws")
-    losses = []
+    losses, start = [], 0
     with torch.inference_mode(False):
         vector = torch.nn.Parameter(vector0.clone())
         if settings.steps == 0:
             return vector.detach().clone(), TokenPrompts(clip, class_word), losses
         optimizer = torch.optim.AdamW([vector], lr=settings.lr, weight_decay=0.0)
         gen = torch.Generator().manual_seed(stream_seed(settings.seed, "token-noise"))
+        if resume is not None:
+            start, tensors, extra = resume
+            with torch.no_grad():
+                vector.copy_(tensors["token.vector"].reshape(vector.shape))
+            restore_optimizer(optimizer, [vector], tensors, "token.adamw")
+            losses = list(extra.get("token_loss", []))[:start]
     prompts, loss_of = _prepare(model, clip, vae, images, class_word, settings)
     check = check_interrupt or (lambda: None)
+    with torch.inference_mode(False):
+        for _ in range(start):   # the draws the resumed steps made, so the rest continue the same streams
+            draw_batch(rng, gen, loss_of.latents, settings.batch_size)
     with torch.inference_mode(False), gradient_window(model.model.diffusion_model, clip.cond_stage_model), \
             checked_in_layers(unet_regions(model.model.diffusion_model), check):
-        for step in range(settings.steps):
+        for step in range(start, settings.steps):
             check()
             loss = loss_of(vector, draw_batch(rng, gen, loss_of.latents, settings.batch_size))
             check()
@@ -262,6 +278,10 @@ def train_token(model, clip, vae, images, class_word: str, settings: TISettings,
             losses.append(float(loss.detach()))
             if progress is not None:
                 progress(step, losses[-1])
+            if checkpoints is not None and checkpoints.due(step + 1, settings.steps):
+                checkpoints.save(step + 1, {"token.vector": vector,
+                                            **optimizer_tensors(optimizer, [vector], "token.adamw")},
+                                 {"token_loss": losses})
         return vector.detach().clone(), prompts, losses
 
 
