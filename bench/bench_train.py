@@ -20,6 +20,12 @@ Memory: on CUDA torch.cuda.max_memory_allocated per stage; on the CPU the peak b
 (tensors autograd saved, weights excluded: deterministic) and the process's peak RSS.
 
     scripts/bench bench/bench_train.py --estimate          # full-size memory estimate without a GPU
+    scripts/bench bench/bench_train.py --cancel            # how fast Cancel answers in each stage
+
+``--cancel`` presses Cancel (``interrupt_current_processing``) from another thread in the middle of the third
+token step and of the third adapter iteration (half the second one's time after it started)
+and prints how long the run took to stop, next to the length of a step / iteration: the wait if Cancel were
+only looked at between them.
 
 ``--estimate`` works out the peak of each stage's gradient step at full size (16 frames of 512x512 for
 stage 2, a batch of 4 photos at 512x512 for stage 1) without allocating it: the SD1.5 UNet and the SD VAE
@@ -141,6 +147,41 @@ def run_once(args, parts, name, checkpointing):
     adapter = meter.per_step("adapter", last_token)
     return {"token": token, "adapter": adapter, "peak": meter.peak, "saved_peak": meter.saved_peak,
             "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def cancel_delay(args, parts, stage):
+    """Seconds from Cancel (pressed half a step into step 2 of ``stage``) to the run's end, and the step time."""
+    import threading
+
+    import comfy.model_management
+    from comfyui_personalvideo.training.identity_training import train_identity
+
+    model, clip, vae, face_analysis, photo = parts
+    stamps, pressed = [], []
+
+    def press():
+        pressed.append(time.perf_counter())
+        comfy.model_management.interrupt_current_processing(True)
+
+    def hook(at, i, loss, similarity):
+        if at != stage:
+            return
+        stamps.append(time.perf_counter())
+        if i == 1:   # the third step starts now; the second took stamps[-1] - stamps[-2] (the first loads)
+            threading.Timer((stamps[-1] - stamps[-2]) / 2, press).start()
+
+    stamps.append(time.perf_counter())
+    with torch.inference_mode():
+        try:
+            train_identity(model, clip, vae, photo, face_analysis, "bench_cancel", "person",
+                           "{token} {class_word} smiling", ti_steps=max(args.ti_steps, 3) if stage == "token" else 1,
+                           ti_batch_size=args.ti_batch_size, sia_iterations=max(args.iterations, 3),
+                           frames=args.frames, width=args.size, height=args.size, seed=0, if_exists="overwrite",
+                           checkpoint_every=0, resume=False, progress_hook=hook, precision=args.precision)
+        except comfy.model_management.InterruptProcessingException:
+            stopped = time.perf_counter()
+            return stopped - pressed[0], stamps[-1] - stamps[-2]
+    raise SystemExit(f"the run ended before Cancel was pressed ({stage} stage): use more steps")
 
 
 def report(args, label, r):
@@ -266,6 +307,8 @@ def main():
     parser.add_argument("--estimate", action="store_true",
                         help="estimate the full-size peak memory per stage without a GPU (meta device), checked "
                              "against a real run at --frames/--size")
+    parser.add_argument("--cancel", action="store_true",
+                        help="measure how long Cancel takes to stop the run, in each stage")
     parser.add_argument("--compare", action="store_true",
                         help="also run without gradient checkpointing and in fp32, and print the ratios")
     args = parser.parse_args()
@@ -282,6 +325,13 @@ def main():
         return
     with tempfile.TemporaryDirectory(prefix="pv-bench-") as scratch:
         parts = build(args, scratch)
+        if args.cancel:
+            for stage in ("token", "adapter"):
+                delay, step = cancel_delay(args, parts, stage)
+                print(f"Cancel in the {stage} stage: the run stopped {delay:.2f} s after it was pressed; one "
+                      f"{'step' if stage == 'token' else 'iteration'} takes {step:.2f} s (checking only between "
+                      f"them would wait up to that); ratio {delay / step:.3f}")
+            return
         runs = [("with checkpointing, precision " + args.precision, True, args.precision)]
         if args.compare:
             runs.append(("without checkpointing, fp32", False, "fp32"))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..training import prompts as prompt_data
-from ..training.identity_training import IF_EXISTS, train_identity
+from ..training.identity_training import IF_EXISTS, NEGATIVE_PROMPT, TRAINING_CFG, train_identity
 from ..training.run_state import DEFAULT_EVERY
 
 CATEGORY = "PersonalVideo"
@@ -29,7 +29,8 @@ class TrainPersonalVideoIdentity:
         "The trained adapter, ready for 'Apply SIA at Late Steps' (also saved in models/sia).",
         "Put this in your prompt, e.g. 'embedding:alice woman': it calls the trained token.",
         "Loss of both stages and face similarity of the trained frames over the iterations.",
-        "All frames of the last training sample.",
+        "The trained frame at the start and at 1/4, 1/2 and 3/4 of the adapter stage, then all frames of the "
+        "last training sample.",
         "Face similarity (training recogniser) of the last trained frame with a face; NaN if none had one.",
         "Face similarity of the last training sample by an independent recogniser (dlib); NaN when dlib is not "
         "installed or it found no face (the reason is in the adapter's metadata and the console).",
@@ -95,6 +96,14 @@ class TrainPersonalVideoIdentity:
                                              "Save the state of the run every this many token steps and adapter "
                                              "iterations (in models/sia/.pv-training, removed when the identity "
                                              "is saved), so an interrupted or failed run can resume. 0: never."}),
+                "training_cfg": ("FLOAT", {"default": TRAINING_CFG, "min": 1.0, "max": 30.0, "step": 0.1,
+                                           "round": 0.01, "tooltip":
+                                           "Guidance of the videos the adapter is trained on: the cfg you generate "
+                                           "with (the workflows: 1.5). 1.0 skips the negative prompt and makes "
+                                           "stage 2 about twice as fast."}),
+                "negative_prompt": ("STRING", {"default": NEGATIVE_PROMPT, "multiline": False, "tooltip":
+                                               "Negative prompt of the training videos (used when training_cfg is "
+                                               "above 1): the one you generate with."}),
                 "resume": ("BOOLEAN", {"default": True, "tooltip":
                                        "Continue from the last checkpoint of a run with the very same photos, "
                                        "settings and MODEL that was cancelled or failed. Off: start afresh."}),

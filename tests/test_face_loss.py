@@ -141,7 +141,7 @@ def test_loader_node(astronaut_pack, tmp_path):
     assert cls.RETURN_TYPES == ("FACEANALYSIS",) and cls.CATEGORY == "PersonalVideo"
     spec = cls.INPUT_TYPES()["required"]
     assert spec["provider"][1]["default"] == "auto" and spec["model_pack"][1]["default"] == "antelopev2"
-    assert set(spec["provider"][0]) == {"auto", "CUDA", "CPU", "ROCm"}
+    assert set(spec["provider"][0]) == {"auto", "CUDA", "CPU", "ROCm", "DirectML"}
     assert "buffalo_l" in spec["model_pack"][0]
     assert all(opts.get("tooltip") for _, opts in spec.values()) and all(cls.OUTPUT_TOOLTIPS)
     node = cls()

@@ -121,7 +121,10 @@ def test_only_token_and_adapter_change_and_are_saved(parts, trained):
     assert loaded.info.trigger == result["trigger"] == "embedding:alice man"
     assert loaded.info.training["sia"]["iterations"] == 3 and loaded.info.training["textual_inversion"]["steps"] == 4
     assert result["curve"].ndim == 4 and result["curve"].shape[-1] == 3
-    assert result["preview"].shape == (2, 64, 64, 3)
+    # the trained frames of iterations 0 and 1 (start and middle), then both frames of the last video
+    history = result["history"]
+    assert [it for it, _ in history.snapshots] == [0, 1] and result["preview"].shape == (4, 64, 64, 3)
+    assert torch.equal(result["preview"][:2], torch.cat([f.movedim(1, -1) for _, f in history.snapshots]))
     assert len(result["token_losses"]) == 4 and len(result["history"].loss) == 3
 
 

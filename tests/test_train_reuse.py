@@ -34,7 +34,8 @@ def first(parts, face_analysis, photo):  # noqa: F811
 
 def test_outputs_and_metadata_hold_both_similarities(first):
     result, calls = first
-    assert calls == [tuple(result["preview"].shape)] == [(2, 64, 64, 3)]   # the last sample, all its frames
+    assert calls == [(2, 64, 64, 3)]                                        # the last sample, all its frames
+    assert result["preview"].shape == (3, 64, 64, 3)                         # after the frame of iteration 0
     history = result["history"]
     finite = [v for v in history.similarity if math.isfinite(v)]
     assert result["final_similarity"] == pytest.approx(finite[-1]) and result["identity_score"] == 0.25
@@ -196,3 +197,15 @@ def test_a_token_stage_checkpoint_resumes_the_token_and_other_inputs_start_afres
 def test_checkpoint_every_must_not_be_negative(parts, photo):  # noqa: F811
     with pytest.raises(TrainingError, match="checkpoint_every must be 0"):
         run(parts, None, photo, "x", checkpoint_every=-1)
+
+
+def test_training_cfg_uses_the_negative_prompt_above_1_only(parts, face_analysis, photo):  # noqa: F811
+    quick = dict(ti_steps=1, sia_iterations=1)
+    results = {(cfg, neg): run(parts, face_analysis, photo, f"cfg_{cfg}_{neg}", training_cfg=cfg,
+                               negative_prompt=neg, **quick)["history"].loss[0]
+               for cfg in (1.0, 1.5) for neg in ("blurry", "a red square")}
+    assert results[(1.0, "blurry")] == results[(1.0, "a red square")]      # cfg 1: the negative is never used
+    assert results[(1.5, "blurry")] != results[(1.5, "a red square")]
+    assert results[(1.5, "blurry")] != results[(1.0, "blurry")]
+    with pytest.raises(TrainingError, match="training_cfg must be between 1 and 30"):
+        run(parts, face_analysis, photo, "x", training_cfg=0.5, **quick)

@@ -93,7 +93,7 @@ NODE_SPECS = {
          ("face_analysis", "FACEANALYSIS"), ("image_model", "MODEL")],
         ["identity_name", "class_word", "prompts", "ti_steps", "ti_learning_rate", "ti_batch_size", "sia_iterations",
          "sia_learning_rate", "sia_rank", "reg_lambda", "frames", "width", "height", "sampling_steps", "seed",
-         "if_exists", "checkpoint_every", "resume"],
+         "if_exists", "checkpoint_every", "training_cfg", "negative_prompt", "resume"],
         [("sia_adapter", "SIA_ADAPTER"), ("trigger_phrase", "STRING"), ("loss_curve", "IMAGE"),
          ("preview_frames", "IMAGE"), ("final_similarity", "FLOAT"), ("identity_score", "FLOAT")]),
     "PV_NoisePriorModel": _spec([("model", "MODEL")], ["gamma"], [("model", "MODEL")]),
@@ -449,7 +449,7 @@ def _trainer(g: Graph, ckpt, ade_node, x, y, photo_x=500, photo_y=60):
                   identity_name=IDENTITY, class_word=CLASS_WORD, prompts=_default_prompts(), ti_steps=400,
                   ti_learning_rate=1e-3, ti_batch_size=4, sia_iterations=400, sia_learning_rate=1e-4, sia_rank=4,
                   reg_lambda=1e-2, frames=FRAMES, width=WIDTH, height=HEIGHT, sampling_steps=4, seed=0,
-                  if_exists="reuse", checkpoint_every=50, resume=True)
+                  if_exists="reuse", checkpoint_every=50, training_cfg=CFG, negative_prompt=NEGATIVE, resume=True)
     g.link(ade_node, "MODEL", train, "model")
     g.link(ckpt, "CLIP", train, "clip")
     g.link(ckpt, "VAE", train, "vae")

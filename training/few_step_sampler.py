@@ -107,10 +107,12 @@ def lcm_schedule(model, steps: int, scheduler: str = "sgm_uniform") -> torch.Ten
         return sigmas.detach().cpu().clone()
 
 
-def run_few_steps(model, sampler, sigmas, positive, negative, noise, seed: int):
-    """One generation with ``sampler`` through comfy.sample.sample_custom (looked up now: packs wrap it)."""
+def run_few_steps(model, sampler, sigmas, positive, negative, noise, seed: int, cfg: float = 1.0):
+    """One generation with ``sampler`` through comfy.sample.sample_custom (looked up now: packs wrap it), at
+    guidance ``cfg`` (1.0: the positive prompt alone; above 1 the negative prompt is evaluated too, with
+    gradient in the last step, as when generating)."""
     import comfy.sample
 
     latent = torch.zeros_like(noise)
-    return comfy.sample.sample_custom(model, noise, 1.0, sampler, sigmas, positive, negative, latent,
+    return comfy.sample.sample_custom(model, noise, float(cfg), sampler, sigmas, positive, negative, latent,
                                       callback=None, disable_pbar=True, seed=seed)

@@ -29,7 +29,10 @@ from .run_state import DEFAULT_EVERY, RunState, StageCheckpoints
 log = logging.getLogger("PersonalVideo")
 IF_EXISTS = ("reuse", "overwrite", "error")
 REFERENCE_AUGMENT_COPIES = 2   # colour-jittered copies of each reference face (paper: augmentation of references)
-NOT_SCORED = float("nan")      # the independent score when it could not be computed (the reason is in metadata)
+NOT_SCORED = float("nan")
+# the training samples are made as the workflows generate (cfg 1.5 with their negative prompt)
+TRAINING_CFG = 1.5
+NEGATIVE_PROMPT = "blurry, low quality, deformed face, watermark, text"      # the independent score when it could not be computed (the reason is in metadata)
 
 
 def _finite_or_none(values):
@@ -54,7 +57,8 @@ class _Plan:
 
 def _plan(model, clip, vae, reference_images, identity_name, class_word, prompts, ti_steps, ti_learning_rate,
           ti_batch_size, sia_iterations, sia_learning_rate, sia_rank, reg_lambda, frames, width, height,
-          sampling_steps, seed, if_exists, image_model, gradient_checkpointing, precision) -> _Plan:
+          sampling_steps, seed, if_exists, training_cfg, negative_prompt, image_model, gradient_checkpointing,
+          precision) -> _Plan:
     from . import motion_model
     from . import textual_inversion as ti
     from .base_model import check_sd15, fingerprint
@@ -77,9 +81,11 @@ def _plan(model, clip, vae, reference_images, identity_name, class_word, prompts
                             "CLIP of the same checkpoint as the MODEL.")
     sia_settings = SIATrainSettings(iterations=int(sia_iterations), lr=float(sia_learning_rate),
                                     reg_lambda=float(reg_lambda), steps=int(sampling_steps), frames=int(frames),
-                                    width=int(width), height=int(height), seed=int(seed),
+                                    width=int(width), height=int(height), seed=int(seed), cfg=float(training_cfg),
                                     gradient_checkpointing=bool(gradient_checkpointing), precision=precision)
     sia_settings.check()
+    if not isinstance(negative_prompt, str):
+        raise TrainingError(f"negative_prompt must be text (got {type(negative_prompt).__name__}).")
     motion_model.check_frames(model, sia_settings.frames)
     ti_settings = ti.TISettings(steps=int(ti_steps), lr=float(ti_learning_rate), batch_size=int(ti_batch_size),
                                 seed=int(seed), gradient_checkpointing=bool(gradient_checkpointing),
@@ -91,17 +97,19 @@ def _plan(model, clip, vae, reference_images, identity_name, class_word, prompts
                 "sia_learning_rate": sia_settings.lr, "sia_rank": int(sia_rank), "reg_lambda": sia_settings.reg_lambda,
                 "frames": sia_settings.frames, "width": sia_settings.width, "height": sia_settings.height,
                 "sampling_steps": sia_settings.steps, "seed": int(seed), "precision": precision,
+                "training_cfg": sia_settings.cfg, "negative_prompt": identity_record.text_hash(negative_prompt),
                 "image_model": fingerprint(image_model)["weights"] if image_model is not None else "none"}
     record = identity_record.make_record(identity_record.photo_hashes(reference_images), settings,
                                          fingerprint(model))
     return _Plan(name=name, class_word=class_word, templates=templates, found=found, sia=sia_settings,
-                 ti=ti_settings, rank=int(sia_rank), record=record, if_exists=if_exists)
+                 ti=ti_settings, rank=int(sia_rank), record=record, if_exists=if_exists, negative=negative_prompt)
 
 
 def train_identity(model, clip, vae, reference_images, face_analysis, identity_name, class_word, prompts,
                    ti_steps=400, ti_learning_rate=1e-3, ti_batch_size=4, sia_iterations=400, sia_learning_rate=1e-4,
                    sia_rank=4, reg_lambda=1e-2, frames=16, width=512, height=512, sampling_steps=4, seed=0,
-                   if_exists="reuse", checkpoint_every=DEFAULT_EVERY, resume=True, image_model=None,
+                   if_exists="reuse", checkpoint_every=DEFAULT_EVERY, resume=True, training_cfg=TRAINING_CFG,
+                   negative_prompt=NEGATIVE_PROMPT, image_model=None,
                    sample_scorer=None, progress_hook=None, gradient_checkpointing=True, precision="auto") -> dict:
     """Train (or reuse) identity ``identity_name``; returns a dict: ``adapter``, ``trigger``, ``curve`` and
     ``preview`` (IMAGEs), ``final_similarity`` and ``identity_score`` (floats, NaN when unknown), ``paths``,
@@ -121,7 +129,8 @@ def train_identity(model, clip, vae, reference_images, face_analysis, identity_n
 
     plan = _plan(model, clip, vae, reference_images, identity_name, class_word, prompts, ti_steps, ti_learning_rate,
                  ti_batch_size, sia_iterations, sia_learning_rate, sia_rank, reg_lambda, frames, width, height,
-                 sampling_steps, seed, if_exists, image_model, gradient_checkpointing, precision)
+                 sampling_steps, seed, if_exists, training_cfg, negative_prompt, image_model, gradient_checkpointing,
+                 precision)
     taken = identity_files.existing(plan.name)
     if taken and plan.if_exists == "reuse":
         return _reuse(plan, taken)
@@ -271,7 +280,7 @@ def _train(plan: _Plan, model, clip, vae, reference_images, stack, encoder, imag
         adapter = SIAAdapter.initialise(plan.found.targets, rank=plan.rank, seed=stream_seed(seed, "adapter-init"),
                                         info=info)
     loss_fn = IdentityLoss(stack.detector, encoder, refs.embeddings)
-    negative = token_prompts.conditioning("", vector)
+    negative = token_prompts.conditioning(plan.negative, vector)
     history = train_sia(model, adapter, lambda text: token_prompts.conditioning(text, vector), negative, vae,
                         loss_fn, prompt_data.PromptSampler(plan.templates, seed), sia_settings, sia_progress,
                         interrupt, checkpoints=StageCheckpoints(run, "adapter", {"token.vector": vector},
@@ -305,6 +314,9 @@ def _train(plan: _Plan, model, clip, vae, reference_images, stack, encoder, imag
     try:
         if late_error is not None:
             raise late_error
+        if history.snapshots:   # trained frames from earlier points of the run first, then the last video
+            earlier = torch.cat([frame.movedim(1, -1) for _, frame in history.snapshots], 0)
+            preview = torch.cat([earlier.to(preview.device, preview.dtype), preview], 0)
         curve = render_curves({"token loss": ti_losses, "adapter loss": history.loss,
                                "face similarity": history.similarity})
     except Exception as exc:

@@ -3,7 +3,8 @@
 Per iteration (paper, Sec. 3): draw a simulated prompt with the identity token;
 start from pure noise (frames x height x width); run the few-step LCM schedule
 through ComfyUI's sampling (:mod:`.few_step_sampler`) with the adapter only in
-the last step; decode one random frame with gradient; loss = identity loss
+the last step, at guidance ``cfg`` with the negative prompt (as the video will
+be generated); decode one random frame with gradient; loss = identity loss
 (1 - cosine to the reference faces) + lambda * ||adapter - initial adapter||^2;
 AdamW on the adapter parameters only.
 
@@ -53,6 +54,7 @@ class SIATrainSettings:
     reg_lambda: float = 1e-2
     steps: int = 4
     scheduler: str = "sgm_uniform"
+    cfg: float = 1.0               # guidance of the training samples; the node's default matches the workflows
     frames: int = 16
     width: int = 512
     height: int = 512
@@ -71,6 +73,9 @@ class SIATrainSettings:
         if self.frames < 1:
             raise TrainingError(f"frames must be at least 1 (got {self.frames}).")
         amp.check_choice(self.precision)
+        if not (1.0 <= self.cfg <= 30.0):
+            raise TrainingError(f"training_cfg must be between 1 and 30 (got {self.cfg}); use the cfg you generate "
+                                "with (the workflows: 1.5).")
         for name in ("width", "height"):
             v = getattr(self, name)
             if v < 64 or v % 8:
@@ -89,6 +94,13 @@ class SIAHistory:
     skipped: int = 0
     last_latent: torch.Tensor | None = None           # final latent of the last iteration (all frames)
     precision: str = "fp32"                           # what the gradient passes ran at
+    snapshots: list = field(default_factory=list)     # (iteration, trained frame [1, 3, H, W] 0..1 on the CPU)
+
+
+def snapshot_iterations(iterations: int, points: int = 4) -> set:
+    """The iterations whose trained frame is kept for the preview: the start and every 1/points of the run
+    (the last iteration gives its whole video anyway)."""
+    return {round(k * (iterations - 1) / points) for k in range(points)} - {iterations - 1}
 
 
 def reg_term(params, initial) -> torch.Tensor:
@@ -151,6 +163,7 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
     check = check_interrupt or (lambda: None)
     shape = (settings.frames, 4, settings.height // 8, settings.width // 8)
     conditionings = {}  # the token is fixed in this stage: each prompt is encoded once (the sampler copies conds)
+    keep = snapshot_iterations(settings.iterations)
     for _ in range(start):   # the draws the resumed iterations made, so the rest continue the same streams
         prompts.draw()
         frames_rng.randrange(settings.frames)
@@ -189,7 +202,9 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
                                          autocast=precision.autocast, load_first=(patched, vae.patcher),
                                          between_steps=check)
         with checked_in_layers(layers, check):
-            latent = run_few_steps(patched, sampler, sigmas, positive, negative, noise, iter_seed)
+            latent = run_few_steps(patched, sampler, sigmas, positive, negative, noise, iter_seed, settings.cfg)
+        if it in keep and record.get("frame") is not None:
+            history.snapshots.append((it, record["frame"].float().cpu()))
         history.loss.append(record.get("loss", float("nan")))
         history.similarity.append(record.get("similarity", float("nan")))
         if math.isnan(history.loss[-1]):
