@@ -8,13 +8,15 @@ diffusers' ``load_lora_weights`` take the same file:
 and, when the identity was trained with a token, its vector(s) under
 ``bundle_emb.<name>.string_to_param.*`` (the kohya "bundled embedding" key).
 Header metadata (all strings): ``format`` = personalvideo-sia, ``format_version``,
-``base`` (sd15), ``rank``, ``alpha``, ``start_percent``, ``name``, ``trigger``,
-``num_res_blocks`` and ``training`` (JSON of the training settings).
+``base`` (sd15), ``rank``, ``alpha``, ``start_percent`` (informational: the Apply node
+has its own widget), ``name``, ``trigger``, ``num_res_blocks`` and ``training`` (JSON of
+the training settings, the record a reuse is decided by, the final similarity and the
+independent score of the last training sample).
 
 Reading validates every key, shape and value and refuses anything else with
 an SIAError naming the file.  Files other tools wrote with ldm module names
 (``lora_unet_input_blocks_1_1_...``) are read too.  Nothing is unpickled.
-Writing goes to a temporary file in the same folder that is renamed into place.
+Writing goes through the pack's atomic writer (:mod:`.atomic_file`).
 """
 from __future__ import annotations
 

@@ -177,9 +177,3 @@ def load_face_stack(face_analysis, det_sizes=DEFAULT_DET_SIZES) -> FaceStack:
     except Exception:
         pass
     return stack
-
-
-def describe(stack: FaceStack) -> str:
-    rec = getattr(stack.recognizer_model, "model_file", None)
-    return (f"detector {os.path.basename(stack.detector.source) or '?'}, "
-            f"recogniser {os.path.basename(rec) if rec else 'none'}")

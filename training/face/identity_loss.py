@@ -55,8 +55,7 @@ class IdentityLoss:
     """1 - cos identity loss against fixed reference embeddings.
 
     ``encoder``: :class:`~.encoder.ArcFaceEncoder` (frozen); ``references``: [M, D]
-    embeddings (normalised here again).  ``frames_skipped`` counts skipped frames
-    over all calls, for the trainer's report.
+    embeddings (normalised here again).
     """
 
     def __init__(self, detector: FaceDetector, encoder, references: torch.Tensor,
@@ -69,8 +68,6 @@ class IdentityLoss:
             self.references = F.normalize(references.detach().float().clone(), dim=-1)
         self.det_sizes = det_sizes
         self.min_face_px = min_face_px
-        self.frames_seen = 0
-        self.frames_skipped = 0
 
     def find_transforms(self, frames: torch.Tensor):
         """(frame indices with a face, their [F, 2, 3] crop transforms), from a detached copy."""
@@ -98,12 +95,10 @@ class IdentityLoss:
             )
         b = frames.shape[0]
         similarity = torch.full((b,), float("nan"))
-        self.frames_seen += b
         if b == 0:
             return IdentityLossResult(frames.sum() * 0.0, similarity)
         idx, mats = self.find_transforms(frames)
         skipped = [i for i in range(b) if i not in idx]
-        self.frames_skipped += len(skipped)
         if not idx:
             return IdentityLossResult(frames.float().sum() * 0.0, similarity, [], skipped)
         device = frames.device

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -133,10 +132,6 @@ def _device_of(encoder):
         return next(encoder.parameters()).device
     except (AttributeError, StopIteration):
         return torch.device("cpu")
-
-
-def numpy_keypoints(refs: ReferenceFaces) -> np.ndarray:
-    return np.stack([f.kps for f in refs.faces])
 
 
 FACE_SHARE = 0.4   # face box's longer side / the training crop's shorter side
