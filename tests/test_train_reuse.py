@@ -143,22 +143,26 @@ def test_load_sia_adapter_writes_a_missing_token_and_refuses_another(first):
             f.write(kept)
 
 
+def _cancelled_at(parts, face_analysis, photo, name, stage, step, settings):  # noqa: F811
+    """Run ``name`` and press Cancel after ``step`` of ``stage`` reported."""
+    import comfy.model_management
+
+    def cancel(at, i, loss, sim):
+        if at == stage and i == step:
+            comfy.model_management.interrupt_current_processing(True)
+
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        run(parts, face_analysis, photo, name, progress_hook=cancel, **settings)
+
+
 def test_a_cancelled_run_resumes_exactly_where_it_stopped(parts, face_analysis, photo):  # noqa: F811
     """Checkpoints every 2 steps; cancelled in the adapter stage after its checkpoint at 2 iterations; queued
     again it runs only what is left, and ends with the very weights and losses of a run never interrupted."""
-    import comfy.model_management
-
     from comfyui_personalvideo.training import run_state
 
     settings = dict(ti_steps=3, sia_iterations=5, checkpoint_every=2)
     whole = run(parts, face_analysis, photo, "never_stopped", **settings)
-
-    def cancel(stage, i, loss, sim):
-        if stage == "adapter" and i == 2:
-            comfy.model_management.interrupt_current_processing(True)
-
-    with pytest.raises(comfy.model_management.InterruptProcessingException):
-        run(parts, face_analysis, photo, "stopped", progress_hook=cancel, **settings)
+    _cancelled_at(parts, face_analysis, photo, "stopped", "adapter", 2, settings)
     assert identity_files.existing("stopped") == [] and os.path.isfile(run_state.RunState("stopped", {}).path)
     ran = []
     resumed = run(parts, face_analysis, photo, "stopped", progress_hook=lambda *a: ran.append(a[:2]), **settings)
@@ -172,23 +176,14 @@ def test_a_cancelled_run_resumes_exactly_where_it_stopped(parts, face_analysis, 
 
 
 def test_a_token_stage_checkpoint_resumes_the_token_and_other_inputs_start_afresh(parts, face_analysis, photo):  # noqa: F811
-    import comfy.model_management
-
     settings = dict(ti_steps=4, sia_iterations=1, checkpoint_every=2)
     whole = run(parts, face_analysis, photo, "token_whole", **settings)
-
-    def cancel(stage, i, loss, sim):
-        if stage == "token" and i == 2:
-            comfy.model_management.interrupt_current_processing(True)
-
-    with pytest.raises(comfy.model_management.InterruptProcessingException):
-        run(parts, face_analysis, photo, "token_stopped", progress_hook=cancel, **settings)
+    _cancelled_at(parts, face_analysis, photo, "token_stopped", "token", 2, settings)
     ran = []
     other_seed = run(parts, face_analysis, photo, "token_stopped", progress_hook=lambda *a: ran.append(a[:2]),
                      **dict(settings, seed=9))
     assert other_seed["resumed_from"] is None and ("token", 0) in ran       # another run: not resumed
-    with pytest.raises(comfy.model_management.InterruptProcessingException):
-        run(parts, face_analysis, photo, "token_again", progress_hook=cancel, **settings)
+    _cancelled_at(parts, face_analysis, photo, "token_again", "token", 2, settings)
     resumed = run(parts, face_analysis, photo, "token_again", **settings)
     assert resumed["resumed_from"] == ("token", 2) and resumed["token_losses"] == whole["token_losses"]
     assert torch.equal(resumed["vector"], whole["vector"])
