@@ -35,6 +35,7 @@ import torch
 
 from ..sia import apply_sia
 from . import precision as amp
+from .devices import device_of
 from .errors import TrainingError
 from .checkpointing import regions_of
 from .few_step_sampler import FewStepTrainingSampler, lcm_schedule, run_few_steps
@@ -130,7 +131,7 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
     from .run_state import optimizer_tensors, restore_optimizer
 
     settings.check()
-    precision = amp.resolve(settings.precision, amp.device_of(model))
+    precision = amp.resolve(settings.precision, device_of(model))
     params = adapter.parameters()
     with torch.inference_mode(False):
         for p in params:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from . import precision as amp
+from .devices import device_of
 from .checkpointing import checkpointed, unet_regions
 from .errors import TrainingError
 from .inference_tensors import gradient_window, normal_copy
@@ -202,7 +203,7 @@ class NoiseLoss:
         self.latents = latents
         self.precision = precision
         self.checkpointing = checkpointing
-        self.device = self.base_model.device if hasattr(self.base_model, "device") else latents.device
+        self.device = device_of(self.base_model, fallback=latents.device)
         self.dtype = self.base_model.get_dtype() if hasattr(self.base_model, "get_dtype") else torch.float32
 
     def __call__(self, vector: torch.Tensor, draw: Draw) -> torch.Tensor:
@@ -231,7 +232,7 @@ def _prepare(model, clip, vae, images, class_word: str, settings: TISettings):
     model = without_motion_models(model)
     prompts = TokenPrompts(clip, class_word)
     latents = encode_references(vae, images, model.model, settings.seed)
-    precision = amp.resolve(settings.precision, amp.device_of(model))
+    precision = amp.resolve(settings.precision, device_of(model))
     # both loaded now, before the gradient window (CLIP's own load in each step then finds it loaded)
     comfy.model_management.load_models_gpu([model, clip.patcher])
     return prompts, NoiseLoss(model, prompts, latents, precision, settings.gradient_checkpointing)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..devices import device_of
 from .align import ARCFACE_SIZE, estimate_norm, warp_affine
 from .augment import AugmentConfig, augment_crops
 from .detector import DEFAULT_DET_SIZES, MIN_FACE_PX, FaceDetector, to_bgr_uint8, to_rgb01
@@ -122,16 +123,9 @@ def embed_references(detector: FaceDetector, encoder, images, augment_copies: in
         extra = augment_crops(refs.crops, augment_copies, seed, augment_cfg)
         crops = torch.cat([crops, extra], 0)
         labels += [f"{lab} (augmented)" for lab in refs.labels for _ in range(augment_copies)]
-    device = _device_of(encoder)
+    device = device_of(encoder, fallback="cpu")
     emb = torch.cat([encoder.embed(chunk.to(device)) for chunk in crops.split(16)], 0)
     return ReferenceEmbeddings(emb.detach().float(), labels, refs)
-
-
-def _device_of(encoder):
-    try:
-        return next(encoder.parameters()).device
-    except (AttributeError, StopIteration):
-        return torch.device("cpu")
 
 
 FACE_SHARE = 0.4   # face box's longer side / the training crop's shorter side
