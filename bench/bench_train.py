@@ -23,7 +23,7 @@ Memory: on CUDA torch.cuda.max_memory_allocated per stage; on the CPU the peak b
     scripts/bench bench/bench_train.py --cancel            # how fast Cancel answers in each stage
 
 ``--cancel`` presses Cancel (``interrupt_current_processing``) from another thread in the middle of the third
-token step and of the third adapter iteration (half the second one's time after it started)
+token step and of the third adapter iteration (a quarter of the second one's time after it started)
 and prints how long the run took to stop, next to the length of a step / iteration: the wait if Cancel were
 only looked at between them.
 
@@ -167,21 +167,24 @@ def cancel_delay(args, parts, stage):
         if at != stage:
             return
         stamps.append(time.perf_counter())
-        if i == 1:   # the third step starts now; the second took stamps[-1] - stamps[-2] (the first loads)
-            threading.Timer((stamps[-1] - stamps[-2]) / 2, press).start()
+        if i == 1 and not pressed:   # the third step starts now; the second took stamps[-1] - stamps[-2]
+            threading.Timer((stamps[-1] - stamps[-2]) / 4, press).start()
 
     stamps.append(time.perf_counter())
     with torch.inference_mode():
         try:
             train_identity(model, clip, vae, photo, face_analysis, "bench_cancel", "person",
-                           "{token} {class_word} smiling", ti_steps=max(args.ti_steps, 3) if stage == "token" else 1,
-                           ti_batch_size=args.ti_batch_size, sia_iterations=max(args.iterations, 3),
+                           "{token} {class_word} smiling", ti_steps=max(args.ti_steps, 4) if stage == "token" else 1,
+                           ti_batch_size=args.ti_batch_size, sia_iterations=max(args.iterations, 4),
                            frames=args.frames, width=args.size, height=args.size, seed=0, if_exists="overwrite",
                            checkpoint_every=0, resume=False, progress_hook=hook, precision=args.precision)
         except comfy.model_management.InterruptProcessingException:
             stopped = time.perf_counter()
-            return stopped - pressed[0], stamps[-1] - stamps[-2]
-    raise SystemExit(f"the run ended before Cancel was pressed ({stage} stage): use more steps")
+            print(f"  {stage} stage: steps done in " + ", ".join(f"{b - a:.2f}" for a, b in zip(stamps, stamps[1:]))
+                  + f" s (the first holds loading); Cancel pressed {pressed[0] - stamps[-1]:.2f} s into the next")
+            return stopped - pressed[0], stamps[2] - stamps[1]
+    comfy.model_management.interrupt_current_processing(False)
+    raise SystemExit(f"the run ended before Cancel stopped it ({stage} stage): use more steps")
 
 
 def report(args, label, r):
