@@ -47,7 +47,7 @@ def fingerprint(model) -> dict:
     """``{"class", "parameters", "weights", "patches"}`` of a MODEL: the same for the same checkpoint and LoRAs."""
     diffusion_model = model.model.diffusion_model
     weights, count = hashlib.sha256(), 0
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.no_grad():
         for name, t in sorted(diffusion_model.state_dict(keep_vars=True).items()):
             count += t.numel()
             weights.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())

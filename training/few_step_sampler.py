@@ -34,7 +34,7 @@ import comfy.samplers
 import torch
 
 from .checkpointing import checkpointed, regions_of
-from .inference_tensors import gradient_window
+from .inference_tensors import gradient_window, normal_tensors
 
 
 class FewStepTrainingSampler(comfy.samplers.Sampler):
@@ -58,7 +58,7 @@ class FewStepTrainingSampler(comfy.samplers.Sampler):
         base_model = model_wrap.inner_model
         model_sampling = base_model.model_sampling
         n = int(sigmas.shape[0]) - 1
-        with torch.inference_mode(False):
+        with normal_tensors():
             sigmas = sigmas.detach().clone()
             noise = noise.detach().clone()
             latent_image = torch.zeros_like(noise) if latent_image is None else latent_image.detach().clone()
@@ -103,7 +103,7 @@ def lcm_schedule(model, steps: int, scheduler: str = "sgm_uniform") -> torch.Ten
         from types import SimpleNamespace
 
         sigmas = comfy.samplers.calculate_sigmas_scheduler(SimpleNamespace(model_sampling=model_sampling), scheduler, steps)
-    with torch.inference_mode(False):
+    with normal_tensors():
         return sigmas.detach().cpu().clone()
 
 

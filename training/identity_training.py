@@ -23,6 +23,7 @@ import torch
 from . import identity_files, identity_record
 from . import prompts as prompt_data
 from .errors import TrainingError
+from .inference_tensors import normal_tensors
 from .random_streams import stream_seed
 from .run_state import DEFAULT_EVERY, RunState, StageCheckpoints
 
@@ -276,7 +277,7 @@ def _train(plan: _Plan, model, clip, vae, reference_images, stack, encoder, imag
                                  "references": len(refs.faces.labels), "textual_inversion": ti_settings.to_json(),
                                  "sia": sia_settings.to_json(), "prompts": len(plan.templates),
                                  identity_record.RECORD_KEY: plan.record})
-    with torch.inference_mode(False):
+    with normal_tensors():
         adapter = SIAAdapter.initialise(plan.found.targets, rank=plan.rank, seed=stream_seed(seed, "adapter-init"),
                                         info=info)
     loss_fn = IdentityLoss(stack.detector, encoder, refs.embeddings)

@@ -24,6 +24,7 @@ import shutil
 import torch
 
 from .errors import TrainingError
+from .inference_tensors import normal_tensors
 
 FOLDER = ".pv-training"
 FILE = "state.pvstate"
@@ -47,7 +48,7 @@ def optimizer_tensors(optimizer, params, prefix: str) -> dict:
 
 def restore_optimizer(optimizer, params, tensors: dict, prefix: str) -> None:
     """Put the AdamW state :func:`optimizer_tensors` wrote back (as normal tensors: the step updates them)."""
-    with torch.inference_mode(False):
+    with normal_tensors():
         _restore_optimizer(optimizer, params, tensors, prefix)
 
 

@@ -35,10 +35,11 @@ import torch
 
 from ..sia import apply_sia
 from . import precision as amp
+from .checkpointing import regions_of
 from .devices import device_of
 from .errors import TrainingError
-from .checkpointing import regions_of
 from .few_step_sampler import FewStepTrainingSampler, lcm_schedule, run_few_steps
+from .inference_tensors import normal_tensors
 from .interruption import checked_in_layers
 from .random_streams import SEED_BITS, stream, stream_seed
 
@@ -133,7 +134,7 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
     settings.check()
     precision = amp.resolve(settings.precision, device_of(model))
     params = adapter.parameters()
-    with torch.inference_mode(False):
+    with normal_tensors():
         for p in params:
             if not (isinstance(p, torch.nn.Parameter) and p.requires_grad and p.dtype == torch.float32):
                 raise TrainingError("internal: adapter weights must be trainable fp32 parameters")
@@ -144,7 +145,7 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
     start = 0
     if resume is not None:
         start, tensors, extra = resume
-        with torch.inference_mode(False), torch.no_grad():
+        with normal_tensors(), torch.no_grad():
             for i, p in enumerate(params):
                 p.copy_(tensors[f"sia.{i}"].reshape(p.shape))
         restore_optimizer(optimizer, params, tensors, "sia.adamw")
@@ -176,7 +177,7 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
         positive = conditionings[text]
         frame = frames_rng.randrange(settings.frames)
         iter_seed = (noise_base + it) % (2 ** SEED_BITS)
-        with torch.inference_mode(False):
+        with normal_tensors():
             gen = torch.Generator().manual_seed(iter_seed)
             noise = torch.randn(shape, generator=gen)
         record = {}

@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from . import precision as amp
-from .devices import device_of
 from .checkpointing import checkpointed, unet_regions
+from .devices import device_of
 from .errors import TrainingError
-from .inference_tensors import gradient_window, normal_copy
+from .inference_tensors import gradient_window, normal_copy, normal_tensors
 from .interruption import checked_in_layers
 from .random_streams import stream, stream_seed
 
@@ -97,7 +97,7 @@ def class_word_vector(clip, class_word: str) -> torch.Tensor:
     if not ids:
         raise TrainingError(f"class_word {class_word!r} gives no tokens; use a plain word such as man, woman or person.")
     table = token_embedding(clip).weight
-    with torch.inference_mode(False):
+    with normal_tensors():
         return table[ids].detach().float().mean(0).clone()
 
 
@@ -142,7 +142,7 @@ class TokenPrompts:
 
     def conditioning(self, template: str, vector: torch.Tensor):
         """A ComfyUI CONDITIONING (normal tensors, no grad) for sampling."""
-        with torch.inference_mode(False), torch.no_grad():
+        with normal_tensors(), torch.no_grad():
             cond, pooled = self.encode(template, vector.detach())
             return [[cond.detach().clone(), {"pooled_output": None if pooled is None else pooled.detach().clone()}]]
 
@@ -171,7 +171,7 @@ def encode_references(vae, images: torch.Tensor, base_model, seed: int = 0) -> t
     with torch.no_grad(), seeded(seed):
         latents = vae.encode(rgb)
     latents = normal_copy(latents)
-    with torch.inference_mode(False):
+    with normal_tensors():
         return base_model.process_latent_in(latents).float()
 
 
@@ -251,7 +251,7 @@ def train_token(model, clip, vae, images, class_word: str, settings: TISettings,
     vector0 = class_word_vector(clip, class_word)
     rng = stream(settings.seed, "token-draws")
     losses, start = [], 0
-    with torch.inference_mode(False):
+    with normal_tensors():
         vector = torch.nn.Parameter(vector0.clone())
         if settings.steps == 0:
             return vector.detach().clone(), TokenPrompts(clip, class_word), losses
@@ -265,10 +265,10 @@ def train_token(model, clip, vae, images, class_word: str, settings: TISettings,
             losses = list(extra.get("token_loss", []))[:start]
     prompts, loss_of = _prepare(model, clip, vae, images, class_word, settings)
     check = check_interrupt or (lambda: None)
-    with torch.inference_mode(False):
+    with normal_tensors():
         for _ in range(start):   # the draws the resumed steps made, so the rest continue the same streams
             draw_batch(rng, gen, loss_of.latents, settings.batch_size)
-    with torch.inference_mode(False), gradient_window(model.model.diffusion_model, clip.cond_stage_model), \
+    with normal_tensors(), gradient_window(model.model.diffusion_model, clip.cond_stage_model), \
             checked_in_layers(unet_regions(model.model.diffusion_model), check):
         for step in range(start, settings.steps):
             check()
@@ -290,11 +290,11 @@ def evaluation_loss(model, clip, vae, images, class_word: str, vector: torch.Ten
                     batch_size: int = 4, settings: TISettings | None = None) -> float:
     """Mean noise-prediction loss of ``vector`` on ``draws`` fixed batches (same draws for a seed: deterministic)."""
     settings = settings or TISettings(precision="fp32")
-    with torch.inference_mode(False):
+    with normal_tensors():
         gen = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
     prompts, loss_of = _prepare(model, clip, vae, images, class_word, settings)
-    with torch.inference_mode(False), torch.no_grad(), \
+    with normal_tensors(), torch.no_grad(), \
             gradient_window(model.model.diffusion_model, clip.cond_stage_model):
         v = vector.detach().float().clone()
         total = sum(float(loss_of(v, draw_batch(rng, gen, loss_of.latents, batch_size))) for _ in range(draws))

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..inference_tensors import normal_tensors
 from .align import estimate_norm, warp_affine
 from .detector import DEFAULT_DET_SIZES, MIN_FACE_PX, FaceDetector, to_bgr_uint8
 from .errors import FaceStackError
@@ -64,7 +65,7 @@ class IdentityLoss:
             raise FaceStackError("identity loss needs reference embeddings [M, D] with M >= 1")
         self.detector = detector
         self.encoder = encoder
-        with torch.inference_mode(False):  # references made inside a node are inference tensors
+        with normal_tensors():  # references made inside a node are inference tensors
             self.references = F.normalize(references.detach().float().clone(), dim=-1)
         self.det_sizes = det_sizes
         self.min_face_px = min_face_px
@@ -102,7 +103,7 @@ class IdentityLoss:
         if not idx:
             return IdentityLossResult(frames.float().sum() * 0.0, similarity, [], skipped)
         device = frames.device
-        with torch.inference_mode(False):
+        with normal_tensors():
             self.encoder.to(device)
         crops = warp_affine(frames[idx].float(), mats, self.encoder.input_size)
         emb = F.normalize(self.encoder(crops), dim=-1)
