@@ -204,3 +204,26 @@ def test_training_cfg_uses_the_negative_prompt_above_1_only(parts, face_analysis
     assert results[(1.5, "blurry")] != results[(1.0, "blurry")]
     with pytest.raises(TrainingError, match="training_cfg must be between 1 and 30"):
         run(parts, face_analysis, photo, "x", training_cfg=0.5, **quick)
+
+
+def test_the_model_fingerprint_is_the_same_loaded_and_patched_or_not(parts):  # noqa: F811
+    """ComfyUI writes LoRA patches into a loaded MODEL's weights: the fingerprint reads the originals, so a
+    second run after sampling with the same MODEL still finds the identity reusable."""
+    import comfy.model_management
+
+    from comfyui_personalvideo.training.base_model import fingerprint
+
+    model = parts[0].clone()
+    with torch.inference_mode():
+        key = next(k for k in model.model.state_dict() if k.endswith("attn1.to_q.weight"))
+        weight = model.model.state_dict()[key]
+        model.add_patches({key: (torch.ones_like(weight),)}, 0.5)
+        idle = fingerprint(model)
+        comfy.model_management.load_models_gpu([model])
+        try:
+            assert not torch.equal(model.model.state_dict()[key], model.backup[key].weight
+                                   if hasattr(model.backup[key], "weight") else model.backup[key])   # patched
+            assert fingerprint(model) == idle
+        finally:
+            comfy.model_management.unload_all_models()
+    assert fingerprint(parts[0]) != idle                       # the LoRA patch itself counts

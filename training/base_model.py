@@ -3,8 +3,10 @@
 The fingerprint says whether two runs trained on the same base model: ComfyUI's
 MODEL does not carry the checkpoint's file name, so the weights themselves are
 sampled (up to :data:`SAMPLES` evenly spaced values of every UNet tensor, hashed
-with the tensor names and shapes), together with the LoRA patches on it (keys and
-strengths). Reading the samples copies a few MB at most; no weight is changed.
+with the tensor names and shapes; the checkpoint's own values where ComfyUI has
+LoRA patches written into a loaded model), together with the LoRA patches on it
+(keys and strengths). Reading the samples copies a few MB at most; no weight is
+changed.
 """
 from __future__ import annotations
 
@@ -43,12 +45,23 @@ def _sample(t: torch.Tensor) -> bytes:
     return flat[::step][:SAMPLES].float().cpu().numpy().tobytes()
 
 
+def _unpatched(model, name: str, t: torch.Tensor) -> torch.Tensor:
+    """The checkpoint's own weight: while ComfyUI has a MODEL loaded, LoRA patches are written into its
+    weights in place and the originals kept in ``backup`` (a tensor, or a tuple whose ``weight`` is one)."""
+    kept = (getattr(model, "backup", None) or {}).get("diffusion_model." + name)
+    if kept is None:
+        return t
+    return getattr(kept, "weight", kept)
+
+
 def fingerprint(model) -> dict:
-    """``{"class", "parameters", "weights", "patches"}`` of a MODEL: the same for the same checkpoint and LoRAs."""
+    """``{"class", "parameters", "weights", "patches"}`` of a MODEL: the same for the same checkpoint and LoRAs,
+    whether ComfyUI has it loaded (patches applied) or not."""
     diffusion_model = model.model.diffusion_model
     weights, count = hashlib.sha256(), 0
     with torch.no_grad():
         for name, t in sorted(diffusion_model.state_dict(keep_vars=True).items()):
+            t = _unpatched(model, name, t)
             count += t.numel()
             weights.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
             weights.update(_sample(t))
