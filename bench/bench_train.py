@@ -7,7 +7,7 @@ and peak memory, on SD1.5-size architectures with random weights.
                                                            # the target: 400 + 400 under 6 minutes and
                                                            # under 16 GB on one H100
 
-What runs is the node's own code (``train_identity``) on: a random-weight SD1.5 checkpoint (UNet, CLIP-L,
+What runs is the trainer the node calls (``training.identity_training.train_identity``) on: a random-weight SD1.5 checkpoint (UNet, CLIP-L,
 VAE) saved and loaded with ComfyUI's checkpoint loader (so ComfyUI picks dtypes and devices as for a real
 one); an AnimateLCM-layout motion model attached through AnimateDiff-Evolved when the host has it (e.g.
 COMFYUI_ROOT=/path/to/ComfyUI with AnimateDiff-Evolved in its custom_nodes); the real ResNet-100
@@ -20,6 +20,12 @@ Memory: on CUDA torch.cuda.max_memory_allocated per stage; on the CPU the peak b
 (tensors autograd saved, weights excluded: deterministic) and the process's peak RSS.
 
     scripts/bench bench/bench_train.py --estimate          # full-size memory estimate without a GPU
+    scripts/bench bench/bench_train.py --cancel            # how fast Cancel answers in each stage
+
+``--cancel`` presses Cancel (``interrupt_current_processing``) from another thread in the middle of the third
+token step and of the third adapter iteration (a quarter of the second one's time after it started)
+and prints how long the run took to stop, next to the length of a step / iteration: the wait if Cancel were
+only looked at between them.
 
 ``--estimate`` works out the peak of each stage's gradient step at full size (16 frames of 512x512 for
 stage 2, a batch of 4 photos at 512x512 for stage 1) without allocating it: the SD1.5 UNet and the SD VAE
@@ -121,7 +127,7 @@ class Meter:
 
 def run_once(args, parts, name, checkpointing):
     from autograd_memory import SavedTensorBytes
-    from comfyui_personalvideo.nodes.train_identity import train_identity
+    from comfyui_personalvideo.training.identity_training import train_identity
 
     model, clip, vae, face_analysis, photo = parts
     device = torch.device(args.device)
@@ -133,7 +139,7 @@ def run_once(args, parts, name, checkpointing):
                        ti_steps=args.ti_steps, ti_learning_rate=1e-3, ti_batch_size=args.ti_batch_size,
                        sia_iterations=args.iterations, sia_learning_rate=1e-4, sia_rank=4, reg_lambda=1e-2,
                        frames=args.frames, width=args.size, height=args.size, sampling_steps=4, seed=0,
-                       overwrite=True, progress_hook=meter.hook, gradient_checkpointing=checkpointing,
+                       if_exists="overwrite", progress_hook=meter.hook, gradient_checkpointing=checkpointing,
                        precision=args.precision)
     meter.finish()
     token = meter.per_step("token", meter.t_start)
@@ -141,6 +147,44 @@ def run_once(args, parts, name, checkpointing):
     adapter = meter.per_step("adapter", last_token)
     return {"token": token, "adapter": adapter, "peak": meter.peak, "saved_peak": meter.saved_peak,
             "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def cancel_delay(args, parts, stage):
+    """Seconds from Cancel (pressed half a step into step 2 of ``stage``) to the run's end, and the step time."""
+    import threading
+
+    import comfy.model_management
+    from comfyui_personalvideo.training.identity_training import train_identity
+
+    model, clip, vae, face_analysis, photo = parts
+    stamps, pressed = [], []
+
+    def press():
+        pressed.append(time.perf_counter())
+        comfy.model_management.interrupt_current_processing(True)
+
+    def hook(at, i, loss, similarity):
+        if at != stage:
+            return
+        stamps.append(time.perf_counter())
+        if i == 1 and not pressed:   # the third step starts now; the second took stamps[-1] - stamps[-2]
+            threading.Timer((stamps[-1] - stamps[-2]) / 4, press).start()
+
+    stamps.append(time.perf_counter())
+    with torch.inference_mode():
+        try:
+            train_identity(model, clip, vae, photo, face_analysis, "bench_cancel", "person",
+                           "{token} {class_word} smiling", ti_steps=max(args.ti_steps, 4) if stage == "token" else 1,
+                           ti_batch_size=args.ti_batch_size, sia_iterations=max(args.iterations, 4),
+                           frames=args.frames, width=args.size, height=args.size, seed=0, if_exists="overwrite",
+                           checkpoint_every=0, resume=False, progress_hook=hook, precision=args.precision)
+        except comfy.model_management.InterruptProcessingException:
+            stopped = time.perf_counter()
+            print(f"  {stage} stage: steps done in " + ", ".join(f"{b - a:.2f}" for a, b in zip(stamps, stamps[1:]))
+                  + f" s (the first holds loading); Cancel pressed {pressed[0] - stamps[-1]:.2f} s into the next")
+            return stopped - pressed[0], stamps[2] - stamps[1]
+    comfy.model_management.interrupt_current_processing(False)
+    raise SystemExit(f"the run ended before Cancel stopped it ({stage} stage): use more steps")
 
 
 def report(args, label, r):
@@ -266,6 +310,8 @@ def main():
     parser.add_argument("--estimate", action="store_true",
                         help="estimate the full-size peak memory per stage without a GPU (meta device), checked "
                              "against a real run at --frames/--size")
+    parser.add_argument("--cancel", action="store_true",
+                        help="measure how long Cancel takes to stop the run, in each stage")
     parser.add_argument("--compare", action="store_true",
                         help="also run without gradient checkpointing and in fp32, and print the ratios")
     args = parser.parse_args()
@@ -282,6 +328,13 @@ def main():
         return
     with tempfile.TemporaryDirectory(prefix="pv-bench-") as scratch:
         parts = build(args, scratch)
+        if args.cancel:
+            for stage in ("token", "adapter"):
+                delay, step = cancel_delay(args, parts, stage)
+                print(f"Cancel in the {stage} stage: the run stopped {delay:.2f} s after it was pressed; one "
+                      f"{'step' if stage == 'token' else 'iteration'} takes {step:.2f} s (checking only between "
+                      f"them would wait up to that); ratio {delay / step:.3f}")
+            return
         runs = [("with checkpointing, precision " + args.precision, True, args.precision)]
         if args.compare:
             runs.append(("without checkpointing, fp32", False, "fp32"))

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 
+from ..sia.atomic_file import atomic_write_bytes
 from .consistency import identity_consistency
 from .protocol import COMPARABILITY, CONSISTENCY_NOTE, MIN_FACE_PX, MOTION_NOTE
 from .scoring import DLIB_SAME_PERSON
@@ -74,19 +73,8 @@ def report_text(report: dict) -> str:
 
 
 def write_atomic(path: str, data: bytes) -> str:
-    """Write ``data`` to ``path`` through a temporary file renamed into place: whole or not at all."""
-    path = os.path.abspath(path)
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:  # after the rename the temporary name is gone; after a failure it is removed
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Write ``data`` to ``path`` with the pack's atomic writer: whole or not at all."""
+    return atomic_write_bytes(path, data)
 
 
 def report_json(report: dict) -> str:

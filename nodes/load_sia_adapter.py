@@ -1,16 +1,20 @@
 """Node: Load SIA Adapter."""
+import logging
 import os
 
 import folder_paths
 
 from ..sia import load_adapter
+from ..training.identity_files import ensure_token
 
 CATEGORY = "PersonalVideo"
+log = logging.getLogger("PersonalVideo")
 
 
 class LoadSIAAdapter:
     DESCRIPTION = ("Loads a Spatial Identity Adapter trained by 'Train PersonalVideo Identity' from models/sia. "
-                   "Connect it to 'Apply SIA at Late Steps'.")
+                   "Connect it to 'Apply SIA at Late Steps'. When the identity's token file is missing from "
+                   "models/embeddings, it is written from the adapter.")
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = ("SIA_ADAPTER", "STRING")
@@ -43,6 +47,11 @@ class LoadSIAAdapter:
 
     def load(self, adapter_name):
         adapter = load_adapter(folder_paths.get_full_path("sia", adapter_name))
+        if adapter.embedding is not None and adapter.info.name:
+            written = ensure_token(adapter.info.name, adapter.embedding)
+            if written:
+                log.warning("[PersonalVideo] the token of '%s' was missing from models/embeddings; written from "
+                            "the adapter: %s", adapter.info.name, written)
         return (adapter, adapter.info.trigger)
 
 

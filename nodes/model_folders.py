@@ -26,11 +26,3 @@ def _register(name: str, extensions: set) -> None:
 def register_model_folders() -> None:
     _register("sia", SIA_EXTENSIONS)
     _register("insightface", {".onnx"})
-
-
-def sia_dirs() -> list:
-    return list(folder_paths.get_folder_paths("sia"))
-
-
-def insightface_dirs() -> list:
-    return list(folder_paths.get_folder_paths("insightface"))

@@ -1,19 +1,11 @@
 """Node: Train PersonalVideo Identity (textual-inversion token + Spatial Identity Adapter)."""
 from __future__ import annotations
 
-import logging
-import math
-
-import torch
-
-from ..sia import AdapterInfo, SIAAdapter, discover_targets, naming
-from ..sia.adapter import DEFAULT_START_PERCENT
-from ..training import identity_files, prompts as prompt_data
-from ..training.errors import TrainingError
+from ..training import prompts as prompt_data
+from ..training.identity_training import IF_EXISTS, NEGATIVE_PROMPT, TRAINING_CFG, train_identity
+from ..training.run_state import DEFAULT_EVERY
 
 CATEGORY = "PersonalVideo"
-log = logging.getLogger("PersonalVideo")
-REFERENCE_AUGMENT_COPIES = 2   # colour-jittered copies of each reference face (paper: augmentation of references)
 
 
 def _tip(text):
@@ -30,13 +22,18 @@ class TrainPersonalVideoIdentity:
     CATEGORY = CATEGORY
     FUNCTION = "train"
     OUTPUT_NODE = True
-    RETURN_TYPES = ("SIA_ADAPTER", "STRING", "IMAGE", "IMAGE")
-    RETURN_NAMES = ("sia_adapter", "trigger_phrase", "loss_curve", "preview_frames")
+    RETURN_TYPES = ("SIA_ADAPTER", "STRING", "IMAGE", "IMAGE", "FLOAT", "FLOAT")
+    RETURN_NAMES = ("sia_adapter", "trigger_phrase", "loss_curve", "preview_frames", "final_similarity",
+                    "identity_score")
     OUTPUT_TOOLTIPS = (
         "The trained adapter, ready for 'Apply SIA at Late Steps' (also saved in models/sia).",
         "Put this in your prompt, e.g. 'embedding:alice woman': it calls the trained token.",
         "Loss of both stages and face similarity of the trained frames over the iterations.",
-        "All frames of the last training sample.",
+        "The trained frame at the start and at 1/4, 1/2 and 3/4 of the adapter stage, then all frames of the "
+        "last training sample.",
+        "Face similarity (training recogniser) of the last trained frame with a face; NaN if none had one.",
+        "Face similarity of the last training sample by an independent recogniser (dlib); NaN when dlib is not "
+        "installed or it found no face (the reason is in the adapter's metadata and the console).",
     )
 
     @classmethod
@@ -90,8 +87,26 @@ class TrainPersonalVideoIdentity:
                                            "LCM steps per training video (paper: 4); the adapter trains on the last."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip":
                                  "Same seed, same machine: same result."}),
-                "overwrite": ("BOOLEAN", {"default": False, "tooltip":
-                                          "Replace an existing identity of the same name."}),
+                "if_exists": (list(IF_EXISTS), {"default": "reuse", "tooltip":
+                                                "When an identity of this name exists: reuse loads it at once if "
+                                                "it was trained from the same photos, settings and MODEL (and "
+                                                "says what differs otherwise); overwrite trains it again; error "
+                                                "stops."}),
+                "checkpoint_every": ("INT", {"default": DEFAULT_EVERY, "min": 0, "max": 10000, "tooltip":
+                                             "Save the state of the run every this many token steps and adapter "
+                                             "iterations (in models/sia/.pv-training, removed when the identity "
+                                             "is saved), so an interrupted or failed run can resume. 0: never."}),
+                "training_cfg": ("FLOAT", {"default": TRAINING_CFG, "min": 1.0, "max": 30.0, "step": 0.1,
+                                           "round": 0.01, "tooltip":
+                                           "Guidance of the videos the adapter is trained on: the cfg you generate "
+                                           "with (the workflows: 1.5). 1.0 skips the negative prompt and makes "
+                                           "stage 2 about twice as fast."}),
+                "negative_prompt": ("STRING", {"default": NEGATIVE_PROMPT, "multiline": False, "tooltip":
+                                               "Negative prompt of the training videos (used when training_cfg is "
+                                               "above 1): the one you generate with."}),
+                "resume": ("BOOLEAN", {"default": True, "tooltip":
+                                       "Continue from the last checkpoint of a run with the very same photos, "
+                                       "settings and MODEL that was cancelled or failed. Off: start afresh."}),
             },
             "optional": {
                 "image_model": ("MODEL", _tip("Optional plain SD1.5 MODEL (without motion model) for the "
@@ -104,160 +119,14 @@ class TrainPersonalVideoIdentity:
     INPUT_IS_LIST = True
 
     def train(self, **inputs):
+        from ..evaluation.training_sample import score_training_sample
+
         kwargs = {k: (v[0] if isinstance(v, list) and k != "reference_images" and v else v)
                   for k, v in inputs.items()}
-        result = train_identity(**kwargs)
-        return {"ui": {"text": [result["trigger"]]},
-                "result": (result["adapter"], result["trigger"], result["curve"], result["preview"])}
-
-
-def _check_model(model, what):
-    import comfy.supported_models
-
-    diffusion_model = getattr(getattr(model, "model", None), "diffusion_model", None)
-    if diffusion_model is None:
-        raise TrainingError(f"the {what} input is not a diffusion MODEL; connect an SD1.5 MODEL.")
-    config = getattr(model.model, "model_config", None)
-    if config is not None and not isinstance(config, comfy.supported_models.SD15):
-        raise TrainingError(f"the {what} input is not an SD1.5-family model (it is {type(config).__name__}). "
-                            "PersonalVideo trains on SD1.5 / AnimateDiff models only: load an SD1.5 checkpoint.")
-    found = discover_targets(diffusion_model)
-    if not found.targets:
-        raise TrainingError(f"the {what} input is not an SD1.5-family model ({found.summary()}). PersonalVideo "
-                            "trains on SD1.5 / AnimateDiff models only: load an SD1.5 checkpoint.")
-    return found
-
-
-def train_identity(model, clip, vae, reference_images, face_analysis, identity_name, class_word, prompts,
-                   ti_steps=400, ti_learning_rate=1e-3, ti_batch_size=4, sia_iterations=400, sia_learning_rate=1e-4,
-                   sia_rank=4, reg_lambda=1e-2, frames=16, width=512, height=512, sampling_steps=4, seed=0,
-                   overwrite=False, image_model=None, progress_hook=None, gradient_checkpointing=True,
-                   precision="auto"):
-    """The node's work. ``progress_hook(stage, i, loss, similarity)``, ``gradient_checkpointing`` and
-    ``precision`` (see training.precision) are for scripts, tests and benchmarks, not node inputs."""
-    from ..training import motion_model
-    from ..training import textual_inversion as ti
-    from ..training.face.analysis import load_face_stack
-    from ..training.sia_trainer import SIATrainSettings
-
-    # --- every check before any work ---
-    name = identity_files.sanitise_name(identity_name)
-    class_word = (class_word or "").strip()
-    if not class_word or "\n" in class_word or "{" in class_word:
-        raise TrainingError("class_word must be a plain word or two such as man, woman or person.")
-    templates = prompt_data.parse_prompts(prompts)
-    identity_files.check_free(name, overwrite)
-    found = _check_model(model, "model")
-    if image_model is not None:
-        _check_model(image_model, "image_model")
-    width_ctx = int(ti.token_embedding(clip).weight.shape[-1])
-    ctx = (getattr(getattr(model.model, "model_config", None), "unet_config", None) or {}).get("context_dim")
-    if ctx is not None and int(ctx) != width_ctx:
-        raise TrainingError(f"the CLIP gives {width_ctx}-wide text features but the MODEL expects {ctx}: connect the "
-                            "CLIP of the same checkpoint as the MODEL.")
-    sia_settings = SIATrainSettings(iterations=int(sia_iterations), lr=float(sia_learning_rate),
-                                    reg_lambda=float(reg_lambda), steps=int(sampling_steps), frames=int(frames),
-                                    width=int(width), height=int(height), seed=int(seed),
-                                    gradient_checkpointing=bool(gradient_checkpointing), precision=precision)
-    sia_settings.check()
-    motion_model.check_frames(model, sia_settings.frames)
-    ti_settings = ti.TISettings(steps=int(ti_steps), lr=float(ti_learning_rate), batch_size=int(ti_batch_size),
-                                seed=int(seed), gradient_checkpointing=bool(gradient_checkpointing),
-                                precision=precision)
-    ti_settings.check()
-    stack = load_face_stack(face_analysis)
-    encoder = stack.encoder()
-    try:
-        return _train(name, class_word, templates, found, model, clip, vae, reference_images, stack, encoder,
-                      sia_settings, ti_settings, int(sia_rank), overwrite, image_model, progress_hook)
-    finally:
-        stack.encoder()   # the face encoder goes back to the CPU: never left on the GPU of the user's FACEANALYSIS
-
-
-def _train(name, class_word, templates, found, model, clip, vae, reference_images, stack, encoder, sia_settings,
-           ti_settings, sia_rank, overwrite, image_model, progress_hook):
-    """Both stages, then the files (first), then the preview and the curve."""
-    import comfy.model_management
-
-    from ..training import textual_inversion as ti
-    from ..training.curves import render_curves
-    from ..training.face.identity_loss import IdentityLoss
-    from ..training.face.references import embed_references, training_crops
-    from ..training.progress import TrainingProgress
-    from ..training.sia_trainer import train_sia
-
-    seed = sia_settings.seed
-    refs = embed_references(stack.detector, encoder, reference_images, augment_copies=REFERENCE_AUGMENT_COPIES,
-                            seed=int(seed))
-    crops = training_crops(reference_images, refs.faces, sia_settings.width, sia_settings.height)
-    log.info("[PersonalVideo] training identity '%s': %s", name, refs.faces.summary())
-
-    shown = TrainingProgress(ti_settings.steps, sia_settings.iterations)
-    interrupt = comfy.model_management.throw_exception_if_processing_interrupted
-
-    def ti_progress(step, loss):
-        shown.token_step(step, loss)
-        if progress_hook:
-            progress_hook("token", step, loss, float("nan"))
-        if step % 50 == 0 or step == ti_settings.steps - 1:
-            log.info("[PersonalVideo] token step %d/%d: loss %.4f", step + 1, ti_settings.steps, loss)
-
-    def sia_progress(it, loss, sim, frame=None):
-        shown.adapter_iteration(it, loss, sim, frame)
-        if progress_hook:
-            progress_hook("adapter", it, loss, sim)
-        if it % 10 == 0 or it == sia_settings.iterations - 1:
-            log.info("[PersonalVideo] adapter iteration %d/%d: loss %.4f, face similarity %.3f",
-                     it + 1, sia_settings.iterations, loss, sim)
-
-    # --- stage 1: the token, on single images (never through the motion model) ---
-    vector, token_prompts, ti_losses = ti.train_token(image_model if image_model is not None else model, clip, vae,
-                                                      crops.images, class_word, ti_settings, ti_progress,
-                                                      interrupt)
-    # --- stage 2: the adapter ---
-    trigger = f"embedding:{name} {class_word}"
-    info = AdapterInfo(name=name, trigger=trigger, start_percent=DEFAULT_START_PERCENT,
-                       num_res_blocks=naming.uniform_res_blocks(model.model.model_config.unet_config.get("num_res_blocks", 2)),
-                       training={"method": "PersonalVideo", "class_word": class_word, "rank": int(sia_rank),
-                                 "references": len(refs.faces.labels), "textual_inversion": ti_settings.to_json(),
-                                 "sia": sia_settings.to_json(), "prompts": len(templates)})
-    with torch.inference_mode(False):
-        adapter = SIAAdapter.initialise(found.targets, rank=int(sia_rank), seed=int(seed), info=info)
-    loss_fn = IdentityLoss(stack.detector, encoder, refs.embeddings)
-    negative = token_prompts.conditioning("", vector)
-    history = train_sia(model, adapter, lambda text: token_prompts.conditioning(text, vector), negative, vae,
-                        loss_fn, prompt_data.PromptSampler(templates, int(seed)), sia_settings, sia_progress,
-                        interrupt)
-    interrupt()
-    trained = adapter.detached_copy()
-    trained.embedding = vector.detach().float().reshape(1, -1).clone()
-    trained.info.training["skipped_frames"] = history.skipped
-    trained.info.training["precision"] = history.precision
-    trained.info.training["final_similarity"] = _last_finite(history.similarity)
-    # results first: the files are written before anything else can fail
-    paths = identity_files.write_identity(name, trained, vector, overwrite=overwrite)
-    trained.source = paths["sia"]
-    log.info("[PersonalVideo] identity '%s' saved: %s, %s (%d of %d frames without a face)", name, paths["sia"],
-             paths["embedding"], history.skipped, sia_settings.iterations)
-    try:
-        with torch.no_grad():
-            preview = vae.decode(history.last_latent)
-        preview = preview.reshape((-1,) + tuple(preview.shape[-3:]))
-        curve = render_curves({"token loss": ti_losses, "adapter loss": history.loss,
-                               "face similarity": history.similarity})
-    except Exception as exc:
-        raise TrainingError(
-            f"the identity '{name}' is trained and saved ({paths['sia']} and {paths['embedding']}), but making "
-            f"the preview frames or the loss curve failed afterwards ({type(exc).__name__}: {exc}). The saved "
-            f"identity is complete: load it with 'Load SIA Adapter' and write 'embedding:{name}' in the prompt; "
-            "no need to train again.") from exc
-    return {"adapter": trained, "trigger": trigger, "curve": curve, "preview": preview, "paths": paths,
-            "token_losses": ti_losses, "history": history, "vector": vector}
-
-
-def _last_finite(values):
-    finite = [v for v in values if math.isfinite(v)]
-    return finite[-1] if finite else None
+        r = train_identity(**kwargs, sample_scorer=score_training_sample)
+        return {"ui": {"text": [r["trigger"] + (" (reused)" if r["reused"] else "")]},
+                "result": (r["adapter"], r["trigger"], r["curve"], r["preview"], r["final_similarity"],
+                           r["identity_score"])}
 
 
 NODES = (("PV_TrainIdentity", TrainPersonalVideoIdentity, "Train PersonalVideo Identity"),)

@@ -8,25 +8,27 @@ diffusers' ``load_lora_weights`` take the same file:
 and, when the identity was trained with a token, its vector(s) under
 ``bundle_emb.<name>.string_to_param.*`` (the kohya "bundled embedding" key).
 Header metadata (all strings): ``format`` = personalvideo-sia, ``format_version``,
-``base`` (sd15), ``rank``, ``alpha``, ``start_percent``, ``name``, ``trigger``,
-``num_res_blocks`` and ``training`` (JSON of the training settings).
+``base`` (sd15), ``rank``, ``alpha``, ``start_percent`` (informational: the Apply node
+has its own widget), ``name``, ``trigger``, ``num_res_blocks`` and ``training`` (JSON of
+the training settings, the record a reuse is decided by, the final similarity and the
+independent score of the last training sample).
 
 Reading validates every key, shape and value and refuses anything else with
 an SIAError naming the file.  Files other tools wrote with ldm module names
 (``lora_unet_input_blocks_1_1_...``) are read too.  Nothing is unpickled.
-Writing goes to a temporary file in the same folder that is renamed into place.
+Writing goes through the pack's atomic writer (:mod:`.atomic_file`).
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-import tempfile
 
 import torch
 
 from . import naming
 from .adapter import AdapterInfo, SIAAdapter
+from .atomic_file import atomic_write
 from .errors import SIAError
 
 FORMAT_NAME = "personalvideo-sia"
@@ -75,18 +77,8 @@ def save_adapter(adapter: SIAAdapter, path: str, overwrite: bool = True) -> str:
     path = os.path.abspath(path)
     if os.path.exists(path) and not overwrite:
         raise SIAError(f"{path} already exists; choose another name or allow overwriting.")
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".sia-", suffix=".safetensors.tmp", dir=folder)
-    os.close(fd)
-    try:
-        save_file(adapter_to_tensors(adapter), tmp, metadata=adapter_metadata(adapter))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: save_file(adapter_to_tensors(adapter), tmp,
+                                                    metadata=adapter_metadata(adapter)))
 
 
 def _read(path: str):

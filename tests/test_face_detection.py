@@ -76,6 +76,7 @@ def test_auto_provider_is_the_best_available_and_cpu_is_always_the_fallback():
     gpu = [p for p in ("CUDAExecutionProvider", "ROCMExecutionProvider") if p in have]
     assert chosen[0] == (gpu[0] if gpu else "CPUExecutionProvider")
     assert providers.requested_providers("ROCm") == ["ROCMExecutionProvider", "CPUExecutionProvider"]
+    assert providers.requested_providers("DirectML") == ["DmlExecutionProvider", "CPUExecutionProvider"]
     with pytest.raises(FaceStackError, match="provider must be one of"):
         providers.requested_providers("TPU")
 

@@ -249,7 +249,7 @@ def test_trainer_takes_the_frame_counts_animatediff_evolved_takes(animated):
 
 
 def test_trainer_refuses_too_many_frames_before_any_work(animated):
-    from comfyui_personalvideo.nodes.train_identity import train_identity
+    from comfyui_personalvideo.training.identity_training import train_identity
     from comfyui_personalvideo.training import identity_files
     from comfyui_personalvideo.training.errors import TrainingError
 

@@ -49,13 +49,14 @@ def new_adapter(model, seed=0):
         return SIAAdapter.initialise(found.targets, rank=4, seed=seed, info=AdapterInfo(name="t"))
 
 
-def run_sia(setup, adapter, loss_fn=None, **kw):
+def run_sia(setup, adapter, loss_fn=None, checkpoints=None, **kw):
     model, clip, vae, tp, vector, default_loss = setup
     settings = sia_trainer.SIATrainSettings(**dict(dict(iterations=1, frames=2, width=64, height=64, seed=11), **kw))
     with torch.inference_mode():
         return sia_trainer.train_sia(model, adapter, lambda t: tp.conditioning(t, vector), tp.conditioning("", vector),
                                      vae, loss_fn or default_loss,
-                                     prompts.PromptSampler(["{token} {class_word} smiling"], 0), settings)
+                                     prompts.PromptSampler(["{token} {class_word} smiling"], 0), settings,
+                                     checkpoints=checkpoints)
 
 
 def test_identity_loss_goes_down_on_a_reachable_target(setup):
@@ -210,3 +211,52 @@ def test_interrupt_check_is_honoured_between_iterations(setup):
                               loss_fn, prompts.PromptSampler(["{token}"], 0), settings,
                               check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
     assert not comfy.model_management.processing_interrupted()
+
+
+def test_cancel_is_answered_inside_a_model_evaluation(setup):
+    """Cancel pressed while the UNet runs (here: as the first layer of its middle block starts) stops the run
+    there: the block never finishes, nothing is decoded, and no hook is left on any layer."""
+    from comfyui_personalvideo.training.checkpointing import regions_of
+
+    model, clip, vae, tp, vector, loss_fn = setup
+    unet = model.model.diffusion_model
+    seen = {"armed": False, "middle done": False, "decoded": False}
+    middle = list(unet.middle_block.children())   # the UNet runs these one by one, not the block itself
+    handles = [middle[0].register_forward_pre_hook(lambda m, a: seen.update(armed=True)),
+               middle[-1].register_forward_hook(lambda m, a, o: seen.update({"middle done": True})),
+               vae.first_stage_model.decoder.register_forward_pre_hook(lambda m, a: seen.update(decoded=True))]
+
+    def check():
+        if seen["armed"]:
+            raise comfy.model_management.InterruptProcessingException()
+
+    settings = sia_trainer.SIATrainSettings(iterations=2, frames=1, width=64, height=64)
+    try:
+        with torch.inference_mode(), pytest.raises(comfy.model_management.InterruptProcessingException):
+            sia_trainer.train_sia(model, new_adapter(model), lambda t: tp.conditioning(t, vector),
+                                  tp.conditioning("", vector), vae, loss_fn, prompts.PromptSampler(["{token}"], 0),
+                                  settings, check_interrupt=check)
+    finally:
+        for h in handles:
+            h.remove()
+    assert seen == {"armed": True, "middle done": False, "decoded": False}
+    assert [len(layer._forward_pre_hooks) for layer in regions_of(unet, vae.first_stage_model)] == \
+        [0] * len(regions_of(unet, vae.first_stage_model))
+
+
+def test_a_no_face_stop_keeps_a_checkpoint(setup):
+    from comfyui_personalvideo.training.face.identity_loss import IdentityLossResult
+    from comfyui_personalvideo.training.run_state import RunState, StageCheckpoints
+
+    def no_face(frames):
+        return IdentityLossResult(frames.sum() * 0, torch.full((frames.shape[0],), float("nan")), [], [0])
+
+    run = RunState("no_face_stop", {"a": 1}, every=50)
+    run.clear()
+    model = setup[0]
+    with pytest.raises(TrainingError, match="3 iterations so far are kept in a checkpoint"):
+        run_sia(setup, new_adapter(model), loss_fn=no_face, iterations=20, no_face_check_after=3,
+                checkpoints=StageCheckpoints(run, "adapter"))
+    stage, done, tensors, extra = run.load()
+    assert (stage, done) == ("adapter", 3) and len(extra["adapter_loss"]) == 3 and "sia.adamw.0.step" not in tensors
+    run.clear()

@@ -8,11 +8,12 @@ import torch
 import comfy.model_management
 import folder_paths
 import nodes
-from comfyui_personalvideo.nodes.train_identity import TrainPersonalVideoIdentity, train_identity
+from comfyui_personalvideo.nodes.train_identity import TrainPersonalVideoIdentity
 from comfyui_personalvideo.sia import discover_targets, load_adapter
-from comfyui_personalvideo.training import identity_files
+from comfyui_personalvideo.training import identity_files, run_state
 from comfyui_personalvideo.training.errors import TrainingError
 from comfyui_personalvideo.training.face.errors import FaceStackError
+from comfyui_personalvideo.training.identity_training import train_identity
 
 import face_fixtures as ff
 import tiny_models
@@ -72,11 +73,12 @@ def identity_files_of(name):
 
 
 def leftovers():
+    """Hidden files in the model folders (temporary files); the run-state folder of resumable runs aside."""
     found = []
     for kind in ("sia", "embeddings"):
         for d in folder_paths.get_folder_paths(kind):
             if os.path.isdir(d):
-                found += [f for f in os.listdir(d) if f.startswith(".")]
+                found += [f for f in os.listdir(d) if f.startswith(".") and f != run_state.FOLDER]
     return found
 
 
@@ -119,7 +121,10 @@ def test_only_token_and_adapter_change_and_are_saved(parts, trained):
     assert loaded.info.trigger == result["trigger"] == "embedding:alice man"
     assert loaded.info.training["sia"]["iterations"] == 3 and loaded.info.training["textual_inversion"]["steps"] == 4
     assert result["curve"].ndim == 4 and result["curve"].shape[-1] == 3
-    assert result["preview"].shape == (2, 64, 64, 3)
+    # the trained frames of iterations 0 and 1 (start and middle), then both frames of the last video
+    history = result["history"]
+    assert [it for it, _ in history.snapshots] == [0, 1] and result["preview"].shape == (4, 64, 64, 3)
+    assert torch.equal(result["preview"][:2], torch.cat([f.movedim(1, -1) for _, f in history.snapshots]))
     assert len(result["token_losses"]) == 4 and len(result["history"].loss) == 3
 
 
@@ -137,11 +142,11 @@ def test_embedding_works_in_comfyui_prompts_at_once(parts, trained):
     torch.testing.assert_close(ours, with_token[0][0].float(), atol=1e-5, rtol=0)
 
 
-def test_name_collision_is_refused_before_training(parts, face_analysis, photo, trained):
+def test_name_collision_is_refused_before_training_with_error(parts, face_analysis, photo, trained):
     path = trained[0]["paths"]["sia"]
     stamp = os.path.getmtime(path), open(path, "rb").read()
-    with pytest.raises(TrainingError, match="exists already.*overwrite"):
-        run(parts, face_analysis, photo, "alice")
+    with pytest.raises(TrainingError, match="exists already.*if_exists to overwrite"):
+        run(parts, face_analysis, photo, "alice", if_exists="error")
     assert (os.path.getmtime(path), open(path, "rb").read()) == stamp
 
 
@@ -178,7 +183,10 @@ def test_cancel_mid_run_leaves_nothing_and_model_restored(parts, face_analysis, 
             comfy.model_management.interrupt_current_processing(True)
 
     _refused_cleanly(parts, "cancelled", before, comfy.model_management.InterruptProcessingException, None,
-                     lambda: run(parts, face_analysis, photo, "cancelled", progress_hook=hook))
+                     lambda: run(parts, face_analysis, photo, "cancelled", progress_hook=hook, resume=False))
+    # stage 1 done, the adapter stage cancelled: the token is kept for a resume (no identity file, though)
+    assert os.path.exists(run_state.state_folder("cancelled")) == (stage == "adapter")
+    run_state.RunState("cancelled", {}).clear()
 
 
 def test_no_face_in_references_is_a_clear_error(parts, face_analysis, before):
@@ -259,17 +267,18 @@ def test_disk_write_failure_leaves_no_files(parts, face_analysis, photo, full_di
 
 
 def test_failure_keeps_an_existing_identity_when_overwriting(parts, face_analysis, photo, trained, full_disk):
-    """overwrite=True and the disk fails while writing: the identity that was there is still there, intact."""
+    """if_exists=overwrite and the disk fails while writing: the identity that was there is still there, intact."""
     paths = trained[0]["paths"]
     kept = {k: open(p, "rb").read() for k, p in paths.items()}
     with pytest.raises(TrainingError, match="Nothing was saved"):
-        run(parts, face_analysis, photo, "alice", ti_steps=0, sia_iterations=1, overwrite=True)
+        run(parts, face_analysis, photo, "alice", ti_steps=0, sia_iterations=1, if_exists="overwrite")
     assert {k: open(p, "rb").read() for k, p in paths.items()} == kept and not leftovers()
 
 
 def test_node_declares_inputs_outputs_and_tooltips():
     spec = TrainPersonalVideoIdentity.INPUT_TYPES()
-    assert TrainPersonalVideoIdentity.RETURN_TYPES == ("SIA_ADAPTER", "STRING", "IMAGE", "IMAGE")
+    assert TrainPersonalVideoIdentity.RETURN_TYPES == ("SIA_ADAPTER", "STRING", "IMAGE", "IMAGE", "FLOAT", "FLOAT")
+    assert TrainPersonalVideoIdentity.RETURN_NAMES[4:] == ("final_similarity", "identity_score")
     req = spec["required"]
     for key, kind in (("model", "MODEL"), ("clip", "CLIP"), ("vae", "VAE"), ("reference_images", "IMAGE"),
                       ("face_analysis", "FACEANALYSIS"), ("identity_name", "STRING"), ("class_word", "STRING"),
@@ -281,6 +290,7 @@ def test_node_declares_inputs_outputs_and_tooltips():
     assert (defaults["sia_iterations"], defaults["sia_learning_rate"], defaults["sampling_steps"]) == (400, 1e-4, 4)
     assert (defaults["frames"], defaults["width"], defaults["height"]) == (16, 512, 512)
     assert defaults["prompts"].count("\n") == 49
+    assert req["if_exists"][0] == ["reuse", "overwrite", "error"] and defaults["if_exists"] == "reuse"
     for group in spec.values():
         for key, value in group.items():
             assert value[1].get("tooltip"), key
@@ -401,7 +411,7 @@ def test_node_takes_an_image_list_of_photos_of_different_sizes(parts, face_analy
     wide = ff.photo_image("grace_hopper").movedim(-1, 1)
     wide = torch.nn.functional.interpolate(wide, size=(72, 136), mode="area").movedim(1, -1).contiguous()
     inputs = dict(SMALL, model=model, clip=clip, vae=vae, face_analysis=face_analysis, identity_name="listed",
-                  class_word="man", prompts="{token} {class_word} reading", overwrite=False, ti_steps=2,
+                  class_word="man", prompts="{token} {class_word} reading", if_exists="error", ti_steps=2,
                   sia_iterations=1)
     listed = {k: [v] for k, v in inputs.items()}
     listed["reference_images"] = [photo, wide]

@@ -265,7 +265,7 @@ def workflows(run: Run, video: bool) -> tuple:
     if video:
         common.update(motion_model=MODEL_FILES["motion_model"])
     train = wg.configure(wg.load(TRAIN), identity=IDENTITY, reference_image=REFERENCE, frames=s.train_frames,
-                         ti_steps=s.ti_steps, ti_batch_size=1, sia_iterations=s.sia_iterations, overwrite=True,
+                         ti_steps=s.ti_steps, ti_batch_size=1, sia_iterations=s.sia_iterations, if_exists="overwrite",
                          face_provider="CPU", **common)
     generate = wg.configure(wg.load(GENERATE), identity=IDENTITY, frames=s.frames, steps=s.steps, **common)
     if not video:

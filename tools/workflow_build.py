@@ -93,9 +93,9 @@ NODE_SPECS = {
          ("face_analysis", "FACEANALYSIS"), ("image_model", "MODEL")],
         ["identity_name", "class_word", "prompts", "ti_steps", "ti_learning_rate", "ti_batch_size", "sia_iterations",
          "sia_learning_rate", "sia_rank", "reg_lambda", "frames", "width", "height", "sampling_steps", "seed",
-         "overwrite"],
+         "if_exists", "checkpoint_every", "training_cfg", "negative_prompt", "resume"],
         [("sia_adapter", "SIA_ADAPTER"), ("trigger_phrase", "STRING"), ("loss_curve", "IMAGE"),
-         ("preview_frames", "IMAGE")]),
+         ("preview_frames", "IMAGE"), ("final_similarity", "FLOAT"), ("identity_score", "FLOAT")]),
     "PV_NoisePriorModel": _spec([("model", "MODEL")], ["gamma"], [("model", "MODEL")]),
     "PV_FaceDetailPass": _spec(
         [("images", "IMAGE"), ("face_analysis", "FACEANALYSIS"), ("model", "MODEL"), ("positive", "CONDITIONING"),
@@ -434,7 +434,9 @@ TRAIN_NOTE = f"""Training (Train PersonalVideo Identity)
    16 frames at 512x512, 4 LCM steps; this takes a while on a 24 GB GPU (the progress bar shows it).
 4. Use it with workflow 02: Load SIA Adapter -> Apply SIA at Late Steps, and 'embedding:<name> <class word>'
    (the trigger phrase) in the prompt.
-Nothing of your checkpoint is changed; existing names are refused unless overwrite is on."""
+Nothing of your checkpoint is changed. Queueing again (after a restart too) reuses the saved identity when
+the photos, settings and MODEL are the same (if_exists: reuse), and says what differs otherwise; set
+if_exists to overwrite to train again. The seed is fixed: same inputs, same identity."""
 
 
 def _trainer(g: Graph, ckpt, ade_node, x, y, photo_x=500, photo_y=60):
@@ -447,7 +449,7 @@ def _trainer(g: Graph, ckpt, ade_node, x, y, photo_x=500, photo_y=60):
                   identity_name=IDENTITY, class_word=CLASS_WORD, prompts=_default_prompts(), ti_steps=400,
                   ti_learning_rate=1e-3, ti_batch_size=4, sia_iterations=400, sia_learning_rate=1e-4, sia_rank=4,
                   reg_lambda=1e-2, frames=FRAMES, width=WIDTH, height=HEIGHT, sampling_steps=4, seed=0,
-                  overwrite=False)
+                  if_exists="reuse", checkpoint_every=50, training_cfg=CFG, negative_prompt=NEGATIVE, resume=True)
     g.link(ade_node, "MODEL", train, "model")
     g.link(ckpt, "CLIP", train, "clip")
     g.link(ckpt, "VAE", train, "vae")
@@ -541,8 +543,9 @@ TRAIN_AND_GENERATE_NOTE = f"""First time? This graph trains an identity, then ge
 2. Queue once: training takes long (400 + 400 steps with the paper's settings); lower ti_steps and
    sia_iterations for a quick first look.
 3. The adapter and token are saved (models/sia, models/embeddings) under identity_name: later, use
-   workflow 02 with Load SIA Adapter instead of training again. A second run with the same
-   identity_name stops with a message unless overwrite is on."""
+   workflow 02 with Load SIA Adapter instead of training again. Queueing this graph again reuses
+   the saved identity at once when the photos, settings and MODEL are the same (if_exists: reuse);
+   set if_exists to overwrite to train again."""
 
 
 def train_and_generate() -> Graph:

@@ -84,7 +84,7 @@ ROLES = {
     "ti_batch_size": [("PV_TrainIdentity", "ti_batch_size")],
     "sia_iterations": [("PV_TrainIdentity", "sia_iterations")],
     "class_word": [("PV_TrainIdentity", "class_word")],
-    "overwrite": [("PV_TrainIdentity", "overwrite")],
+    "if_exists": [("PV_TrainIdentity", "if_exists")],
     "face_provider": [("PV_LoadFaceAnalysis", "provider")],
 }
 

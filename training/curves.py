@@ -1,4 +1,9 @@
-"""A small loss / similarity chart as a ComfyUI IMAGE (Pillow only)."""
+"""The training chart as a ComfyUI IMAGE: one panel per series (token loss, adapter loss, face similarity)
+over the steps / iterations, with axes, ticks, labels and the last value (matplotlib, off-screen). NaN values
+(iterations without a face) leave a gap and are marked at the bottom of their panel.
+
+Without matplotlib the chart is a note saying so (:func:`note_image`): the chart never stops a run.
+"""
 from __future__ import annotations
 
 import math
@@ -6,43 +11,71 @@ import math
 import numpy as np
 import torch
 
-COLOURS = {"token loss": (70, 130, 220), "adapter loss": (220, 80, 60), "face similarity": (60, 170, 90)}
+WIDTH_PX, PANEL_HEIGHT_PX, DPI = 768, 220, 100
+COLOURS = {"token loss": "#1f77b4", "adapter loss": "#d62728", "face similarity": "#2ca02c"}
+X_LABELS = {"token loss": "token step (stage 1)"}
 
 
-def _points(values, x0, x1, y0, y1, lo, hi):
-    pts = []
-    n = max(len(values) - 1, 1)
-    for i, v in enumerate(values):
-        if v is None or not math.isfinite(v):
-            continue
-        t = (v - lo) / (hi - lo) if hi > lo else 0.5
-        pts.append((x0 + (x1 - x0) * i / n, y1 - (y1 - y0) * t))
-    return pts
+def _image(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(rgb.astype(np.float32) / 255.0)[None]
 
 
-def render_curves(series: dict, width: int = 640, height: int = 360) -> torch.Tensor:
-    """One panel per series (name -> list of floats, NaN = skipped); IMAGE [1, H, W, 3]."""
+def note_image(text: str, width: int = WIDTH_PX, height: int = PANEL_HEIGHT_PX) -> torch.Tensor:
+    """A plain IMAGE [1, H, W, 3] with ``text`` on it (Pillow)."""
     from PIL import Image, ImageDraw
 
-    img = Image.new("RGB", (width, height), (255, 255, 255))
+    img = Image.new("RGB", (int(width), int(height)), (245, 245, 245))
     draw = ImageDraw.Draw(img)
-    names = [n for n, v in series.items() if v]
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        if len(line) + len(word) + 1 > max(8, int(width) // 7):
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    lines.append(line)
+    for i, part in enumerate(lines):
+        draw.text((8, 8 + 14 * i), part, fill=(0, 0, 0))
+    return _image(np.asarray(img))
+
+
+def render_curves(series: dict) -> torch.Tensor:
+    """IMAGE [1, H, W, 3] of ``series`` (name -> list of floats, NaN = skipped); empty series are left out."""
+    try:
+        import matplotlib
+    except ImportError:
+        return note_image("install matplotlib (pip install matplotlib) to see the loss / similarity chart")
+    matplotlib.use("Agg", force=False)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    names = [n for n, v in series.items() if len(v)]
     if not names:
-        draw.text((10, 10), "nothing trained", fill=(0, 0, 0))
-    panel_h = height / max(len(names), 1)
-    for k, name in enumerate(names):
-        values = [float(v) for v in series[name]]
-        finite = [v for v in values if math.isfinite(v)]
-        top, bottom = k * panel_h + 18, (k + 1) * panel_h - 8
-        lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
-        draw.rectangle([40, top, width - 10, bottom], outline=(180, 180, 180))
-        last = f"{finite[-1]:.4f}" if finite else "n/a"
-        draw.text((40, top - 14), f"{name}: {len(values)} points, last {last}, range {lo:.4f}..{hi:.4f}",
-                  fill=(0, 0, 0))
-        pts = _points(values, 40, width - 10, top + 2, bottom - 2, lo, hi)
-        colour = COLOURS.get(name, (0, 0, 0))
-        if len(pts) > 1:
-            draw.line(pts, fill=colour, width=2)
-        elif pts:
-            draw.ellipse([pts[0][0] - 2, pts[0][1] - 2, pts[0][0] + 2, pts[0][1] + 2], fill=colour)
-    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
+        return note_image("nothing was trained")
+    fig = Figure(figsize=(WIDTH_PX / DPI, PANEL_HEIGHT_PX * len(names) / DPI), dpi=DPI)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(names), 1, squeeze=False)[:, 0]
+    for ax, name in zip(axes, names):
+        values = np.asarray([float(v) if v is not None else math.nan for v in series[name]], dtype=np.float64)
+        steps = np.arange(1, len(values) + 1)
+        finite = np.isfinite(values)
+        colour = COLOURS.get(name, "#333333")
+        ax.plot(steps, values, "-", color=colour, linewidth=1.2, marker="o" if len(values) <= 30 else None,
+                markersize=3, label=name)
+        if (~finite).any():
+            low = np.nanmin(values) if finite.any() else 0.0
+            ax.plot(steps[~finite], np.full(int((~finite).sum()), low), "x", color="#ff7f0e", markersize=6,
+                    label="no face (skipped)")
+        last = f"{values[finite][-1]:.4f}" if finite.any() else "n/a"
+        ax.set_title(f"{name}: last {last}", fontsize=9)
+        ax.set_xlabel(X_LABELS.get(name, "adapter iteration (stage 2)"), fontsize=8)
+        ax.set_ylabel(name, fontsize=8)
+        ax.set_xlim(0.5, max(len(values), 1) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=7)
+    fig.tight_layout()
+    fig.canvas.draw()
+    return _image(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())

@@ -34,17 +34,18 @@ import comfy.samplers
 import torch
 
 from .checkpointing import checkpointed, regions_of
-from .inference_tensors import gradient_window
+from .inference_tensors import gradient_window, normal_tensors
 
 
 class FewStepTrainingSampler(comfy.samplers.Sampler):
     def __init__(self, last_step, generator: torch.Generator, extra_modules=(), gradient_checkpointing=True,
-                 autocast=None, load_first=()):
+                 autocast=None, load_first=(), between_steps=None):
         self.last_step = last_step          # callable(denoised latent with grad) -> None
         self.generator = generator
         self.extra_modules = tuple(extra_modules)
         self.load_first = tuple(load_first)  # ModelPatchers loaded (with the sampled one) before the gradient step
         self.gradient_checkpointing = gradient_checkpointing
+        self.between_steps = between_steps or (lambda: None)   # e.g. the cancel check
         self.autocast = autocast or contextlib.nullcontext   # context factory for the gradient step's model call
         self.step_outputs = []             # denoised latent of every step (detached), for reports/tests
         self.checkpointed_regions = 0      # layers checkpointed in the gradient step (0: off)
@@ -57,7 +58,7 @@ class FewStepTrainingSampler(comfy.samplers.Sampler):
         base_model = model_wrap.inner_model
         model_sampling = base_model.model_sampling
         n = int(sigmas.shape[0]) - 1
-        with torch.inference_mode(False):
+        with normal_tensors():
             sigmas = sigmas.detach().clone()
             noise = noise.detach().clone()
             latent_image = torch.zeros_like(noise) if latent_image is None else latent_image.detach().clone()
@@ -70,6 +71,7 @@ class FewStepTrainingSampler(comfy.samplers.Sampler):
                     if callback is not None:
                         callback(i, denoised, x, n)
                     x = denoised + sigmas[i + 1] * self._noise_like(denoised)
+                    self.between_steps()
             x = x.detach()
             if self.load_first:
                 import comfy.model_management
@@ -101,14 +103,16 @@ def lcm_schedule(model, steps: int, scheduler: str = "sgm_uniform") -> torch.Ten
         from types import SimpleNamespace
 
         sigmas = comfy.samplers.calculate_sigmas_scheduler(SimpleNamespace(model_sampling=model_sampling), scheduler, steps)
-    with torch.inference_mode(False):
+    with normal_tensors():
         return sigmas.detach().cpu().clone()
 
 
-def run_few_steps(model, sampler, sigmas, positive, negative, noise, seed: int):
-    """One generation with ``sampler`` through comfy.sample.sample_custom (looked up now: packs wrap it)."""
+def run_few_steps(model, sampler, sigmas, positive, negative, noise, seed: int, cfg: float = 1.0):
+    """One generation with ``sampler`` through comfy.sample.sample_custom (looked up now: packs wrap it), at
+    guidance ``cfg`` (1.0: the positive prompt alone; above 1 the negative prompt is evaluated too, with
+    gradient in the last step, as when generating)."""
     import comfy.sample
 
     latent = torch.zeros_like(noise)
-    return comfy.sample.sample_custom(model, noise, 1.0, sampler, sigmas, positive, negative, latent,
+    return comfy.sample.sample_custom(model, noise, float(cfg), sampler, sigmas, positive, negative, latent,
                                       callback=None, disable_pbar=True, seed=seed)

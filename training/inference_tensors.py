@@ -47,10 +47,17 @@ def _clone_input(module, args):
     return None
 
 
+def normal_tensors():
+    """The pack's one way out of ComfyUI's inference mode: within the block, new tensors are normal tensors
+    (autograd can record them, optimisers can update them in place) even inside a node. Every place that
+    makes trainable or trained tensors, or copies tensors made in inference mode, goes through here."""
+    return torch.inference_mode(False)
+
+
 def normal_alias(t: torch.Tensor) -> torch.Tensor:
     """A normal (non-inference) tensor over the same memory as ``t``: no copy."""
     if type(t) not in (torch.Tensor, torch.nn.Parameter):   # tensor subclasses (quantised weights): a copy
-        with torch.inference_mode(False):
+        with normal_tensors():
             return t.detach().clone()
     alias = torch.empty((0,), dtype=t.dtype, device=t.device)   # callers run outside inference mode
     alias.set_(t.untyped_storage(), t.storage_offset(), t.size(), t.stride())
@@ -108,7 +115,7 @@ def gradient_window(*roots: torch.nn.Module):
     """Inside the block, backward works through ``roots`` (and any other model); afterwards nothing remains."""
     handles, seen = [], set()
     try:
-        with torch.inference_mode(False):
+        with normal_tensors():
             for root in roots:
                 if root is None:
                     continue
@@ -129,5 +136,5 @@ def gradient_window(*roots: torch.nn.Module):
 
 def normal_copy(t: torch.Tensor) -> torch.Tensor:
     """A non-inference copy of a tensor, no grad."""
-    with torch.inference_mode(False):
+    with normal_tensors():
         return t.detach().clone()

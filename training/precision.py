@@ -61,13 +61,6 @@ class Precision:
         return self.scaler.get_scale() >= scale
 
 
-def device_of(model):
-    """The device the gradient passes run on: where ComfyUI loads ``model`` (a ModelPatcher)."""
-    import comfy.model_management
-
-    return getattr(model, "load_device", None) or comfy.model_management.get_torch_device()
-
-
 def _device_type(device) -> str:
     return torch.device(device).type if device is not None else "cpu"
 

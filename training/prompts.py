@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import random
 
 from .errors import TrainingError
+from .random_streams import stream
 
 _FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prompts.json")
 
@@ -42,13 +42,13 @@ def parse_prompts(text: str) -> list:
 
 
 class PromptSampler:
-    """Draws one prompt per iteration, deterministically for a seed."""
+    """Draws one prompt per iteration, deterministically for a seed (its own stream of the seed)."""
 
     def __init__(self, templates: list, seed: int):
         if not templates:
             raise TrainingError("no prompts to train with")
         self.templates = list(templates)
-        self._rng = random.Random(seed)
+        self._rng = stream(seed, "prompts")
 
     def draw(self) -> str:
         return self.templates[self._rng.randrange(len(self.templates))]

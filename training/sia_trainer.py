@@ -3,7 +3,8 @@
 Per iteration (paper, Sec. 3): draw a simulated prompt with the identity token;
 start from pure noise (frames x height x width); run the few-step LCM schedule
 through ComfyUI's sampling (:mod:`.few_step_sampler`) with the adapter only in
-the last step; decode one random frame with gradient; loss = identity loss
+the last step, at guidance ``cfg`` with the negative prompt (as the video will
+be generated); decode one random frame with gradient; loss = identity loss
 (1 - cosine to the reference faces) + lambda * ||adapter - initial adapter||^2;
 AdamW on the adapter parameters only.
 
@@ -17,22 +18,30 @@ weights and optimiser state (:mod:`.precision`); both on by default.
 
 Frames with no face are skipped (no optimiser step) and counted; when most
 iterations have none the run stops with a clear message.  Everything random
-comes from the seed (prompt choice, noise, frame index), so a run is
-deterministic on one machine.
+comes from the seed, one independent stream per purpose (prompt choice, noise,
+frame index; :mod:`.random_streams`), so a run is deterministic on one machine.
+
+Cancel: ``check_interrupt`` runs before every layer of the UNet and the VAE
+decoder (so inside each model evaluation), between the steps of the few-step
+schedule, and between the decode, the loss and the optimiser step.
 """
 from __future__ import annotations
 
 import logging
 import math
-import random
 from dataclasses import asdict, dataclass, field
 
 import torch
 
 from ..sia import apply_sia
 from . import precision as amp
+from .checkpointing import regions_of
+from .devices import device_of
 from .errors import TrainingError
 from .few_step_sampler import FewStepTrainingSampler, lcm_schedule, run_few_steps
+from .inference_tensors import normal_tensors
+from .interruption import checked_in_layers
+from .random_streams import SEED_BITS, stream, stream_seed
 
 log = logging.getLogger("PersonalVideo")
 
@@ -47,6 +56,7 @@ class SIATrainSettings:
     reg_lambda: float = 1e-2
     steps: int = 4
     scheduler: str = "sgm_uniform"
+    cfg: float = 1.0               # guidance of the training samples; the node's default matches the workflows
     frames: int = 16
     width: int = 512
     height: int = 512
@@ -65,6 +75,9 @@ class SIATrainSettings:
         if self.frames < 1:
             raise TrainingError(f"frames must be at least 1 (got {self.frames}).")
         amp.check_choice(self.precision)
+        if not (1.0 <= self.cfg <= 30.0):
+            raise TrainingError(f"training_cfg must be between 1 and 30 (got {self.cfg}); use the cfg you generate "
+                                "with (the workflows: 1.5).")
         for name in ("width", "height"):
             v = getattr(self, name)
             if v < 64 or v % 8:
@@ -83,6 +96,13 @@ class SIAHistory:
     skipped: int = 0
     last_latent: torch.Tensor | None = None           # final latent of the last iteration (all frames)
     precision: str = "fp32"                           # what the gradient passes ran at
+    snapshots: list = field(default_factory=list)     # (iteration, trained frame [1, 3, H, W] 0..1 on the CPU)
+
+
+def snapshot_iterations(iterations: int, points: int = 4) -> set:
+    """The iterations whose trained frame is kept for the preview: the start and every 1/points of the run
+    (the last iteration gives its whole video anyway)."""
+    return {round(k * (iterations - 1) / points) for k in range(points)} - {iterations - 1}
 
 
 def reg_term(params, initial) -> torch.Tensor:
@@ -98,42 +118,66 @@ def _decode_frame(vae, base_model, z):
 
 
 def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, prompts, settings: SIATrainSettings,
-              progress=None, check_interrupt=None) -> SIAHistory:
+              progress=None, check_interrupt=None, checkpoints=None, resume=None) -> SIAHistory:
     """Train ``adapter`` (in place; its tensors must be fp32 leaf Parameters) on ``model``.
 
     ``encode_prompt(text) -> CONDITIONING`` (normal tensors); ``prompts`` a
     :class:`~.prompts.PromptSampler`; ``progress(i, loss, similarity, frame)``
     after each iteration, ``frame`` the decoded trained frame [1, 3, H, W] in 0..1
     (None when skipped); ``check_interrupt()`` raises to cancel.  ``model`` is
-    never changed: the adapter goes on a clone.
+    never changed: the adapter goes on a clone. ``checkpoints``: a :class:`~.run_state.StageCheckpoints`
+    written to when due (and before a no-face stop); ``resume``: ``(iterations done, tensors, extra)`` of such a
+    checkpoint, from which training continues exactly (the draws made are replayed).
     """
+    from .run_state import optimizer_tensors, restore_optimizer
+
     settings.check()
-    precision = amp.resolve(settings.precision, amp.device_of(model))
+    precision = amp.resolve(settings.precision, device_of(model))
     params = adapter.parameters()
-    with torch.inference_mode(False):
+    with normal_tensors():
         for p in params:
             if not (isinstance(p, torch.nn.Parameter) and p.requires_grad and p.dtype == torch.float32):
                 raise TrainingError("internal: adapter weights must be trainable fp32 parameters")
         initial = [p.detach().clone() for p in params]
         optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=tuple(settings.betas), eps=settings.eps,
                                       weight_decay=settings.weight_decay)
+    history = SIAHistory(precision=precision.name)
+    start = 0
+    if resume is not None:
+        start, tensors, extra = resume
+        with normal_tensors(), torch.no_grad():
+            for i, p in enumerate(params):
+                p.copy_(tensors[f"sia.{i}"].reshape(p.shape))
+        restore_optimizer(optimizer, params, tensors, "sia.adamw")
+        history.loss = list(extra.get("adapter_loss", []))[:start]
+        history.similarity = list(extra.get("similarity", []))[:start]
+        history.skipped = sum(1 for v in history.loss if math.isnan(v))
+
+    def state():
+        return ({**{f"sia.{i}": p for i, p in enumerate(params)}, **optimizer_tensors(optimizer, params, "sia.adamw")},
+                {"adapter_loss": history.loss, "similarity": history.similarity})
     patched, _, _ = apply_sia(model, adapter, 1.0, start_percent=1.0)  # adapter on the last step only
     sigmas = lcm_schedule(patched, settings.steps, settings.scheduler)
     base_model = patched.model
-    rng = random.Random(settings.seed)
-    history = SIAHistory(precision=precision.name)
+    layers = regions_of(base_model.diffusion_model, vae.first_stage_model)
+    frames_rng = stream(settings.seed, "frames")
+    noise_base = stream_seed(settings.seed, "noise")
+    check = check_interrupt or (lambda: None)
     shape = (settings.frames, 4, settings.height // 8, settings.width // 8)
     conditionings = {}  # the token is fixed in this stage: each prompt is encoded once (the sampler copies conds)
-    for it in range(settings.iterations):
-        if check_interrupt is not None:
-            check_interrupt()
+    keep = snapshot_iterations(settings.iterations)
+    for _ in range(start):   # the draws the resumed iterations made, so the rest continue the same streams
+        prompts.draw()
+        frames_rng.randrange(settings.frames)
+    for it in range(start, settings.iterations):
+        check()
         text = prompts.draw()
         if text not in conditionings:
             conditionings[text] = encode_prompt(text)
         positive = conditionings[text]
-        frame = rng.randrange(settings.frames)
-        iter_seed = (settings.seed * 1_000_003 + it) % (2 ** 63)
-        with torch.inference_mode(False):
+        frame = frames_rng.randrange(settings.frames)
+        iter_seed = (noise_base + it) % (2 ** SEED_BITS)
+        with normal_tensors():
             gen = torch.Generator().manual_seed(iter_seed)
             noise = torch.randn(shape, generator=gen)
         record = {}
@@ -142,6 +186,7 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
             with precision.autocast():
                 pixels = _decode_frame(vae, base_model, denoised[frame:frame + 1])
             record["frame"] = pixels.detach()
+            check()
             with precision.full():
                 out = identity_loss(pixels)
                 record["similarity"] = out.mean_similarity
@@ -149,14 +194,19 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
                     record["loss"] = float("nan")
                     return
                 total = out.loss + settings.reg_lambda * reg_term(params, initial)
+            check()
             optimizer.zero_grad(set_to_none=True)
             precision.backward_and_step(total, optimizer)
             record["loss"] = float(total.detach())
 
         sampler = FewStepTrainingSampler(last_step, gen, extra_modules=(vae.first_stage_model,),
                                          gradient_checkpointing=settings.gradient_checkpointing,
-                                         autocast=precision.autocast, load_first=(patched, vae.patcher))
-        latent = run_few_steps(patched, sampler, sigmas, positive, negative, noise, iter_seed)
+                                         autocast=precision.autocast, load_first=(patched, vae.patcher),
+                                         between_steps=check)
+        with checked_in_layers(layers, check):
+            latent = run_few_steps(patched, sampler, sigmas, positive, negative, noise, iter_seed, settings.cfg)
+        if it in keep and record.get("frame") is not None:
+            history.snapshots.append((it, record["frame"].float().cpu()))
         history.loss.append(record.get("loss", float("nan")))
         history.similarity.append(record.get("similarity", float("nan")))
         if math.isnan(history.loss[-1]):
@@ -164,15 +214,22 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
         done = it + 1
         if done >= min(settings.no_face_check_after, settings.iterations) and \
                 history.skipped > settings.max_no_face_fraction * done:
+            kept = ""
+            if checkpoints is not None and checkpoints.enabled and done > 1:
+                checkpoints.save(done, *state())
+                kept = (f" The {done} iterations so far are kept in a checkpoint: queueing again with the same "
+                        "inputs and resume on continues from there.")
             raise TrainingError(
                 f"no face was found in the generated frame of {history.skipped} of {done} training iterations, "
                 "so the identity loss cannot train the adapter. The prompts, the class word or the MODEL are "
                 "probably wrong: use an SD1.5 model that makes people, keep '{token} {class_word}' in every "
-                "prompt, and a class word such as man, woman or person.")
+                "prompt, and a class word such as man, woman or person." + kept)
         if progress is not None:
             progress(it, history.loss[-1], history.similarity[-1], record.get("frame"))
         if it == settings.iterations - 1:
             history.last_latent = latent.detach()
+        elif checkpoints is not None and checkpoints.due(done, settings.iterations):
+            checkpoints.save(done, *state())
         log.debug("[PersonalVideo] SIA iteration %d/%d: loss %.4f, similarity %.4f (%s)", done,
                   settings.iterations, history.loss[-1], history.similarity[-1], text)
     return history

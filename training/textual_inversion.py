@@ -31,8 +31,11 @@ import torch.nn.functional as F
 
 from . import precision as amp
 from .checkpointing import checkpointed, unet_regions
+from .devices import device_of
 from .errors import TrainingError
-from .inference_tensors import gradient_window, normal_copy
+from .inference_tensors import gradient_window, normal_copy, normal_tensors
+from .interruption import checked_in_layers
+from .random_streams import stream, stream_seed
 
 MARKERS = ("sks", "zwx", "ohwx")
 TI_TEMPLATES = ("a photo of {token} {class_word}", "a close-up photo of {token} {class_word}",
@@ -94,7 +97,7 @@ def class_word_vector(clip, class_word: str) -> torch.Tensor:
     if not ids:
         raise TrainingError(f"class_word {class_word!r} gives no tokens; use a plain word such as man, woman or person.")
     table = token_embedding(clip).weight
-    with torch.inference_mode(False):
+    with normal_tensors():
         return table[ids].detach().float().mean(0).clone()
 
 
@@ -139,7 +142,7 @@ class TokenPrompts:
 
     def conditioning(self, template: str, vector: torch.Tensor):
         """A ComfyUI CONDITIONING (normal tensors, no grad) for sampling."""
-        with torch.inference_mode(False), torch.no_grad():
+        with normal_tensors(), torch.no_grad():
             cond, pooled = self.encode(template, vector.detach())
             return [[cond.detach().clone(), {"pooled_output": None if pooled is None else pooled.detach().clone()}]]
 
@@ -168,7 +171,7 @@ def encode_references(vae, images: torch.Tensor, base_model, seed: int = 0) -> t
     with torch.no_grad(), seeded(seed):
         latents = vae.encode(rgb)
     latents = normal_copy(latents)
-    with torch.inference_mode(False):
+    with normal_tensors():
         return base_model.process_latent_in(latents).float()
 
 
@@ -200,7 +203,7 @@ class NoiseLoss:
         self.latents = latents
         self.precision = precision
         self.checkpointing = checkpointing
-        self.device = self.base_model.device if hasattr(self.base_model, "device") else latents.device
+        self.device = device_of(self.base_model, fallback=latents.device)
         self.dtype = self.base_model.get_dtype() if hasattr(self.base_model, "get_dtype") else torch.float32
 
     def __call__(self, vector: torch.Tensor, draw: Draw) -> torch.Tensor:
@@ -229,35 +232,57 @@ def _prepare(model, clip, vae, images, class_word: str, settings: TISettings):
     model = without_motion_models(model)
     prompts = TokenPrompts(clip, class_word)
     latents = encode_references(vae, images, model.model, settings.seed)
-    precision = amp.resolve(settings.precision, amp.device_of(model))
+    precision = amp.resolve(settings.precision, device_of(model))
     # both loaded now, before the gradient window (CLIP's own load in each step then finds it loaded)
     comfy.model_management.load_models_gpu([model, clip.patcher])
     return prompts, NoiseLoss(model, prompts, latents, precision, settings.gradient_checkpointing)
 
 
-def train_token(model, clip, vae, images, class_word: str, settings: TISettings, progress=None, check_interrupt=None):
-    """Learn the identity vector; returns (vector [D] fp32, TokenPrompts, losses)."""
+def train_token(model, clip, vae, images, class_word: str, settings: TISettings, progress=None, check_interrupt=None,
+                checkpoints=None, resume=None):
+    """Learn the identity vector; returns (vector [D] fp32, TokenPrompts, losses).
+
+    ``checkpoints``: a :class:`~.run_state.StageCheckpoints` written to when due; ``resume``: ``(steps done,
+    tensors, extra)`` of such a checkpoint, from which training continues exactly (the draws made are replayed).
+    """
+    from .run_state import optimizer_tensors, restore_optimizer
+
     settings.check()
     vector0 = class_word_vector(clip, class_word)
-    rng = random.Random(settings.seed)
-    losses = []
-    with torch.inference_mode(False):
+    rng = stream(settings.seed, "token-draws")
+    losses, start = [], 0
+    with normal_tensors():
         vector = torch.nn.Parameter(vector0.clone())
         if settings.steps == 0:
             return vector.detach().clone(), TokenPrompts(clip, class_word), losses
         optimizer = torch.optim.AdamW([vector], lr=settings.lr, weight_decay=0.0)
-        gen = torch.Generator().manual_seed(settings.seed)
+        gen = torch.Generator().manual_seed(stream_seed(settings.seed, "token-noise"))
+        if resume is not None:
+            start, tensors, extra = resume
+            with torch.no_grad():
+                vector.copy_(tensors["token.vector"].reshape(vector.shape))
+            restore_optimizer(optimizer, [vector], tensors, "token.adamw")
+            losses = list(extra.get("token_loss", []))[:start]
     prompts, loss_of = _prepare(model, clip, vae, images, class_word, settings)
-    with torch.inference_mode(False), gradient_window(model.model.diffusion_model, clip.cond_stage_model):
-        for step in range(settings.steps):
-            if check_interrupt is not None:
-                check_interrupt()
+    check = check_interrupt or (lambda: None)
+    with normal_tensors():
+        for _ in range(start):   # the draws the resumed steps made, so the rest continue the same streams
+            draw_batch(rng, gen, loss_of.latents, settings.batch_size)
+    with normal_tensors(), gradient_window(model.model.diffusion_model, clip.cond_stage_model), \
+            checked_in_layers(unet_regions(model.model.diffusion_model), check):
+        for step in range(start, settings.steps):
+            check()
             loss = loss_of(vector, draw_batch(rng, gen, loss_of.latents, settings.batch_size))
+            check()
             optimizer.zero_grad(set_to_none=True)
             loss_of.precision.backward_and_step(loss, optimizer)
             losses.append(float(loss.detach()))
             if progress is not None:
                 progress(step, losses[-1])
+            if checkpoints is not None and checkpoints.due(step + 1, settings.steps):
+                checkpoints.save(step + 1, {"token.vector": vector,
+                                            **optimizer_tensors(optimizer, [vector], "token.adamw")},
+                                 {"token_loss": losses})
         return vector.detach().clone(), prompts, losses
 
 
@@ -265,11 +290,11 @@ def evaluation_loss(model, clip, vae, images, class_word: str, vector: torch.Ten
                     batch_size: int = 4, settings: TISettings | None = None) -> float:
     """Mean noise-prediction loss of ``vector`` on ``draws`` fixed batches (same draws for a seed: deterministic)."""
     settings = settings or TISettings(precision="fp32")
-    with torch.inference_mode(False):
+    with normal_tensors():
         gen = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
     prompts, loss_of = _prepare(model, clip, vae, images, class_word, settings)
-    with torch.inference_mode(False), torch.no_grad(), \
+    with normal_tensors(), torch.no_grad(), \
             gradient_window(model.model.diffusion_model, clip.cond_stage_model):
         v = vector.detach().float().clone()
         total = sum(float(loss_of(v, draw_batch(rng, gen, loss_of.latents, batch_size))) for _ in range(draws))

@@ -13,7 +13,6 @@ One concept per module:
 - ``iresnet``: the ArcFace iResNet architecture (arcface_torch ``.pth`` backbones).
 - ``encoder``: ONNX recogniser to a frozen PyTorch module, cached as safetensors.
 - ``identity_loss``: 1 - cos identity loss on decoded frames, with gradient.
-- ``similarity``: face similarity scores of frames against references.
 
 insightface, onnxruntime and onnx2torch are imported lazily inside functions, so
 importing this package never imports them.  insightface's pretrained models are

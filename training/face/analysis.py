@@ -22,6 +22,7 @@ import os
 import numpy as np
 import torch
 
+from ..inference_tensors import normal_tensors
 from .detector import DEFAULT_DET_SIZES, DET_THRESH, SCRFD_OUTPUTS, FaceDetector
 from .errors import FaceStackError
 
@@ -146,7 +147,7 @@ class FaceStack:
                 cache_dir = encoder_cache_dir()
             self._encoders[path] = load_recognizer(path, cache_dir)
         enc = self._encoders[path]
-        with torch.inference_mode(False):  # .to() under inference mode would make inference tensors
+        with normal_tensors():  # .to() under inference mode would make inference tensors
             enc.to("cpu" if device is None else device)
         return enc
 
@@ -177,9 +178,3 @@ def load_face_stack(face_analysis, det_sizes=DEFAULT_DET_SIZES) -> FaceStack:
     except Exception:
         pass
     return stack
-
-
-def describe(stack: FaceStack) -> str:
-    rec = getattr(stack.recognizer_model, "model_file", None)
-    return (f"detector {os.path.basename(stack.detector.source) or '?'}, "
-            f"recogniser {os.path.basename(rec) if rec else 'none'}")

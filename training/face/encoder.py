@@ -29,13 +29,14 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ...sia.atomic_file import atomic_write
+from ..inference_tensors import normal_tensors
 from .errors import FaceStackError
 
 log = logging.getLogger(__name__)
@@ -205,17 +206,7 @@ def _run_torch(network: nn.Module, batch: torch.Tensor, fixed_batch) -> torch.Te
 def _atomic_save(tensors: dict, metadata: dict, target: str) -> None:
     from safetensors.torch import save_file
 
-    folder = os.path.dirname(target)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=folder)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(target, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def conversion_versions() -> dict:
@@ -367,7 +358,7 @@ def load_recognizer(path: str, cache_dir: str | None = None) -> ArcFaceEncoder:
     under ``torch.inference_mode()``): inference tensors as weights would make any
     later backward pass through the encoder fail.
     """
-    with torch.inference_mode(False):
+    with normal_tensors():
         return _load_recognizer(path, cache_dir)
 
 

@@ -11,7 +11,8 @@ decoder gives after ``(x + 1) / 2`` (ComfyUI IMAGE tensors [B, H, W, C] need
 
 loss = mean over frames with a face of (1 - mean over references of cos(e_ref, e_frame)).
 
-Frames where no usable face is found are skipped and counted, never an error.
+Frames where no usable face is found (none detected, too small, or degenerate
+keypoints no crop can be made from) are skipped and counted, never an error.
 When no frame has a face, ``loss`` is a zero that is still connected to the
 frames (``backward()`` works and gives zero gradients) and ``has_face`` is False,
 so the trainer can skip the optimiser step.
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..inference_tensors import normal_tensors
 from .align import estimate_norm, warp_affine
 from .detector import DEFAULT_DET_SIZES, MIN_FACE_PX, FaceDetector, to_bgr_uint8
 from .errors import FaceStackError
@@ -54,8 +56,7 @@ class IdentityLoss:
     """1 - cos identity loss against fixed reference embeddings.
 
     ``encoder``: :class:`~.encoder.ArcFaceEncoder` (frozen); ``references``: [M, D]
-    embeddings (normalised here again).  ``frames_skipped`` counts skipped frames
-    over all calls, for the trainer's report.
+    embeddings (normalised here again).
     """
 
     def __init__(self, detector: FaceDetector, encoder, references: torch.Tensor,
@@ -64,12 +65,10 @@ class IdentityLoss:
             raise FaceStackError("identity loss needs reference embeddings [M, D] with M >= 1")
         self.detector = detector
         self.encoder = encoder
-        with torch.inference_mode(False):  # references made inside a node are inference tensors
+        with normal_tensors():  # references made inside a node are inference tensors
             self.references = F.normalize(references.detach().float().clone(), dim=-1)
         self.det_sizes = det_sizes
         self.min_face_px = min_face_px
-        self.frames_seen = 0
-        self.frames_skipped = 0
 
     def find_transforms(self, frames: torch.Tensor):
         """(frame indices with a face, their [F, 2, 3] crop transforms), from a detached copy."""
@@ -81,8 +80,11 @@ class IdentityLoss:
                 face = self.detector.detect_largest(bgr, self.det_sizes)
                 if face is None or face.size < self.min_face_px:
                     continue
+                try:
+                    mats.append(estimate_norm(face.kps, size))
+                except ValueError:   # degenerate keypoints (coinciding or not finite): no usable face
+                    continue
                 idx.append(i)
-                mats.append(estimate_norm(face.kps, size))
         return idx, (np.stack(mats) if mats else np.zeros((0, 2, 3)))
 
     def __call__(self, frames: torch.Tensor) -> IdentityLossResult:
@@ -94,16 +96,14 @@ class IdentityLoss:
             )
         b = frames.shape[0]
         similarity = torch.full((b,), float("nan"))
-        self.frames_seen += b
         if b == 0:
             return IdentityLossResult(frames.sum() * 0.0, similarity)
         idx, mats = self.find_transforms(frames)
         skipped = [i for i in range(b) if i not in idx]
-        self.frames_skipped += len(skipped)
         if not idx:
             return IdentityLossResult(frames.float().sum() * 0.0, similarity, [], skipped)
         device = frames.device
-        with torch.inference_mode(False):
+        with normal_tensors():
             self.encoder.to(device)
         crops = warp_affine(frames[idx].float(), mats, self.encoder.input_size)
         emb = F.normalize(self.encoder(crops), dim=-1)

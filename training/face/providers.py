@@ -19,8 +19,9 @@ from .errors import FaceStackError
 
 log = logging.getLogger(__name__)
 
-PROVIDER_CHOICES = ("auto", "CUDA", "CPU", "ROCm")
-_NAMES = {"CUDA": "CUDAExecutionProvider", "ROCm": "ROCMExecutionProvider", "CPU": "CPUExecutionProvider"}
+PROVIDER_CHOICES = ("auto", "CUDA", "CPU", "ROCm", "DirectML")
+_NAMES = {"CUDA": "CUDAExecutionProvider", "ROCm": "ROCMExecutionProvider", "CPU": "CPUExecutionProvider",
+          "DirectML": "DmlExecutionProvider"}
 _AUTO_ORDER = ("CUDAExecutionProvider", "ROCMExecutionProvider", "DmlExecutionProvider", "CPUExecutionProvider")
 
 _noticed: set = set()

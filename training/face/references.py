@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..devices import device_of
 from .align import ARCFACE_SIZE, estimate_norm, warp_affine
 from .augment import AugmentConfig, augment_crops
 from .detector import DEFAULT_DET_SIZES, MIN_FACE_PX, FaceDetector, to_bgr_uint8, to_rgb01
@@ -87,7 +87,11 @@ def detect_references(detector: FaceDetector, images, det_sizes=DEFAULT_DET_SIZE
             skipped[label] = (f"face too small ({face.size:.0f} px, at least {min_face_px} px needed): "
                               "use a closer or larger photo")
             continue
-        m = estimate_norm(face.kps, crop_size)
+        try:
+            m = estimate_norm(face.kps, crop_size)
+        except ValueError as exc:   # degenerate keypoints: no crop can be made from them
+            skipped[label] = f"the face's landmarks are unusable ({exc}): use a sharper, more frontal photo"
+            continue
         crop = warp_affine(rgb.permute(2, 0, 1)[None].cpu(), m[None], crop_size)[0]
         crops.append(crop.clamp(0, 1))
         labels.append(label)
@@ -119,20 +123,9 @@ def embed_references(detector: FaceDetector, encoder, images, augment_copies: in
         extra = augment_crops(refs.crops, augment_copies, seed, augment_cfg)
         crops = torch.cat([crops, extra], 0)
         labels += [f"{lab} (augmented)" for lab in refs.labels for _ in range(augment_copies)]
-    device = _device_of(encoder)
+    device = device_of(encoder, fallback="cpu")
     emb = torch.cat([encoder.embed(chunk.to(device)) for chunk in crops.split(16)], 0)
     return ReferenceEmbeddings(emb.detach().float(), labels, refs)
-
-
-def _device_of(encoder):
-    try:
-        return next(encoder.parameters()).device
-    except (AttributeError, StopIteration):
-        return torch.device("cpu")
-
-
-def numpy_keypoints(refs: ReferenceFaces) -> np.ndarray:
-    return np.stack([f.kps for f in refs.faces])
 
 
 FACE_SHARE = 0.4   # face box's longer side / the training crop's shorter side

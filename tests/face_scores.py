@@ -1,4 +1,5 @@
-"""Face similarity of frames against references, with any recogniser.
+"""Test helper: face similarity of frames against references, with any recogniser (the pack scores videos
+with ``evaluation/``; this checks that the converted PyTorch encoder and insightface's onnxruntime model agree).
 
 The paper evaluates with a recogniser other than the one it trains with; this
 scorer takes the detector and any recogniser exposing
@@ -18,10 +19,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .detector import DEFAULT_DET_SIZES, MIN_FACE_PX, FaceDetector, to_bgr_uint8, to_rgb01
-from .align import estimate_norm, warp_affine
-from .errors import FaceStackError
-from .references import ReferenceEmbeddings, embed_references, iter_images
+from comfyui_personalvideo.training.face.align import estimate_norm, warp_affine
+from comfyui_personalvideo.training.face.detector import (DEFAULT_DET_SIZES, MIN_FACE_PX, FaceDetector,
+                                                          to_bgr_uint8, to_rgb01)
+from comfyui_personalvideo.training.face.errors import FaceStackError
+from comfyui_personalvideo.training.face.references import ReferenceEmbeddings, embed_references, iter_images
 
 
 @dataclass
