@@ -32,7 +32,7 @@ def engine_run(args, parts, motion: bool):
 
     import host
     from comfyui_personalvideo.engine import models as engine_models
-    from comfyui_personalvideo.engine.adapter_settings import AdapterSettings
+    from comfyui_personalvideo.training.sia_settings import SIATrainSettings as AdapterSettings
     from comfyui_personalvideo.engine.shipped_configs import shipped_config
     from comfyui_personalvideo.engine.train import train_identity
     from comfyui_personalvideo.training.face.analysis import load_face_stack

@@ -42,6 +42,8 @@ def _model_arguments(parser, motion_required: bool):
 
 
 def _train_arguments(parser):
+    from ..training.sia_settings import NEGATIVE_PROMPT, TRAINING_CFG
+
     parser.add_argument("--faces", help="insightface folder (default <ComfyUI>/models/insightface) or the folder "
                                         "holding the pack's .onnx files")
     parser.add_argument("--face-pack", default="antelopev2", help="antelopev2 (default) or buffalo_l")
@@ -57,6 +59,10 @@ def _train_arguments(parser):
     parser.add_argument("--width", type=int, default=512, help="training width (default 512)")
     parser.add_argument("--height", type=int, default=512, help="training height (default 512)")
     parser.add_argument("--sampling-steps", type=int, default=4, help="LCM steps per training video (default 4)")
+    parser.add_argument("--training-cfg", type=float, default=TRAINING_CFG,
+                        help=f"guidance of the training videos (default {TRAINING_CFG}, as the example workflows generate)")
+    parser.add_argument("--training-negative", default=NEGATIVE_PROMPT,
+                        help="negative prompt of the training videos (default: the example workflows' one)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     parser.add_argument("--precision", default="auto", help="auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16")
     parser.add_argument("--overwrite", action="store_true", help="replace an identity of the same name")
@@ -150,20 +156,21 @@ def load_engine_models(args, motion: bool):
 
 
 def train_settings(args, overrides: dict | None = None):
-    """(TISettings, AdapterSettings, rank) from the command line, with a manifest row's overrides."""
+    """(TISettings, SIATrainSettings, rank) from the command line, with a manifest row's overrides."""
+    from ..training.sia_settings import SIATrainSettings
     from ..training.textual_inversion import TISettings
-    from .adapter_settings import AdapterSettings
 
     values = {k: getattr(args, k) for k in ("ti_steps", "ti_lr", "ti_batch_size", "sia_iterations", "sia_lr",
                                             "rank", "reg_lambda", "frames", "width", "height", "sampling_steps",
-                                            "seed", "precision")}
+                                            "seed", "precision", "training_cfg")}
     values.update(overrides or {})
     ti = TISettings(steps=int(values["ti_steps"]), lr=float(values["ti_lr"]), batch_size=int(values["ti_batch_size"]),
                     seed=int(values["seed"]), precision=str(values["precision"]))
-    sia = AdapterSettings(iterations=int(values["sia_iterations"]), lr=float(values["sia_lr"]),
+    sia = SIATrainSettings(iterations=int(values["sia_iterations"]), lr=float(values["sia_lr"]),
                           reg_lambda=float(values["reg_lambda"]), steps=int(values["sampling_steps"]),
                           frames=int(values["frames"]), width=int(values["width"]), height=int(values["height"]),
-                          seed=int(values["seed"]), precision=str(values["precision"]))
+                          seed=int(values["seed"]), precision=str(values["precision"]),
+                          cfg=float(values["training_cfg"]))
     return ti, sia, int(values["rank"])
 
 
@@ -218,7 +225,7 @@ def train_one(args, photos, name, class_word, overrides=None, label="") -> dict:
     try:
         return train_identity(engine, photos, name, class_word, stack, models_dir_of(args), motion_adapter=motion,
                               ti_settings=ti, sia_settings=sia, rank=rank, prompts=prompts,
-                              overwrite=args.overwrite, progress=bars)
+                              overwrite=args.overwrite, progress=bars, negative=args.training_negative)
     finally:
         bars.close()
 

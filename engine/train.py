@@ -17,7 +17,7 @@ from ..training import prompts as prompt_data
 from ..training.identity_files import sanitise_name
 from ..training.textual_inversion import TISettings
 from . import identity_store, models as engine_models, sia_peft
-from .adapter_settings import AdapterSettings
+from ..training.sia_settings import NEGATIVE_PROMPT, TRAINING_CFG, SIATrainSettings
 from .errors import EngineError
 from .identity_token import TokenPrompts
 
@@ -60,8 +60,8 @@ def _last_finite(values):
 
 def train_identity(models, photos, name: str, class_word: str, face_stack, models_dir: str,
                    motion_adapter=None, ti_settings: TISettings | None = None,
-                   sia_settings: AdapterSettings | None = None, rank: int = 4, prompts: str | None = None,
-                   overwrite: bool = False, progress=None) -> dict:
+                   sia_settings: SIATrainSettings | None = None, rank: int = 4, prompts: str | None = None,
+                   overwrite: bool = False, progress=None, negative: str = NEGATIVE_PROMPT) -> dict:
     """Train and save one identity; ``photos`` image tensors [H, W, 3] or files/folders; ``face_stack`` a
     (FaceStack, encoder) pair (:func:`.faces.load_face_stack`); ``progress(stage, i, total, loss, similarity)``."""
     from ..training.face.identity_loss import IdentityLoss
@@ -75,7 +75,7 @@ def train_identity(models, photos, name: str, class_word: str, face_stack, model
     templates = prompt_data.parse_prompts(prompts) if prompts else prompt_data.default_prompts()
     identity_store.check_free(models_dir, name, overwrite)
     ti_settings = ti_settings or TISettings()
-    sia_settings = sia_settings or AdapterSettings()
+    sia_settings = sia_settings or SIATrainSettings(cfg=TRAINING_CFG)
     ti_settings.check()
     sia_settings.check()
     if rank < 1:
@@ -119,7 +119,7 @@ def train_identity(models, photos, name: str, class_word: str, face_stack, model
     loss_fn = IdentityLoss(stack.detector, encoder, refs.embeddings.to(device))
     history = train_adapter(models, token_prompts, vector, loss_fn,
                             prompt_data.PromptSampler(templates, sia_settings.seed), sia_settings,
-                            _stage_progress(progress, "adapter", sia_settings.iterations))
+                            _stage_progress(progress, "adapter", sia_settings.iterations), negative=negative)
     trained = sia_peft.extract(models.unet, float(rank), info, models.res_blocks, embedding=vector)
     trained.info.training.update(skipped_frames=history.skipped, precision=history.precision,
                                  final_similarity=_last_finite(history.similarity))

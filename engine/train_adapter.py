@@ -6,19 +6,21 @@ with the token; pure noise (frames x height x width); the few-step LCM schedule
 off and no gradient for all but the last step; the last step with the adapter on and
 gradient, through the motion modules; one random frame decoded with gradient;
 loss = identity loss + lambda * ||adapter - initial||^2; AdamW on the LoRA only.
+Guidance ``cfg`` with the negative prompt, and the seed's independent streams for
+the frame index and the noise (:mod:`..training.random_streams`), as in the node.
 Frames without a face are skipped (no step) and counted; when most have none the run
-stops with the nodes' message.  Same settings class, same defaults.  On CUDA:
+stops with the nodes' message.  The same settings class (:mod:`..training.sia_settings`).  On CUDA:
 gradient checkpointing of the UNet and VAE, mixed precision with fp32 LoRA weights.
 """
 from __future__ import annotations
 
 import math
-import random
 
 import torch
 
 from ..training import precision as amp
-from .adapter_settings import AdapterHistory, AdapterSettings, reg_term
+from ..training.random_streams import SEED_BITS, stream, stream_seed
+from ..training.sia_settings import SIAHistory, SIATrainSettings, reg_term
 from . import sia_peft
 from .errors import EngineError
 
@@ -43,7 +45,18 @@ def decode_frame(vae, z: torch.Tensor) -> torch.Tensor:
     return ((x.float() + 1) / 2).clamp(0, 1)
 
 
-def run_iteration(models, scheduler_config, context, noise, frame: int, steps: int, generator, precision):
+def guided_noise(models, latents, t, context, uncond, cfg: float) -> torch.Tensor:
+    """The noise prediction at guidance ``cfg`` (classifier-free, ``uncond`` the negative prompt's embedding),
+    as the node's training samples are made; at cfg 1 the prompt's prediction alone."""
+    eps = models.predict_noise(latents, t, context)
+    if uncond is None or cfg == 1.0:
+        return eps
+    eps_uncond = models.predict_noise(latents, t, uncond)
+    return eps_uncond + cfg * (eps - eps_uncond)
+
+
+def run_iteration(models, scheduler_config, context, noise, frame: int, steps: int, generator, precision,
+                  uncond=None, cfg: float = 1.0):
     """One generation; returns the decoded trained frame (grad to the LoRA) and the final latents."""
     unet = models.unet
     scheduler = lcm_scheduler(scheduler_config, steps)
@@ -53,7 +66,7 @@ def run_iteration(models, scheduler_config, context, noise, frame: int, steps: i
         sia_peft.set_enabled(unet, i == last)
         grad = i == last
         with torch.set_grad_enabled(grad), precision.autocast():
-            eps = models.predict_noise(latents, t, context)
+            eps = guided_noise(models, latents, t, context, uncond, cfg)
         out = scheduler.step(eps, t, latents, generator=generator)
         latents = out.prev_sample if not grad else out.denoised
         if not grad:
@@ -64,8 +77,8 @@ def run_iteration(models, scheduler_config, context, noise, frame: int, steps: i
     return pixels, latents
 
 
-def train_adapter(models, prompts, vector: torch.Tensor, identity_loss, templates, settings: AdapterSettings,
-                  progress=None) -> AdapterHistory:
+def train_adapter(models, prompts, vector: torch.Tensor, identity_loss, templates, settings: SIATrainSettings,
+                  progress=None, negative: str = "") -> SIAHistory:
     """Train the LoRA already attached to ``models.unet`` (see :func:`.sia_peft.attach`)."""
     settings.check()
     unet = models.unet
@@ -83,23 +96,28 @@ def train_adapter(models, prompts, vector: torch.Tensor, identity_loss, template
     if checkpointing:
         unet.enable_gradient_checkpointing()
         models.vae.enable_gradient_checkpointing()
-    rng = random.Random(settings.seed)
-    history = AdapterHistory(precision=precision.name)
+    frames_rng = stream(settings.seed, "frames")
+    noise_base = stream_seed(settings.seed, "noise")
+    history = SIAHistory(precision=precision.name)
     h, w = settings.height // 8, settings.width // 8
     channels = int(unet.config.in_channels)
     shape = (1, channels, settings.frames, h, w) if models.has_motion else (settings.frames, channels, h, w)
     contexts = {}
+    uncond = None
+    if settings.cfg != 1.0:
+        with torch.no_grad():
+            uncond = prompts.encode(negative, vector).detach().to(device)
     try:
         for it in range(settings.iterations):
             text = templates.draw()
             if text not in contexts:
                 with torch.no_grad():
                     contexts[text] = prompts.encode(text, vector).detach()
-            frame = rng.randrange(settings.frames)
-            gen = torch.Generator().manual_seed((settings.seed * 1_000_003 + it) % (2 ** 63))
+            frame = frames_rng.randrange(settings.frames)
+            gen = torch.Generator().manual_seed((noise_base + it) % (2 ** SEED_BITS))
             noise = torch.randn(shape, generator=gen)
             pixels, latents = run_iteration(models, models.scheduler_config, contexts[text].to(device), noise.to(device),
-                                            frame, settings.steps, gen, precision)
+                                            frame, settings.steps, gen, precision, uncond, settings.cfg)
             with precision.full():
                 out = identity_loss(pixels)
                 similarity = out.mean_similarity

@@ -26,14 +26,12 @@ from .errors import TrainingError
 from .inference_tensors import normal_tensors
 from .random_streams import stream_seed
 from .run_state import DEFAULT_EVERY, RunState, StageCheckpoints
+from .sia_settings import NEGATIVE_PROMPT, TRAINING_CFG
 
 log = logging.getLogger("PersonalVideo")
 IF_EXISTS = ("reuse", "overwrite", "error")
 REFERENCE_AUGMENT_COPIES = 2   # colour-jittered copies of each reference face (paper: augmentation of references)
-NOT_SCORED = float("nan")
-# the training samples are made as the workflows generate (cfg 1.5 with their negative prompt)
-TRAINING_CFG = 1.5
-NEGATIVE_PROMPT = "blurry, low quality, deformed face, watermark, text"      # the independent score when it could not be computed (the reason is in metadata)
+NOT_SCORED = float("nan")       # the independent score when it could not be computed (the reason is in metadata)
 
 
 def _finite_or_none(values):

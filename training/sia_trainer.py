@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field
-
 import torch
 
 from ..sia import apply_sia
@@ -42,71 +40,15 @@ from .few_step_sampler import FewStepTrainingSampler, lcm_schedule, run_few_step
 from .inference_tensors import normal_tensors
 from .interruption import checked_in_layers
 from .random_streams import SEED_BITS, stream, stream_seed
+from .sia_settings import SIAHistory, SIATrainSettings, reg_term  # noqa: F401  (the trainer's public names)
 
 log = logging.getLogger("PersonalVideo")
-
-
-@dataclass
-class SIATrainSettings:
-    iterations: int = 400
-    lr: float = 1e-4
-    betas: tuple = (0.9, 0.999)
-    eps: float = 1e-8
-    weight_decay: float = 1e-2
-    reg_lambda: float = 1e-2
-    steps: int = 4
-    scheduler: str = "sgm_uniform"
-    cfg: float = 1.0               # guidance of the training samples; the node's default matches the workflows
-    frames: int = 16
-    width: int = 512
-    height: int = 512
-    seed: int = 0
-    max_no_face_fraction: float = 0.5
-    no_face_check_after: int = 10
-    gradient_checkpointing: bool = True
-    precision: str = "auto"        # see training.precision.CHOICES; auto: bf16/fp16 on CUDA, fp32 on CPU
-
-    def check(self) -> None:
-        if self.iterations < 1:
-            raise TrainingError(f"sia_iterations must be at least 1 (got {self.iterations}).")
-        if self.steps < 2:
-            raise TrainingError(f"sampling_steps must be at least 2 (got {self.steps}): the adapter trains on "
-                                "the last step of a few-step schedule (4 in the paper).")
-        if self.frames < 1:
-            raise TrainingError(f"frames must be at least 1 (got {self.frames}).")
-        amp.check_choice(self.precision)
-        if not (1.0 <= self.cfg <= 30.0):
-            raise TrainingError(f"training_cfg must be between 1 and 30 (got {self.cfg}); use the cfg you generate "
-                                "with (the workflows: 1.5).")
-        for name in ("width", "height"):
-            v = getattr(self, name)
-            if v < 64 or v % 8:
-                raise TrainingError(f"{name} must be a multiple of 8 and at least 64 (got {v}).")
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-
-@dataclass
-class SIAHistory:
-    loss: list = field(default_factory=list)          # identity + regulariser per iteration (NaN: skipped)
-    similarity: list = field(default_factory=list)    # face similarity of the trained frame (NaN: no face)
-    skipped: int = 0
-    last_latent: torch.Tensor | None = None           # final latent of the last iteration (all frames)
-    precision: str = "fp32"                           # what the gradient passes ran at
-    snapshots: list = field(default_factory=list)     # (iteration, trained frame [1, 3, H, W] 0..1 on the CPU)
 
 
 def snapshot_iterations(iterations: int, points: int = 4) -> set:
     """The iterations whose trained frame is kept for the preview: the start and every 1/points of the run
     (the last iteration gives its whole video anyway)."""
     return {round(k * (iterations - 1) / points) for k in range(points)} - {iterations - 1}
-
-
-def reg_term(params, initial) -> torch.Tensor:
-    return sum(((p - p0) ** 2).sum() for p, p0 in zip(params, initial))
 
 
 def _decode_frame(vae, base_model, z):

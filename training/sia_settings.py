@@ -1,0 +1,74 @@
+"""Stage 2's settings, its history and the weight-space regulariser, apart from the trainer.
+
+Free of ComfyUI, so the diffusers engine (:mod:`..engine`) trains with the very same
+settings class, defaults and metadata as the node (:mod:`.sia_trainer`).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .errors import TrainingError
+
+# the training samples are made as the workflows generate: at this cfg, with this negative prompt
+TRAINING_CFG = 1.5
+NEGATIVE_PROMPT = "blurry, low quality, deformed face, watermark, text"
+
+
+@dataclass
+class SIATrainSettings:
+    iterations: int = 400
+    lr: float = 1e-4
+    betas: tuple = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 1e-2
+    reg_lambda: float = 1e-2
+    steps: int = 4
+    scheduler: str = "sgm_uniform"
+    cfg: float = 1.0               # guidance of the training samples; the node's default matches the workflows
+    frames: int = 16
+    width: int = 512
+    height: int = 512
+    seed: int = 0
+    max_no_face_fraction: float = 0.5
+    no_face_check_after: int = 10
+    gradient_checkpointing: bool = True
+    precision: str = "auto"        # see training.precision.CHOICES; auto: bf16/fp16 on CUDA, fp32 on CPU
+
+    def check(self) -> None:
+        if self.iterations < 1:
+            raise TrainingError(f"sia_iterations must be at least 1 (got {self.iterations}).")
+        if self.steps < 2:
+            raise TrainingError(f"sampling_steps must be at least 2 (got {self.steps}): the adapter trains on "
+                                "the last step of a few-step schedule (4 in the paper).")
+        if self.frames < 1:
+            raise TrainingError(f"frames must be at least 1 (got {self.frames}).")
+        from . import precision as amp   # torch: not needed to read the defaults (the engine's --help)
+
+        amp.check_choice(self.precision)
+        if not (1.0 <= self.cfg <= 30.0):
+            raise TrainingError(f"training_cfg must be between 1 and 30 (got {self.cfg}); use the cfg you generate "
+                                "with (the workflows: 1.5).")
+        for name in ("width", "height"):
+            v = getattr(self, name)
+            if v < 64 or v % 8:
+                raise TrainingError(f"{name} must be a multiple of 8 and at least 64 (got {v}).")
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+
+@dataclass
+class SIAHistory:
+    loss: list = field(default_factory=list)          # identity + regulariser per iteration (NaN: skipped)
+    similarity: list = field(default_factory=list)    # face similarity of the trained frame (NaN: no face)
+    skipped: int = 0
+    last_latent: torch.Tensor | None = None           # final latent of the last iteration (all frames)
+    precision: str = "fp32"                           # what the gradient passes ran at
+    snapshots: list = field(default_factory=list)     # (iteration, trained frame [1, 3, H, W] 0..1 on the CPU)
+
+
+def reg_term(params, initial):
+    """The weight-space regulariser ||theta - theta_0||^2 over the adapter's tensors."""
+    return sum(((p - p0) ** 2).sum() for p, p0 in zip(params, initial))
