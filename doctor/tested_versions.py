@@ -61,6 +61,7 @@ TESTED = (
                  "first use, so a wrong conversion is refused; if it is, python -m pip install "
                  "\"onnx2torch>=1.5.13,<2\"."),
     Tested("safetensors", ("safetensors",), "0.4.3", "0.8", "\"safetensors>=0.4.3\""),
+    Tested("matplotlib", ("matplotlib",), "3.10", "3.11", "\"matplotlib>=3.10\""),
 )
 
 
