@@ -28,3 +28,27 @@ def frame_detector(frames, detect):
         return detect(frames[i])
 
     return by_index
+
+
+def stack_all_faces(face_analysis):
+    """``detect_all(frame) -> [box, ...]``: every face the FACEANALYSIS input's detector finds, largest first."""
+    from ..training.face.analysis import load_face_stack
+    from ..training.face.detector import to_bgr_uint8
+
+    detector = load_face_stack(face_analysis).detector
+
+    def detect_all(frame):
+        return [face.bbox for face in detector.detect_all(to_bgr_uint8(frame, "images"))]
+
+    return detect_all
+
+
+def person_detector(frames, detect_all, person: int, people: int = 2):
+    """``index -> box or None``: the face of one person (numbered from left to right, steady over the frames:
+    :mod:`..regions.assign`) in IMAGE ``frames``, from ``detect_all(frame)``."""
+    from ..regions.assign import assign_detections, person_boxes
+    from ..regions.person_masks import face_candidates
+
+    every_face = frame_detector(frames, detect_all)
+    candidates = face_candidates([every_face(i) for i in range(frames.shape[0])])
+    return person_boxes(assign_detections(candidates, people), person)

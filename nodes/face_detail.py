@@ -3,6 +3,7 @@ from ..face_detail import SamplingSettings, face_detail_pass
 
 CATEGORY = "PersonalVideo"
 DEFAULTS = SamplingSettings()
+FACE_CHOICES = ("largest", "person 1 (left)", "person 2 (right)")
 
 
 class FaceDetailPass:
@@ -68,17 +69,31 @@ class FaceDetailPass:
                                     "tooltip": "Frames without a detection are filled from their neighbours when "
                                                "the gap is at most this long; farther frames count as having no "
                                                "face and are passed through."}),
-            }
+            },
+            "optional": {
+                "face": (list(FACE_CHOICES), {
+                    "default": FACE_CHOICES[0],
+                    "tooltip": "Which face to follow: the largest of each frame, or, for two people, the left or "
+                               "right person (numbered from left to right in the first frame showing both, steady "
+                               "after that, as in 'Person Regions'). For two identities chain two passes, each "
+                               "with its person's MODEL (that identity's adapter, no mask) and prompt."}),
+            },
         }
 
     def run(self, images, face_analysis, model, positive, negative, vae, seed, steps, cfg, sampler_name,
-            scheduler, denoise, working_size, padding, mask_feather, smoothing, max_gap):
-        from ..face_detail.detect import stack_detector
+            scheduler, denoise, working_size, padding, mask_feather, smoothing, max_gap, face=FACE_CHOICES[0]):
+        from ..face_detail.detect import person_detector, stack_all_faces, stack_detector
 
         settings = SamplingSettings(seed, steps, cfg, sampler_name, scheduler, denoise)
-        result = face_detail_pass(images, stack_detector(face_analysis), model, positive, negative, vae, settings,
+        detect, detect_index = None, None
+        if face in FACE_CHOICES[1:]:
+            person, every_face = FACE_CHOICES.index(face) - 1, stack_all_faces(face_analysis)
+            detect_index = lambda frames: person_detector(frames, every_face, person)  # noqa: E731
+        else:
+            detect = stack_detector(face_analysis)
+        result = face_detail_pass(images, detect, model, positive, negative, vae, settings,
                                   working_size=working_size, padding=padding, feather=mask_feather,
-                                  smoothing=smoothing, max_gap=max_gap)
+                                  smoothing=smoothing, max_gap=max_gap, detect_index=detect_index)
         return (result.images, result.masks, result.preview, result.summary)
 
 
