@@ -72,7 +72,7 @@ def face_detail_pass(images, detect, model, positive, negative, vae, sampling: S
                      working_size: int = 512, padding: float = 0.5, feather: float = 0.15,
                      smoothing: float = 2.0, max_gap: int = 4, resample=redenoise, detect_index=None) -> FaceDetailResult:
     """The pass over IMAGE ``images`` with ``detect(frame) -> box or None`` (or ``detect_index(i)``, a box per
-    frame index, e.g. one person's face of several: :func:`.detect.person_detector`); ``resample`` re-denoises
+    frame index, e.g. the face inside one person's region: :func:`.detect.region_detector`); ``resample`` re-denoises
     the face video (the host's sampler; replaceable for scripts)."""
     frames = check_frames(images)
     check_settings(working_size, padding, feather, sampling.denoise)

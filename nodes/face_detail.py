@@ -3,7 +3,6 @@ from ..face_detail import SamplingSettings, face_detail_pass
 
 CATEGORY = "PersonalVideo"
 DEFAULTS = SamplingSettings()
-FACE_CHOICES = ("largest", "person 1 (left)", "person 2 (right)")
 
 
 class FaceDetailPass:
@@ -71,24 +70,23 @@ class FaceDetailPass:
                                                "face and are passed through."}),
             },
             "optional": {
-                "face": (list(FACE_CHOICES), {
-                    "default": FACE_CHOICES[0],
-                    "tooltip": "Which face to follow: the largest of each frame, or, for two people, the left or "
-                               "right person (numbered from left to right in the first frame showing both, steady "
-                               "after that, as in 'Person Regions'). For two identities chain two passes, each "
-                               "with its person's MODEL (that identity's adapter, no mask) and prompt."}),
+                "region": ("MASK", {
+                    "tooltip": "Optional: follow only the face inside this region (e.g. a person's mask from 'Person "
+                               "Regions' or a half from 'Region Masks'), one mask or one per frame. For two "
+                               "identities chain two passes, each with its person's region, its MODEL (that "
+                               "identity's adapter, without a mask) and its prompt. Empty: the largest face."}),
             },
         }
 
     def run(self, images, face_analysis, model, positive, negative, vae, seed, steps, cfg, sampler_name,
-            scheduler, denoise, working_size, padding, mask_feather, smoothing, max_gap, face=FACE_CHOICES[0]):
-        from ..face_detail.detect import person_detector, stack_all_faces, stack_detector
+            scheduler, denoise, working_size, padding, mask_feather, smoothing, max_gap, region=None):
+        from ..face_detail.detect import region_detector, stack_all_faces, stack_detector
 
         settings = SamplingSettings(seed, steps, cfg, sampler_name, scheduler, denoise)
         detect, detect_index = None, None
-        if face in FACE_CHOICES[1:]:
-            person, every_face = FACE_CHOICES.index(face) - 1, stack_all_faces(face_analysis)
-            detect_index = lambda frames: person_detector(frames, every_face, person)  # noqa: E731
+        if region is not None:
+            every_face = stack_all_faces(face_analysis)
+            detect_index = lambda frames: region_detector(frames, every_face, region)  # noqa: E731
         else:
             detect = stack_detector(face_analysis)
         result = face_detail_pass(images, detect, model, positive, negative, vae, settings,

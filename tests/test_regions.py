@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import nodes
+from comfyui_personalvideo.face_detail import FaceDetailError
 from comfyui_personalvideo.regions import RegionError, assign_people, find_person_regions
 from comfyui_personalvideo.regions.simple import box_mask, halves
 
@@ -144,25 +145,24 @@ def _hog_detect_all():
 
 def test_face_detail_with_two_identities_redraws_each_persons_face_with_its_own_model(tiny_model, make_adapter,
                                                                                      conds):
-    """Two chained passes, person 1 with adapter A's MODEL, person 2 with adapter B's: each pass pastes only
-    over its own person's face, following them as they cross. (Random weights redraw a face as noise, which no
-    detector finds again, so both passes find the people in the generated video itself, as the first does.)"""
+    """Two chained passes, each with one person's region (from Person Regions), adapter A's or B's MODEL: each
+    pass redraws and pastes only over its own person's face, following them as they cross."""
     import tiny_models
     from comfyui_personalvideo.face_detail import SamplingSettings, face_detail_pass
-    from comfyui_personalvideo.face_detail.detect import person_detector
+    from comfyui_personalvideo.face_detail.detect import region_detector
     from comfyui_personalvideo.sia import apply_sia
 
     video, centres = _two_face_video(frames=6)
     detect_all, vae = _hog_detect_all(), tiny_models.tiny_vae()
+    regions = find_person_regions(video, detect_all, smoothing=1.0).masks
     settings = SamplingSettings(seed=1, steps=2, cfg=1.0, sampler_name="euler", scheduler="normal", denoise=0.8)
-    passes = []
-    frames = video
+    passes, frames = [], video
     for person, seed in ((0, 1), (1, 2)):
         model = apply_sia(tiny_model, make_adapter(tiny_model, seed=seed), 1.0, 0.0)[0]
         with torch.inference_mode():
             result = face_detail_pass(frames, None, model, conds[0], conds[1], vae, settings, working_size=64,
                                       padding=0.2, smoothing=1.0,
-                                      detect_index=lambda _, p=person: person_detector(video, detect_all, p))
+                                      detect_index=lambda f, p=person: region_detector(f, detect_all, regions[p]))
         passes.append(result.masks)
         frames = result.images
     for f, ((gx, gy), (ax, ay)) in enumerate(centres):
@@ -170,3 +170,27 @@ def test_face_detail_with_two_identities_redraws_each_persons_face_with_its_own_
         assert passes[1][f, ay, ax] > 0.9 and passes[1][f, gy, gx] == 0, f"frame {f}: pass 2 is not on the astronaut"
     untouched = (passes[0] == 0) & (passes[1] == 0)
     assert torch.equal(frames[untouched], video[untouched])
+    with pytest.raises(FaceDetailError, match="region mask has 2 frames but images has 6"):
+        region_detector(video, detect_all, regions[0][:2])
+
+
+def test_face_detail_node_follows_only_the_face_inside_its_region(centre_faces, tiny_model, conds):  # noqa: F811
+    """The test face pack finds one face in the middle of each textured frame: a region around the middle takes
+    it, a region away from it leaves every frame as it was."""
+    import tiny_models
+    from comfyui_personalvideo.nodes.face_detail import FaceDetailPass
+
+    video = torch.rand(3, 96, 96, 3, generator=torch.Generator().manual_seed(2))
+    middle, corner = torch.zeros(1, 48, 48), torch.zeros(3, 48, 48)
+    middle[:, 12:36, 12:36] = 1
+    corner[:, :10, :10] = 1
+    settings = dict(seed=1, steps=2, cfg=1.0, sampler_name="euler", scheduler="normal", denoise=0.8,
+                    working_size=64, padding=0.0, mask_feather=0.15, smoothing=2.0, max_gap=0)
+    vae = tiny_models.tiny_vae()
+    with torch.inference_mode():
+        inside = FaceDetailPass().run(video, centre_faces, tiny_model, conds[0], conds[1], vae, region=middle,
+                                      **settings)
+        outside = FaceDetailPass().run(video, centre_faces, tiny_model, conds[0], conds[1], vae, region=corner,
+                                       **settings)
+    assert "3 of 3 frames" in inside[3] and inside[1].amax(dim=(1, 2)).eq(1).all()
+    assert "0 of 3 frames" in outside[3] and torch.equal(outside[0], video)
