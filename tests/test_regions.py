@@ -194,3 +194,25 @@ def test_face_detail_node_follows_only_the_face_inside_its_region(centre_faces, 
                                        **settings)
     assert "3 of 3 frames" in inside[3] and inside[1].amax(dim=(1, 2)).eq(1).all()
     assert "0 of 3 frames" in outside[3] and torch.equal(outside[0], video)
+
+
+def test_each_regions_face_scores_higher_against_its_own_photos_than_the_others():
+    """The scoring plumbing on real faces: Grace Hopper walks in region 1, the astronaut in region 2; each
+    region's face is scored (dlib's recogniser) against both people's photos."""
+    from comfyui_personalvideo.regions.region_scores import region_frames, score_regions
+
+    from pv_tools.random_face_pack import photo_bgr
+
+    pytest.importorskip("dlib")
+    video, centres = _two_face_video(frames=4)
+    regions = find_person_regions(video, _hog_detect_all(), smoothing=1.0).masks
+    photos = [torch.from_numpy(photo_bgr(name)[..., ::-1].astype(np.float32) / 255.0)[None]
+              for name in ("grace_hopper", "astronaut")]
+    reports = score_regions(video, [regions[0], regions[1]], photos, recogniser="dlib", detector="dlib_hog")
+    distance = [[r["identity"]["dlib_distance"] for r in row] for row in reports]
+    assert all(r["identity"]["frames_scored"] == 4 for row in reports for r in row)
+    assert distance[0][0] < 0.6 < distance[0][1], distance      # region 1: Grace, not the astronaut
+    assert distance[1][1] < 0.6 < distance[1][0], distance      # region 2: the astronaut, not Grace
+    (gx, gy), (ax, ay) = centres[0]
+    greyed = region_frames(video, regions[0])
+    assert torch.equal(greyed[0, gy, gx], video[0, gy, gx]) and torch.all(greyed[0, ay, ax] == 0.5)

@@ -230,3 +230,30 @@ def test_token_grid_and_frames_follow_the_hosts_options():
     assert frame_of_rows(8, window, 10) == [4, 5, 6, 7] * 2
     with pytest.raises(SIAError, match="has 8 frames but the video being sampled has 10"):
         frame_of_rows(8, window, 8)
+
+
+def test_lora_weight_patches_on_the_attention_stay_in_every_regions_attention(model, make_adapter):
+    """A style LoRA on q/k/v/out of the self-attention (weight patches) acts in both regions and outside them."""
+    import os
+
+    import folder_paths
+    import nodes
+
+    name = "regions_style.safetensors"
+    tiny_models.save_kohya_lora(os.path.join(folder_paths.get_folder_paths("loras")[0], name), model,
+                                lambda p: ".attn1." in p)
+    (styled,) = nodes.NODE_CLASS_MAPPINGS["LoraLoaderModelOnly"]().load_lora_model_only(model, name, 1.0)
+    adapter_a, adapter_b = make_adapter(model, seed=1), make_adapter(model, seed=2)
+    mask_a, mask_b = _column_masks([[0]], [[2]])
+    both = apply_sia(apply_sia(styled, adapter_a, 1.0, 0.0, mask=mask_a)[0], adapter_b, 1.0, 0.0, mask=mask_b)[0]
+    conds = _conds(model)
+    stacked = _run(both, conds, steps=2)
+    only_a = _run(apply_sia(styled, adapter_a, 1.0, 0.0)[0], conds, replay=stacked, steps=2)
+    plain_styled = _run(styled, conds, replay=stacked, steps=2)
+    plain = _run(model, conds, replay=stacked, steps=2)
+    (_, out), (_, out_a), (_, out_s), (_, out_p) = stacked[-1], only_a[-1], plain_styled[-1], plain[-1]
+    w_a, w_b = _token_masks(mask_a, out.shape[1], out.shape[0]), _token_masks(mask_b, out.shape[1], out.shape[0])
+    in_a, outside = w_a == 1, (w_a == 0) & (w_b == 0)
+    torch.testing.assert_close(out[in_a], out_a[in_a], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out[outside], out_s[outside], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(out_s[outside], out_p[outside], atol=1e-4)      # the LoRA does act there
