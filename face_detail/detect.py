@@ -43,7 +43,6 @@ def stack_all_faces(face_analysis):
     return detect_all
 
 
-
 def region_detector(frames, detect_all, region):
     """``index -> box or None``: per frame of IMAGE ``frames``, the largest face ``detect_all(frame)`` finds whose
     centre lies inside MASK ``region`` (one mask for all frames or one per frame, any size: positions are

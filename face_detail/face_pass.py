@@ -70,10 +70,11 @@ def summarise(frames: int, track) -> str:
 
 def face_detail_pass(images, detect, model, positive, negative, vae, sampling: SamplingSettings,
                      working_size: int = 512, padding: float = 0.5, feather: float = 0.15,
-                     smoothing: float = 2.0, max_gap: int = 4, resample=redenoise, detect_index=None) -> FaceDetailResult:
-    """The pass over IMAGE ``images`` with ``detect(frame) -> box or None`` (or ``detect_index(i)``, a box per
-    frame index, e.g. the face inside one person's region: :func:`.detect.region_detector`); ``resample`` re-denoises
-    the face video (the host's sampler; replaceable for scripts)."""
+                     smoothing: float = 2.0, max_gap: int = 4, resample=redenoise,
+                     detect_index=None) -> FaceDetailResult:
+    """The pass over IMAGE ``images`` with ``detect(frame) -> box or None`` (or ``detect_index(frames)``, giving
+    ``index -> box or None``, e.g. the face inside one person's region: :func:`.detect.region_detector`);
+    ``resample`` re-denoises the face video (the host's sampler; replaceable for scripts)."""
     frames = check_frames(images)
     check_settings(working_size, padding, feather, sampling.denoise)
     count, height, width = frames.shape[0], frames.shape[1], frames.shape[2]

@@ -38,7 +38,7 @@ def as_mask_frames(mask, name: str = "mask") -> torch.Tensor:
     """``mask`` as a float ``[frames, H, W]`` tensor on the CPU, values clamped to 0..1; clear errors otherwise."""
     if not isinstance(mask, torch.Tensor):
         raise SIAError(f"the {name} input must be a MASK (got {type(mask).__name__}); connect a MASK output, "
-                       "e.g. 'Regions: Left/Right Halves (PersonalVideo)' or 'Load Image' (mask).")
+                       "e.g. 'Region Masks: Left/Right Halves (PersonalVideo)' or the mask of 'Load Image'.")
     if mask.ndim == 2:
         mask = mask.unsqueeze(0)
     if mask.ndim == 4 and mask.shape[1] == 1:      # [frames, 1, H, W], as some packs give

@@ -46,7 +46,8 @@ def test_two_identities_workflow_runs_end_to_end_and_each_region_is_scored(two_a
                                  f"{name}.safetensors")
     for name, value in (("steps", 2), ("cfg", 1.0), ("working_size", 64)):
         workflow_graph.set_input(wf, "PV_FaceDetailPass", name, value)
-    assert len(workflow_graph.find(wf, "PV_ApplySIALateSteps")) == 4 and len(workflow_graph.find(wf, "PV_FaceDetailPass")) == 2
+    assert len(workflow_graph.find(wf, "PV_ApplySIALateSteps")) == 4
+    assert len(workflow_graph.find(wf, "PV_FaceDetailPass")) == 2
     entry, error = run(served, wf)
     assert error is None, error
     frames = saved_animation(served, entry, wf)
