@@ -42,21 +42,20 @@ def main():
     from comfyui_personalvideo.regions.simple import box_mask, halves
     from comfyui_personalvideo.sia import SIAAdapter, apply_sia, discover_targets
 
+    def small_random_adapter(targets, seed):
+        adapter = SIAAdapter.initialise(targets, rank=4, seed=seed)
+        generator = torch.Generator().manual_seed(seed)
+        adapter.up = {p: torch.randn(t.shape, generator=generator) * 0.01 for p, t in adapter.up.items()}
+        adapter.down = {p: t.detach() for p, t in adapter.down.items()}
+        return adapter
+
     with torch.inference_mode():
         model = tiny_models.tiny_sd15_model(full_size=args.full_size)
         if args.device != "cpu":
-            model.model.to(args.device)
             model.load_device = torch.device(args.device)
-            if args.full_size:
-                model.model.to(torch.float16)
-        found = discover_targets(model.model.diffusion_model)
-        adapters = []
-        for seed in (0, 1):
-            adapter = SIAAdapter.initialise(found.targets, rank=4, seed=seed)
-            for p in adapter.paths:
-                adapter.up[p] = torch.randn(adapter.up[p].shape) * 0.01
-                adapter.down[p] = adapter.down[p].detach()
-            adapters.append(adapter)
+            model.model.to(args.device, torch.float16 if args.full_size else torch.float32)
+        targets = discover_targets(model.model.diffusion_model).targets
+        adapters = [small_random_adapter(targets, seed) for seed in (0, 1)]
         left, right = halves(args.size, args.size)
         box_a = box_mask(args.size, args.size, 0.0, 0.0, 0.4, 1.0)
         box_b = box_mask(args.size, args.size, 0.6, 0.0, 0.4, 1.0)
