@@ -70,13 +70,16 @@ def summarise(frames: int, track) -> str:
 
 def face_detail_pass(images, detect, model, positive, negative, vae, sampling: SamplingSettings,
                      working_size: int = 512, padding: float = 0.5, feather: float = 0.15,
-                     smoothing: float = 2.0, max_gap: int = 4, resample=redenoise) -> FaceDetailResult:
-    """The pass over IMAGE ``images`` with ``detect(frame) -> box or None``; ``resample`` re-denoises the
-    face video (the host's sampler; replaceable for scripts)."""
+                     smoothing: float = 2.0, max_gap: int = 4, resample=redenoise,
+                     detect_index=None) -> FaceDetailResult:
+    """The pass over IMAGE ``images`` with ``detect(frame) -> box or None`` (or ``detect_index(frames)``, giving
+    ``index -> box or None``, e.g. the face inside one person's region: :func:`.detect.region_detector`);
+    ``resample`` re-denoises the face video (the host's sampler; replaceable for scripts)."""
     frames = check_frames(images)
     check_settings(working_size, padding, feather, sampling.denoise)
     count, height, width = frames.shape[0], frames.shape[1], frames.shape[2]
-    track = build_track(count, frame_detector(frames, detect), smoothing=smoothing, max_gap=max_gap)
+    by_index = detect_index(frames) if detect_index is not None else frame_detector(frames, detect)
+    track = build_track(count, by_index, smoothing=smoothing, max_gap=max_gap)
     boxes = track_crop_boxes(track, padding, height, width)
     summary = summarise(count, track)
     log.info("[PersonalVideo] %s", summary)

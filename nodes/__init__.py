@@ -8,10 +8,10 @@ from . import model_folders
 model_folders.register_model_folders()
 
 from . import (apply_sia, doctor, face_detail, identity_prompt, load_face_analysis, load_sia_adapter,  # noqa: E402
-               noise_prior, score_identity, train_identity)
+               noise_prior, person_regions, region_masks, score_identity, train_identity)
 
 _MODULES = (load_sia_adapter, apply_sia, identity_prompt, load_face_analysis, train_identity, score_identity, doctor,
-            noise_prior, face_detail)
+            noise_prior, face_detail, region_masks, person_regions)
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}

@@ -42,11 +42,16 @@ class ApplySIALateSteps:
                     "default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                     "tooltip": "Where the adapter switches off again, on the same scale as start_percent "
                                "(at least start_percent). 1.0 = on to the final step."}),
+                "mask": ("MASK", {
+                    "tooltip": "Optional: where in the picture this identity goes (white = this person). One mask "
+                               "for every frame, or one per frame of the video; any size (stretched to the "
+                               "latent), soft edges blend. Stack two Apply nodes with two adapters and two masks "
+                               "for two people. Empty: the adapter acts on the whole picture."}),
             },
         }
 
-    def apply(self, model, sia_adapter, strength, start_percent, end_percent=1.0):
-        patched, _, _ = apply_sia(model, sia_adapter, strength, start_percent, end_percent)
+    def apply(self, model, sia_adapter, strength, start_percent, end_percent=1.0, mask=None):
+        patched, _, _ = apply_sia(model, sia_adapter, strength, start_percent, end_percent, mask=mask)
         return (patched,)
 
 

@@ -68,17 +68,30 @@ class FaceDetailPass:
                                     "tooltip": "Frames without a detection are filled from their neighbours when "
                                                "the gap is at most this long; farther frames count as having no "
                                                "face and are passed through."}),
-            }
+            },
+            "optional": {
+                "region": ("MASK", {
+                    "tooltip": "Optional: follow only the face inside this region (e.g. a person's mask from 'Person "
+                               "Regions' or a half from 'Region Masks'), one mask or one per frame. For two "
+                               "identities chain two passes, each with its person's region, its MODEL (that "
+                               "identity's adapter, without a mask) and its prompt. Empty: the largest face."}),
+            },
         }
 
     def run(self, images, face_analysis, model, positive, negative, vae, seed, steps, cfg, sampler_name,
-            scheduler, denoise, working_size, padding, mask_feather, smoothing, max_gap):
-        from ..face_detail.detect import stack_detector
+            scheduler, denoise, working_size, padding, mask_feather, smoothing, max_gap, region=None):
+        from ..face_detail.detect import region_detector, stack_all_faces, stack_detector
 
         settings = SamplingSettings(seed, steps, cfg, sampler_name, scheduler, denoise)
-        result = face_detail_pass(images, stack_detector(face_analysis), model, positive, negative, vae, settings,
+        detect, detect_index = None, None
+        if region is not None:
+            every_face = stack_all_faces(face_analysis)
+            detect_index = lambda frames: region_detector(frames, every_face, region)  # noqa: E731
+        else:
+            detect = stack_detector(face_analysis)
+        result = face_detail_pass(images, detect, model, positive, negative, vae, settings,
                                   working_size=working_size, padding=padding, feather=mask_feather,
-                                  smoothing=smoothing, max_gap=max_gap)
+                                  smoothing=smoothing, max_gap=max_gap, detect_index=detect_index)
         return (result.images, result.masks, result.preview, result.summary)
 
 

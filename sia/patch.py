@@ -7,6 +7,10 @@ Linear would drop) plus an ``attn1`` patch that keeps the late-step gate up to
 date.  ComfyUI applies the object patches only while the clone is loaded for
 sampling and restores the original forwards afterwards.  Nothing outside the
 clone is changed: no host function is wrapped.
+
+With a mask the adapter acts in a region only (:mod:`.regional`): the same
+q/k/v forwards, switched on per region, plus an object patch on each block's
+``attn1`` forward that blends the regions' attention outputs.
 """
 from __future__ import annotations
 
@@ -15,7 +19,9 @@ import logging
 from . import gate as late_gate
 from .errors import SIAError
 from .lora import CastWeights, lora_delta
+from .regional import Region, add_region
 from .targets import discover_targets
+from .token_mask import TokenMask, as_mask_frames
 
 log = logging.getLogger("PersonalVideo")
 
@@ -56,15 +62,43 @@ def _make_forward(module, base_forward, weights: CastWeights, scale: float, stat
     return forward
 
 
-def apply_sia(model, adapter, strength: float = 1.0, start_percent: float = 0.75, end_percent: float = 1.0):
+def _attention_path(target_path: str) -> str:
+    return target_path.rsplit(".", 1)[0]   # "...transformer_blocks.0.attn1.to_q" -> "...attn1"
+
+
+def _add_region(patched, diffusion_model, discovery, adapter, scale: float, state, mask) -> None:
+    """The adapter on ``patched`` inside ``mask`` only (:mod:`.regional`): its q/k/v deltas switched on only
+    while the attention of its region is computed, and each block's attn1 forward blending the regions."""
+    token_mask = TokenMask(mask)
+    region = Region(state, token_mask)
+    patched.set_model_attn1_patch(token_mask.make_attn1_patch())
+    for target in discovery.targets:
+        key = _object_patch_key(target.path)
+        weights = CastWeights(adapter.down[target.path], adapter.up[target.path])
+        patched.add_object_patch(key, _make_forward(target.module, patched.object_patches.get(key), weights, scale,
+                                                    region.switch))
+    for path in dict.fromkeys(_attention_path(t.path) for t in discovery.targets):
+        key = _object_patch_key(path)
+        module = diffusion_model.get_submodule(path)
+        patched.add_object_patch(key, add_region(patched.object_patches.get(key), module, region))
+
+
+def apply_sia(model, adapter, strength: float = 1.0, start_percent: float = 0.75, end_percent: float = 1.0,
+              mask=None):
     """A clone of ``model`` with ``adapter`` on its target layers, gated to the steps whose noise level lies in
     [start_percent, end_percent] of the model's schedule (:mod:`.gate`).
+
+    With a ``mask`` (a MASK ``[H, W]`` or ``[frames, H, W]``) the adapter acts only on the tokens inside it,
+    at every resolution of the UNet (:mod:`.regional`); several masked adapters stack on one MODEL, each in
+    its own region.  Without one the adapter acts on every token.
 
     Returns ``(patched_clone, discovery, gate_state)``.  Every check runs before
     the clone is made: on an error nothing is patched.  At strength 0 the clone
     carries no patch at all.
     """
     check_settings(strength, start_percent, end_percent)
+    if mask is not None:
+        mask = as_mask_frames(mask)
     diffusion_model = getattr(getattr(model, "model", None), "diffusion_model", None)
     if diffusion_model is None:
         raise SIAError("The MODEL input is not a diffusion model (no UNet found); connect an SD1.5 MODEL.")
@@ -76,12 +110,16 @@ def apply_sia(model, adapter, strength: float = 1.0, start_percent: float = 0.75
     scale = adapter.scale(strength)
     if scale != 0.0:
         patched.set_model_attn1_patch(observe_step)
-        for target in discovery.targets:
-            key = _object_patch_key(target.path)
-            base = patched.object_patches.get(key)  # another adapter already on this clone: chain it
-            weights = CastWeights(adapter.down[target.path], adapter.up[target.path])
-            patched.add_object_patch(key, _make_forward(target.module, base, weights, scale, state))
-    log.info("[PersonalVideo] SIA %s: %s; strength %.2f, noise schedule %.0f%%-%.0f%%",
+        if mask is not None:
+            _add_region(patched, diffusion_model, discovery, adapter, scale, state, mask)
+        else:
+            for target in discovery.targets:
+                key = _object_patch_key(target.path)
+                base = patched.object_patches.get(key)  # another adapter already on this clone: chain it
+                weights = CastWeights(adapter.down[target.path], adapter.up[target.path])
+                patched.add_object_patch(key, _make_forward(target.module, base, weights, scale, state))
+    where = "" if mask is None else f", inside a mask of {mask.shape[0]} frame(s) {mask.shape[1]}x{mask.shape[2]}"
+    log.info("[PersonalVideo] SIA %s: %s; strength %.2f, noise schedule %.0f%%-%.0f%%%s",
              adapter.info.name or adapter.source, discovery.summary(), strength, start_percent * 100,
-             end_percent * 100)
+             end_percent * 100, where)
     return patched, discovery, state

@@ -52,9 +52,11 @@ NEGATIVE = "blurry, low quality, deformed face, watermark, text"
 SEED_WIDGETS = ("seed", "noise_seed")
 
 
-def _spec(sockets=(), widgets=(), outputs=(), dict_widgets=False, ui_only=False, extra_ui_widgets=()):
+def _spec(sockets=(), widgets=(), outputs=(), dict_widgets=False, ui_only=False, extra_ui_widgets=(),
+          optional_sockets=()):
+    """``optional_sockets``: optional inputs listed in a node's UI inputs only where a workflow links them."""
     return dict(sockets=list(sockets), widgets=list(widgets), outputs=list(outputs), dict_widgets=dict_widgets,
-                ui_only=ui_only, extra_ui_widgets=list(extra_ui_widgets))
+                ui_only=ui_only, extra_ui_widgets=list(extra_ui_widgets), optional_sockets=list(optional_sockets))
 
 
 NODE_SPECS = {
@@ -85,7 +87,8 @@ NODE_SPECS = {
     "PV_LoadSIAAdapter": _spec(widgets=["adapter_name"], outputs=[("sia_adapter", "SIA_ADAPTER"),
                                                                   ("trigger_phrase", "STRING")]),
     "PV_ApplySIALateSteps": _spec([("model", "MODEL"), ("sia_adapter", "SIA_ADAPTER")],
-                                  ["strength", "start_percent", "end_percent"], [("model", "MODEL")]),
+                                  ["strength", "start_percent", "end_percent"], [("model", "MODEL")],
+                                  optional_sockets=[("mask", "MASK")]),
     "PV_IdentityPrompt": _spec([("trigger_phrase", "STRING")], ["text"], [("prompt", "STRING")]),
     "PV_LoadFaceAnalysis": _spec(widgets=["model_pack", "provider"], outputs=[("face_analysis", "FACEANALYSIS")]),
     "PV_TrainIdentity": _spec(
@@ -102,7 +105,8 @@ NODE_SPECS = {
          ("negative", "CONDITIONING"), ("vae", "VAE")],
         ["seed", "steps", "cfg", "sampler_name", "scheduler", "denoise", "working_size", "padding", "mask_feather",
          "smoothing", "max_gap"],
-        [("images", "IMAGE"), ("face_mask", "MASK"), ("track_preview", "IMAGE"), ("summary", "STRING")]),
+        [("images", "IMAGE"), ("face_mask", "MASK"), ("track_preview", "IMAGE"), ("summary", "STRING")],
+        optional_sockets=[("region", "MASK")]),
     "PV_ScoreIdentity": _spec([("frames", "IMAGE"), ("reference_images", "IMAGE"), ("face_analysis", "FACEANALYSIS")],
                               ["recogniser", "detector", "max_frames"],
                               [("face_similarity", "FLOAT"), ("frames_without_face", "INT"), ("chart", "IMAGE"),
@@ -192,7 +196,7 @@ class Graph:
         names = [n for n, _ in origin.spec["outputs"]]
         if origin_output not in names:
             raise KeyError(f"{origin.type} has no output {origin_output}")
-        sockets = [n for n, _ in target.spec["sockets"]]
+        sockets = [n for n, _ in target.spec["sockets"] + target.spec["optional_sockets"]]
         if target_input not in sockets and target_input not in target.spec["widgets"]:
             raise KeyError(f"{target.type} has no input {target_input}")
         target.links_in[target_input] = (origin, names.index(origin_output))
@@ -216,8 +220,13 @@ class Graph:
         return out
 
     @staticmethod
-    def _input_order(node):
-        return [n for n, _ in node.spec["sockets"]] + [w for w in node.spec["widgets"] if w in node.links_in]
+    def _linked_optional_sockets(node):
+        return [(n, t) for n, t in node.spec["optional_sockets"] if n in node.links_in]
+
+    @classmethod
+    def _input_order(cls, node):
+        return ([n for n, _ in node.spec["sockets"] + cls._linked_optional_sockets(node)]
+                + [w for w in node.spec["widgets"] if w in node.links_in])
 
     def _order(self):
         """Topological order (what the frontend stores as each node's ``order``)."""
@@ -247,7 +256,7 @@ class Graph:
         for node in self.nodes:
             spec = node.spec
             inputs = []
-            for name, type_ in spec["sockets"]:
+            for name, type_ in spec["sockets"] + self._linked_optional_sockets(node):
                 link = next((l[0] for l in links if l[3] is node and l[4] == name), None)
                 inputs.append({"name": name, "type": type_, "link": link})
             for name in spec["widgets"]:
@@ -645,8 +654,130 @@ def generate_and_score() -> Graph:
     return g
 
 
+# ---------------------------------------------------------------- 08: two identities in one video
+NODE_SPECS.update({
+    "ConditioningSetMask": _spec([("conditioning", "CONDITIONING"), ("mask", "MASK")], ["strength", "set_cond_area"],
+                                 [("CONDITIONING", "CONDITIONING")]),
+    "ConditioningCombine": _spec([("conditioning_1", "CONDITIONING"), ("conditioning_2", "CONDITIONING")],
+                                 outputs=[("CONDITIONING", "CONDITIONING")]),
+    "PV_RegionHalves": _spec([("latent", "LATENT")], ["split", "feather"], [("left", "MASK"), ("right", "MASK")]),
+})
+REGION_IDENTITIES = (("left", "identity_left", "{identity} on the left, walking on a beach at sunset, smiling"),
+                     ("right", "identity_right", "{identity} on the right, walking on a beach at sunset, laughing"))
+REGION_FEATHER = 0.05
+TWO_IDENTITIES_NOTE = """Two people, two identities, one video
+- Region Masks splits the picture into a left and a right half (split, feather); the masks are the
+  latent's size. Person Regions (PersonalVideo) makes per-frame regions that follow two people of a
+  reference video instead (from their faces or another pack's person mask), numbered left to right.
+- Each Apply SIA at Late Steps gets its adapter and its region's mask: identity 1 acts only on the
+  left half's tokens, identity 2 only on the right half's, in every self-attention of the UNet, both in
+  the last quarter of the steps (start_percent 0.75).
+- Each prompt holds one trigger phrase and is masked to its region (ConditioningSetMask); the host
+  blends the two prompts' predictions by the masks, so neither token reaches the other's region.
+  Keep trigger phrases out of any unmasked prompt: an unmasked prompt acts everywhere.
+- Face detail: one pass per person, each with its region, its identity's adapter (without a mask)
+  and its own prompt."""
+
+
+def _region_identity(g: Graph, side, adapter_file, text, model_node, model_output, mask_node, clip_node, x, y):
+    """Load SIA Adapter -> Apply (masked) and Identity Prompt -> CLIP Text Encode -> ConditioningSetMask."""
+    number = 1 if side == "left" else 2
+    load = g.add("PV_LoadSIAAdapter", (x, y), (380, 80), title=f"Identity {number} ({side}): Load SIA Adapter",
+                 adapter_name=f"{adapter_file}.safetensors")
+    apply = g.add("PV_ApplySIALateSteps", (x, y + 140), (380, 130), title=f"Apply identity {number} ({side} region)",
+                  strength=STRENGTH, start_percent=START_PERCENT, end_percent=END_PERCENT)
+    g.link(model_node, model_output, apply, "model")
+    g.link(load, "sia_adapter", apply, "sia_adapter")
+    g.link(mask_node, side, apply, "mask")
+    prompt = g.add("PV_IdentityPrompt", (x + 480, y), (400, 160), title=f"Prompt {number} ({side} person)", text=text)
+    g.link(load, "trigger_phrase", prompt, "trigger_phrase")
+    encode = g.add("CLIPTextEncode", (x + 480, y + 220), (400, 90), title=f"Positive {number}", text="")
+    g.link(clip_node, "CLIP", encode, "clip")
+    g.link(prompt, "prompt", encode, "text")
+    masked = g.add("ConditioningSetMask", (x + 480, y + 370), (400, 110), title=f"Prompt {number} in the {side} region",
+                   strength=1.0, set_cond_area="default")
+    g.link(encode, "CONDITIONING", masked, "conditioning")
+    g.link(mask_node, side, masked, "mask")
+    g.group(f"Identity {number}: {side} region", [load, apply, prompt, encode, masked], GROUP_COLORS["identity"])
+    return load, apply, encode, masked
+
+
+def _face_pass_for(g: Graph, side, load, ade_node, images_node, images_output, faces, encode, neg, mask_node, vae, x):
+    number = 1 if side == "left" else 2
+    apply = g.add("PV_ApplySIALateSteps", (x, 60), (380, 130), title=f"Identity {number} for its face (no mask)",
+                  strength=STRENGTH, start_percent=START_PERCENT, end_percent=END_PERCENT)
+    g.link(ade_node, "MODEL", apply, "model")
+    g.link(load, "sia_adapter", apply, "sia_adapter")
+    face = g.add("PV_FaceDetailPass", (x, 260), (380, 600), title=f"Face Detail Pass: person {number} ({side})",
+                 seed=SEED, steps=STEPS, cfg=CFG, sampler_name=SAMPLER, scheduler=SCHEDULER,
+                 denoise=FACE_DETAIL_DENOISE, working_size=WIDTH, padding=0.5, mask_feather=0.15, smoothing=2.0,
+                 max_gap=4)
+    g.link(images_node, images_output, face, "images")
+    g.link(faces, "face_analysis", face, "face_analysis")
+    g.link(apply, "model", face, "model")
+    g.link(encode, "CONDITIONING", face, "positive")
+    g.link(neg, "CONDITIONING", face, "negative")
+    g.link(vae, "VAE", face, "vae")
+    g.link(mask_node, side, face, "region")
+    g.group(f"Face detail, person {number}", [apply, face], GROUP_COLORS["identity"])
+    return face
+
+
+def two_identities() -> Graph:
+    g = Graph("08_two_identities", "PersonalVideo 08: two identities in one video, each in its own region")
+    ckpt, _, ade_node = _models(g)
+    latent = g.add("EmptyLatentImage", (500, 60), (380, 110), title=f"{FRAMES} frames, {WIDTH}x{HEIGHT}",
+                   width=WIDTH, height=HEIGHT, batch_size=FRAMES)
+    halves = g.add("PV_RegionHalves", (500, 240), (380, 110), title="Region Masks: left / right",
+                   split=0.5, feather=REGION_FEATHER)
+    g.link(latent, "LATENT", halves, "latent")
+    g.group("Frames and regions", [latent, halves], GROUP_COLORS["models"])
+    model_node, model_output, people = ade_node, "MODEL", []
+    for row, (side, adapter_file, text) in enumerate(REGION_IDENTITIES):
+        y = 480 + row * 600
+        load, model_node, encode, masked = _region_identity(g, side, adapter_file, text, model_node, model_output,
+                                                            halves, ckpt, 500, y)
+        model_output = "model"   # identity 2's Apply takes identity 1's MODEL: both on one MODEL
+        people.append((side, load, encode, masked))
+    combine = g.add("ConditioningCombine", (1460, 60), (320, 60), title="Both regions' prompts")
+    g.link(people[0][3], "CONDITIONING", combine, "conditioning_1")
+    g.link(people[1][3], "CONDITIONING", combine, "conditioning_2")
+    neg = g.add("CLIPTextEncode", (1460, 200), (320, 130), title="Negative", text=NEGATIVE)
+    g.link(ckpt, "CLIP", neg, "clip")
+    sampler = g.add("KSampler", (1460, 400), (320, 270), title="KSampler (AnimateLCM: lcm + sgm_uniform)",
+                    seed=SEED, steps=STEPS, cfg=CFG, sampler_name=SAMPLER, scheduler=SCHEDULER, denoise=1.0)
+    g.link(model_node, model_output, sampler, "model")
+    g.link(combine, "CONDITIONING", sampler, "positive")
+    g.link(neg, "CONDITIONING", sampler, "negative")
+    g.link(latent, "LATENT", sampler, "latent_image")
+    decode = g.add("VAEDecode", (1460, 740), (320, 50))
+    g.link(sampler, "LATENT", decode, "samples")
+    g.link(ckpt, "VAE", decode, "vae")
+    faces = g.add("PV_LoadFaceAnalysis", (1460, 860), (320, 90), model_pack="antelopev2", provider="auto")
+    g.group("Sample both identities", [combine, neg, sampler, decode, faces], GROUP_COLORS["prompt"])
+    images_node, images_output = decode, "IMAGE"
+    for column, (side, load, encode, _) in enumerate(people):
+        images_node = _face_pass_for(g, side, load, ade_node, images_node, images_output, faces, encode, neg, halves,
+                                     ckpt, 1900 + column * 480)
+        images_output = "images"
+    save = g.add("SaveAnimatedWEBP", (2860, 60), (360, 520), title="Save Animated WEBP",
+                 filename_prefix="PersonalVideo/two_identities", fps=float(FPS), lossless=False, quality=90,
+                 method="default")
+    g.link(images_node, "images", save, "images")
+    g.group("Save", [save], GROUP_COLORS["output"])
+    one_adapter = (f"ComfyUI/models/sia/{ADAPTER_FILE}\n"
+                   "    the adapter trained by workflow 01 (its token is in models/embeddings)\n")
+    two_adapters = "".join(f"ComfyUI/models/sia/{f}.safetensors\n" for _, f, _ in REGION_IDENTITIES) + (
+        "    the two adapters, each trained by workflow 01 on one person\n"
+        "    (pick yours in the two Load SIA Adapter nodes; tokens in models/embeddings)\n")
+    g.note((40, 760), (400, 560), model_files_note(False).replace(one_adapter, two_adapters) + FACE_MODELS_NOTE,
+           title="Model files: where each goes")
+    g.note((1900, 960), (860, 360), TWO_IDENTITIES_NOTE, title="Two identities")
+    return g
+
+
 WORKFLOWS = (train_identity, generate_with_identity, generate_with_pose, generate_with_style_lora,
-             train_and_generate, generate_and_score, generate_with_face_detail)
+             train_and_generate, generate_and_score, generate_with_face_detail, two_identities)
 
 
 def build_all() -> dict:
