@@ -11,8 +11,7 @@ import os
 
 import torch
 
-from ..sia.file_format import save_adapter
-from ..training.identity_files import sanitise_name
+from ..training.identity_files import sanitise_name, write_identity_files
 from .errors import EngineError
 
 
@@ -32,28 +31,5 @@ def check_free(models_dir: str, name: str, overwrite: bool) -> dict:
 
 
 def write_identity(models_dir: str, name: str, adapter, vector: torch.Tensor, overwrite: bool = False) -> dict:
-    """Write the embedding, then the adapter (each atomically); if the adapter fails, the new embedding goes."""
-    from safetensors.torch import save_file
-
-    paths = check_free(models_dir, name, overwrite)
-    emb = paths["embedding"]
-    os.makedirs(os.path.dirname(emb), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(emb), f".{os.path.basename(emb)}.tmp")
-    backup = emb + ".bak" if os.path.exists(emb) else None
-    try:
-        save_file({"emb_params": vector.detach().float().cpu().reshape(1, -1).contiguous()}, tmp,
-                  metadata={"format": "personalvideo-token"})
-        if backup:
-            os.replace(emb, backup)
-        os.replace(tmp, emb)
-        save_adapter(adapter, paths["sia"], overwrite=True)
-    except BaseException:
-        for leftover in (tmp,) + (() if backup else (emb,)):
-            if os.path.exists(leftover):
-                os.unlink(leftover)
-        if backup and os.path.exists(backup):
-            os.replace(backup, emb)
-        raise
-    if backup and os.path.exists(backup):
-        os.unlink(backup)
-    return paths
+    """Both files (the nodes' writer: all or nothing), under ``models_dir``; returns the paths."""
+    return write_identity_files(check_free(models_dir, name, overwrite), adapter, vector)

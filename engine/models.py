@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..sia.atomic_file import atomic_write
 from . import checkpoint_keys as keys
 from .errors import EngineError
 from .shipped_configs import shipped_config
@@ -200,11 +201,7 @@ def save_motion_module(adapter, path: str) -> str:
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().contiguous() for k, v in keys.motion_from_diffusers(adapter.state_dict()).items()}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    save_file(tensors, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp))
 
 
 def add_motion(models: EngineModels, motion_adapter) -> EngineModels:

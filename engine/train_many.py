@@ -25,6 +25,7 @@ import json
 import os
 import time
 
+from ..sia.atomic_file import atomic_write
 from .errors import EngineError
 
 REQUIRED = ("name", "class_word", "photos")
@@ -144,14 +145,12 @@ def start_ray(args):
 def write_summary(rows: list, stem: str) -> tuple:
     """STEM.csv and STEM.json, each written to a temporary file and renamed."""
     stem = os.path.abspath(stem)
-    os.makedirs(os.path.dirname(stem), exist_ok=True)
     out = []
     for ext, write in ((".csv", _write_csv), (".json", _write_json)):
-        tmp = f"{stem}{ext}.tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            write(f, rows)
-        os.replace(tmp, stem + ext)
-        out.append(stem + ext)
+        def to_file(tmp, write=write):
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                write(f, rows)
+        out.append(atomic_write(stem + ext, to_file))
     return tuple(out)
 
 

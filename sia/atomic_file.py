@@ -1,7 +1,9 @@
 """The pack's one atomic file writer: a hidden temporary file in the target's folder, renamed into place.
 
 A reader never sees a half-written file, and a failure (full disk, cancel) leaves
-the old file, if any, as it was and no temporary file behind.
+the old file, if any, as it was and no temporary file behind.  :func:`atomic_write_all`
+does the same for files that belong together (an identity's adapter and token):
+all are written, or none is changed.
 """
 from __future__ import annotations
 
@@ -24,6 +26,50 @@ def atomic_write(path: str, write) -> str:
             os.unlink(tmp)
         raise
     return path
+
+
+def _staging_name(path: str, kind: str) -> str:
+    fd, name = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=kind, dir=os.path.dirname(path))
+    os.close(fd)
+    return name
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def atomic_write_all(jobs) -> list:
+    """``jobs``: (path, write) pairs as for :func:`atomic_write`. Every file is staged first, then all are
+    renamed into place; on any failure the new files are removed and the files they replaced put back.
+    Returns the paths."""
+    jobs = [(os.path.abspath(path), write) for path, write in jobs]
+    staged, placed, backups = [], [], []
+    try:
+        for path, write in jobs:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            staged.append(_staging_name(path, ".tmp"))
+            write(staged[-1])
+        for (path, _), tmp in zip(jobs, staged):
+            if os.path.exists(path):
+                backup = _staging_name(path, ".bak")
+                os.replace(path, backup)
+                backups.append((backup, path))
+            os.replace(tmp, path)
+            placed.append(path)
+    except BaseException:
+        for path in placed:
+            _remove(path)
+        for backup, path in backups:
+            os.replace(backup, path)
+        for tmp in staged:
+            _remove(tmp)
+        raise
+    for backup, _ in backups:
+        _remove(backup)
+    return [path for path, _ in jobs]
 
 
 def atomic_write_bytes(path: str, data: bytes) -> str:

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 
 import torch
 
-from ..sia.atomic_file import atomic_write
+from ..sia.atomic_file import atomic_write, atomic_write_all
 from .errors import TrainingError
 
 _ALLOWED = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -128,43 +127,16 @@ def _adapter_writer(adapter):
     return write
 
 
-def write_identity(name: str, adapter, vector: torch.Tensor, overwrite: bool = False) -> dict:
-    """Write both files or neither; returns the paths."""
-    paths = check_free(name, overwrite)
-    jobs = [(paths["embedding"], _embedding_writer(vector)), (paths["sia"], _adapter_writer(adapter))]
-    tag = uuid.uuid4().hex[:8]
-    staged, placed, backups = [], [], []
+def write_identity_files(paths: dict, adapter, vector: torch.Tensor) -> dict:
+    """Write the token and the adapter to ``paths`` (``{"embedding": ..., "sia": ...}``), both or neither."""
     try:
-        for final, write in jobs:
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{tag}.tmp")
-            staged.append(tmp)
-            write(tmp)
-        for (final, _), tmp in zip(jobs, staged):
-            if os.path.exists(final):
-                bak = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{tag}.bak")
-                os.replace(final, bak)
-                backups.append((bak, final))
-            os.replace(tmp, final)
-            placed.append(final)
-    except BaseException as exc:
-        for final in placed:
-            _remove(final)
-        for bak, final in backups:
-            os.replace(bak, final)
-        for tmp in staged:
-            _remove(tmp)
-        if isinstance(exc, OSError):
-            raise TrainingError(f"could not write the identity files ({exc}). Nothing was saved: free disk space "
-                                "or fix the folder permissions, then train again.") from exc
-        raise
-    for bak, _ in backups:
-        _remove(bak)
+        atomic_write_all([(paths["embedding"], _embedding_writer(vector)), (paths["sia"], _adapter_writer(adapter))])
+    except OSError as exc:
+        raise TrainingError(f"could not write the identity files ({exc}). Nothing was saved: free disk space "
+                            "or fix the folder permissions, then train again.") from exc
     return paths
 
 
-def _remove(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+def write_identity(name: str, adapter, vector: torch.Tensor, overwrite: bool = False) -> dict:
+    """Write both files of identity ``name`` in ComfyUI's model folders, or neither; returns the paths."""
+    return write_identity_files(check_free(name, overwrite), adapter, vector)
