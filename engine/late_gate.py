@@ -8,8 +8,10 @@ denoising is at 1.0).  The model's schedule is SD1.5's table of 1000 noise level
 
 A step's noise level: the scheduler's own ``sigmas`` where it keeps one per step
 (Euler, DPM-Solver, ...), else the table at its timestep (DDIM, LCM, PNDM, ...).
-Schedulers of order 2 (Heun, KDPM2) call the model twice per step; each call is then
-placed by its own noise level.
+Schedulers of order 2 (Heun, KDPM2, KDPM2 ancestral) call the model twice per step
+(the second call at or below the next step's noise level) and list both calls in
+``timesteps``: as in the nodes, both calls belong to the step they complete, which is
+placed by the noise level of its first call.
 """
 from __future__ import annotations
 
@@ -57,6 +59,16 @@ def run_schedule(scheduler) -> torch.Tensor:
     return torch.cat([levels, torch.zeros(1)])
 
 
+def calls_per_step(scheduler) -> int:
+    """2 for the schedulers that evaluate the model twice per step (their ``timesteps`` list every call), else 1."""
+    return 2 if int(getattr(scheduler, "order", 1)) == 2 else 1
+
+
 def adapted_steps(scheduler, start_percent: float, end_percent: float = 1.0) -> list:
     """Indices (into ``scheduler.timesteps``) of the model calls the adapter is on for."""
-    return steps_on(run_schedule(scheduler), model_sampling(scheduler), start_percent, end_percent)
+    calls = run_schedule(scheduler)
+    per_step = calls_per_step(scheduler)
+    n_calls = calls.shape[0] - 1
+    steps = torch.cat([calls[:n_calls:per_step], calls[-1:]])   # each step's first call, then 0
+    on = set(steps_on(steps, model_sampling(scheduler), start_percent, end_percent))
+    return [k for k in range(n_calls) if k // per_step in on]

@@ -36,6 +36,21 @@ def test_the_last_quarter_of_the_steps_is_adapted_for_every_scheduler(name):
     assert first_half == list(range(len(first_half))) and 9 <= len(first_half) <= 11, first_half
 
 
+@pytest.mark.parametrize("name", ["heun", "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler"])
+def test_two_call_schedulers_gate_both_calls_of_a_step_as_that_step(name):
+    """The second call of a step evaluates at (or below) the next step's noise level: it still belongs to its
+    own step, so an adapted step has both calls on and the step before it none (the nodes' rule)."""
+    s = scheduler(name, 10)
+    calls = len(s.timesteps)
+    assert calls == 19, calls                      # 10 steps: two calls each, the last step one
+    one_call = scheduler("euler", 10)               # the same 10 steps' positions with one call per step
+    steps_on = late_gate.adapted_steps(one_call, 0.75)
+    on = late_gate.adapted_steps(s, 0.75)
+    assert on == [k for k in range(calls) if k // 2 in steps_on], (on, steps_on)
+    assert on[0] % 2 == 0                          # switches on at a step's first call, never at a corrector
+    assert late_gate.adapted_steps(s, 0.0) == list(range(calls))
+
+
 def test_lcm_four_steps_adapts_the_last_only():
     assert late_gate.adapted_steps(scheduler("lcm", 4), 0.75) == [3]
 
