@@ -120,7 +120,7 @@ def test_workflow_loads_and_converts_in_the_real_frontend(frontend, comfy_server
     prompt = frontend.graph_to_prompt()
     assert "__error__" not in prompt, prompt.get("__error__")
     object_info = comfy_server.get("/object_info")
-    missing = wc.missing_model_inputs(prompt, object_info)
+    missing = wc.missing_model_inputs(prompt, object_info, comfy_server.models)
     # the model files the frontend flagged are the ones the host misses too
     assert {f["value"] for f in report["files"]["models"]} <= set(missing.values())
     status, body = comfy_server.post_prompt(prompt)

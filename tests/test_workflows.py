@@ -118,7 +118,7 @@ def test_api_twin_passes_host_validation_except_missing_model_files(name, comfy_
     """Only the model files people download (absent here) stop the twin, each reported at its own node."""
     twin = workflow_graph.load(name)
     info = comfy_server.get("/object_info")
-    missing = wc.missing_model_inputs(twin, info)
+    missing = wc.missing_model_inputs(twin, info, comfy_server.models)
     assert missing, "the twin names model files this host does not have"
     status, body = comfy_server.post_prompt(twin)
     assert status == 400, f"expected only missing model files to stop the twin, got {status}: {body}"

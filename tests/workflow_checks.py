@@ -255,11 +255,15 @@ def api_from_ui(workflow: dict, definitions: dict) -> dict:
     return api
 
 
-def missing_model_inputs(prompt: dict, object_info: dict) -> dict:
-    """{(node id, input): value} for the model files (and the face model pack) this host does not have."""
+def missing_model_inputs(prompt: dict, object_info: dict, models_dir) -> dict:
+    """{(node id, input): value} for the model files (and the face model pack) this host does not have;
+    ``models_dir`` the host's models folder (the face pack is a folder there, not a file list of /object_info:
+    another test of the session may have installed it)."""
     missing = {(nid, name): file for nid, name, file, _ in workflow_graph.missing_files(prompt, object_info)}
-    for nid in workflow_graph.find(prompt, "PV_LoadFaceAnalysis"):  # a model folder, not a file list
-        missing[(nid, "model_pack")] = prompt[nid]["inputs"]["model_pack"]
+    for nid in workflow_graph.find(prompt, "PV_LoadFaceAnalysis"):
+        pack = prompt[nid]["inputs"]["model_pack"]
+        if not (Path(models_dir) / "insightface" / "models" / pack).is_dir():
+            missing[(nid, "model_pack")] = pack
     return missing
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -89,8 +90,14 @@ def _engine_video(run, root: Path, base: Path) -> None:
                        str(s.size), "--steps", str(s.steps), "--scheduler", "lcm", "--cfg", "1.0", "--seed",
                        str(s.seed)] + common, log, "generation")
     run.files["engine_animation"] = [str(out / ANIMATION)]
-    run.files["engine_identity"] = [str(models / "sia" / f"{IDENTITY}.safetensors"),
-                                    str(models / "embeddings" / f"{IDENTITY}.safetensors")]
+    # the host's folders are a scratch copy that goes with the run: keep the identity beside the animation
+    kept = out / "identity"
+    kept.mkdir(exist_ok=True)
+    run.files["engine_identity"] = []
+    for kind, role in (("sia", "adapter"), ("embeddings", "token")):
+        dst = kept / f"{IDENTITY}.{role}.safetensors"
+        shutil.copyfile(models / kind / f"{IDENTITY}.safetensors", dst)
+        run.files["engine_identity"].append(str(dst))
     run.workflows["engine"] = {"where": WHERE, "motion_model": str(motion), "frames": s.frames,
                                "log": str(out / "engine.log")}
 
