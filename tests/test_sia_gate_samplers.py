@@ -7,8 +7,9 @@ recorded with its sigma and whether the adapter acted (its output compared
 with a separate plain model's on the same input).  Each step must be all-on or
 all-off, and the on-steps must be exactly the rule's.
 
-``PV_GATE_MATRIX=diagonal`` (the newest dependency lane in .ci/run) runs every sampler and every scheduler
-at least once, paired along the diagonal, instead of every pair: the full matrix runs in the pinned lane.
+``PV_GATE_MATRIX=diagonal`` (both dependency lanes in .ci/run) runs every sampler and every scheduler
+at least once, paired along the diagonal, instead of every pair: the full matrix runs with `scripts/test`
+by hand (and on the modern host before a release).
 """
 import os
 
