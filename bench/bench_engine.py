@@ -32,7 +32,7 @@ def engine_run(args, parts, motion: bool):
 
     import host
     from comfyui_personalvideo.engine import models as engine_models
-    from comfyui_personalvideo.training.sia_settings import SIATrainSettings as AdapterSettings
+    from comfyui_personalvideo.training.sia_settings import TRAINING_CFG, SIATrainSettings as AdapterSettings
     from comfyui_personalvideo.engine.shipped_configs import shipped_config
     from comfyui_personalvideo.engine.train import train_identity
     from comfyui_personalvideo.training.face.analysis import load_face_stack
@@ -64,7 +64,8 @@ def engine_run(args, parts, motion: bool):
                        ti_settings=TISettings(steps=args.ti_steps, batch_size=args.ti_batch_size,
                                               precision=args.precision),
                        sia_settings=AdapterSettings(iterations=args.iterations, frames=args.frames, width=args.size,
-                                                    height=args.size, precision=args.precision),
+                                                    height=args.size, precision=args.precision,
+                                                    cfg=TRAINING_CFG),   # the node's default: both run cfg 1.5
                        prompts="{token} {class_word} smiling", progress=hook)
     stack.encoder()
 
