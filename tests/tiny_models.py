@@ -23,7 +23,7 @@ def random_cond(model, seed: int, tokens: int = 77):
     return [[torch.randn(1, tokens, context_dim(model), generator=g), {}]]
 
 
-def save_tiny_controlnet(path: str, seed: int = 3, model_channels: int = 64) -> str:
+def save_tiny_controlnet(path: str, seed: int = 3, model_channels: int = 64, channel_mult=(1, 2)) -> str:
     """A ControlNet with the SD1.5 ControlNet layout for a small UNet, random weights, ldm keys.
 
     ComfyUI's loader gives an undetected ControlNet 64-channel heads, so the
@@ -32,7 +32,7 @@ def save_tiny_controlnet(path: str, seed: int = 3, model_channels: int = 64) -> 
     import comfy.cldm.cldm
     from safetensors.torch import save_file
 
-    config = sd15_unet_config(model_channels=model_channels)
+    config = sd15_unet_config(model_channels=model_channels, channel_mult=channel_mult)
     for key in ("out_channels", "transformer_depth_output"):
         config.pop(key)
     net = comfy.cldm.cldm.ControlNet(hint_channels=3, device="cpu", **config)
