@@ -98,7 +98,7 @@ def parse_args(argv):
                                                          "pndm, heun, ddpm or any diffusers scheduler class name")
     gen.add_argument("--strength", type=float, default=1.0, help="adapter strength (default 1.0)")
     gen.add_argument("--start-percent", type=float, default=None,
-                     help="adapter from this point of the noise schedule (default: the file's, 0.75)")
+                     help="adapter from this point of the noise schedule (default 0.75, the last quarter)")
     gen.add_argument("--end-percent", type=float, default=1.0, help="adapter up to this point (default 1.0)")
     gen.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     gen.add_argument("--fps", type=int, default=8, help="frames per second of the file (default 8)")
@@ -256,6 +256,7 @@ def cmd_generate(args) -> int:
     from tqdm import tqdm
 
     from ..sia import load_adapter
+    from ..sia.adapter import DEFAULT_START_PERCENT
     from .generate import GenerateSettings, generate, write_video
 
     path = identity_file(args)
@@ -263,8 +264,7 @@ def cmd_generate(args) -> int:
     prompt = args.prompt
     if adapter is not None and "{token}" not in prompt and f"embedding:{adapter.info.name}" not in prompt:
         prompt = f"{adapter.info.trigger}, {prompt}"
-    start = args.start_percent if args.start_percent is not None else (
-        adapter.info.start_percent if adapter is not None else 0.75)
+    start = args.start_percent if args.start_percent is not None else DEFAULT_START_PERCENT
     settings = GenerateSettings(prompt=prompt, negative=args.negative, frames=args.frames, width=args.width,
                                 height=args.height, steps=args.steps, cfg=args.cfg, seed=args.seed,
                                 scheduler=args.scheduler, strength=args.strength, start_percent=start,

@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from ..sia.adapter import DEFAULT_START_PERCENT, AdapterInfo
+from ..sia.adapter import AdapterInfo
 from ..training import prompts as prompt_data
 from ..training.identity_files import sanitise_name
 from ..training.textual_inversion import TISettings
@@ -110,7 +110,7 @@ def train_identity(models, photos, name: str, class_word: str, face_stack, model
         torch.manual_seed(sia_settings.seed)
         sia_peft.attach(models.unet, rank, float(rank), models.res_blocks)
     trigger = f"embedding:{name} {class_word}"
-    info = AdapterInfo(name=name, trigger=trigger, start_percent=DEFAULT_START_PERCENT,
+    info = AdapterInfo(name=name, trigger=trigger,
                        num_res_blocks=models.res_blocks,
                        training={"method": "PersonalVideo", "class_word": class_word, "rank": int(rank),
                                  "references": len(refs.faces.labels), "textual_inversion": ti_settings.to_json(),

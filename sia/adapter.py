@@ -26,7 +26,6 @@ class AdapterInfo:
     name: str = ""
     trigger: str = ""
     base: str = BASE_FAMILY
-    start_percent: float = DEFAULT_START_PERCENT
     num_res_blocks: int = 2
     training: dict = field(default_factory=dict)
 

@@ -8,8 +8,7 @@ diffusers' ``load_lora_weights`` take the same file:
 and, when the identity was trained with a token, its vector(s) under
 ``bundle_emb.<name>.string_to_param.*`` (the kohya "bundled embedding" key).
 Header metadata (all strings): ``format`` = personalvideo-sia, ``format_version``,
-``base`` (sd15), ``rank``, ``alpha``, ``start_percent`` (informational: the Apply node
-has its own widget), ``name``, ``trigger``, ``num_res_blocks`` and ``training`` (JSON of
+``base`` (sd15), ``rank``, ``alpha``, ``name``, ``trigger``, ``num_res_blocks`` and ``training`` (JSON of
 the training settings, the record a reuse is decided by, the final similarity and the
 independent score of the last training sample).
 
@@ -62,7 +61,6 @@ def adapter_metadata(adapter: SIAAdapter) -> dict:
         "base": info.base,
         "rank": str(adapter.rank),
         "alpha": repr(float(adapter.alpha)),
-        "start_percent": repr(float(info.start_percent)),
         "name": info.name,
         "trigger": info.trigger,
         "num_res_blocks": str(info.num_res_blocks),
@@ -127,12 +125,10 @@ def _info_from_metadata(metadata: dict, path: str) -> AdapterInfo:
         training = json.loads(metadata.get("training", "{}"))
     except json.JSONDecodeError:
         raise SIAError(f"{path}: header field 'training' is not valid JSON.") from None
-    start = _meta_number(metadata, "start_percent", float, 0.75, path)
     return AdapterInfo(
         name=metadata.get("name", os.path.splitext(os.path.basename(path))[0]),
         trigger=metadata.get("trigger", ""),
         base=base,
-        start_percent=min(max(start, 0.0), 1.0),
         num_res_blocks=_meta_number(metadata, "num_res_blocks", int, 2, path),
         training=training if isinstance(training, dict) else {},
     )

@@ -164,7 +164,7 @@ def test_train_identity_writes_the_nodes_files(faces, photo, tmp_path):
     assert paths == {"sia": str(tmp_path / "sia" / "Ada_Lovelace.safetensors"),
                      "embedding": str(tmp_path / "embeddings" / "Ada_Lovelace.safetensors")}
     adapter = load_adapter(paths["sia"])
-    assert adapter.info.trigger == "embedding:Ada_Lovelace woman" and adapter.info.start_percent == 0.75
+    assert adapter.info.trigger == "embedding:Ada_Lovelace woman" and adapter.info.num_res_blocks == 2
     training = adapter.info.training
     assert training["class_word"] == "woman" and training["sia"]["iterations"] == 2
     assert training["engine"] == "diffusers+peft" and training["motion_modules"] is True

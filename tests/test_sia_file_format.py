@@ -15,7 +15,6 @@ import sampling
 def test_round_trip_is_exact(tmp_path, tiny_model, make_adapter):
     adapter = make_adapter(tiny_model)
     adapter.info.training = {"lr": 1e-4, "iterations": 400}
-    adapter.info.start_percent = 0.7
     adapter.embedding = torch.randn(1, 32)
     path = save_adapter(adapter, str(tmp_path / "alice.safetensors"))
     loaded = load_adapter(path)
@@ -44,7 +43,7 @@ def test_file_keys_and_header(tmp_path, tiny_model, make_adapter):
     assert meta["format"] == "personalvideo-sia" and meta["format_version"] == "1"
     assert meta["base"] == "sd15" and meta["rank"] == "4" and float(meta["alpha"]) == 4.0
     assert meta["name"] == "tester" and meta["trigger"] == "embedding:tester person"
-    assert float(meta["start_percent"]) == 0.75 and json.loads(meta["training"]) == {}
+    assert "start_percent" not in meta and json.loads(meta["training"]) == {}   # the Apply node's widget decides
 
 
 def test_ldm_named_file_reads_as_the_same_adapter(tmp_path, tiny_model, make_adapter, conds):
@@ -144,7 +143,7 @@ def test_bad_keys_and_shapes_are_refused(tmp_path, tiny_model, make_adapter, edi
     ("format_version", "99", "newer ComfyUI-PersonalVideo"),
     ("rank", "8", "header says rank 8"),
     ("training", "{not json", "not valid JSON"),
-    ("start_percent", "late", "not a number"),
+    ("num_res_blocks", "two", "not a number"),
 ])
 def test_bad_header_is_refused(tmp_path, tiny_model, make_adapter, field, value, message):
     path = _rewrite(_saved(tmp_path, tiny_model, make_adapter), lambda t: None,
@@ -157,7 +156,7 @@ def test_file_without_our_header_still_loads_with_defaults(tmp_path, tiny_model,
     path = _saved(tmp_path, tiny_model, make_adapter, "plain.safetensors")
     save_file(load_file(path), path)  # same tensors, no metadata (as another trainer might write)
     adapter = load_adapter(path)
-    assert adapter.info.name == "plain" and adapter.info.start_percent == 0.75 and adapter.rank == 4
+    assert adapter.info.name == "plain" and adapter.info.num_res_blocks == 2 and adapter.rank == 4
 
 
 def test_save_refuses_to_overwrite_when_asked_and_leaves_no_partial_file(tmp_path, tiny_model, make_adapter,

@@ -216,7 +216,6 @@ def _train(plan: _Plan, model, clip, vae, reference_images, stack, encoder, imag
     import comfy.model_management
 
     from ..sia import AdapterInfo, SIAAdapter, naming
-    from ..sia.adapter import DEFAULT_START_PERCENT
     from . import textual_inversion as ti
     from .curves import render_curves
     from .face.identity_loss import IdentityLoss
@@ -270,7 +269,7 @@ def _train(plan: _Plan, model, clip, vae, reference_images, stack, encoder, imag
     except ValueError as exc:
         raise TrainingError(f"the model input has a UNet layout the adapter cannot name ({exc}): connect an SD1.5 "
                             "checkpoint.") from None
-    info = AdapterInfo(name=name, trigger=trigger, start_percent=DEFAULT_START_PERCENT, num_res_blocks=res_blocks,
+    info = AdapterInfo(name=name, trigger=trigger, num_res_blocks=res_blocks,
                        training={"method": "PersonalVideo", "class_word": plan.class_word, "rank": plan.rank,
                                  "references": len(refs.faces.labels), "textual_inversion": ti_settings.to_json(),
                                  "sia": sia_settings.to_json(), "prompts": len(plan.templates),
