@@ -152,6 +152,14 @@ def test_bad_header_is_refused(tmp_path, tiny_model, make_adapter, field, value,
         load_adapter(path)
 
 
+def test_file_of_an_earlier_release_with_a_start_percent_still_loads(tmp_path, tiny_model, make_adapter):
+    path = _saved(tmp_path, tiny_model, make_adapter)
+    before = load_adapter(path)
+    path = _rewrite(path, lambda t: None, lambda m: m.__setitem__("start_percent", "0.5"))
+    after = load_adapter(path)
+    assert after.info == before.info and after.paths == before.paths
+
+
 def test_file_without_our_header_still_loads_with_defaults(tmp_path, tiny_model, make_adapter):
     path = _saved(tmp_path, tiny_model, make_adapter, "plain.safetensors")
     save_file(load_file(path), path)  # same tensors, no metadata (as another trainer might write)
