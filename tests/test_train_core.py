@@ -59,17 +59,40 @@ def run_sia(setup, adapter, loss_fn=None, checkpoints=None, **kw):
                                      checkpoints=checkpoints)
 
 
-def test_identity_loss_goes_down_on_a_reachable_target(setup):
-    """The same generated sample (seed 11) trained repeatedly: its identity loss must fall."""
-    adapter = new_adapter(setup[0])
-    losses = [run_sia(setup, adapter, lr=0.05, reg_lambda=0.0).loss[0] for _ in range(6)]
-    frozen = new_adapter(setup[0])
+def _loss_of(setup, adapter):
+    """The identity loss of the same generated sample (seed 11) with ``adapter``, not trained further."""
+    return run_sia(setup, adapter, lr=0.0, weight_decay=0.0).loss[0]
+
+
+def _moved(setup, start, trained, direction_seed=None):
+    """An adapter at ``start`` moved by the training's move (``trained - start``), or, with a seed, by a move of
+    the same length per tensor in a random direction."""
+    moved = new_adapter(setup[0])
+    g = None if direction_seed is None else torch.Generator().manual_seed(direction_seed)
     with torch.no_grad():
-        for p in adapter.paths:
-            frozen.down[p].copy_(adapter.down[p])
-            frozen.up[p].copy_(adapter.up[p])
-    after = run_sia(setup, frozen, lr=0.0, weight_decay=0.0).loss[0]
-    assert after < losses[0] - 0.005, (losses, after)
+        for p in moved.paths:
+            for side in (moved.down, moved.up):
+                origin = (start.down if side is moved.down else start.up)[p]
+                step = (trained.down if side is moved.down else trained.up)[p].detach() - origin
+                if g is not None:
+                    direction = torch.randn(step.shape, generator=g)
+                    step = direction * (step.norm() / direction.norm().clamp_min(1e-12))
+                side[p].copy_(origin + step)
+    return moved
+
+
+def test_identity_loss_goes_down_on_a_reachable_target(setup):
+    """The same generated sample (seed 11) trained repeatedly: its identity loss must fall at every step, and
+    the trained move must lower it by more than twice what moves of the same length in random directions
+    change it (the chance level of this very problem, measured in the same run), so the criterion holds
+    whatever a torch version's numerics make of the absolute figures."""
+    start, adapter = new_adapter(setup[0]), new_adapter(setup[0])
+    losses = [run_sia(setup, adapter, lr=0.05, reg_lambda=0.0).loss[0] for _ in range(6)]
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:])), losses
+    after = _loss_of(setup, _moved(setup, start, adapter))
+    chance = [abs(_loss_of(setup, _moved(setup, start, adapter, seed)) - losses[0]) for seed in range(3)]
+    drop = losses[0] - after
+    assert drop > 0 and drop > 2 * max(chance), (losses, after, chance)
 
 
 def test_token_training_lowers_a_fixed_evaluation_loss(parts, photo):  # noqa: F811
