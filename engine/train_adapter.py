@@ -47,11 +47,16 @@ def decode_frame(vae, z: torch.Tensor) -> torch.Tensor:
 
 def guided_noise(models, latents, t, context, uncond, cfg: float) -> torch.Tensor:
     """The noise prediction at guidance ``cfg`` (classifier-free, ``uncond`` the negative prompt's embedding),
-    as the node's training samples are made; at cfg 1 the prompt's prediction alone."""
-    eps = models.predict_noise(latents, t, context)
+    as the node's training samples are made; at cfg 1 the prompt's prediction alone.  Both predictions come
+    from one UNet call on a doubled batch, as ComfyUI batches cond and uncond."""
     if uncond is None or cfg == 1.0:
-        return eps
-    eps_uncond = models.predict_noise(latents, t, uncond)
+        return models.predict_noise(latents, t, context)
+    if models.has_motion:     # [B, C, F, h, w]: one text embedding per video, repeated per frame by predict_noise
+        contexts = torch.cat([context, uncond])
+    else:                     # [F, C, h, w]: one text embedding per frame
+        n = latents.shape[0]
+        contexts = torch.cat([context.expand(n, -1, -1), uncond.expand(n, -1, -1)])
+    eps, eps_uncond = models.predict_noise(torch.cat([latents, latents]), t, contexts).chunk(2)
     return eps_uncond + cfg * (eps - eps_uncond)
 
 

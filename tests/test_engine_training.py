@@ -100,6 +100,21 @@ def test_gradient_reaches_the_adapter_through_the_motion_modules():
     torch.testing.assert_close(h1, h2, rtol=1e-4, atol=1e-7 * float(h1.abs().max()))
 
 
+@pytest.mark.parametrize("motion", [True, False])
+def test_training_guidance_is_classifier_free_guidance_of_the_two_predictions(motion):
+    """The training samples' cfg (one batched UNet call) equals uncond + cfg * (cond - uncond) of two calls."""
+    models = engine_models.tiny_engine_models(motion=motion)
+    g = torch.Generator().manual_seed(3)
+    latents = torch.randn((1, 4, 2, 8, 8) if motion else (2, 4, 8, 8), generator=g)
+    cond, uncond = torch.randn(1, 77, 32, generator=g), torch.randn(1, 77, 32, generator=g)
+    with torch.no_grad():
+        guided = stage2.guided_noise(models, latents, 500, cond, uncond, 1.5)
+        c, u = models.predict_noise(latents, 500, cond), models.predict_noise(latents, 500, uncond)
+        plain = stage2.guided_noise(models, latents, 500, cond, uncond, 1.0)
+    torch.testing.assert_close(guided, u + 1.5 * (c - u), rtol=1e-4, atol=1e-5)
+    assert torch.equal(plain, c) and not torch.allclose(guided, c, atol=1e-4)
+
+
 def test_only_the_lora_trains_and_only_the_last_step_has_it():
     models = engine_models.tiny_engine_models()
     _seeded_lora(models)
