@@ -77,6 +77,7 @@ class Settings:
     recognizer_depth: str = "tiny"  # random iResNet depth of the face pack's recogniser (glintr100 is r100)
     checkpoint: str | None = None   # an existing SD1.5 checkpoint to use instead of building a random one
     timeout: float = 1800.0
+    engine: bool = True             # the engine's video where the host has no AnimateDiff-Evolved
 
 
 @dataclass
@@ -429,7 +430,7 @@ def execute(settings: Settings) -> Run:
         with run.timed("doctor"):
             run_doctor(run, root, base)
         run_workflows(run, root, base, video)
-        if not video:  # no AnimateDiff-Evolved in the host: the video method runs through the engine
+        if not video and settings.engine:  # no AnimateDiff-Evolved in the host: the video method runs through the engine
             from .main_job_engine import engine_video
 
             with run.timed("engine video"):
@@ -465,6 +466,9 @@ def parse_args(argv) -> tuple:
                    choices=("tiny", "r18", "r34", "r50", "r100"), help="random recogniser depth (r100 = glintr100's)")
     p.add_argument("--checkpoint", help="use this SD1.5 checkpoint file instead of building a random one")
     p.add_argument("--timeout", type=float, default=Settings.timeout, help="seconds per workflow")
+    p.add_argument("--no-engine", action="store_true",
+                   help="skip the engine's video on a host without AnimateDiff-Evolved (the tests check that part "
+                        "on small files in tests/test_engine_main_job.py)")
     for hidden in ("--build-models", "--host-root", "--host-scratch", "--host-base"):  # the model-building child
         p.add_argument(hidden, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -472,7 +476,8 @@ def parse_args(argv) -> tuple:
         p.error("--size must be a multiple of 8, at least 64")
     settings = Settings(output=os.path.abspath(a.output), frames=a.frames, train_frames=a.train_frames, size=a.size,
                         steps=a.steps, ti_steps=a.ti_steps, sia_iterations=a.sia_iterations, seed=a.seed,
-                        recognizer_depth=a.recognizer_depth, checkpoint=a.checkpoint, timeout=a.timeout)
+                        recognizer_depth=a.recognizer_depth, checkpoint=a.checkpoint, timeout=a.timeout,
+                        engine=not a.no_engine)
     return settings, a
 
 
