@@ -23,7 +23,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(__file__))
 
-import bench_train  # noqa: E402  (the node's side, and the models it builds; puts tests/ on sys.path)
+import bench_train  # noqa: E402  (the node's side and the models it builds; bench_common puts tests/ on sys.path)
 import torch  # noqa: E402
 
 

@@ -14,96 +14,61 @@ at SD1.5 size on a GPU.
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import bench_common  # noqa: E402  (first: one thread, the test helpers importable)
 import torch  # noqa: E402
-
-torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--full-size", action="store_true", help="SD1.5-size UNet instead of the small one")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--frames", type=int, default=1)
-    parser.add_argument("--size", type=int, default=64, help="image size in pixels (latent is size/8)")
+    bench_common.add_model_arguments(parser, frames=1)
     parser.add_argument("--steps", type=int, nargs="+", default=[4, 8, 20])
     parser.add_argument("--scheduler", default="sgm_uniform")
-    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rank", type=int, default=4)
     args = parser.parse_args()
 
-    import host
-
-    host.bootstrap(cpu=args.device == "cpu")
-    import sampling
-    import tiny_models
-    from comfyui_personalvideo.sia import SIAAdapter, apply_sia, discover_targets
-    from comfyui_personalvideo.sia.gate import steps_on
-
     with torch.inference_mode():
-        model = tiny_models.tiny_sd15_model(full_size=args.full_size)
-        if args.device != "cpu":
-            model.model.to(args.device)
-            model.load_device = torch.device(args.device)
-            if args.full_size:
-                model.model.to(torch.float16)
+        model = bench_common.sd15_model(args)
+        import sampling
+        import tiny_models
+        from comfyui_personalvideo.sia import apply_sia, discover_targets
+        from comfyui_personalvideo.sia.gate import steps_on
+
         found = discover_targets(model.model.diffusion_model)
-        adapter = SIAAdapter.initialise(found.targets, rank=args.rank, seed=0)
-        for p in adapter.paths:
-            adapter.up[p] = torch.randn(adapter.up[p].shape) * 0.01
-            adapter.down[p] = adapter.down[p].detach()
+        adapter = bench_common.random_adapter(found.targets, rank=args.rank, seed=0)
         # a window no step of these sgm_uniform runs starts in (positions i/n; 0.61 is none of them for
         # n = 4, 8, 20): the adapter is attached and the gate decides at every call, but stays closed
-        closed = apply_sia(model, adapter, 1.0, 0.61, 0.61)[0]
-        late = apply_sia(model, adapter, 1.0, 0.75)[0]
-        every = apply_sia(model, adapter, 1.0, 0.0)[0]
+        windows = {"adapter, gate closed": (0.61, 0.61), "adapter, last quarter": (0.75, 1.0),
+                   "adapter, every step": (0.0, 1.0)}
+        models = {"no adapter": model}
+        models.update({name: apply_sia(model, adapter, 1.0, *window)[0] for name, window in windows.items()})
         cond = tiny_models.random_cond(model, 1)
         uncond = tiny_models.random_cond(model, 2)
-        runs = {"no adapter": model, "adapter, gate closed": closed, "adapter, last quarter": late,
-                "adapter, every step": every}
 
         def run(m, steps):
-            if args.device != "cpu":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            sampling.sample(m, cond, uncond, steps=steps, cfg=1.5, frames=args.frames, size=args.size,
-                            scheduler=args.scheduler, sampler_name="euler")
-            if args.device != "cpu":
-                torch.cuda.synchronize()
-            return time.perf_counter() - t
+            return lambda: sampling.sample(m, cond, uncond, steps=steps, cfg=1.5, frames=args.frames,
+                                           size=args.size, scheduler=args.scheduler, sampler_name="euler")
 
         results = {}
         for steps in args.steps:
             schedule = sampling.schedule(model, args.scheduler, steps)
             ms = model.object_patches.get("model_sampling", model.model.model_sampling)
-            on = {name: len(steps_on(schedule, ms, *window)) for name, window in
-                  (("adapter, gate closed", (0.61, 0.61)), ("adapter, last quarter", (0.75, 1.0)),
-                   ("adapter, every step", (0.0, 1.0)))}
-            times = {k: [] for k in runs}
-            for m in runs.values():  # warm-up: loading, patching, allocator
-                run(m, steps)
-            for _ in range(args.repeats):
-                for name, m in runs.items():
-                    times[name].append(run(m, steps))
-            results[steps] = (times, on)
+            on = {name: len(steps_on(schedule, ms, *window)) for name, window in windows.items()}
+            seconds = bench_common.interleaved_seconds({name: run(m, steps) for name, m in models.items()},
+                                                       args.repeats, args.device)
+            results[steps] = (seconds, on)
 
     print(f"device {args.device}; UNet {'SD1.5 size' if args.full_size else 'small SD1.5 layout'}; "
           f"{found.summary()}")
     print(f"{args.frames} frame(s) {args.size}x{args.size}, euler + {args.scheduler}, cfg 1.5, rank {args.rank}, "
           f"median of {args.repeats}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
-    for steps, (times, on) in results.items():
-        base = statistics.median(times["no adapter"])
+    for steps, (seconds, on) in results.items():
         print(f" {steps} steps:")
-        for name, values in times.items():
-            median = statistics.median(values)
-            print(f"  {name:24s} {median:8.4f} s   ratio {median / base:.3f}x   "
-                  f"({on.get(name, 0)} of {steps} steps adapted)")
+        for name, median, ratio in bench_common.median_ratios(seconds, "no adapter"):
+            print(f"  {name:24s} {median:8.4f} s   ratio {ratio:.3f}x   ({on.get(name, 0)} of {steps} steps adapted)")
 
 
 if __name__ == "__main__":
