@@ -42,15 +42,16 @@ def model_sampling(scheduler) -> TableSampling:
     return TableSampling(((1 - abar) / abar).sqrt().float())
 
 
-def run_schedule(scheduler) -> torch.Tensor:
-    """The noise level of each model call of the run ``scheduler`` was set up for, then 0 (fully denoised)."""
+def run_schedule(scheduler, table: TableSampling | None = None) -> torch.Tensor:
+    """The noise level of each model call of the run ``scheduler`` was set up for, then 0 (fully denoised).
+    ``table``: the scheduler's :func:`model_sampling`, where the caller has it already."""
     timesteps = scheduler.timesteps.detach().float().cpu()
     own = getattr(scheduler, "sigmas", None)
     if isinstance(own, torch.Tensor) and own.shape[0] == timesteps.shape[0] + 1:
         sigmas = own.detach().float().cpu().clone()
         sigmas[-1] = 0.0
         return sigmas
-    table = model_sampling(scheduler).sigmas
+    table = (table or model_sampling(scheduler)).sigmas
     index = timesteps.clamp(0, table.shape[0] - 1)
     lo = index.floor().long()
     hi = index.ceil().long()
@@ -66,9 +67,10 @@ def calls_per_step(scheduler) -> int:
 
 def adapted_steps(scheduler, start_percent: float, end_percent: float = 1.0) -> list:
     """Indices (into ``scheduler.timesteps``) of the model calls the adapter is on for."""
-    calls = run_schedule(scheduler)
+    table = model_sampling(scheduler)
+    calls = run_schedule(scheduler, table)
     per_step = calls_per_step(scheduler)
     n_calls = calls.shape[0] - 1
     steps = torch.cat([calls[:n_calls:per_step], calls[-1:]])   # each step's first call, then 0
-    on = set(steps_on(steps, model_sampling(scheduler), start_percent, end_percent))
+    on = set(steps_on(steps, table, start_percent, end_percent))
     return [k for k in range(n_calls) if k // per_step in on]
