@@ -19,7 +19,7 @@ time is extrapolated from it.
 Memory: on CUDA torch.cuda.max_memory_allocated per stage; on the CPU the peak bytes held for backward
 (tensors autograd saved, weights excluded: deterministic) and the process's peak RSS.
 
-    scripts/bench bench/bench_train.py --estimate          # full-size memory estimate without a GPU
+    PV_LANE=newest scripts/bench bench/bench_train.py --estimate   # full-size memory estimate without a GPU
     scripts/bench bench/bench_train.py --cancel            # how fast Cancel answers in each stage
 
 ``--cancel`` presses Cancel (``interrupt_current_processing``) from another thread in the middle of the third
@@ -270,8 +270,25 @@ def _weights(*modules, dtype_bytes=2):
     return sum(p.numel() for m in modules for p in m.parameters()) * dtype_bytes
 
 
+def meta_checkpointing_works() -> bool:
+    """Whether torch.utils.checkpoint runs on meta tensors: older torch (2.4 among them) looks up a device module
+    named after the tensors' device, and there is none for "meta"."""
+    import torch.utils.checkpoint
+
+    x = torch.ones(2, device="meta", requires_grad=True)
+    try:
+        torch.utils.checkpoint.checkpoint(torch.sin, x, use_reentrant=False)
+    except AttributeError:
+        return False
+    return True
+
+
 def estimate(args):
     """Full-size peaks from the meta device, and the small-size check (real CPU run vs meta run)."""
+    if not meta_checkpointing_works():
+        sys.exit(f"--estimate: torch {torch.__version__} cannot run gradient checkpointing on the meta device, "
+                 "so the estimate cannot be made with it. Run it in the newest lane instead: "
+                 "PV_LANE=newest scripts/bench bench/bench_train.py --estimate")
     gib = 1024 ** 3
     meta = _sd15_parts("meta", torch.float16)
     weights = _weights(*meta)
