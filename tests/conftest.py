@@ -28,7 +28,7 @@ def conds(tiny_model):
     return tiny_models.random_cond(tiny_model, 1), tiny_models.random_cond(tiny_model, 2)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_adapter():
     """Build an adapter for a model with non-zero (random) up weights, so it has an effect."""
     from comfyui_personalvideo.sia import AdapterInfo, SIAAdapter, discover_targets

@@ -15,7 +15,7 @@ import nodes
 from comfyui_personalvideo.nodes.face_detail import FaceDetailPass
 from comfyui_personalvideo.nodes.noise_prior import NoisePriorModel
 from comfyui_personalvideo.noise_prior import correlate_frames
-from comfyui_personalvideo.sia import AdapterInfo, SIAAdapter, apply_sia, discover_targets
+from comfyui_personalvideo.sia import apply_sia
 
 import full_models
 from face_fixtures import centre_faces, tiny_onnx  # noqa: F401
@@ -29,7 +29,7 @@ FRAMES, CONTEXT = 8, 4  # two context windows (overlap 1): frames 0-3 and 3-6/4-
 
 
 @pytest.fixture(scope="module")
-def animated(sd15_checkpoint, animatelcm_motion_model):
+def animated(sd15_checkpoint, animatelcm_motion_model, make_adapter):
     model, clip, vae = full_models.load_random_checkpoint(sd15_checkpoint)
     with torch.inference_mode():
         (context,) = nodes.NODE_CLASS_MAPPINGS["ADE_StandardStaticContextOptions"]().create_options(
@@ -38,10 +38,7 @@ def animated(sd15_checkpoint, animatelcm_motion_model):
             model, "AnimateLCM_random.safetensors", "lcm avg(sqrt_linear,linear)", context_options=context)[:1]
         (pos,) = nodes.CLIPTextEncode().encode(clip, "embedding:someone person walking")
         (neg,) = nodes.CLIPTextEncode().encode(clip, "")
-    found = discover_targets(model.model.diffusion_model)
-    adapter = SIAAdapter.initialise(found.targets, rank=4, seed=2, info=AdapterInfo(name="magicme"))
-    for p in adapter.paths:
-        adapter.up[p] = torch.randn(adapter.up[p].shape, generator=torch.Generator().manual_seed(9)) * 0.05
+    adapter = make_adapter(model, seed=2, std=0.05, name="magicme")
     identity_model = apply_sia(ad_model, adapter, 1.0, 0.75)[0]
     return identity_model, pos, neg, vae
 

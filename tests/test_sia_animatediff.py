@@ -22,17 +22,14 @@ if not full_models.has_animatediff_evolved():
 
 
 @pytest.fixture(scope="module")
-def animated(sd15_checkpoint, animatelcm_motion_model):
+def animated(sd15_checkpoint, animatelcm_motion_model, make_adapter):
     model, clip, vae = full_models.load_random_checkpoint(sd15_checkpoint)
     with torch.inference_mode():
         (ad_model,) = nodes.NODE_CLASS_MAPPINGS["ADE_AnimateDiffLoaderGen1"]().load_mm_and_inject_params(
             model, "AnimateLCM_random.safetensors", "lcm avg(sqrt_linear,linear)")[:1]
         (pos,) = nodes.CLIPTextEncode().encode(clip, "a person walking")
         (neg,) = nodes.CLIPTextEncode().encode(clip, "")
-    found = discover_targets(model.model.diffusion_model)
-    adapter = SIAAdapter.initialise(found.targets, rank=4, seed=2, info=AdapterInfo(name="ade"))
-    for p in adapter.paths:
-        adapter.up[p] = torch.randn(adapter.up[p].shape, generator=torch.Generator().manual_seed(9)) * 0.05
+    adapter = make_adapter(model, seed=2, std=0.05, name="ade")
     return model, ad_model, pos, neg, adapter, clip, vae
 
 
