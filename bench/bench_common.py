@@ -1,6 +1,6 @@
 """What the benchmarks share: one CPU thread unless told otherwise, the test helpers (host, tiny_models,
-sampling, face_fixtures) importable, and for the sampling benchmarks the model arguments, a random adapter
-and interleaved timing.
+sampling, face_fixtures, random_adapters) importable, and for the sampling benchmarks the model arguments and
+interleaved timing.
 
 Importing this module sets the thread count, so import it before anything that starts torch's thread pool.
 """
@@ -38,17 +38,6 @@ def sd15_model(args):
         model.load_device = torch.device(args.device)
         model.model.to(args.device, torch.float16 if args.full_size else torch.float32)
     return model
-
-
-def random_adapter(targets, rank=4, seed=0):
-    """An adapter whose up matrices are small random values (a freshly initialised one is a no-op)."""
-    from comfyui_personalvideo.sia import SIAAdapter
-
-    adapter = SIAAdapter.initialise(targets, rank=rank, seed=seed)
-    generator = torch.Generator().manual_seed(seed)
-    adapter.up = {p: torch.randn(t.shape, generator=generator) * 0.01 for p, t in adapter.up.items()}
-    adapter.down = {p: t.detach() for p, t in adapter.down.items()}
-    return adapter
 
 
 def timed(fn, device):

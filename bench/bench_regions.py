@@ -28,13 +28,13 @@ def main():
 
     with torch.inference_mode():
         model = bench_common.sd15_model(args)
+        import random_adapters
         import sampling
         import tiny_models
         from comfyui_personalvideo.regions.simple import box_mask, halves
-        from comfyui_personalvideo.sia import apply_sia, discover_targets
+        from comfyui_personalvideo.sia import apply_sia
 
-        targets = discover_targets(model.model.diffusion_model).targets
-        adapters = [bench_common.random_adapter(targets, seed=seed) for seed in (0, 1)]
+        adapters = [random_adapters.random_adapter(model, seed=seed, std=0.01) for seed in (0, 1)]
         left, right = halves(args.size, args.size)
         box_a = box_mask(args.size, args.size, 0.0, 0.0, 0.4, 1.0)
         box_b = box_mask(args.size, args.size, 0.6, 0.0, 0.4, 1.0)

@@ -32,13 +32,14 @@ def main():
 
     with torch.inference_mode():
         model = bench_common.sd15_model(args)
+        import random_adapters
         import sampling
         import tiny_models
         from comfyui_personalvideo.sia import apply_sia, discover_targets
         from comfyui_personalvideo.sia.gate import steps_on
 
         found = discover_targets(model.model.diffusion_model)
-        adapter = bench_common.random_adapter(found.targets, rank=args.rank, seed=0)
+        adapter = random_adapters.random_adapter(model, seed=0, rank=args.rank, alpha=float(args.rank), std=0.01)
         # a window no step of these sgm_uniform runs starts in (positions i/n; 0.61 is none of them for
         # n = 4, 8, 20): the adapter is attached and the gate decides at every call, but stays closed
         windows = {"adapter, gate closed": (0.61, 0.61), "adapter, last quarter": (0.75, 1.0),

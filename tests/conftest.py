@@ -31,17 +31,10 @@ def conds(tiny_model):
 @pytest.fixture(scope="session")
 def make_adapter():
     """Build an adapter for a model with non-zero (random) up weights, so it has an effect."""
-    from comfyui_personalvideo.sia import AdapterInfo, SIAAdapter, discover_targets
+    import random_adapters
 
     def make(model, seed=1, rank=4, alpha=4.0, std=0.3, name="tester"):
-        found = discover_targets(model.model.diffusion_model)
-        adapter = SIAAdapter.initialise(found.targets, rank=rank, alpha=alpha, seed=seed,
-                                        info=AdapterInfo(name=name, trigger=f"embedding:{name} person"))
-        g = torch.Generator().manual_seed(seed + 100)
-        for path in adapter.paths:
-            adapter.up[path] = torch.randn(adapter.up[path].shape, generator=g) * std
-            adapter.down[path] = adapter.down[path].detach()
-        return adapter
+        return random_adapters.random_adapter(model, seed=seed, rank=rank, alpha=alpha, std=std, name=name)
 
     return make
 

@@ -13,19 +13,6 @@ from __future__ import annotations
 import torch
 
 
-def random_adapter(model, seed: int = 1, std: float = 0.3):
-    """An adapter for ``model`` with random (non-zero) up weights, so that it changes every call it acts on."""
-    from comfyui_personalvideo.sia import SIAAdapter, discover_targets
-
-    found = discover_targets(model.model.diffusion_model)
-    adapter = SIAAdapter.initialise(found.targets, rank=4, alpha=4.0, seed=seed)
-    g = torch.Generator().manual_seed(seed + 100)
-    for path in adapter.paths:
-        adapter.up[path] = torch.randn(adapter.up[path].shape, generator=g) * std
-        adapter.down[path] = adapter.down[path].detach()
-    return adapter
-
-
 def model_sampling_of(model):
     """The model sampling a run of ``model`` uses (a ModelSamplingDiscrete patch included), on both hosts."""
     return model.object_patches.get("model_sampling", model.model.model_sampling)

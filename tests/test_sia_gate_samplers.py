@@ -20,6 +20,7 @@ import comfy.samplers
 from comfyui_personalvideo.sia import apply_sia
 
 import gate_recording
+import random_adapters
 from gate_recording import model_sampling_of
 import sampling
 import tiny_models
@@ -37,7 +38,7 @@ def models():
 
 @pytest.fixture(scope="session")
 def adapter(models):
-    return gate_recording.random_adapter(models[0])
+    return random_adapters.random_adapter(models[0])
 
 
 def run_recorded(plain, reference, adapter, sampler, schedule, start=0.75, end=1.0, seed=3):

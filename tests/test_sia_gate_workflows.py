@@ -14,6 +14,7 @@ import nodes
 from comfyui_personalvideo.sia import apply_sia
 
 import gate_recording
+import random_adapters
 from gate_recording import model_sampling_of
 import tiny_models
 
@@ -28,7 +29,7 @@ def _node(name):
 def rig():
     plain = tiny_models.tiny_sd15_model(seed=0)
     reference = tiny_models.tiny_sd15_model(seed=0)
-    adapter = gate_recording.random_adapter(plain)
+    adapter = random_adapters.random_adapter(plain)
     conds = tiny_models.random_cond(plain, 1), tiny_models.random_cond(plain, 2)
     return plain, reference, adapter, conds
 
