@@ -121,8 +121,9 @@ def test_streams_per_purpose_are_independent():
     assert random_streams.stream_seed(3, "noise") != random_streams.stream_seed(4, "noise")
 
 
-def test_load_sia_adapter_writes_a_missing_token_and_refuses_another(first):
+def test_load_sia_adapter_writes_a_missing_token_and_renames_around_another(first):
     from comfyui_personalvideo.nodes.load_sia_adapter import LoadSIAAdapter
+    from comfyui_personalvideo.training.token_names import token_digest
 
     result, _ = first
     token = result["paths"]["embedding"]
@@ -132,15 +133,18 @@ def test_load_sia_adapter_writes_a_missing_token_and_refuses_another(first):
     assert trigger == result["trigger"] and os.path.exists(token)
     assert torch.equal(identity_files.read_token(token).reshape(-1), adapter.embedding.reshape(-1))
     LoadSIAAdapter().load("reusable.safetensors")              # the same token there: left alone
-    other = torch.randn_like(adapter.embedding)
-    identity_files.ensure_token("elsewhere", other)
-    os.replace(identity_files.identity_paths("elsewhere")["embedding"], token)
+    identity_files.write_token(token, torch.randn_like(adapter.embedding))
+    renamed = os.path.join(os.path.dirname(token), f"reusable-{token_digest(adapter.embedding)}.safetensors")
     try:
-        with pytest.raises(TrainingError, match="holds another token.*Move or delete that file"):
-            LoadSIAAdapter().load("reusable.safetensors")
+        adapter, trigger = LoadSIAAdapter().load("reusable.safetensors")
+        assert trigger == result["trigger"].replace("embedding:reusable", f"embedding:{adapter.info.name}")
+        assert adapter.info.name != "reusable" and os.path.exists(renamed)
+        assert torch.equal(identity_files.read_token(renamed).reshape(-1), adapter.embedding.reshape(-1))
     finally:
         with open(token, "wb") as f:
             f.write(kept)
+        if os.path.exists(renamed):
+            os.unlink(renamed)
 
 
 def _cancelled_at(parts, face_analysis, photo, name, stage, step, settings):  # noqa: F811

@@ -152,6 +152,7 @@ def _reuse(plan: _Plan, taken: list) -> dict:
     from ..sia.errors import SIAError
     from ..sia.file_format import load_adapter
     from .curves import note_image, render_curves
+    from .token_names import with_registered_token
 
     paths = identity_files.identity_paths(plan.name)
     if paths["sia"] not in taken:
@@ -178,10 +179,10 @@ def _reuse(plan: _Plan, taken: list) -> dict:
     if adapter.embedding is None:
         raise TrainingError(f"the adapter {paths['sia']} carries no token. Set if_exists to overwrite to train "
                             "the identity again.")
-    written = identity_files.ensure_token(plan.name, adapter.embedding)
+    adapter, written = with_registered_token(adapter, paths["sia"])
     log.info("[PersonalVideo] identity '%s' reused: it was trained from the same photos, settings and MODEL "
-             "(%s)%s", plan.name, paths["sia"], f"; its token file was missing and is written again: {written}"
-             if written else "")
+             "(%s); its trigger phrase is '%s'%s", plan.name, paths["sia"], adapter.info.trigger,
+             f"; its token file was missing and is written again: {written}" if written else "")
     history = adapter.info.training.get("history", {})
     curve = render_curves({"token loss": _nan_for_none(history.get("token_loss", [])),
                            "adapter loss": _nan_for_none(history.get("adapter_loss", [])),
