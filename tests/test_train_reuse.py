@@ -25,7 +25,7 @@ def _read(path):
 def first(parts, face_analysis, photo):  # noqa: F811
     def scorer(frames, refs):
         scorer.calls.append(tuple(frames.shape))
-        return {"recogniser": "stand-in", "face_similarity": 0.25}
+        return {"recogniser": "stand-in", "identity_match": 25.0, "face_similarity": 0.9}
 
     scorer.calls = []
     result = run(parts, face_analysis, photo, "reusable", sample_scorer=scorer, **QUICK)
@@ -38,10 +38,10 @@ def test_outputs_and_metadata_hold_both_similarities(first):
     assert result["preview"].shape == (3, 64, 64, 3)                         # after the frame of iteration 0
     history = result["history"]
     finite = [v for v in history.similarity if math.isfinite(v)]
-    assert result["final_similarity"] == pytest.approx(finite[-1]) and result["identity_score"] == 0.25
+    assert result["final_similarity"] == pytest.approx(finite[-1]) and result["identity_score"] == 25.0
     training = load_adapter(result["paths"]["sia"]).info.training
     assert training["final_similarity"] == pytest.approx(finite[-1])
-    assert training["identity_score"] == {"recogniser": "stand-in", "face_similarity": 0.25}
+    assert training["identity_score"] == {"recogniser": "stand-in", "identity_match": 25.0, "face_similarity": 0.9}
     assert training["history"]["adapter_loss"] == [round(v, 6) for v in history.loss]
     record = training["record"]
     assert len(record["photos"]) == 1 and record["settings"]["seed"] == 5
@@ -58,7 +58,7 @@ def test_reuse_loads_the_same_identity_without_training(parts, face_analysis, ph
     for p in result["adapter"].paths:
         assert torch.equal(again["adapter"].up[p], result["adapter"].up[p])
     assert again["trigger"] == result["trigger"]
-    assert again["final_similarity"] == pytest.approx(result["final_similarity"]) and again["identity_score"] == 0.25
+    assert again["final_similarity"] == pytest.approx(result["final_similarity"]) and again["identity_score"] == 25.0
     assert again["curve"].ndim == 4 and again["preview"].ndim == 4
 
 
