@@ -225,9 +225,6 @@ def test_the_engine_and_the_node_train_the_same_identity_for_a_seed(tiny_onnx, t
     with torch.inference_mode():
         node = node_train(model, clip, vae, photo, analysis, "agreed_by_node", "man", AGREE_PROMPTS, **AGREE)
 
-    ours, theirs = node["adapter"].info.training, engine["adapter"].info.training
-    assert ours["record"] == theirs["record"]
-    assert ours["record"]["base_model"]["weights"] == theirs["record"]["base_model"]["weights"]
     torch.testing.assert_close(torch.tensor(engine["token_losses"]), torch.tensor(node["token_losses"]),
                                rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(engine["vector"], node["vector"], rtol=1e-4, atol=1e-5)
@@ -240,6 +237,8 @@ def test_the_engine_and_the_node_train_the_same_identity_for_a_seed(tiny_onnx, t
             want, got = getattr(node["adapter"], side)[path], getattr(engine["adapter"], side)[path]
             torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-2 * AGREE["sia_learning_rate"])
     assert min(float(node["adapter"].up[p].abs().max()) for p in node["adapter"].paths) > 1e-4  # every layer trained
+    ours, theirs = node["adapter"].info.training, engine["adapter"].info.training
+    assert ours["record"] == theirs["record"]
     for key in ("skipped_frames", "precision", "identity_score", "references", "prompts", "rank"):
         assert theirs[key] == ours[key], key
     assert len(theirs["history"]["similarity"]) == len(ours["history"]["similarity"]) == AGREE["sia_iterations"]

@@ -103,8 +103,6 @@ def test_the_record_decides_which_identities_are_the_same(files, tmp_path):  # n
     base = ["--faces", files["faces"]] + common(files) + SMALL_TRAIN
     base[base.index("--models-dir") + 1] = str(models_dir)
     assert cli.main(["train", "--photos", files["photo"], "--name", "erin", "--class-word", "woman"] + base) == 0
-    record = load_adapter(str(models_dir / "sia" / "erin.safetensors")).info.training["record"]
-    assert len(record["photos"]) == 1 and record["base_model"]["motion"] != "none"
     row = {"name": "erin", "class_word": "woman", "photos": [files["photo"]], "overrides": {}}
 
     def state(extra=(), **changes):
@@ -125,3 +123,5 @@ def test_the_record_decides_which_identities_are_the_same(files, tmp_path):  # n
         found = state(extra, **changes)
         assert found[0] == "different", (changes, extra)
         assert any(reason in why for why in found[2]), found[2]
+    record = load_adapter(str(models_dir / "sia" / "erin.safetensors")).info.training["record"]
+    assert len(record["photos"]) == 1 and record["base_model"]["motion"] != "none"
