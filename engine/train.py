@@ -122,7 +122,7 @@ def train_identity(models, photos, name: str, class_word: str, face_stack, model
                             prompt_data.PromptSampler(templates, sia_settings.seed), sia_settings,
                             _stage_progress(progress, "adapter", sia_settings.iterations), negative=negative)
     trained = sia_peft.extract(models.unet, float(rank), info, models.res_blocks, embedding=vector)
-    score = setup.score_sample(sample_scorer, _last_sample(models, history), images)
+    score = setup.score_sample(sample_scorer, _last_sample(models, history) if sample_scorer else None, images)
     setup.add_results(trained.info.training, token_losses, history, score)
     paths = identity_store.write_identity(models_dir, name, trained, vector, overwrite=overwrite)
     trained.source = paths["sia"]
