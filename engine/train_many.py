@@ -105,6 +105,7 @@ def expected_record(args, row, base_model: BaseModel) -> dict:
 def existing_state(args, row, base_model: BaseModel | None = None) -> tuple:
     """("new" | "same" | "different", paths, what differs) for the identity files of ``row``."""
     from ..sia import load_adapter
+    from ..training.errors import TrainingError
     from ..training.identity_record import RECORD_KEY, differences
     from .identity_store import identity_paths
     from .train_job import models_dir_of
@@ -119,10 +120,12 @@ def existing_state(args, row, base_model: BaseModel | None = None) -> tuple:
     if not isinstance(stored, dict):
         return "different", paths, ["its adapter holds no record of what it was trained from (an older version "
                                     "of the pack wrote it)"]
+    base_model = base_model or BaseModel(args)
+    base_model.fingerprint()     # a checkpoint that cannot be loaded stops the run here, with its own message
     try:
-        changed = differences(stored, expected_record(args, row, base_model or BaseModel(args)))
-    except Exception as exc:  # noqa: BLE001  (e.g. a photo that cannot be read: the training would fail too)
-        return "different", paths, [f"{type(exc).__name__}: {exc}"]
+        changed = differences(stored, expected_record(args, row, base_model))
+    except (EngineError, TrainingError) as exc:  # this row's photos or class word: its training would stop too
+        return "different", paths, [str(exc)]
     return ("different" if changed else "same"), paths, changed
 
 
@@ -209,7 +212,7 @@ def run_manifest(args) -> dict:
         elif state == "different" and not args.overwrite:
             results[row["name"]] = {"name": row["name"], "status": "failed", "attempts": 0, "seconds": 0.0,
                                     "final_similarity": None, "sia": paths["sia"], "embedding": paths["embedding"],
-                                    "error": "its files exist, trained from other inputs: " + "; ".join(changed)
+                                    "error": "its files exist and differ from this run: " + "; ".join(changed)
                                     + "; pass --overwrite to retrain"}
         else:
             todo.append(row)

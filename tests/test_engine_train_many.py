@@ -78,7 +78,7 @@ def test_three_identities_one_without_a_face(files, local_ray, tmp_path, capsys)
     changed = argv + ["--rank", "2"]
     assert cli.main(changed) == cli.EXIT_INPUT
     third = {r["name"]: r for r in json.loads((tmp_path / "summary.json").read_text())}
-    assert "trained from other inputs: the settings sia_rank (4 stored, 2 now)" in third["alice"]["error"]
+    assert "differ from this run: the settings sia_rank (4 stored, 2 now)" in third["alice"]["error"]
 
 
 def test_manifest_problems_are_named(tmp_path):
