@@ -131,10 +131,13 @@ def existing_state(args, row, base_model: BaseModel | None = None) -> tuple:
 
 def train_row(args, row) -> dict:
     """One identity in a worker: the result row, never an exception."""
-    from .train_job import train_one
+    import importlib
 
     start = time.time()
     try:
+        # by the stable name, not relative: a host may have imported this module under another name (its folder
+        # path), and a worker knows the pack only by the stable one
+        train_one = importlib.import_module(PACKAGE + ".engine.train_job").train_one
         result = train_one(args, row["photos"], row["name"], row["class_word"], row["overrides"],
                            label=f"{row['name']} ")
         return {"name": row["name"], "status": "trained", "seconds": round(time.time() - start, 1),

@@ -53,7 +53,7 @@ def test_three_identities_one_without_a_face(files, local_ray, tmp_path, capsys)
     with open(tmp_path / "summary.csv", newline="") as f:
         table = list(csv.DictReader(f))
     assert [r["name"] for r in table] == ["alice", "carol", "dave"]
-    assert rows["alice"]["status"] == rows["dave"]["status"] == "trained"
+    assert rows["alice"]["status"] == rows["dave"]["status"] == "trained", rows
     assert rows["carol"]["status"] == "failed" and rows["carol"]["attempts"] == 2
     assert "usable face" in rows["carol"]["error"]
     for name in ("alice", "dave"):
