@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from pv_tools import workflow_build, workflow_graph
+from pv_tools import workflow_build, workflow_graph, workflow_settings, workflow_specs
 
 import face_fixtures as ff
 import full_models
@@ -83,11 +83,11 @@ def test_checker_catches_what_the_frontend_or_host_would_refuse(definitions):
 
 def test_recorded_definitions_name_their_pack_and_commit():
     packs = wc.recorded_packs()
-    assert set(packs) == set(workflow_build.PACKS)
+    assert set(packs) == set(workflow_specs.PACKS)
     for folder, record in packs.items():
-        assert record["repository"] == workflow_build.INSTALL_HINTS[folder]
+        assert record["repository"] == workflow_specs.INSTALL_HINTS[folder]
         assert len(record["commit"]) == 40
-        assert set(record["nodes"]) == workflow_build.PACKS[folder]
+        assert set(record["nodes"]) == workflow_specs.PACKS[folder]
     assert packs["ComfyUI-AnimateDiff-Evolved"]["commit"] == "90fb1331201a4b29488089e4fbffc0d82cc6d0a9"
 
 
@@ -106,7 +106,7 @@ def test_recorded_animatediff_definition_matches_the_installed_pack(object_info)
 @pytest.fixture(scope="module")
 def reference_photo(comfy_server):
     comfy_server.input.mkdir(parents=True, exist_ok=True)
-    path = comfy_server.input / workflow_build.REFERENCE_PHOTO
+    path = comfy_server.input / workflow_settings.REFERENCE_PHOTO
     import cv2
 
     cv2.imwrite(str(path), cv2.resize(ff.photo_bgr("astronaut"), (128, 128)))
@@ -161,7 +161,7 @@ def test_notes_say_where_every_model_file_goes_and_layout_is_tidy(name):
                 place = "ComfyUI/input/" if folder == "input" else f"ComfyUI/models/{folder}/"
                 if node_type != "LoadImage":
                     assert place + file in notes, (node_type, file)
-    for pack in {p for p, types in workflow_build.PACKS.items() if types & workflow_graph.node_types(twin)}:
+    for pack in {p for p, types in workflow_specs.PACKS.items() if types & workflow_graph.node_types(twin)}:
         assert pack in notes
     if workflow_graph.find(twin, "PV_LoadFaceAnalysis"):
         assert "ComfyUI/models/insightface/models/antelopev2/" in notes

@@ -1,4 +1,4 @@
-"""Screenshots of the example workflows in the real ComfyUI frontend (the README's images).
+"""Screenshots of the example workflows in the real ComfyUI frontend (the README's and docs' images).
 
     COMFYUI_ROOT=/path/to/ComfyUI "$(bash scripts/env.sh)/bin/python" -m tools.screenshot_workflows
     ... -m tools.screenshot_workflows --out /tmp/shots 02_generate_with_identity
