@@ -81,6 +81,10 @@ def test_every_loader_carries_the_download_of_each_file_it_names():
                       for w, folder in spec["model_widgets"].items() if folder not in workflow_specs.NO_DOWNLOAD]
             assert node["properties"].get("models", []) == wanted, (name, node["id"], node["type"])
             loaders += bool(wanted)
+            # a widget naming a model file is a loader's: its node spec must say so (model_widgets)
+            named = [w for w, v in zip(spec["widgets"], node["widgets_values"] if isinstance(node["widgets_values"], list)
+                                       else []) if isinstance(v, str) and re.search(r"\.(safetensors|ckpt|pth|pt|sft|gguf)$", v)]
+            assert set(named) <= set(spec["model_widgets"]), (name, node["type"], named)
     assert loaders >= 3 * len(NAMES)  # checkpoint, AnimateLCM LoRA and motion model in every workflow at least
 
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 SEED_WIDGETS = ("seed", "noise_seed")
 
 
-# Model folders whose files nobody downloads as one file: the user's own trained adapters, and insightface's
-# model packs (folders of .onnx files; docs/install.md and the node's error say where to get them).
-NO_DOWNLOAD = {"sia": "written by Train PersonalVideo Identity", "insightface": "an insightface model pack (a folder)"}
+# Model folders whose files nobody downloads as one file from a workflow: the user's own trained adapters,
+# insightface's model packs (folders of .onnx files; the README and the node's error say where to get them) and the
+# detectors comfyui_controlnet_aux fetches by itself.
+NO_DOWNLOAD = {"sia": "written by Train PersonalVideo Identity", "insightface": "an insightface model pack (a folder)",
+               "controlnet_aux": "comfyui_controlnet_aux downloads its detectors itself on first use"}
 
 
 def spec(sockets=(), widgets=(), outputs=(), dict_widgets=False, ui_only=False, extra_ui_widgets=(),
@@ -112,7 +114,8 @@ NODE_SPECS = {
         [("image", "IMAGE")],
         ["detect_hand", "detect_body", "detect_face", "resolution", "bbox_detector", "pose_estimator",
          "scale_stick_for_xinsr_cn"],
-        [("IMAGE", "IMAGE"), ("POSE_KEYPOINT", "POSE_KEYPOINT")]),
+        [("IMAGE", "IMAGE"), ("POSE_KEYPOINT", "POSE_KEYPOINT")],
+        model_widgets={"bbox_detector": "controlnet_aux", "pose_estimator": "controlnet_aux"}),
 }
 
 # which pack provides a node type (tests and the image-only variant use this)
