@@ -18,7 +18,8 @@ from pathlib import Path
 
 from .workflow_models import CHECKPOINT, LCM_LORA, MOTION_MODEL, OPENPOSE_CONTROLNET, STYLE_LORA
 from .workflow_notes import (FACE_MODELS_NOTE, MAGICME_NOTE, POSE_NOTE, SAMPLING_NOTE, SCORE_NOTE, STYLE_NOTE,
-                             TRAIN_AND_GENERATE_NOTE, TRAIN_NOTE, TWO_IDENTITIES_NOTE, model_files_note)
+                             TRAIN_AND_GENERATE_NOTE, TRAIN_NOTE, TWO_ADAPTERS_NOTE, TWO_IDENTITIES_NOTE,
+                             model_files_note)
 from .workflow_settings import (ADAPTER_FILE, BETA_SCHEDULE, CFG, CLASS_WORD, END_PERCENT, FACE_DETAIL_DENOISE,
                                 FPS, FRAMES, GROUP_COLORS, HEIGHT, IDENTITY, NEGATIVE, NOISE_PRIOR_GAMMA,
                                 POSE_VIDEO, PROMPT, REFERENCE_PHOTO, REGION_FEATHER, REGION_IDENTITIES, SAMPLER,
@@ -32,12 +33,13 @@ WORKFLOWS_DIR = REPO_DIR / "workflows"
 # ---------------------------------------------------------------- shared pieces
 def _models(g: Graph, x=40, y=60):
     """Checkpoint -> AnimateLCM LoRA -> AnimateDiff-Evolved loader. Returns (ckpt, lora, animated)."""
-    ckpt = g.add("CheckpointLoaderSimple", (x, y), (380, 100), title="Load SD1.5 Checkpoint", ckpt_name=CHECKPOINT)
+    ckpt = g.add("CheckpointLoaderSimple", (x, y), (380, 100), title="Load SD1.5 Checkpoint",
+                 ckpt_name=CHECKPOINT.name)
     lora = g.add("LoraLoaderModelOnly", (x, y + 170), (380, 90), title="AnimateLCM LoRA",
-                 lora_name=LCM_LORA, strength_model=1.0)
+                 lora_name=LCM_LORA.name, strength_model=1.0)
     g.link(ckpt, "MODEL", lora, "model")
     ade_node = g.add("ADE_AnimateDiffLoaderGen1", (x, y + 320), (380, 300), title="AnimateLCM Motion Model",
-                     model_name=MOTION_MODEL, beta_schedule=BETA_SCHEDULE)
+                     model_name=MOTION_MODEL.name, beta_schedule=BETA_SCHEDULE)
     g.link(lora, "MODEL", ade_node, "model")
     g.group("Models: SD1.5 + AnimateLCM", [ckpt, lora, ade_node], GROUP_COLORS["models"])
     return ckpt, lora, ade_node
@@ -99,7 +101,7 @@ def _generation(g: Graph, name_prefix, style_lora=False, vhs=False, extra_note="
     clip_node, clip_output = ckpt, "CLIP"
     if style_lora:
         style = g.add("LoraLoader", (40, 820), (380, 130), title="Style LoRA (any SD1.5 LoRA)",
-                      lora_name=STYLE_LORA, strength_model=0.8, strength_clip=0.8)
+                      lora_name=STYLE_LORA.name, strength_model=0.8, strength_clip=0.8)
         g.link(ckpt, "MODEL", style, "model")
         g.link(ckpt, "CLIP", style, "clip")
         g.link(style, "MODEL", lora, "model")  # the style LoRA goes between checkpoint and AnimateLCM LoRA
@@ -108,7 +110,7 @@ def _generation(g: Graph, name_prefix, style_lora=False, vhs=False, extra_note="
     load, apply = _adapter(g, ade_node, "MODEL", 500, 60)
     _, _, _, sampler = _prompt_and_sample(g, apply, "model", clip_node, clip_output, load, 980, 60)
     _decode_and_save(g, sampler, ckpt, 1840, 60, name_prefix, vhs=vhs)
-    g.note((500, 420), (400, 420), model_files_note(False) + extra_note, title="Model files: where each goes")
+    g.note((500, 420), (440, 440), model_files_note(False) + extra_note, title="Model files: where each goes")
     g.note((980, 640), (790, 260), SAMPLING_NOTE, title="Settings")
     return ckpt, lora, ade_node, load, apply, sampler
 
@@ -155,7 +157,7 @@ def train_identity() -> Graph:
     ckpt, _, ade_node = _models(g)
     _, _, train = _trainer(g, ckpt, ade_node, 980, 60)
     _training_outputs(g, train, 1480, 60)
-    g.note((500, 660), (400, 400), model_files_note(True), title="Model files: where each goes")
+    g.note((500, 660), (440, 420), model_files_note(True), title="Model files: where each goes")
     g.note((40, 760), (400, 520), TRAIN_NOTE, title="How to train")
     return g
 
@@ -180,7 +182,7 @@ def generate_with_pose() -> Graph:
     preview = g.add("PreviewImage", (500, 1690), (380, 300), title="Poses")
     g.link(pose, "IMAGE", preview, "images")
     cn = g.add("ControlNetLoader", (980, 1360), (400, 80), title="OpenPose ControlNet",
-               control_net_name=OPENPOSE_CONTROLNET)
+               control_net_name=OPENPOSE_CONTROLNET.name)
     apply_cn = g.add("ControlNetApplyAdvanced", (980, 1500), (400, 190), title="Apply ControlNet (pose)",
                      strength=1.0, start_percent=0.0, end_percent=1.0)
     pos_origin, neg_origin = sampler.links_in["positive"], sampler.links_in["negative"]
@@ -214,7 +216,7 @@ def train_and_generate() -> Graph:
     g.group("Apply the new identity", [apply], GROUP_COLORS["identity"])
     _, _, _, sampler = _prompt_and_sample(g, apply, "model", ckpt, "CLIP", train, 1960, 60)
     _decode_and_save(g, sampler, ckpt, 2820, 60, "PersonalVideo/identity")
-    g.note((500, 660), (400, 400), model_files_note(True), title="Model files: where each goes")
+    g.note((500, 660), (440, 420), model_files_note(True), title="Model files: where each goes")
     g.note((40, 760), (400, 340), TRAIN_AND_GENERATE_NOTE, title="Start here")
     g.note((1960, 640), (790, 260), SAMPLING_NOTE, title="Settings")
     return g
@@ -253,7 +255,7 @@ def generate_with_face_detail() -> Graph:
     track = g.add("PreviewImage", (2320, 650), (360, 300), title="Face track")
     g.link(face, "track_preview", track, "images")
     g.group("Save", [save, track], GROUP_COLORS["output"])
-    g.note((500, 420), (400, 420), model_files_note(False) + FACE_MODELS_NOTE, title="Model files: where each goes")
+    g.note((500, 420), (440, 420), model_files_note(False) + FACE_MODELS_NOTE, title="Model files: where each goes")
     g.note((980, 640), (790, 260), SAMPLING_NOTE, title="Settings")
     g.note((980, 960), (790, 230), MAGICME_NOTE, title="Noise prior and face detail pass")
     return g
@@ -364,12 +366,7 @@ def two_identities() -> Graph:
                  method="default")
     g.link(images_node, "images", save, "images")
     g.group("Save", [save], GROUP_COLORS["output"])
-    one_adapter = (f"ComfyUI/models/sia/{ADAPTER_FILE}\n"
-                   "    the adapter trained by workflow 01 (its token is in models/embeddings)\n")
-    two_adapters = "".join(f"ComfyUI/models/sia/{f}.safetensors\n" for _, f, _ in REGION_IDENTITIES) + (
-        "    the two adapters, each trained by workflow 01 on one person\n"
-        "    (pick yours in the two Load SIA Adapter nodes; tokens in models/embeddings)\n")
-    g.note((40, 760), (400, 560), model_files_note(False).replace(one_adapter, two_adapters) + FACE_MODELS_NOTE,
+    g.note((40, 760), (420, 580), model_files_note(False, TWO_ADAPTERS_NOTE) + FACE_MODELS_NOTE,
            title="Model files: where each goes")
     g.note((1900, 960), (860, 360), TWO_IDENTITIES_NOTE, title="Two identities")
     return g

@@ -6,27 +6,47 @@ from __future__ import annotations
 
 from .workflow_models import CHECKPOINT, LCM_LORA, MOTION_MODEL, OPENPOSE_CONTROLNET, STYLE_LORA
 from .workflow_settings import (ADAPTER_FILE, BETA_SCHEDULE, CFG, FACE_DETAIL_DENOISE, FRAMES, HEIGHT,
-                                NOISE_PRIOR_GAMMA, POSE_VIDEO, START_PERCENT, STEPS, STRENGTH, WIDTH)
+                                NOISE_PRIOR_GAMMA, POSE_VIDEO, REGION_IDENTITIES, START_PERCENT, STEPS, STRENGTH,
+                                WIDTH)
 
 
-def model_files_note(training: bool) -> str:
-    faces = ("ComfyUI/models/insightface/models/antelopev2/  scrfd_10g_bnkps.onnx, glintr100.onnx\n"
-             "    insightface antelopev2 pack (the folder PuLID / InstantID use); non-commercial licence\n"
-             if training else
-             f"ComfyUI/models/sia/{ADAPTER_FILE}\n"
-             "    the adapter trained by workflow 01 (its token is in models/embeddings)\n")
-    return f"""Model files (put them in place, then press R in ComfyUI to refresh the lists)
+ANTELOPEV2_NOTE = """
+ComfyUI/models/insightface/models/antelopev2/
+  scrfd_10g_bnkps.onnx, glintr100.onnx: insightface's antelopev2
+  pack, the folder PuLID / InstantID use (non-commercial licence).
+  insightface offers no download of it: get antelopev2.zip where
+  those packs point (huggingface.co/MonsterMMORPG/tools) and
+  unzip it so that the .onnx files sit directly in that folder"""
 
-ComfyUI/models/checkpoints/{CHECKPOINT}
-    any SD1.5 checkpoint; Realistic Vision V6.0 B1 is a popular choice (the paper used V5.1)
-ComfyUI/models/animatediff_models/{MOTION_MODEL}
-    AnimateLCM motion model (wangfuyun/AnimateLCM); AnimateDiff-Evolved's
-    own ComfyUI-AnimateDiff-Evolved/models/ folder works too
-ComfyUI/models/loras/{LCM_LORA}
-    AnimateLCM spatial LoRA (same source), strength 1.0
+
+ADAPTER_NOTE = f"""ComfyUI/models/sia/{ADAPTER_FILE}
+  the adapter trained by workflow 01 (token: models/embeddings)
+"""
+TWO_ADAPTERS_NOTE = "".join(f"ComfyUI/models/sia/{adapter}.safetensors\n" for _, adapter, _ in REGION_IDENTITIES) + """\
+  the two adapters, each trained by workflow 01 on one person
+  (pick yours in the two Load SIA Adapter nodes; tokens in
+  models/embeddings)
+"""
+
+
+def model_files_note(training: bool, adapters: str = ADAPTER_NOTE) -> str:
+    """The model files of a workflow that trains (with the face models) or generates (with ``adapters``)."""
+    faces = ANTELOPEV2_NOTE.lstrip("\n") + "\n" if training else adapters
+    return f"""Model files (press R in ComfyUI after adding them; modern
+ComfyUI offers each missing one for download on loading)
+
+ComfyUI/models/checkpoints/{CHECKPOINT.name}
+  Realistic Vision V5.1, the paper's (civitai.com/models/4201);
+  any SD1.5 checkpoint works: pick yours in the loader
+ComfyUI/models/animatediff_models/{MOTION_MODEL.name}
+  AnimateLCM motion model (huggingface.co/wangfuyun/AnimateLCM);
+  AnimateDiff-Evolved's own models/ folder works too
+ComfyUI/models/loras/{LCM_LORA.name}
+  AnimateLCM spatial LoRA (same source), strength 1.0
 {faces}
-Custom nodes: ComfyUI-AnimateDiff-Evolved (Kosinkadink) for the motion model.
-Train and generate with the same checkpoint, LoRA and motion model."""
+Custom nodes: ComfyUI-AnimateDiff-Evolved (Kosinkadink) for
+the motion model. Train and generate with the same checkpoint,
+LoRA and motion model."""
 
 
 SAMPLING_NOTE = f"""Sampling (AnimateLCM)
@@ -57,19 +77,22 @@ if_exists to overwrite to train again. The seed is fixed: same inputs, same iden
 
 
 POSE_NOTE = f"""
-ComfyUI/models/controlnet/{OPENPOSE_CONTROLNET}
-    ControlNet 1.1 OpenPose (lllyasviel/ControlNet-v1-1)
+ComfyUI/models/controlnet/{OPENPOSE_CONTROLNET.name}
+  ControlNet 1.1 OpenPose (huggingface.co/lllyasviel/ControlNet-v1-1)
 ComfyUI/input/{POSE_VIDEO}: a video of the motion to follow
-Custom nodes: ComfyUI-VideoHelperSuite (Load Video, Video Combine) and
-comfyui_controlnet_aux (DWPose Estimator; it downloads its own
-yolox_l.onnx and dw-ll_ucoco_384_bs5.torchscript.pt on first use)."""
+Custom nodes: ComfyUI-VideoHelperSuite (Load Video, Video
+Combine) and comfyui_controlnet_aux (DWPose Estimator; it
+downloads its own yolox_l.onnx and
+dw-ll_ucoco_384_bs5.torchscript.pt on first use)."""
 
 
 STYLE_NOTE = f"""
-ComfyUI/models/loras/{STYLE_LORA}
-    any SD1.5 style LoRA (rename the file or pick yours in the list);
-    it goes on both MODEL and CLIP, before the AnimateLCM LoRA and the adapter."""
-
+ComfyUI/models/loras/{STYLE_LORA.name}
+  MoXin, an ink-painting style LoRA (civitai.com/models/12597;
+  add its trigger word shukezouma to the prompt), the one
+  ComfyUI's own LoRA template uses; any SD1.5 style LoRA works:
+  pick yours. It goes on MODEL and CLIP, before the AnimateLCM
+  LoRA and the adapter."""
 
 
 TRAIN_AND_GENERATE_NOTE = f"""First time? This graph trains an identity, then generates a video with it.
@@ -83,10 +106,8 @@ TRAIN_AND_GENERATE_NOTE = f"""First time? This graph trains an identity, then ge
 
 
 
-FACE_MODELS_NOTE = """
-ComfyUI/models/insightface/models/antelopev2/  scrfd_10g_bnkps.onnx, glintr100.onnx
-    insightface antelopev2 pack (the folder PuLID / InstantID use), for the face
-    detail pass's face detector; non-commercial licence"""
+FACE_MODELS_NOTE = ANTELOPEV2_NOTE + """
+  (here for the face detail pass's face detector)"""
 MAGICME_NOTE = f"""Magic-Me's video tools (training-free)
 - 3D Noise Prior for KSampler: the initial noise of neighbouring frames correlates by gamma
   ({NOISE_PRIOR_GAMMA} as in the paper; 0 = ordinary noise, exactly). Higher: steadier, smaller motion.

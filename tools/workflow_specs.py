@@ -12,20 +12,32 @@ from __future__ import annotations
 SEED_WIDGETS = ("seed", "noise_seed")
 
 
+# Model folders whose files nobody downloads as one file from a workflow: the user's own trained adapters,
+# insightface's model packs (folders of .onnx files; the README and the node's error say where to get them) and the
+# detectors comfyui_controlnet_aux fetches by itself.
+NO_DOWNLOAD = {"sia": "written by Train PersonalVideo Identity", "insightface": "an insightface model pack (a folder)",
+               "controlnet_aux": "comfyui_controlnet_aux downloads its detectors itself on first use"}
+
+
 def spec(sockets=(), widgets=(), outputs=(), dict_widgets=False, ui_only=False, extra_ui_widgets=(),
-         optional_sockets=()):
-    """``optional_sockets``: optional inputs listed in a node's UI inputs only where a workflow links them."""
+         optional_sockets=(), model_widgets=None):
+    """``optional_sockets``: optional inputs listed in a node's UI inputs only where a workflow links them.
+    ``model_widgets``: {widget: ComfyUI models folder} for a loader's widgets that name a model file (the builder
+    writes those files' download metadata into the node)."""
     return dict(sockets=list(sockets), widgets=list(widgets), outputs=list(outputs), dict_widgets=dict_widgets,
-                ui_only=ui_only, extra_ui_widgets=list(extra_ui_widgets), optional_sockets=list(optional_sockets))
+                ui_only=ui_only, extra_ui_widgets=list(extra_ui_widgets), optional_sockets=list(optional_sockets),
+                model_widgets=dict(model_widgets or {}))
 
 
 NODE_SPECS = {
     # ComfyUI core
     "CheckpointLoaderSimple": spec(widgets=["ckpt_name"], outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"),
-                                                                    ("VAE", "VAE")]),
-    "LoraLoaderModelOnly": spec([("model", "MODEL")], ["lora_name", "strength_model"], [("MODEL", "MODEL")]),
+                                                                    ("VAE", "VAE")],
+                                   model_widgets={"ckpt_name": "checkpoints"}),
+    "LoraLoaderModelOnly": spec([("model", "MODEL")], ["lora_name", "strength_model"], [("MODEL", "MODEL")],
+                                model_widgets={"lora_name": "loras"}),
     "LoraLoader": spec([("model", "MODEL"), ("clip", "CLIP")], ["lora_name", "strength_model", "strength_clip"],
-                       [("MODEL", "MODEL"), ("CLIP", "CLIP")]),
+                       [("MODEL", "MODEL"), ("CLIP", "CLIP")], model_widgets={"lora_name": "loras"}),
     "CLIPTextEncode": spec([("clip", "CLIP")], ["text"], [("CONDITIONING", "CONDITIONING")]),
     "EmptyLatentImage": spec(widgets=["width", "height", "batch_size"], outputs=[("LATENT", "LATENT")]),
     "KSampler": spec([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
@@ -37,7 +49,8 @@ NODE_SPECS = {
     "PreviewImage": spec([("images", "IMAGE")]),
     "LoadImage": spec(widgets=["image"], outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")],
                       extra_ui_widgets=["upload"]),
-    "ControlNetLoader": spec(widgets=["control_net_name"], outputs=[("CONTROL_NET", "CONTROL_NET")]),
+    "ControlNetLoader": spec(widgets=["control_net_name"], outputs=[("CONTROL_NET", "CONTROL_NET")],
+                             model_widgets={"control_net_name": "controlnet"}),
     "ControlNetApplyAdvanced": spec([("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                                      ("control_net", "CONTROL_NET"), ("image", "IMAGE")],
                                     ["strength", "start_percent", "end_percent"],
@@ -49,12 +62,14 @@ NODE_SPECS = {
     "Note": spec(widgets=["text"], ui_only=True),
     # this pack
     "PV_LoadSIAAdapter": spec(widgets=["adapter_name"], outputs=[("sia_adapter", "SIA_ADAPTER"),
-                                                                 ("trigger_phrase", "STRING")]),
+                                                                 ("trigger_phrase", "STRING")],
+                              model_widgets={"adapter_name": "sia"}),
     "PV_ApplySIALateSteps": spec([("model", "MODEL"), ("sia_adapter", "SIA_ADAPTER")],
                                  ["strength", "start_percent", "end_percent"], [("model", "MODEL")],
                                  optional_sockets=[("mask", "MASK")]),
     "PV_IdentityPrompt": spec([("trigger_phrase", "STRING")], ["text"], [("prompt", "STRING")]),
-    "PV_LoadFaceAnalysis": spec(widgets=["model_pack", "provider"], outputs=[("face_analysis", "FACEANALYSIS")]),
+    "PV_LoadFaceAnalysis": spec(widgets=["model_pack", "provider"], outputs=[("face_analysis", "FACEANALYSIS")],
+                                model_widgets={"model_pack": "insightface"}),
     "PV_TrainIdentity": spec(
         [("model", "MODEL"), ("clip", "CLIP"), ("vae", "VAE"), ("reference_images", "IMAGE"),
          ("face_analysis", "FACEANALYSIS"), ("image_model", "MODEL")],
@@ -81,7 +96,7 @@ NODE_SPECS = {
         [("model", "MODEL"), ("context_options", "CONTEXT_OPTIONS"), ("motion_lora", "MOTION_LORA"),
          ("ad_settings", "AD_SETTINGS"), ("ad_keyframes", "AD_KEYFRAMES"), ("sample_settings", "SAMPLE_SETTINGS"),
          ("scale_multival", "MULTIVAL"), ("effect_multival", "MULTIVAL"), ("per_block", "PER_BLOCK")],
-        ["model_name", "beta_schedule"], [("MODEL", "MODEL")]),
+        ["model_name", "beta_schedule"], [("MODEL", "MODEL")], model_widgets={"model_name": "animatediff_models"}),
     # VideoHelperSuite
     "VHS_LoadVideo": spec(
         [("meta_batch", "VHS_BatchManager"), ("vae", "VAE")],
@@ -99,7 +114,8 @@ NODE_SPECS = {
         [("image", "IMAGE")],
         ["detect_hand", "detect_body", "detect_face", "resolution", "bbox_detector", "pose_estimator",
          "scale_stick_for_xinsr_cn"],
-        [("IMAGE", "IMAGE"), ("POSE_KEYPOINT", "POSE_KEYPOINT")]),
+        [("IMAGE", "IMAGE"), ("POSE_KEYPOINT", "POSE_KEYPOINT")],
+        model_widgets={"bbox_detector": "controlnet_aux", "pose_estimator": "controlnet_aux"}),
 }
 
 # which pack provides a node type (tests and the image-only variant use this)

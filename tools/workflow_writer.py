@@ -12,8 +12,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .workflow_models import BY_NAME
 from .workflow_settings import NOTE_BGCOLOR, NOTE_COLOR
-from .workflow_specs import NODE_SPECS, SEED_WIDGETS
+from .workflow_specs import NO_DOWNLOAD, NODE_SPECS, SEED_WIDGETS
+
+
+def model_file(node, widget: str, folder: str):
+    """The ``ModelFile`` a loader's widget names (``tools.workflow_models``); a file without an entry is an error."""
+    name = node.widgets.get(widget)
+    entry = BY_NAME.get(name)
+    if entry is None or entry.directory != folder:
+        raise KeyError(f"{node.type} #{node.id}: {widget} names {name!r}, which tools/workflow_models.py does not "
+                       f"list for models/{folder}: add its ModelFile (name, folder, download URL)")
+    return entry
 
 
 # ---------------------------------------------------------------- graph description
@@ -131,7 +142,7 @@ class Graph:
                 outputs.append({"name": name, "type": type_, "links": ids or None, "slot_index": slot})
             entry = {"id": node.id, "type": node.type, "pos": list(node.pos), "size": list(node.size), "flags": {},
                      "order": order[node.id], "mode": 0, "inputs": inputs, "outputs": outputs,
-                     "properties": {"Node name for S&R": node.type} if not spec["ui_only"] else {"text": ""},
+                     "properties": self._properties(node),
                      "widgets_values": self._ui_widgets(node)}
             if node.title:
                 entry["title"] = node.title
@@ -143,6 +154,19 @@ class Graph:
                 "groups": self.groups, "config": {},
                 "extra": {"ds": {"scale": 0.75, "offset": [60, 80]}, "info": {"name": self.title}},
                 "version": 0.4}
+
+    @staticmethod
+    def _properties(node) -> dict:
+        """What the frontend keeps per node; a loader's ``models`` lists the files its widgets name, with where to
+        download each and the folder it goes in (the frontend offers them when they are missing)."""
+        if node.spec["ui_only"]:
+            return {"text": ""}
+        properties = {"Node name for S&R": node.type}
+        models = [model_file(node, widget, folder).metadata() for widget, folder in node.spec["model_widgets"].items()
+                  if folder not in NO_DOWNLOAD]
+        if models:
+            properties["models"] = models
+        return properties
 
     def _target_slot(self, node, name):
         return self._input_order(node).index(name)
