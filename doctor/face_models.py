@@ -68,12 +68,14 @@ def _find_elsewhere(names: tuple) -> tuple:
 
 
 def _missing(exc, names):
+    from ..training.face.model_paths import SOURCES
+
     expected = exc.expected
     elsewhere, zips = _find_elsewhere(names)
     hints = [f"Found {' / '.join(names)} in {f}: move the files into {expected}" for f in elsewhere]
     hints += [f"{z} is not unzipped: unzip it so that the .onnx files sit directly in {expected}" for z in zips]
     hints.append(f"{'Otherwise c' if hints else 'C'}opy {PACK}'s {names[0]} and {names[1]} into {expected}, "
-                 "directly (not in a second antelopev2 folder inside it).")
+                 f"directly (not in a second antelopev2 folder inside it): {SOURCES[PACK]}.")
     return fail(NAME, exc.summary, "\n".join(hints), expected_folder=expected, found_elsewhere=elsewhere, zips=zips)
 
 

@@ -1,7 +1,7 @@
 """The versions of each runtime dependency the pack is tested with: the one table of them.
 
-The doctor compares what is installed against it; requirements.txt and the README
-point here.  A version is *inside* the tested range when it is at least ``oldest``
+The doctor compares what is installed against it; requirements.txt and the install guide
+(docs/install.md) point here.  A version is *inside* the tested range when it is at least ``oldest``
 and its leading parts are at most ``newest`` (``newest="2.4"`` covers every 2.4.x,
 ``newest="5"`` every 5.x); below is *older than tested*, above *newer than tested*.
 

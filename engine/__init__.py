@@ -10,7 +10,10 @@ models and the sampling loop are diffusers' instead of ComfyUI's.  One concept p
 - ``sia_peft``: peft's LoRA on exactly the spatial self-attention q/k/v, to and from our adapter files.
 - ``identity_token``: the identity token in the CLIP text encoder; prompts to embeddings.
 - ``late_gate``: which steps of a diffusers scheduler's run the adapter acts on.
-- ``generate``, ``train_token``, ``train_adapter``, ``faces``, ``identity_store``: the method.
+- ``noise_table``: SD1.5's noise levels as ComfyUI's sampling holds them (the training samples' schedule).
+- ``model_fingerprint``: the base model's fingerprint in the Train node's form (what a reuse compares).
+- ``generate``, ``train``, ``train_token``, ``train_adapter``, ``faces``, ``identity_store``: the method.
+- ``train_job``: one training from the command line's settings (``train`` and each train-many task).
 - ``cli`` and ``train_many`` (Ray, imported only there): the command line.
 
 Importing this package imports neither diffusers nor ComfyUI; the modules that need

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import re
 
-import torch
-
 from .errors import EngineError
 
 UNET_PREFIX = "model.diffusion_model."
@@ -246,7 +244,3 @@ def motion_layout(sd: dict, base: dict, positions: int | None = None) -> dict:
     if positions:
         config["motion_max_seq_length"] = positions
     return config
-
-
-def to_dtype(sd: dict, dtype: torch.dtype) -> dict:
-    return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in sd.items()}

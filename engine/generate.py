@@ -5,9 +5,16 @@ classifier-free guidance on a doubled batch), with the peft adapter switched on
 for exactly the calls :func:`.late_gate.adapted_steps` names.  Any diffusers
 scheduler works: a short name of :data:`SCHEDULERS` or a class name such as
 ``DPMSolverMultistepScheduler``, built from SD1.5's noise schedule (shipped).
+
+The seed fixes the video: the starting noise and the noise stochastic schedulers
+add at each step (LCM, Euler ancestral, DDPM ...) come from one generator seeded
+with it, and whatever a scheduler draws from torch's global generator instead is
+drawn, within the run, from that generator seeded with the seed (the caller's global
+random state is left as it was).
 """
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -68,9 +75,15 @@ def initial_latents(unet, settings: GenerateSettings, generator: torch.Generator
     return torch.randn(shape, generator=generator)
 
 
+def step(scheduler, eps, t, latents, generator: torch.Generator):
+    """The scheduler's step, its noise (if it adds any) from ``generator`` where it takes one."""
+    extra = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
+    return scheduler.step(eps, t, latents, **extra).prev_sample
+
+
 def denoise(models, scheduler, latents, context, uncond, settings: GenerateSettings, adapted: set,
-            progress=None) -> torch.Tensor:
-    """The sampling loop; ``adapted`` the call indices with the adapter on."""
+            progress=None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The sampling loop; ``adapted`` the call indices with the adapter on; ``generator`` the step noise's."""
     device = next(models.unet.parameters()).device
     has_lora = bool(sia_peft.lora_layers(models.unet))
     guided = settings.cfg != 1.0
@@ -88,7 +101,7 @@ def denoise(models, scheduler, latents, context, uncond, settings: GenerateSetti
         if guided:
             eps_u, eps_c = eps.chunk(2)
             eps = eps_u + settings.cfg * (eps_c - eps_u)
-        latents = scheduler.step(eps, t, latents).prev_sample
+        latents = step(scheduler, eps, t, latents, generator)
         if progress is not None:
             progress(i, len(scheduler.timesteps), i in adapted)
     if has_lora:
@@ -131,15 +144,18 @@ def generate(models, settings: GenerateSettings, adapter=None, progress=None) ->
     generator = torch.Generator().manual_seed(settings.seed)
     latents = initial_latents(models.unet, settings, generator, models.has_motion)
     attached = adapter is not None and settings.strength != 0
-    if attached:
-        sia_peft.attach(models.unet, adapter.rank, adapter.alpha, models.res_blocks, adapter=adapter)
-        sia_peft.set_strength(models.unet, settings.strength * adapter.alpha / adapter.rank)
-    try:
-        latents = denoise(models, scheduler, latents, context, uncond, settings, adapted if attached else set(),
-                          progress)
-    finally:
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(settings.seed)      # for what peft or a scheduler draws without the generator
         if attached:
-            sia_peft.detach(models.unet)
+            sia_peft.attach(models.unet, adapter.rank, adapter.alpha, models.res_blocks, adapter=adapter)
+            sia_peft.set_strength(models.unet, settings.strength * adapter.alpha / adapter.rank)
+        try:
+            latents = denoise(models, scheduler, latents, context, uncond, settings, adapted if attached else set(),
+                              progress, generator)
+        finally:
+            if attached:
+                sia_peft.detach(models.unet)
     return {"frames": decode(models.vae, latents, models.has_motion), "adapted_steps": sorted(adapted),
             "steps": len(scheduler.timesteps)}
 

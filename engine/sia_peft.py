@@ -36,6 +36,18 @@ def target_names(unet: torch.nn.Module, res_blocks: int = 2) -> list:
     return sorted(names)
 
 
+def targets(unet: torch.nn.Module, res_blocks: int = 2) -> list:
+    """The target layers as the nodes name them (:class:`..sia.targets.Target`: ldm path, in and out features)."""
+    from ..sia.targets import Target
+
+    modules = dict(unet.named_modules())
+    out = []
+    for name in target_names(unet, res_blocks):
+        linear = getattr(modules[name], "base_layer", modules[name])
+        out.append(Target(naming.from_diffusers(name, res_blocks), linear.in_features, linear.out_features, linear))
+    return out
+
+
 def attach(unet: torch.nn.Module, rank: int, alpha: float, res_blocks: int = 2, adapter=None) -> list:
     """Add the LoRA to ``unet`` (peft, adapter ``sia``); load ``adapter``'s weights when given, else peft's
     initialisation (down random, up zero: a no-op).  Returns the target names."""

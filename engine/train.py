@@ -1,27 +1,32 @@
 """Training one identity in the engine: photos -> token (stage 1) -> adapter (stage 2) -> the two files.
 
-The same order, checks, defaults and metadata as the Train node: every check before
-any work; reference faces found and embedded by the shared face stack (two
-colour-jittered copies each); face-centred crops for the token; the adapter starts as
-a no-op (up zero) at rank 4, alpha = rank; the files are the nodes' files.
+The same order, checks, defaults, draws and metadata as the Train node, from the setup
+both share (:mod:`..training.identity_setup`): every check before any work; reference
+faces found and embedded by the shared face stack (two colour-jittered copies each, from
+the seed's stream); face-centred crops for the token; the adapter starts from the same
+weights (a no-op: up zero) at rank 4, alpha = rank; the adapter file holds the same
+``training`` metadata (the record of what it was trained from, the histories, the final
+similarity, the independent score of the last training sample), so a node can reuse an
+identity the engine trained on the same inputs and the other way round; the files are
+the nodes' files.
 """
 from __future__ import annotations
 
-import math
 import os
 
 import torch
 
 from ..sia.adapter import AdapterInfo
-from ..training import prompts as prompt_data
+from ..training import identity_setup as setup, prompts as prompt_data
 from ..training.identity_files import sanitise_name
 from ..training.textual_inversion import TISettings
 from . import identity_store, models as engine_models, sia_peft
 from ..training.sia_settings import NEGATIVE_PROMPT, TRAINING_CFG, SIATrainSettings
 from .errors import EngineError
 from .identity_token import TokenPrompts
+from .noise_table import NoiseTable
 
-REFERENCE_AUGMENT_COPIES = 2
+ENGINE = "diffusers+peft"
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
@@ -43,35 +48,33 @@ def photo_paths(items) -> list:
 def read_photo(path: str) -> torch.Tensor:
     """An image file as [H, W, 3] float 0..1."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+            upright = ImageOps.exif_transpose(im)     # as ComfyUI's Load Image: a phone photo the right way up
+            rgb = np.asarray(upright.convert("RGB"), dtype=np.float32) / 255.0
     except (OSError, UnidentifiedImageError) as exc:
         raise EngineError(f"photo {path} is not a readable image ({exc}).") from None
     return torch.from_numpy(rgb.copy())
 
 
-def _last_finite(values):
-    finite = [v for v in values if math.isfinite(v)]
-    return finite[-1] if finite else None
-
-
 def train_identity(models, photos, name: str, class_word: str, face_stack, models_dir: str,
                    motion_adapter=None, ti_settings: TISettings | None = None,
                    sia_settings: SIATrainSettings | None = None, rank: int = 4, prompts: str | None = None,
-                   overwrite: bool = False, progress=None, negative: str = NEGATIVE_PROMPT) -> dict:
+                   overwrite: bool = False, progress=None, negative: str = NEGATIVE_PROMPT,
+                   sample_scorer=None) -> dict:
     """Train and save one identity; ``photos`` image tensors [H, W, 3] or files/folders; ``face_stack`` a
-    (FaceStack, encoder) pair (:func:`.faces.load_face_stack`); ``progress(stage, i, total, loss, similarity)``."""
+    (FaceStack, encoder) pair (:func:`.faces.load_face_stack`); ``progress(stage, i, total, loss, similarity)``;
+    ``sample_scorer(frames IMAGE, photos) -> dict`` the independent score of the last training sample
+    (``evaluation.training_sample.score_training_sample``; None: not scored), as the node's."""
     from ..training.face.identity_loss import IdentityLoss
-    from ..training.face.references import embed_references, training_crops
+    from ..training.face.references import training_crops
+    from .model_fingerprint import fingerprint
 
     # --- every check before any work ---
     name = sanitise_name(name)
-    class_word = (class_word or "").strip()
-    if not class_word or "\n" in class_word or "{" in class_word:
-        raise EngineError("--class-word must be a plain word or two such as man, woman or person.")
+    class_word = setup.check_class_word(class_word, "--class-word")
     templates = prompt_data.parse_prompts(prompts) if prompts else prompt_data.default_prompts()
     identity_store.check_free(models_dir, name, overwrite)
     ti_settings = ti_settings or TISettings()
@@ -85,48 +88,57 @@ def train_identity(models, photos, name: str, class_word: str, face_stack, model
                           "motion modules)")
     images = [p if torch.is_tensor(p) else read_photo(p) for p in
               (photos if all(torch.is_tensor(p) for p in photos) else photo_paths(photos))]
+    record = setup.record_of(images, class_word, templates, ti_settings, sia_settings, rank, negative,
+                             fingerprint(models, motion_adapter))
     stack, encoder = face_stack
     device = next(models.unet.parameters()).device
 
-    refs = embed_references(stack.detector, encoder, images, augment_copies=REFERENCE_AUGMENT_COPIES,
-                            seed=sia_settings.seed)
+    refs = setup.reference_embeddings(stack.detector, encoder, images, sia_settings.seed)
     crops = training_crops(images, refs.faces, sia_settings.width, sia_settings.height)
     token_prompts = TokenPrompts(models.text_encoder, models.tokenizer, class_word, name)
-    scheduler_table = _abar(models.scheduler_config).to(device)
 
     # --- stage 1: the token, on single images (the image UNet) ---
     from .train_token import train_token
 
     vector, token_losses = train_token(
         models.unet, models.vae, token_prompts, crops.images,
-        scheduler_table, ti_settings, _stage_progress(progress, "token", ti_settings.steps))
+        NoiseTable(models.scheduler_config), ti_settings, _stage_progress(progress, "token", ti_settings.steps))
 
     # --- stage 2: the adapter, through the motion modules ---
     from .train_adapter import train_adapter
 
     if motion_adapter is not None:
         engine_models.add_motion(models, motion_adapter)
-    with torch.random.fork_rng():
-        torch.manual_seed(sia_settings.seed)
-        sia_peft.attach(models.unet, rank, float(rank), models.res_blocks)
-    trigger = f"embedding:{name} {class_word}"
-    info = AdapterInfo(name=name, trigger=trigger,
-                       num_res_blocks=models.res_blocks,
-                       training={"method": "PersonalVideo", "class_word": class_word, "rank": int(rank),
-                                 "references": len(refs.faces.labels), "textual_inversion": ti_settings.to_json(),
-                                 "sia": sia_settings.to_json(), "prompts": len(templates),
-                                 "engine": "diffusers+peft", "motion_modules": bool(models.has_motion)})
+    trigger = setup.trigger_of(name, class_word)
+    info = AdapterInfo(name=name, trigger=trigger, num_res_blocks=models.res_blocks,
+                       training=setup.training_info(class_word, rank, len(refs.faces.labels), ti_settings,
+                                                    sia_settings, templates, record, engine=ENGINE,
+                                                    motion_modules=bool(models.has_motion)))
+    start = setup.initial_adapter(sia_peft.targets(models.unet, models.res_blocks), rank, sia_settings.seed, info)
+    with torch.random.fork_rng():     # peft's own initialisation draws from the global generator; ours replaces it
+        sia_peft.attach(models.unet, rank, float(rank), models.res_blocks, adapter=start)
     loss_fn = IdentityLoss(stack.detector, encoder, refs.embeddings.to(device))
     history = train_adapter(models, token_prompts, vector, loss_fn,
                             prompt_data.PromptSampler(templates, sia_settings.seed), sia_settings,
                             _stage_progress(progress, "adapter", sia_settings.iterations), negative=negative)
     trained = sia_peft.extract(models.unet, float(rank), info, models.res_blocks, embedding=vector)
-    trained.info.training.update(skipped_frames=history.skipped, precision=history.precision,
-                                 final_similarity=_last_finite(history.similarity))
+    score = setup.score_sample(sample_scorer, _last_sample(models, history) if sample_scorer else None, images)
+    setup.add_results(trained.info.training, token_losses, history, score)
     paths = identity_store.write_identity(models_dir, name, trained, vector, overwrite=overwrite)
     trained.source = paths["sia"]
     return {"name": name, "paths": paths, "adapter": trained, "vector": vector, "token_losses": token_losses,
-            "history": history, "trigger": trigger, "final_similarity": trained.info.training["final_similarity"]}
+            "history": history, "trigger": trigger, "final_similarity": trained.info.training["final_similarity"],
+            "identity_score": score}
+
+
+def _last_sample(models, history):
+    """The last training sample's frames as an IMAGE [F, H, W, 3] (None if they cannot be decoded)."""
+    from .generate import decode
+
+    try:
+        return decode(models.vae, history.last_latent.to(next(models.vae.parameters()).device), False).movedim(1, -1)
+    except Exception:   # noqa: BLE001  (the score then says the sample could not be decoded)
+        return None
 
 
 def _stage_progress(progress, stage: str, total: int):
@@ -134,10 +146,4 @@ def _stage_progress(progress, stage: str, total: int):
         if progress is not None:
             progress(stage, i, total, loss, similarity)
     return report
-
-
-def _abar(config: dict) -> torch.Tensor:
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler.from_config(config).alphas_cumprod.float()
 

@@ -1,16 +1,19 @@
 """Stage 2 in the engine: the Spatial Identity Adapter trained with the identity loss on generated videos.
 
-Per iteration, as in the nodes (:mod:`..training.sia_trainer`): a simulated prompt
-with the token; pure noise (frames x height x width); the few-step LCM schedule
-(timesteps of ComfyUI's sgm_uniform: 999/749/500/250 for 4 steps) with the adapter
-off and no gradient for all but the last step; the last step with the adapter on and
-gradient, through the motion modules; one random frame decoded with gradient;
-loss = identity loss + lambda * ||adapter - initial||^2; AdamW on the LoRA only.
-Guidance ``cfg`` with the negative prompt, and the seed's independent streams for
-the frame index and the noise (:mod:`..training.random_streams`), as in the node.
-Frames without a face are skipped (no step) and counted; when most have none the run
-stops with the nodes' message.  The same settings class (:mod:`..training.sia_settings`).  On CUDA:
-gradient checkpointing of the UNet and VAE, mixed precision with fp32 LoRA weights.
+Per iteration, as in the node (:mod:`..training.sia_trainer`), with the same streams of
+the seed (:mod:`..training.identity_setup`): a simulated prompt with the token; pure
+noise [frames, 4, h, w]; the few-step LCM schedule (sgm_uniform, 4 steps) computed as
+ComfyUI's sampling computes it for the same model (:mod:`.noise_table`: the same noise
+levels, timesteps and scaling, ``x = denoised + sigma_next * noise`` between steps, the
+noise drawn frames first from the iteration's generator); the adapter off and no
+gradient for all but the last step; the last step with the adapter on and gradient,
+through the motion modules; one random frame decoded with gradient; loss = identity
+loss + lambda * ||adapter - initial||^2; AdamW on the LoRA only.  Guidance ``cfg`` with
+the negative prompt, combined on the denoised predictions as ComfyUI does.  Frames
+without a face are skipped (no step) and counted; when most have none the run stops
+with the nodes' message.  The same settings class (:mod:`..training.sia_settings`).
+On CUDA: gradient checkpointing of the UNet and VAE, mixed precision with fp32 LoRA
+weights.
 """
 from __future__ import annotations
 
@@ -19,24 +22,11 @@ import math
 import torch
 
 from ..training import precision as amp
-from ..training.random_streams import SEED_BITS, stream, stream_seed
+from ..training.identity_setup import frame_stream, iteration_generator
 from ..training.sia_settings import SIAHistory, SIATrainSettings, reg_term
 from . import sia_peft
 from .errors import EngineError
-
-
-def few_step_timesteps(steps: int, train_steps: int = 1000) -> list:
-    """sgm_uniform's timesteps for ``steps`` steps: evenly from the top (999) down, the last above 0."""
-    top = train_steps - 1
-    return [int(round(top - i * top / steps)) for i in range(steps)]
-
-
-def lcm_scheduler(config: dict, steps: int):
-    from diffusers import LCMScheduler
-
-    scheduler = LCMScheduler.from_config(config)
-    scheduler.set_timesteps(timesteps=few_step_timesteps(steps, int(config.get("num_train_timesteps", 1000))))
-    return scheduler
+from .noise_table import NoiseTable
 
 
 def decode_frame(vae, z: torch.Tensor) -> torch.Tensor:
@@ -45,41 +35,59 @@ def decode_frame(vae, z: torch.Tensor) -> torch.Tensor:
     return ((x.float() + 1) / 2).clamp(0, 1)
 
 
+def _video(models, frames: torch.Tensor) -> torch.Tensor:
+    """Frames [F, C, h, w] as the UNet takes them: one video [1, C, F, h, w] with motion modules, else as they are."""
+    return frames.permute(1, 0, 2, 3)[None] if models.has_motion else frames
+
+
+def _frames(models, video: torch.Tensor) -> torch.Tensor:
+    return video[0].permute(1, 0, 2, 3) if models.has_motion else video
+
+
 def guided_noise(models, latents, t, context, uncond, cfg: float) -> torch.Tensor:
-    """The noise prediction at guidance ``cfg`` (classifier-free, ``uncond`` the negative prompt's embedding),
-    as the node's training samples are made; at cfg 1 the prompt's prediction alone.  Both predictions come
-    from one UNet call on a doubled batch, as ComfyUI batches cond and uncond."""
+    """The noise predictions (cond, uncond) for ``latents`` in the UNet's layout, from one UNet call on a doubled
+    batch as ComfyUI batches cond and uncond; uncond is None at cfg 1 (the prompt's prediction alone)."""
     if uncond is None or cfg == 1.0:
-        return models.predict_noise(latents, t, context)
+        return models.predict_noise(latents, t, context), None
     if models.has_motion:     # [B, C, F, h, w]: one text embedding per video, repeated per frame by predict_noise
         contexts = torch.cat([context, uncond])
     else:                     # [F, C, h, w]: one text embedding per frame
         n = latents.shape[0]
         contexts = torch.cat([context.expand(n, -1, -1), uncond.expand(n, -1, -1)])
     eps, eps_uncond = models.predict_noise(torch.cat([latents, latents]), t, contexts).chunk(2)
-    return eps_uncond + cfg * (eps - eps_uncond)
+    return eps, eps_uncond
 
 
-def run_iteration(models, scheduler_config, context, noise, frame: int, steps: int, generator, precision,
+def guided_denoised(models, table: NoiseTable, x, sigma, context, uncond, cfg: float) -> torch.Tensor:
+    """The denoised frames [F, C, h, w] for the noisy frames ``x`` at ``sigma`` (a CPU scalar), guided at ``cfg``:
+    uncond + cfg * (cond - uncond) of the two denoised predictions (classifier-free guidance)."""
+    t = table.timestep(sigma).float().to(x.device)
+    eps, eps_uncond = guided_noise(models, _video(models, table.model_input(x, sigma)), t, context, uncond, cfg)
+    cond = table.denoised(x, sigma, _frames(models, eps))
+    if eps_uncond is None:
+        return cond
+    plain = table.denoised(x, sigma, _frames(models, eps_uncond))
+    return plain + (cond - plain) * cfg
+
+
+def run_iteration(models, table: NoiseTable, context, noise, frame: int, steps: int, generator, precision,
                   uncond=None, cfg: float = 1.0):
-    """One generation; returns the decoded trained frame (grad to the LoRA) and the final latents."""
+    """One training sample from ``noise`` [F, C, h, w]; returns the decoded trained frame (grad to the LoRA) and
+    the final denoised frames [F, C, h, w]."""
     unet = models.unet
-    scheduler = lcm_scheduler(scheduler_config, steps)
-    latents = noise.to(context.device)
-    last = len(scheduler.timesteps) - 1
-    for i, t in enumerate(scheduler.timesteps):
+    sigmas = table.sgm_uniform(steps)
+    x = noise.to(context.device) * torch.sqrt(1.0 + sigmas[0] ** 2.0)   # from pure noise at the top of the table
+    last = steps - 1
+    for i in range(steps):
         sia_peft.set_enabled(unet, i == last)
-        grad = i == last
-        with torch.set_grad_enabled(grad), precision.autocast():
-            eps = guided_noise(models, latents, t, context, uncond, cfg)
-        out = scheduler.step(eps, t, latents, generator=generator)
-        latents = out.prev_sample if not grad else out.denoised
-        if not grad:
-            latents = latents.detach()
-    z = latents[:, :, frame] if latents.ndim == 5 else latents[frame:frame + 1]
+        with torch.set_grad_enabled(i == last), precision.autocast():
+            denoised = guided_denoised(models, table, x, sigmas[i], context, uncond, cfg)
+        if i < last:
+            step_noise = torch.randn(denoised.shape, generator=generator, dtype=torch.float32)
+            x = (denoised + sigmas[i + 1] * step_noise.to(denoised.device, denoised.dtype)).detach()
     with precision.autocast():
-        pixels = decode_frame(models.vae, z)
-    return pixels, latents
+        pixels = decode_frame(models.vae, denoised[frame:frame + 1])
+    return pixels, denoised
 
 
 def train_adapter(models, prompts, vector: torch.Tensor, identity_loss, templates, settings: SIATrainSettings,
@@ -101,12 +109,10 @@ def train_adapter(models, prompts, vector: torch.Tensor, identity_loss, template
     if checkpointing:
         unet.enable_gradient_checkpointing()
         models.vae.enable_gradient_checkpointing()
-    frames_rng = stream(settings.seed, "frames")
-    noise_base = stream_seed(settings.seed, "noise")
+    frames_rng = frame_stream(settings.seed)
+    table = NoiseTable(models.scheduler_config)
     history = SIAHistory(precision=precision.name)
-    h, w = settings.height // 8, settings.width // 8
-    channels = int(unet.config.in_channels)
-    shape = (1, channels, settings.frames, h, w) if models.has_motion else (settings.frames, channels, h, w)
+    shape = (settings.frames, int(unet.config.in_channels), settings.height // 8, settings.width // 8)
     contexts = {}
     uncond = None
     if settings.cfg != 1.0:
@@ -119,10 +125,10 @@ def train_adapter(models, prompts, vector: torch.Tensor, identity_loss, template
                 with torch.no_grad():
                     contexts[text] = prompts.encode(text, vector).detach()
             frame = frames_rng.randrange(settings.frames)
-            gen = torch.Generator().manual_seed((noise_base + it) % (2 ** SEED_BITS))
+            gen = iteration_generator(settings.seed, it)
             noise = torch.randn(shape, generator=gen)
-            pixels, latents = run_iteration(models, models.scheduler_config, contexts[text].to(device), noise.to(device),
-                                            frame, settings.steps, gen, precision, uncond, settings.cfg)
+            pixels, latents = run_iteration(models, table, contexts[text].to(device), noise.to(device), frame,
+                                            settings.steps, gen, precision, uncond, settings.cfg)
             with precision.full():
                 out = identity_loss(pixels)
                 similarity = out.mean_similarity

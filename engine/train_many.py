@@ -7,8 +7,11 @@ overriding the command line's training settings for that row (:data:`OVERRIDES`)
 - Each identity is one Ray task asking for one GPU where the cluster has GPUs
   (``--gpus-per-task`` for a fraction), else one CPU; a local Ray by default,
   an existing cluster with ``--address``.
-- An identity whose files exist with the same settings is skipped; one whose files
-  exist with other settings fails with that reason unless ``--overwrite``.
+- An identity whose files exist and were trained from the same inputs is skipped:
+  the record in its adapter file (photo hashes, the base model's fingerprint, the
+  prompts, every setting; :mod:`..training.identity_record`, the one the Train node
+  writes and compares) equals the one this run would write.  One whose files exist
+  with other inputs fails with what differs, unless ``--overwrite``.
 - A failed identity is tried once more (``--retries``); a failure never stops
   the others: each task returns its error instead of raising it.
 - The summary (name, status, attempts, seconds, final similarity, paths, error) is
@@ -68,29 +71,62 @@ def read_manifest(path: str) -> list:
     return rows
 
 
-def expected_training(args, row) -> dict:
-    """The settings an identity trained from ``row`` carries in its adapter file."""
-    from .cli import train_settings
+class BaseModel:
+    """The fingerprint of the command line's checkpoint and motion model (:mod:`.model_fingerprint`), read once
+    and only when an existing identity has to be compared."""
+
+    def __init__(self, args):
+        self.args, self.value = args, None
+
+    def fingerprint(self) -> dict:
+        if self.value is None:
+            from .model_fingerprint import fingerprint
+            from .train_job import load_engine_models
+
+            models, motion = load_engine_models(self.args, motion=True)
+            self.value = fingerprint(models, motion)
+        return self.value
+
+
+def expected_record(args, row, base_model: BaseModel) -> dict:
+    """The record an identity trained from ``row`` with this command line carries in its adapter file."""
+    from ..training import identity_setup, prompts as prompt_data
+    from .train import photo_paths, read_photo
+    from .train_job import read_prompts, train_settings
 
     ti, sia, rank = train_settings(args, row["overrides"])
-    return {"class_word": row["class_word"], "rank": rank, "textual_inversion": ti.to_json(), "sia": sia.to_json()}
+    text = read_prompts(args)
+    templates = prompt_data.parse_prompts(text) if text else prompt_data.default_prompts()
+    photos = [read_photo(p) for p in photo_paths(row["photos"])]
+    return identity_setup.record_of(photos, identity_setup.check_class_word(row["class_word"], "class_word"),
+                                    templates, ti, sia, rank, args.training_negative, base_model.fingerprint())
 
 
-def existing_state(args, row) -> tuple:
-    """("new" | "same" | "different", paths) for the identity files of ``row``."""
+def existing_state(args, row, base_model: BaseModel | None = None) -> tuple:
+    """("new" | "same" | "different", paths, what differs) for the identity files of ``row``."""
     from ..sia import load_adapter
-    from .cli import models_dir_of
+    from ..training.errors import TrainingError
+    from ..training.identity_record import RECORD_KEY, differences
     from .identity_store import identity_paths
+    from .train_job import models_dir_of
 
     paths = identity_paths(models_dir_of(args), row["name"])
     if not all(os.path.exists(p) for p in paths.values()):
-        return "new", paths
+        return "new", paths, []
     try:
-        saved = load_adapter(paths["sia"]).info.training
-    except Exception:  # noqa: BLE001  (an unreadable file is "different": retrain or refuse)
-        return "different", paths
-    want = expected_training(args, row)
-    return ("same" if all(saved.get(k) == v for k, v in want.items()) else "different"), paths
+        stored = load_adapter(paths["sia"]).info.training.get(RECORD_KEY)
+    except Exception as exc:  # noqa: BLE001  (an unreadable file is "different": retrain or refuse)
+        return "different", paths, [f"its adapter cannot be read ({type(exc).__name__}: {exc})"]
+    if not isinstance(stored, dict):
+        return "different", paths, ["its adapter holds no record of what it was trained from (an older version "
+                                    "of the pack wrote it)"]
+    base_model = base_model or BaseModel(args)
+    base_model.fingerprint()     # a checkpoint that cannot be loaded stops the run here, with its own message
+    try:
+        changed = differences(stored, expected_record(args, row, base_model))
+    except (EngineError, TrainingError) as exc:  # this row's photos or class word: its training would stop too
+        return "different", paths, [str(exc)]
+    return ("different" if changed else "same"), paths, changed
 
 
 def train_row(args, row) -> dict:
@@ -99,8 +135,9 @@ def train_row(args, row) -> dict:
 
     start = time.time()
     try:
-        # by the stable name: a host may have imported this module under another one (its folder path)
-        train_one = importlib.import_module(PACKAGE + ".engine.cli").train_one
+        # by the stable name, not relative: a host may have imported this module under another name (its folder
+        # path), and a worker knows the pack only by the stable one
+        train_one = importlib.import_module(PACKAGE + ".engine.train_job").train_one
         result = train_one(args, row["photos"], row["name"], row["class_word"], row["overrides"],
                            label=f"{row['name']} ")
         return {"name": row["name"], "status": "trained", "seconds": round(time.time() - start, 1),
@@ -168,8 +205,9 @@ def _write_json(f, rows):
 def run_manifest(args) -> dict:
     rows = read_manifest(args.manifest)
     results, todo = {}, []
+    base_model = BaseModel(args)
     for row in rows:
-        state, paths = existing_state(args, row)
+        state, paths, changed = existing_state(args, row, base_model)
         if state == "same" and not args.overwrite:
             results[row["name"]] = {"name": row["name"], "status": "skipped", "attempts": 0, "seconds": 0.0,
                                     "final_similarity": _saved_similarity(paths["sia"]), "sia": paths["sia"],
@@ -177,7 +215,8 @@ def run_manifest(args) -> dict:
         elif state == "different" and not args.overwrite:
             results[row["name"]] = {"name": row["name"], "status": "failed", "attempts": 0, "seconds": 0.0,
                                     "final_similarity": None, "sia": paths["sia"], "embedding": paths["embedding"],
-                                    "error": "its files exist with other settings; pass --overwrite to retrain"}
+                                    "error": "its files exist and differ from this run: " + "; ".join(changed)
+                                    + "; pass --overwrite to retrain"}
         else:
             todo.append(row)
     if todo:

@@ -45,6 +45,16 @@ def uniform_res_blocks(num_res_blocks) -> int:
     return values.pop()
 
 
+def unet_order(path: str) -> tuple:
+    """Sort key of target paths in the UNet's own order (encoder, middle, decoder blocks; then the transformer
+    block; then q, k, v): the order the layers are found in a ComfyUI UNet, whatever layout names them."""
+    m = _LDM_PATH.match(path)
+    if m is None:
+        raise ValueError(f"not a spatial self-attention projection path: {path}")
+    part = 1 if m["mid"] else (0 if m["kind"] == "input_blocks" else 2)
+    return part, int(m["n"] or 0), int(m["t"]), PROJECTIONS.index(m["p"])
+
+
 def to_diffusers(path: str, num_res_blocks: int = 2) -> str:
     """ldm target path -> diffusers module path (dots)."""
     m = _LDM_PATH.match(path)

@@ -73,3 +73,25 @@ def save_tiny_checkpoint(path: str, seed: int = 0) -> str:
                    for k, v in clip.state_dict().items() if k.startswith("clip_l.transformer.")})
     save_file({k: v.contiguous() for k, v in sd.items()}, path)
     return path
+
+
+def engine_models_like(model, clip, vae):
+    """EngineModels holding the very weights of a ComfyUI MODEL, CLIP and VAE (tests/tiny_models.py), mapped as
+    the engine maps a checkpoint's; the text model with the CLIP's own number of attention heads (the engine
+    reads it as width / 64, which a tiny CLIP is not)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from comfyui_personalvideo.engine import models
+
+    def copied(module, prefix=""):
+        return {k[len(prefix):]: v.detach().clone() for k, v in module.state_dict().items() if k.startswith(prefix)}
+
+    unet, res_blocks = models.unet_from_ldm(copied(model.model.diffusion_model))
+    image_vae = models.vae_from_ldm(copied(vae.first_stage_model))
+    text = models.text_encoder_from_ldm(copied(clip.cond_stage_model, "clip_l.transformer."))
+    heads = clip.cond_stage_model.clip_l.transformer.text_model.encoder.layers[0].self_attn.heads
+    same = CLIPTextModel(CLIPTextConfig(**dict(text.config.to_dict(), num_attention_heads=int(heads))))
+    same.load_state_dict(text.state_dict())
+    tokenizer = CLIPTokenizer.from_pretrained(os.path.join(host.host_root(), "comfy", "sd1_tokenizer"),
+                                              local_files_only=True)
+    return models.EngineModels(unet, image_vae, same, tokenizer, res_blocks=res_blocks).freeze()

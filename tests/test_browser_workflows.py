@@ -15,6 +15,11 @@ The user's photos and videos the workflows name are placed in the host's input f
 generated files); third-party packs the host lacks are the test stand-ins of tests/stand_in_nodes,
 with a frontend stand-in for VideoHelperSuite's widget handling.
 
+The modern frontend's own views of the pack (a host that serves comfyui-frontend-package; the 2024 tree's
+web/ frontend has neither): the Templates browser lists our workflows under the pack's name, each with its
+thumbnail; and loading a workflow whose model files are missing offers each file's download from the address
+the workflow carries (the ``models`` metadata of its loaders), caught in the page rather than followed.
+
 Skipped, with the reason, only where Debian's chromium / chromium-driver are not installed.
 """
 import copy
@@ -24,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+import host
 import workflow_checks as wc
 from pv_tools import comfy_frontend
 from pv_tools.workflow_inputs import input_files, place_input_files
@@ -137,6 +143,52 @@ def test_workflow_loads_and_converts_in_the_real_frontend(frontend, comfy_server
     assert differences == [], f"the frontend's conversion differs from {api_twin(path)}:\n" + "\n".join(differences)
 
 
+# --- the modern frontend's Templates browser and download offers --------------------------------
+def _modern(ui) -> None:
+    version = ui.frontend_version()
+    if not version[:1].isdigit():
+        pytest.skip(f"this host serves the frontend {version}, which has no Templates browser for custom node "
+                    "packs and no download offers for missing models: run with COMFYUI_ROOT set to a modern ComfyUI")
+
+
+def test_templates_browser_lists_every_workflow_under_the_pack_with_its_thumbnail(frontend, comfy_server):
+    _modern(frontend)
+    names = sorted(p.stem for p in (REPO / "workflows").glob("*.json"))
+    module = host.PACK_MODULE  # the pack's folder in the host's custom_nodes: the category's name
+    assert sorted(comfy_server.get("/workflow_templates")[module]) == names
+    shown = frontend.templates(module)
+    assert shown["found"], f"no '{module}' category in the Templates browser:\n{shown['text']}"
+    thumbnails = {t["src"].split("?")[0].rsplit("/", 1)[-1]: t["status"] for t in shown["thumbnails"]}
+    assert thumbnails == {f"{name}.jpg": 200 for name in names}, shown["thumbnails"]
+    assert shown["pictures"] >= len(names)
+    assert [n for n in names if n not in shown["text"]] == []
+
+
+def test_frontend_offers_the_downloads_of_a_workflows_missing_models(comfy_server):
+    reason = comfy_frontend.missing_browser()
+    if reason:
+        pytest.skip(reason)
+    path = REPO / "workflows" / "04_generate_with_style_lora.json"  # checkpoint, two LoRAs, motion model
+    workflow = json.loads(path.read_text())
+    carried = {m["name"]: m for node in workflow["nodes"] for m in node.get("properties", {}).get("models", [])}
+    assert len(carried) == 4
+    assert not any(any(comfy_server.models.rglob(name)) for name in carried)  # missing on this host
+    with comfy_frontend.ComfyFrontend(comfy_server.url,
+                                      settings={"Comfy.Workflow.ShowMissingModelsWarning": True}) as ui:
+        _modern(ui)
+        folders = {f["name"] for f in comfy_server.get("/experiment/models")}
+        known = {name for name, m in carried.items() if m["directory"] in folders}  # motion model: with ADE only
+        report = ui.load(workflow, path.name)
+        assert report["missing"] == [], report["missing"]
+        offered = ui.download_offers()
+    assert known <= set(offered["listed"]), offered
+    for offer in offered["offers"]:
+        assert offer["url"] == carried[offer["name"]]["url"], offer
+    # every frontend offers .safetensors files from huggingface.co and civitai.com for download
+    enabled = {o["name"] for o in offered["offers"] if o["enabled"] and o["url"]}
+    assert {name for name in known if name.endswith(".safetensors")} <= enabled, offered
+
+
 # --- the check itself: broken variants of our small workflow must be reported ---------------------
 def _node(workflow, node_id):
     return next(n for n in workflow["nodes"] if n["id"] == node_id)
@@ -170,7 +222,9 @@ def _one_value_too_many(wf):
 
 
 BROKEN = {
-    _unknown_type: lambda r: r["missing"] == ["PV_NoSuchNode"] and any("PV_NoSuchNode" in o for o in r["overlays"]),
+    # the 2025 frontend names the type in a warning dialog; newer ones mark the node as failed
+    _unknown_type: lambda r: r["missing"] == ["PV_NoSuchNode"] and (
+        any("PV_NoSuchNode" in o for o in r["overlays"]) or "node 3 (PV_NoSuchNode) is marked as failed" in r["problems"]),
     _seed_without_control_value: lambda r: any("node 7 (KSampler) widgets: saved" in p for p in r["problems"]),
     _sampler_not_in_list: lambda r: any("'sampler_name': \"lcm_turbo\" is not one of" in p for p in r["problems"]),
     _strength_out_of_range: lambda r: any("'strength': 5 outside [-2, 2]" in p for p in r["problems"]),

@@ -266,6 +266,7 @@ def test_no_antelopev2_at_all(install):
     result = face_models.check_antelopev2(context())
     assert result.status == doctor.FAIL and "was not found" in result.message
     assert str(install / "insightface" / "models" / "antelopev2") in result.fix
+    assert "antelopev2.zip where the PuLID and InstantID packs point" in result.fix  # insightface has no download
 
 
 # ---------------------------------------------------------------- AnimateDiff-Evolved and model files

@@ -65,6 +65,9 @@ def test_train_then_generate_from_the_command_line(files, capsys):
     assert "use it with: embedding:bob man" in out.out and "adapter" in out.err  # tqdm bars on stderr
     adapter = load_adapter(str(files["root"] / "models" / "sia" / "bob.safetensors"))
     assert adapter.info.training["motion_modules"] is True and adapter.embedding is not None
+    training = adapter.info.training     # what the node writes too: the record, the history, the independent score
+    assert len(training["record"]["photos"]) == 1 and training["record"]["settings"]["class_word"] == "man"
+    assert len(training["history"]["adapter_loss"]) == 2 and "face_similarity" in training["identity_score"]
 
     video = files["root"] / "bob.gif"
     rc = cli.main(["generate", "--identity", "bob", "--prompt", "walking on a beach", "--output", str(video),

@@ -105,6 +105,26 @@ def test_generation_switches_the_adapter_on_for_exactly_the_gated_steps_and_leav
     torch.testing.assert_close(off["frames"], base["frames"], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("name", ["lcm", "euler_a", "ddpm", "dpmpp_2m"])
+def test_the_seed_fixes_the_video_whatever_the_global_random_state(engine, name):
+    """LCM, Euler ancestral and DDPM add noise at every step: it comes from the seed, never from torch's global
+    generator, so a seed gives the same video in any process (here: the global state set otherwise before each
+    run), and a generation leaves the caller's global random state as it found it."""
+    import dataclasses
+
+    settings = gen.GenerateSettings(prompt="a woman smiling", scheduler=name, **dict(SMALL, steps=4))
+    torch.manual_seed(1)
+    first = gen.generate(engine, settings)["frames"]
+    torch.manual_seed(2)
+    torch.rand(7)
+    state = torch.get_rng_state()
+    second = gen.generate(engine, settings)["frames"]
+    torch.testing.assert_close(second, first, rtol=0, atol=0)
+    assert torch.equal(torch.get_rng_state(), state)
+    other = gen.generate(engine, dataclasses.replace(settings, seed=2))["frames"]
+    assert float((other - first).abs().max()) > 1e-3
+
+
 def test_the_token_replaces_embedding_name_and_token_placeholders(engine):
     prompts = TokenPrompts(engine.text_encoder, engine.tokenizer, "woman", "zoe")
     assert prompts.text("embedding:zoe woman on a beach") == prompts.text("{token} {class_word} on a beach")

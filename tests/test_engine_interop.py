@@ -13,6 +13,7 @@ from comfyui_personalvideo.sia import AdapterInfo, load_adapter, naming, save_ad
 
 import sampling
 import tiny_models
+from face_fixtures import tiny_onnx  # noqa: F401
 
 pytest.importorskip("diffusers")
 pytest.importorskip("peft")
@@ -176,3 +177,77 @@ def test_ldm_checkpoint_keys_map_onto_diffusers_exactly(base):
     assert set(mapped) == set(unet.state_dict())
     for k, v in mapped.items():
         assert tuple(unet.state_dict()[k].shape) == tuple(v.shape), k
+
+
+AGREE = dict(ti_steps=3, ti_learning_rate=1e-2, ti_batch_size=2, sia_iterations=2, sia_learning_rate=1e-2, sia_rank=4,
+             reg_lambda=1e-2, frames=2, width=64, height=64, sampling_steps=4, seed=5)
+AGREE_PROMPTS = "{token} {class_word} walking on a beach\n{token} {class_word} reading a book"
+
+
+def _engine_identity(models, photo, stack, models_dir, name):
+    from comfyui_personalvideo.engine.train import train_identity as engine_train
+    from comfyui_personalvideo.training.sia_settings import SIATrainSettings
+    from comfyui_personalvideo.training.textual_inversion import TISettings
+
+    s = AGREE
+    return engine_train(models, [photo[0]], name, "man", stack, str(models_dir),
+                        ti_settings=TISettings(steps=s["ti_steps"], lr=s["ti_learning_rate"],
+                                               batch_size=s["ti_batch_size"], seed=s["seed"]),
+                        sia_settings=SIATrainSettings(iterations=s["sia_iterations"], lr=s["sia_learning_rate"],
+                                                      reg_lambda=s["reg_lambda"], steps=s["sampling_steps"],
+                                                      frames=s["frames"], width=s["width"], height=s["height"],
+                                                      seed=s["seed"], cfg=1.5),
+                        rank=s["sia_rank"], prompts=AGREE_PROMPTS)
+
+
+def test_the_engine_and_the_node_train_the_same_identity_for_a_seed(tiny_onnx, tmp_path_factory):  # noqa: F811
+    """The same photo, settings and seed on the same weights (no motion model: the default host has none to
+    share): the engine and the Train node make the same draws (reference augmentation, the token stage's
+    photos, flips, templates, timesteps and noise, the adapter's start, stage 2's prompts, frames and noise) on
+    the same noise levels, so they end with the same token, losses, face similarities and adapter, and write
+    the same record. The node reuses the identity the engine trained as its own."""
+    import shutil
+
+    import engine_models
+    import face_fixtures as ff
+    from comfyui_personalvideo.engine.faces import load_face_stack
+    from comfyui_personalvideo.training.identity_training import train_identity as node_train
+
+    root = tmp_path_factory.mktemp("agree-faces")
+    analysis = ff.centre_face_analysis(root, recognizer=tiny_onnx, encoder_cache=tmp_path_factory.mktemp("agree-enc"))
+    stack = load_face_stack(str(root), cache_dir=str(tmp_path_factory.mktemp("agree-enc-engine")))
+    image = ff.photo_image("astronaut").movedim(-1, 1)
+    photo = torch.nn.functional.interpolate(image, size=(64, 64), mode="area").movedim(1, -1).contiguous()
+    with torch.inference_mode():
+        model, clip, vae = tiny_models.tiny_sd15_model(seed=0), tiny_models.tiny_clip(), tiny_models.tiny_vae()
+    engine = _engine_identity(engine_models.engine_models_like(model, clip, vae), photo, stack,
+                              tmp_path_factory.mktemp("agree-models"), "agreed")
+    with torch.inference_mode():
+        node = node_train(model, clip, vae, photo, analysis, "agreed_by_node", "man", AGREE_PROMPTS, **AGREE)
+
+    torch.testing.assert_close(torch.tensor(engine["token_losses"]), torch.tensor(node["token_losses"]),
+                               rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(engine["vector"], node["vector"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.tensor(engine["history"].similarity), torch.tensor(node["history"].similarity),
+                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.tensor(engine["history"].loss), torch.tensor(node["history"].loss),
+                               rtol=1e-4, atol=1e-5)
+    for path in node["adapter"].paths:
+        for side in ("down", "up"):
+            want, got = getattr(node["adapter"], side)[path], getattr(engine["adapter"], side)[path]
+            torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-2 * AGREE["sia_learning_rate"])
+    assert min(float(node["adapter"].up[p].abs().max()) for p in node["adapter"].paths) > 1e-4  # every layer trained
+    ours, theirs = node["adapter"].info.training, engine["adapter"].info.training
+    assert ours["record"] == theirs["record"]
+    for key in ("skipped_frames", "precision", "identity_score", "references", "prompts", "rank"):
+        assert theirs[key] == ours[key], key
+    assert len(theirs["history"]["similarity"]) == len(ours["history"]["similarity"]) == AGREE["sia_iterations"]
+
+    # the engine's files where the node looks: reused, not refused as written by an older version
+    for kind, folder in (("sia", "sia"), ("embedding", "embeddings")):
+        shutil.copy(engine["paths"][kind], os.path.join(folder_paths.get_folder_paths(folder)[0], "agreed.safetensors"))
+    with torch.inference_mode():
+        again = node_train(model, clip, vae, photo, analysis, "agreed", "man", AGREE_PROMPTS, **AGREE)
+    assert again["reused"] and again["trigger"] == "embedding:agreed man"
+    for path in engine["adapter"].paths:
+        assert torch.equal(again["adapter"].up[path], engine["adapter"].up[path])

@@ -15,6 +15,7 @@ ray = pytest.importorskip("ray")
 from comfyui_personalvideo.engine import cli, train_many  # noqa: E402
 from comfyui_personalvideo.engine.errors import EngineError  # noqa: E402
 
+import engine_models  # noqa: E402
 from test_engine_cli import SMALL_TRAIN, common, files  # noqa: E402,F401
 from face_fixtures import tiny_onnx  # noqa: E402,F401
 
@@ -52,7 +53,7 @@ def test_three_identities_one_without_a_face(files, local_ray, tmp_path, capsys)
     with open(tmp_path / "summary.csv", newline="") as f:
         table = list(csv.DictReader(f))
     assert [r["name"] for r in table] == ["alice", "carol", "dave"]
-    assert rows["alice"]["status"] == rows["dave"]["status"] == "trained"
+    assert rows["alice"]["status"] == rows["dave"]["status"] == "trained", rows
     assert rows["carol"]["status"] == "failed" and rows["carol"]["attempts"] == 2
     assert "usable face" in rows["carol"]["error"]
     for name in ("alice", "dave"):
@@ -77,7 +78,7 @@ def test_three_identities_one_without_a_face(files, local_ray, tmp_path, capsys)
     changed = argv + ["--rank", "2"]
     assert cli.main(changed) == cli.EXIT_INPUT
     third = {r["name"]: r for r in json.loads((tmp_path / "summary.json").read_text())}
-    assert "other settings" in third["alice"]["error"]
+    assert "differ from this run: the settings sia_rank (4 stored, 2 now)" in third["alice"]["error"]
 
 
 def test_manifest_problems_are_named(tmp_path):
@@ -88,3 +89,39 @@ def test_manifest_problems_are_named(tmp_path):
     bad.write_text("name,class_word,photos\nx,man,a.jpg\nX,man,b.jpg\n")
     with pytest.raises(EngineError, match="appears twice"):
         train_many.read_manifest(str(bad))
+
+
+def test_the_record_decides_which_identities_are_the_same(files, tmp_path):  # noqa: F811
+    """An identity is kept ("same") only when the record in its adapter file (the one the Train node writes and
+    compares) matches what this run would train from: new photos, another --checkpoint or another negative
+    prompt of the training videos are other inputs, and train-many says which."""
+    from PIL import Image
+
+    from comfyui_personalvideo.sia import load_adapter
+
+    models_dir = tmp_path / "models"
+    base = ["--faces", files["faces"]] + common(files) + SMALL_TRAIN
+    base[base.index("--models-dir") + 1] = str(models_dir)
+    assert cli.main(["train", "--photos", files["photo"], "--name", "erin", "--class-word", "woman"] + base) == 0
+    row = {"name": "erin", "class_word": "woman", "photos": [files["photo"]], "overrides": {}}
+
+    def state(extra=(), **changes):
+        args = cli.parse_args(["train-many", "identities.csv"] + base + list(extra))
+        return train_many.existing_state(args, dict(row, **changes))
+
+    assert state()[0] == "same"
+    flipped = tmp_path / "flipped.png"
+    with Image.open(files["photo"]) as im:
+        im.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(flipped)
+    other = engine_models.save_tiny_checkpoint(str(tmp_path / "other_sd15.safetensors"), seed=1)
+    cases = [({"photos": [str(flipped)]}, (), "the reference photos"),
+             ({"photos": [files["photo"], str(flipped)]}, (), "the reference photos (1 stored, 2 now"),
+             ({}, ["--checkpoint", other], "the MODEL (another checkpoint)"),
+             ({}, ["--training-negative", "ugly"], "the settings negative_prompt"),
+             ({"class_word": "person"}, (), "the settings class_word ('woman' stored, 'person' now)")]
+    for changes, extra, reason in cases:
+        found = state(extra, **changes)
+        assert found[0] == "different", (changes, extra)
+        assert any(reason in why for why in found[2]), found[2]
+    record = load_adapter(str(models_dir / "sia" / "erin.safetensors")).info.training["record"]
+    assert len(record["photos"]) == 1 and record["base_model"]["motion"] != "none"

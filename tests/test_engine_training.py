@@ -11,9 +11,11 @@ from comfyui_personalvideo.engine import sia_peft, train_adapter as stage2, trai
 from comfyui_personalvideo.training.sia_settings import SIATrainSettings as AdapterSettings  # noqa: E402
 from comfyui_personalvideo.engine.errors import EngineError  # noqa: E402
 from comfyui_personalvideo.engine.identity_token import TokenPrompts  # noqa: E402
-from comfyui_personalvideo.engine.train import _abar, train_identity  # noqa: E402
+from comfyui_personalvideo.engine.train import train_identity  # noqa: E402
 from comfyui_personalvideo.sia import load_adapter  # noqa: E402
+from comfyui_personalvideo.engine.noise_table import NoiseTable  # noqa: E402
 from comfyui_personalvideo.training import precision as amp, prompts as prompt_data  # noqa: E402
+from comfyui_personalvideo.training.identity_setup import token_streams  # noqa: E402
 from comfyui_personalvideo.training.face.identity_loss import IdentityLoss  # noqa: E402
 from comfyui_personalvideo.training.face.references import embed_references  # noqa: E402
 from comfyui_personalvideo.training.textual_inversion import TISettings, draw_batch  # noqa: E402
@@ -66,7 +68,7 @@ def _frame0_gradient(models, noise):
     """Gradient of frame 0's decoded mean on the adapter (last step only, as in training)."""
     params = sia_peft.parameters(models.unet)
     context = TokenPrompts(models.text_encoder, models.tokenizer, "man").encode("a photo of a man")
-    pixels, _ = stage2.run_iteration(models, models.scheduler_config, context, noise, 0, 4,
+    pixels, _ = stage2.run_iteration(models, NoiseTable(models.scheduler_config), context, noise, 0, 4,
                                      torch.Generator().manual_seed(0), amp.resolve("fp32", torch.device("cpu")))
     grads = torch.autograd.grad(pixels.mean(), params)
     return torch.cat([g.reshape(-1) for g in grads])
@@ -84,9 +86,9 @@ def _seeded_lora(models):
 def test_gradient_reaches_the_adapter_through_the_motion_modules():
     """Frame 0's loss depends on frame 1's noise only through the motion modules (temporal attention): with
     them in, changing frame 1 changes the adapter's gradient; with the image UNet alone, it does not."""
-    noise = torch.randn(1, 4, 2, 8, 8, generator=torch.Generator().manual_seed(1))
+    noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))     # [frames, C, h, w]
     other = noise.clone()
-    other[:, :, 1] = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    other[1] = torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(2))
     video = engine_models.tiny_engine_models(motion=True)
     _seeded_lora(video)
     g1, g2 = _frame0_gradient(video, noise), _frame0_gradient(video, other)
@@ -95,24 +97,34 @@ def test_gradient_reaches_the_adapter_through_the_motion_modules():
 
     image = engine_models.tiny_engine_models(motion=False)
     _seeded_lora(image)
-    flat = lambda n: n[0].permute(1, 0, 2, 3)  # noqa: E731  (frames as the batch for the image UNet)
-    h1, h2 = _frame0_gradient(image, flat(noise)), _frame0_gradient(image, flat(other))
+    h1, h2 = _frame0_gradient(image, noise), _frame0_gradient(image, other)
     torch.testing.assert_close(h1, h2, rtol=1e-4, atol=1e-7 * float(h1.abs().max()))
 
 
 @pytest.mark.parametrize("motion", [True, False])
 def test_training_guidance_is_classifier_free_guidance_of_the_two_predictions(motion):
-    """The training samples' cfg (one batched UNet call) equals uncond + cfg * (cond - uncond) of two calls."""
+    """The training samples' cfg (one batched UNet call) equals uncond + cfg * (cond - uncond) of the denoised
+    predictions of two calls, in the frames-first layout whatever the UNet takes."""
     models = engine_models.tiny_engine_models(motion=motion)
+    table = NoiseTable(models.scheduler_config)
     g = torch.Generator().manual_seed(3)
-    latents = torch.randn((1, 4, 2, 8, 8) if motion else (2, 4, 8, 8), generator=g)
+    x = torch.randn((2, 4, 8, 8), generator=g) * 3.0                   # noisy frames [F, C, h, w]
     cond, uncond = torch.randn(1, 77, 32, generator=g), torch.randn(1, 77, 32, generator=g)
+    sigma = table.sigma(torch.tensor(500.0))
+    video = x.permute(1, 0, 2, 3)[None] if motion else x
+    t = table.timestep(sigma).float()
+
+    def denoised(context):
+        eps = models.predict_noise(video / (sigma ** 2 + 1) ** 0.5, t, context)
+        return x - (eps[0].permute(1, 0, 2, 3) if motion else eps) * sigma
+
     with torch.no_grad():
-        guided = stage2.guided_noise(models, latents, 500, cond, uncond, 1.5)
-        c, u = models.predict_noise(latents, 500, cond), models.predict_noise(latents, 500, uncond)
-        plain = stage2.guided_noise(models, latents, 500, cond, uncond, 1.0)
+        guided = stage2.guided_denoised(models, table, x, sigma, cond, uncond, 1.5)
+        c, u = denoised(cond), denoised(uncond)
+        plain = stage2.guided_denoised(models, table, x, sigma, cond, uncond, 1.0)
     torch.testing.assert_close(guided, u + 1.5 * (c - u), rtol=1e-4, atol=1e-5)
-    assert torch.equal(plain, c) and not torch.allclose(guided, c, atol=1e-4)
+    torch.testing.assert_close(plain, c, rtol=0, atol=1e-6)
+    assert not torch.allclose(guided, c, atol=1e-4)
 
 
 def test_only_the_lora_trains_and_only_the_last_step_has_it():
@@ -123,10 +135,9 @@ def test_only_the_lora_trains_and_only_the_last_step_has_it():
     layer.register_forward_hook(lambda m, a, o: seen.append((not m.disable_adapters, torch.is_grad_enabled())))
     before = {n: p.detach().clone() for n, p in models.unet.named_parameters() if ".lora_" not in n}
     context = TokenPrompts(models.text_encoder, models.tokenizer, "man").encode("a man")
-    stage2.run_iteration(models, models.scheduler_config, context, torch.randn(1, 4, 2, 8, 8), 0, 4,
+    stage2.run_iteration(models, NoiseTable(models.scheduler_config), context, torch.randn(2, 4, 8, 8), 0, 4,
                          torch.Generator().manual_seed(0), amp.resolve("fp32", torch.device("cpu")))
     assert seen == [(False, False)] * 3 + [(True, True)]
-    assert stage2.few_step_timesteps(4) == [999, 749, 500, 250]
     after = dict(models.unet.named_parameters())
     assert all(torch.equal(before[n], after[n]) for n in before)
     assert all(".lora_" in n for n, p in models.unet.named_parameters() if p.requires_grad)
@@ -141,23 +152,21 @@ def test_token_training_lowers_its_objective_more_than_random_moves(photo):
             if name.endswith("attn2.to_out.0"):
                 module.weight.mul_(10.0)
     prompts = TokenPrompts(models.text_encoder, models.tokenizer, "man")
-    abar = _abar(models.scheduler_config)
+    table = NoiseTable(models.scheduler_config)
     settings = TISettings(steps=24, lr=5e-3, batch_size=4, seed=0, precision="fp32")
     latents = stage1.encode_photos(models.vae, photo[None])
     fp32 = amp.resolve("fp32", torch.device("cpu"))
 
-    def objective(v):
-        import random
-
-        rng, gen = random.Random(settings.seed), torch.Generator().manual_seed(settings.seed)
+    def objective(v):   # the mean loss over training's own draws (its streams, same seed, same order)
+        rng, gen = token_streams(settings.seed)
         with torch.no_grad():
             return sum(float(stage1.noise_loss(models.unet, prompts, latents, v,
-                                               draw_batch(rng, gen, latents, settings.batch_size), abar, fp32))
+                                               draw_batch(rng, gen, latents, settings.batch_size), table, fp32))
                        for _ in range(settings.steps)) / settings.steps
 
     start = prompts.class_word_vector()
     before = objective(start)
-    vector, losses = stage1.train_token(models.unet, models.vae, prompts, photo[None], abar, settings)
+    vector, losses = stage1.train_token(models.unet, models.vae, prompts, photo[None], table, settings)
     distance = float((vector - start).norm())
     drops = []
     for k in range(6):

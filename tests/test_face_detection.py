@@ -51,6 +51,8 @@ def test_missing_pack_error_lists_paths_and_file_names(tmp_path):
         assert str(path) in msg
     assert "scrfd_10g_bnkps.onnx" in msg and "glintr100.onnx" in msg
     assert "has glintr100.onnx only" in msg and "never downloads" in msg
+    # where people get the pack: insightface has no download of antelopev2, the face packs point to a copy
+    assert "antelopev2.zip" in msg and "PuLID and InstantID" in msg and "huggingface.co/MonsterMMORPG/tools" in msg
     # the parts the doctor shows apart: where it looked, and the folder the files belong in
     assert err.value.summary in msg and "Put the" not in err.value.summary
     assert err.value.expected == str(tmp_path / "a" / "models" / "antelopev2")

@@ -18,10 +18,10 @@ import full_models
 import host
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
-# the engine's part (a second training and video through diffusers, about 150 s here) is checked on small
-# files by tests/test_engine_main_job.py
+# the engine's part (--engine: a second training and video through diffusers) is checked on small files by
+# tests/test_engine_main_job.py
 REDUCED = ["--frames", "2", "--train-frames", "2", "--steps", "2", "--ti-steps", "1", "--sia-iterations", "1",
-           "--size", "64", "--no-engine"]
+           "--size", "64"]
 
 
 def main_job_command(out, checkpoint, *extra):
@@ -54,7 +54,7 @@ def test_main_job_trains_and_generates_over_http(tmp_path, sd15_checkpoint):
     assert report["variant"] == ("video" if video else "image-only")
     if not video:
         assert "AnimateDiff-Evolved" in report["variant_reason"]
-        assert "engine" not in report["workflows"] and "engine video" not in report["timings_s"]   # --no-engine
+        assert "engine" not in report["workflows"] and "engine video" not in report["timings_s"]   # not by default
     # the animation: as many frames as asked, at the asked size
     with Image.open(report["files"]["animation"][0]) as anim:
         assert anim.format == "WEBP" and anim.size == (64, 64) and getattr(anim, "n_frames", 1) == 2
@@ -72,6 +72,13 @@ def test_main_job_trains_and_generates_over_http(tmp_path, sd15_checkpoint):
     assert report["versions"]["torch"] and report["versions"]["comfyui"] and report["versions"]["pack"]
     assert set(report["timings_s"]) >= {"random models", "doctor", "server start", "training workflow",
                                         "generation workflow", "total"}
+    # each phase: its time and what it did; what did not run says why
+    phases = {p["phase"]: p for p in report["phases"]}
+    assert set(phases) == (set(report["timings_s"]) - {"total"}) | {"engine video"}
+    assert all(p["what"] and p["seconds"] == report["timings_s"][name] for name, p in phases.items()
+               if name in report["timings_s"])
+    assert f"({report['variant']} variant)" in phases["training workflow"]["what"]
+    assert phases["engine video"]["seconds"] is None and phases["engine video"]["what"].startswith("not run")
     # the prompts went through the frontend's route: queued with a client id, followed over /ws
     assert "train: running node" in done.stdout and "generate: running node" in done.stdout
     assert "(2 frames, 64x64)" in done.stdout  # node titles printed with the sizes this run uses

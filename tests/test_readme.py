@@ -1,12 +1,15 @@
-"""The README's user guide stays true to the code.
+"""The user guide (README.md and the pages under docs/) stays true to the code and to itself.
 
 - Every message the pack can raise at a user (its own error classes, and the
   strings nodes' VALIDATE_INPUTS return) has a troubleshooting entry: a table row
-  under "Troubleshooting" whose first cell quotes a distinctive fragment of it.
+  in docs/troubleshooting.md whose first cell quotes a distinctive fragment of it.
 - Every quote in those rows still matches something the code says (no entry for
   a message that no longer exists).
-- Every node has its own section under "Nodes" (its display name as a heading)
+- Every node has its own section in docs/nodes.md (its display name as a heading)
   naming each of its inputs and outputs.
+- Every link between the README and the docs pages leads to a file, and to a heading, that exist.
+- The README stays an artist's page: short, with the two commands and a link to every docs page; the
+  developers' page gives the test commands CI runs.
 
 Quotes are inline code spans in the first cell of a table row; a quote may skip
 the variable parts of a message with "...", e.g. `the insightface model pack ... was not found`.
@@ -21,6 +24,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
+DOCS = REPO / "docs"
+TROUBLESHOOTING = DOCS / "troubleshooting.md"
+NODES = DOCS / "nodes.md"
+DEVELOPERS = DOCS / "developers.md"
+README_MAX_LINES = 300
 # folders of the repository that are not part of the node pack
 NOT_PACK = {"tests", "bench", "tools", "scripts", "docs", "workflows", "shared"}
 HOLE = "\x00"  # stands for the variable parts of a message
@@ -140,12 +148,12 @@ def _section(markdown: str, title: str) -> str:
                     break
                 out.append(rest)
             return "\n".join(out)
-    raise AssertionError(f"README.md has no section '{title}'")
+    raise AssertionError(f"no section '{title}'")
 
 
 def _troubleshooting_quotes() -> list:
     quotes = []
-    for line in _section(README.read_text(encoding="utf-8"), "Troubleshooting").splitlines():
+    for line in TROUBLESHOOTING.read_text(encoding="utf-8").splitlines():
         if not line.startswith("|") or re.match(r"\|\s*:?-", line):
             continue
         first = line.split("|")[1]
@@ -169,20 +177,20 @@ def test_the_scan_finds_the_pack_messages():
 def test_every_user_facing_message_has_a_troubleshooting_entry():
     missing = [f"{where}: {_normal(text).replace(HOLE, '<...>')}" for where, text in MESSAGES
                if not any(_matches(q, text) for q in QUOTES)]
-    assert not missing, ("these messages have no row under README.md 'Troubleshooting' quoting a fragment of "
+    assert not missing, ("these messages have no row in docs/troubleshooting.md quoting a fragment of "
                          "them (first cell, in backticks):\n" + "\n".join(missing))
 
 
 def test_every_troubleshooting_quote_is_still_said_by_the_code():
     stale = [q for q in QUOTES if not any(_matches(q, t) for t in LITERALS)]
-    assert not stale, "README.md troubleshooting quotes that no code says any more:\n" + "\n".join(stale)
+    assert not stale, "docs/troubleshooting.md quotes that no code says any more:\n" + "\n".join(stale)
 
 
 def _node_sections() -> dict:
-    nodes = _section(README.read_text(encoding="utf-8"), "Nodes")
+    nodes = _section(NODES.read_text(encoding="utf-8"), "Nodes")
     out, current = {}, None
     for line in nodes.splitlines():
-        m = re.match(r"###\s+(.*?)\s*$", line)
+        m = re.match(r"##\s+(.*?)\s*$", line)
         if m:
             current = m.group(1)
             out[current] = []
@@ -205,7 +213,7 @@ def test_every_node_and_every_input_is_in_the_guide(node_mappings):
     for node_id, cls in classes.items():
         title = display[node_id]
         if title not in sections:
-            problems.append(f"no '### {title}' section under '## Nodes'")
+            problems.append(f"no '## {title}' section in docs/nodes.md")
             continue
         text = sections[title]
         spec = cls.INPUT_TYPES()
@@ -213,3 +221,69 @@ def test_every_node_and_every_input_is_in_the_guide(node_mappings):
         names += list(getattr(cls, "RETURN_NAMES", None) or ())
         problems += [f"'{title}' section does not name `{n}`" for n in names if f"`{n}`" not in text]
     assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------- the pages and their links
+def _guide_pages() -> list:
+    return [README, REPO / "workflows" / "README.md"] + sorted(DOCS.glob("*.md"))
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, markup and punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[`*_]|\[([^\]]*)\]\([^)]*\)", r"\1", heading).strip().lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def _anchors(page: Path) -> set:
+    seen: dict = {}
+    out = set()
+    fence = False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fence = not fence
+        m = None if fence else re.match(r"#+\s+(.*?)\s*$", line)
+        if m:
+            slug = _anchor(m.group(1))
+            n = seen.get(slug, 0)
+            seen[slug] = n + 1
+            out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
+def _links(page: Path) -> list:
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    return re.findall(r"!?\[[^\]]*\]\(([^)\s]+)\)", text)
+
+
+def test_every_link_between_the_pages_leads_somewhere():
+    broken = []
+    for page in _guide_pages():
+        for target in _links(page):
+            if re.match(r"[a-z]+:", target):
+                continue  # a web address
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            if not dest.exists():
+                broken.append(f"{page.relative_to(REPO)}: {target} (no such file)")
+            elif anchor and (dest.suffix != ".md" or anchor not in _anchors(dest)):
+                broken.append(f"{page.relative_to(REPO)}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
+
+
+def test_the_readme_is_an_artists_page_that_links_every_docs_page():
+    text = README.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= README_MAX_LINES
+    for command in ("bash scripts/main_job", "bash scripts/test"):
+        assert command in text
+    linked = {(README.parent / t.partition("#")[0]).resolve() for t in _links(README)}
+    unlinked = [p.name for p in sorted(DOCS.glob("*.md")) if p.resolve() not in linked]
+    assert not unlinked, f"docs pages the README does not link: {unlinked}"
+
+
+def test_the_developers_page_gives_the_test_commands_ci_runs():
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    commands = [line.strip() for line in ci.splitlines() if "scripts/test" in line and not line.lstrip().startswith("#")]
+    assert commands
+    page = DEVELOPERS.read_text(encoding="utf-8")
+    assert [c for c in commands if c not in page] == []

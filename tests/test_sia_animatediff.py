@@ -286,3 +286,46 @@ def test_token_stage_leaves_the_motion_model_out(animated):
         handle.remove()
     assert calls == [] and len(losses) == 1 and losses[0] == losses[0]
     assert motion_model.motion_models(ad_model)        # the user's MODEL keeps its motion model
+
+
+def test_reuse_follows_the_motion_model_and_its_beta_schedule(animated, tmp_path_factory):
+    """An identity trained through AnimateLCM (with its beta schedule) is handed back by reuse for that MODEL
+    only: not with another motion model's weights, another beta schedule, or a model_sampling patch on top,
+    whose training samples would have been other videos. The MODEL's UNet, loaded with the motion modules
+    still injected after sampling, fingerprints as before."""
+    import comfy_extras.nodes_model_advanced as advanced
+    import folder_paths
+
+    import face_fixtures as ff
+    from comfyui_personalvideo.training.errors import TrainingError
+    from comfyui_personalvideo.training.identity_training import train_identity
+
+    plain, ad_model, _, _, _, clip, vae = animated
+    analysis = ff.centre_face_analysis(tmp_path_factory.mktemp("insightface-ade"),
+                                       encoder_cache=tmp_path_factory.mktemp("enc-ade"))
+    image = ff.photo_image("astronaut").movedim(-1, 1)
+    photo = torch.nn.functional.interpolate(image, size=(64, 64), mode="area").movedim(1, -1).contiguous()
+    other_file = os.path.join(folder_paths.get_folder_paths("animatediff_models")[0], "AnimateLCM_other.safetensors")
+    with torch.inference_mode():
+        full_models.save_animatelcm_motion_model(other_file, seed=12)
+    loader = nodes.NODE_CLASS_MAPPINGS["ADE_AnimateDiffLoaderGen1"]()
+
+    def attach(motion_file, schedule):
+        with torch.inference_mode():
+            return loader.load_mm_and_inject_params(plain, motion_file, schedule)[0]
+
+    def train(model):
+        with torch.inference_mode():
+            return train_identity(model, clip, vae, photo, analysis, "ade_reuse", "man", "{token} {class_word} smiling",
+                                  ti_steps=1, ti_batch_size=1, sia_iterations=1, frames=2, width=64, height=64)
+
+    assert not train(ad_model)["reused"]
+    assert train(attach("AnimateLCM_random.safetensors", "lcm avg(sqrt_linear,linear)"))["reused"]
+    with pytest.raises(TrainingError, match=r"the MODEL \(another motion model\)"):
+        train(attach("AnimateLCM_other.safetensors", "lcm avg(sqrt_linear,linear)"))
+    with pytest.raises(TrainingError, match=r"the MODEL \(another noise schedule"):
+        train(attach("AnimateLCM_random.safetensors", "sqrt_linear (AnimateDiff)"))
+    with torch.inference_mode():
+        (patched,) = advanced.ModelSamplingDiscrete().patch(ad_model, "lcm", False)
+    with pytest.raises(TrainingError, match=r"the MODEL \(another noise schedule"):
+        train(patched)

@@ -31,7 +31,7 @@ def test_positions_are_the_inverse_of_the_hosts_percent_to_sigma(tiny_model):
     ("sgm_uniform", 20, list(range(15, 20))), ("sgm_uniform", 25, list(range(19, 25))),
 ])
 def test_the_documented_steps_for_start_075(tiny_model, scheduler, steps, expected):
-    """The README's table of adapted steps (normal is exactly the old i/(n-1) >= 0.75 rule)."""
+    """The table of adapted steps in docs/nodes.md (normal is exactly the old i/(n-1) >= 0.75 rule)."""
     schedule = sampling.schedule(tiny_model, scheduler, steps)
     assert steps_on(schedule, model_sampling_of(tiny_model), 0.75) == expected
     lcm = _lcm(tiny_model)

@@ -98,10 +98,12 @@ def test_identity_loss_goes_down_on_a_reachable_target(setup):
 def test_token_training_lowers_a_fixed_evaluation_loss(parts, photo):  # noqa: F811
     """Stage 1 on a controlled problem the token can act on: a small UNet whose cross-attention output is
     made strong (x10), so the prompt, and with it the token, changes the noise prediction. The measure is
-    the noise-prediction loss on the very (photo, timestep, noise) draws training used, recomputed with one
-    fixed vector at a time: deterministic numbers, no noisy per-step losses. (Draws training never saw are
-    not asserted: with random weights there is nothing shared between them to learn, and on some torch
-    versions the change there was as small as a random move's.)
+    the noise-prediction loss on the very (photo, flip, template, timestep, noise) draws training made, from
+    the token stage's own streams of the seed, recomputed with one fixed vector at a time: deterministic
+    numbers, no noisy per-step losses. That they are training's draws is checked: the first one, at the
+    starting vector, gives exactly training's first loss. (Draws training never saw are not asserted: with
+    random weights there is nothing shared between them to learn, and on some torch versions the change there
+    was as small as a random move's.)
 
     The criterion is relative, so it holds whatever a torch version's numerics make of the absolute
     figures: moving the class word's vector by the same distance in six random directions gives the chance
@@ -116,13 +118,14 @@ def test_token_training_lowers_a_fixed_evaluation_loss(parts, photo):  # noqa: F
                 module.weight.mul_(10.0)
         start = ti.class_word_vector(clip, "man")
 
-        def objective(v):   # the mean loss over training's own draws (same seed, same order)
-            return ti.evaluation_loss(model, clip, vae, photo, "man", v, draws=steps, seed=settings.seed,
+        def objective(v, draws=steps):   # the mean loss over training's own draws (same streams, same order)
+            return ti.evaluation_loss(model, clip, vae, photo, "man", v, draws=draws, seed=settings.seed,
                                       batch_size=settings.batch_size)
 
         before = objective(start)
         assert objective(start) == before   # the measure is deterministic
         vector, _, losses = ti.train_token(model, clip, vae, photo, "man", settings)
+        first_draw = objective(start, draws=1)   # training's first loss was on this draw, at this vector
         after = objective(vector)
         distance = float((vector - start).norm())
         random_drops = []
@@ -130,6 +133,7 @@ def test_token_training_lowers_a_fixed_evaluation_loss(parts, photo):  # noqa: F
             direction = torch.randn(start.shape, generator=torch.Generator().manual_seed(k))
             random_drops.append(before - objective(start + direction / direction.norm() * distance))
     assert len(losses) == steps and distance > 0
+    assert abs(first_draw - losses[0]) <= 1e-5 * abs(losses[0]), (first_draw, losses[0])   # training's draws
     drop = before - after
     print("objective", before, after, "random moves' drops", random_drops)
     assert drop > 0, (before, after)

@@ -231,3 +231,38 @@ def test_the_model_fingerprint_is_the_same_loaded_and_patched_or_not(parts):  # 
         finally:
             comfy.model_management.unload_all_models()
     assert fingerprint(parts[0]) != idle                       # the LoRA patch itself counts
+
+
+def test_reuse_follows_the_lora_weights_and_the_noise_schedule(parts, face_analysis, photo):  # noqa: F811
+    """Reuse hands back an identity only for the model it was trained on. Two style LoRAs of the same layout
+    at the same strength differ in their weights alone; a model_sampling patch (ModelSamplingDiscrete, as
+    AnimateDiff-Evolved's beta schedule is applied) changes the noise schedule of the training samples. Each
+    is another model: the identity trained with the first LoRA is not handed back for it. The same LoRA
+    loaded again is the same model: reused."""
+    import comfy_extras.nodes_model_advanced as advanced
+    import folder_paths
+    import nodes
+
+    import tiny_models
+
+    model, clip, vae = parts
+    loras = folder_paths.get_folder_paths("loras")[0]
+    for seed in (1, 2):
+        tiny_models.save_kohya_lora(os.path.join(loras, f"style_{seed}.safetensors"), model,
+                                    lambda path: ".attn2." in path, seed=seed, std=0.05)
+
+    def styled(seed):
+        with torch.inference_mode():
+            return nodes.LoraLoaderModelOnly().load_lora_model_only(model, f"style_{seed}.safetensors", 0.8)[0]
+
+    first = run((styled(1), clip, vae), face_analysis, photo, "styled", **QUICK)
+    assert not first["reused"]
+    assert run((styled(1), clip, vae), face_analysis, photo, "styled", **QUICK)["reused"]
+    with pytest.raises(TrainingError, match=r"trained from other inputs: the MODEL \(other LoRAs on it"):
+        run((styled(2), clip, vae), face_analysis, photo, "styled", **QUICK)
+    with torch.inference_mode():
+        (lcm,) = advanced.ModelSamplingDiscrete().patch(styled(1), "lcm", False)
+        (zsnr,) = advanced.ModelSamplingDiscrete().patch(styled(1), "eps", True)
+    for other in (lcm, zsnr):
+        with pytest.raises(TrainingError, match=r"trained from other inputs: the MODEL \(another noise schedule"):
+            run((other, clip, vae), face_analysis, photo, "styled", **QUICK)

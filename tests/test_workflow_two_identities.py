@@ -1,7 +1,7 @@
 """Workflow 08 (two identities, two regions, one video) runs to completion over HTTP: SD1.5-size random weights,
 through AnimateDiff-Evolved where the host has it (the image-only variant elsewhere), with two random adapters
 in two halves, the two masked prompts and a face detail pass per person; then each region's face is scored
-against both identities' photos (random weights make no faces: this proves the plumbing, see the README for
+against both identities' photos (random weights make no faces: this proves the plumbing, see docs/two-people.md for
 the check on real models)."""
 import numpy as np
 import pytest

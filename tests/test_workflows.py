@@ -8,11 +8,12 @@ validator checks every twin.
 """
 import copy
 import json
+import re
 import shutil
 
 import pytest
 
-from pv_tools import workflow_build, workflow_graph
+from pv_tools import workflow_build, workflow_graph, workflow_models, workflow_settings, workflow_specs
 
 import face_fixtures as ff
 import full_models
@@ -49,6 +50,55 @@ def test_eight_workflows_with_twins_generated_from_the_description():
     assert stale == [], f"{stale} out of date: run `python -m tools.workflow_build`"
 
 
+# the publishers' documented download forms: Hugging Face's resolve path of a file in a repository (the file
+# the loader names), Civitai's download endpoint of a model version (with its optional file filters)
+HUGGING_FACE = re.compile(r"https://huggingface\.co/[\w.-]+/[\w.-]+/resolve/main/(?:[\w.-]+/)*(?P<file>[\w.-]+)")
+CIVITAI = re.compile(r"https://civitai\.com/api/download/models/\d+"
+                     r"(?:\?type=Model&format=SafeTensor(?:&size=(?:pruned|full))?(?:&fp=fp(?:16|32))?)?")
+
+
+def test_every_model_file_has_an_official_download_of_its_documented_form():
+    assert len(workflow_models.MODEL_FILES) == len(workflow_models.BY_NAME)  # one entry per file name
+    for model in workflow_models.MODEL_FILES:
+        hf, civitai = HUGGING_FACE.fullmatch(model.url), CIVITAI.fullmatch(model.url)
+        assert hf or civitai, model
+        if hf:  # the file is stored under the name the loader uses
+            assert hf.group("file") == model.name, model
+            assert model.page == model.url.split("/resolve/")[0], model
+        else:
+            assert re.fullmatch(r"https://civitai\.com/models/\d+\?modelVersionId=" + model.url.split("/")[-1]
+                                .split("?")[0], model.page), model
+        assert model.directory not in workflow_specs.NO_DOWNLOAD
+
+
+def test_every_loader_carries_the_download_of_each_file_it_names():
+    loaders = 0
+    for name in NAMES:
+        for node in ui(name)["nodes"]:
+            spec = workflow_specs.NODE_SPECS[node["type"]]
+            values = dict(zip(spec["widgets"], node["widgets_values"])) if spec["model_widgets"] else {}
+            wanted = [{"name": values[w], "url": workflow_models.BY_NAME[values[w]].url, "directory": folder}
+                      for w, folder in spec["model_widgets"].items() if folder not in workflow_specs.NO_DOWNLOAD]
+            assert node["properties"].get("models", []) == wanted, (name, node["id"], node["type"])
+            loaders += bool(wanted)
+            # a widget naming a model file is a loader's: its node spec must say so (model_widgets)
+            named = [w for w, v in zip(spec["widgets"], node["widgets_values"] if isinstance(node["widgets_values"], list)
+                                       else []) if isinstance(v, str) and re.search(r"\.(safetensors|ckpt|pth|pt|sft|gguf)$", v)]
+            assert set(named) <= set(spec["model_widgets"]), (name, node["type"], named)
+    assert loaders >= 3 * len(NAMES)  # checkpoint, AnimateLCM LoRA and motion model in every workflow at least
+
+
+def test_every_workflow_has_its_templates_thumbnail():
+    from PIL import Image
+
+    folder = workflow_build.WORKFLOWS_DIR
+    assert sorted(p.stem for p in folder.glob("*.jpg")) == NAMES, (
+        "thumbnails (workflows/<name>.jpg) are made by `python -m tools.screenshot_workflows` with COMFYUI_ROOT set")
+    for name in NAMES:
+        with Image.open(folder / f"{name}.jpg") as thumb:
+            assert thumb.format == "JPEG" and thumb.size == (512, 512)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_ui_workflow_matches_the_node_definitions(name, definitions):
     assert wc.ui_problems(ui(name), definitions) == []
@@ -83,11 +133,11 @@ def test_checker_catches_what_the_frontend_or_host_would_refuse(definitions):
 
 def test_recorded_definitions_name_their_pack_and_commit():
     packs = wc.recorded_packs()
-    assert set(packs) == set(workflow_build.PACKS)
+    assert set(packs) == set(workflow_specs.PACKS)
     for folder, record in packs.items():
-        assert record["repository"] == workflow_build.INSTALL_HINTS[folder]
+        assert record["repository"] == workflow_specs.INSTALL_HINTS[folder]
         assert len(record["commit"]) == 40
-        assert set(record["nodes"]) == workflow_build.PACKS[folder]
+        assert set(record["nodes"]) == workflow_specs.PACKS[folder]
     assert packs["ComfyUI-AnimateDiff-Evolved"]["commit"] == "90fb1331201a4b29488089e4fbffc0d82cc6d0a9"
 
 
@@ -106,7 +156,7 @@ def test_recorded_animatediff_definition_matches_the_installed_pack(object_info)
 @pytest.fixture(scope="module")
 def reference_photo(comfy_server):
     comfy_server.input.mkdir(parents=True, exist_ok=True)
-    path = comfy_server.input / workflow_build.REFERENCE_PHOTO
+    path = comfy_server.input / workflow_settings.REFERENCE_PHOTO
     import cv2
 
     cv2.imwrite(str(path), cv2.resize(ff.photo_bgr("astronaut"), (128, 128)))
@@ -161,7 +211,7 @@ def test_notes_say_where_every_model_file_goes_and_layout_is_tidy(name):
                 place = "ComfyUI/input/" if folder == "input" else f"ComfyUI/models/{folder}/"
                 if node_type != "LoadImage":
                     assert place + file in notes, (node_type, file)
-    for pack in {p for p, types in workflow_build.PACKS.items() if types & workflow_graph.node_types(twin)}:
+    for pack in {p for p, types in workflow_specs.PACKS.items() if types & workflow_graph.node_types(twin)}:
         assert pack in notes
     if workflow_graph.find(twin, "PV_LoadFaceAnalysis"):
         assert "ComfyUI/models/insightface/models/antelopev2/" in notes

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pv_tools import workflow_build, workflow_graph
+from pv_tools import workflow_graph, workflow_models
 
 import comfy_server as comfy_server_module
 import host
@@ -25,10 +25,11 @@ def test_missing_checkpoint_is_named_with_its_folder(comfy_server):
     status, body = comfy_server.post_prompt(twin)
     assert status == 400
     (ckpt,) = workflow_graph.find(twin, "CheckpointLoaderSimple")
-    assert workflow_build.CHECKPOINT in errors_by_input(body)[(ckpt, "ckpt_name")]   # the host's message
+    assert workflow_models.CHECKPOINT.name in errors_by_input(body)[(ckpt, "ckpt_name")]   # the host's message
     hints = workflow_graph.preflight(twin, comfy_server.get("/object_info"))
-    assert f"put {workflow_build.CHECKPOINT} in ComfyUI/models/checkpoints (node {ckpt}, input ckpt_name)" in hints
-    assert any(f"put {workflow_build.LCM_LORA} in ComfyUI/models/loras" in h for h in hints)
+    checkpoint = workflow_models.CHECKPOINT.name
+    assert f"put {checkpoint} in ComfyUI/models/checkpoints (node {ckpt}, input ckpt_name)" in hints
+    assert any(f"put {workflow_models.LCM_LORA.name} in ComfyUI/models/loras" in h for h in hints)
 
 
 def test_missing_adapter_says_where_adapters_go_and_how_to_make_one(comfy_server):

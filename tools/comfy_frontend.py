@@ -32,6 +32,7 @@ FRONTEND_SETTINGS = {
     "Comfy.TutorialCompleted": True,
     "Comfy.Validation.Workflows": True,
     "Comfy.Workflow.ShowMissingNodesWarning": True,
+    "Comfy.Workflow.ShowMissingModelsWarning": False,  # the download offers are checked on their own
     "Comfy.Minimap.Visible": False,
     "Comfy.DevMode": True,
 }
@@ -178,6 +179,27 @@ class ComfyFrontend:
         return self.driver.execute_async_script(
             "const done = arguments[arguments.length - 1];"
             "window.__pv.toPrompt().then(done, (e) => done({__error__: String(e && e.stack || e)}));")
+
+    def templates(self, module_name: str) -> dict:
+        """Open the Templates browser at the category of custom node pack ``module_name``: ``found`` (the category
+        is listed), ``text`` (what the dialog says), ``thumbnails`` ([{src, status}]: the pack's thumbnails the
+        page fetched) and ``pictures`` (how many pictures the dialog shows, loaded)."""
+        return self._call("templates", module_name)
+
+    def download_offers(self) -> dict:
+        """What the frontend offers for the missing models of the workflow just loaded: ``listed`` (file names) and
+        ``offers`` ([{name, url, enabled, note}]: the address each Download button opens, caught, not followed).
+        Needs the setting ``Comfy.Workflow.ShowMissingModelsWarning`` on (pass it in ``settings``)."""
+        return self._call("downloadOffers")
+
+    def _call(self, function: str, *args):
+        result = self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            f"window.__pv.{function}(...Array.from(arguments).slice(0, -1))"
+            ".then(done, (e) => done({__error__: String(e && e.stack || e)}));", *args)
+        if isinstance(result, dict) and "__error__" in result:
+            raise FrontendError(f"{function} threw in the page: {result['__error__']}")
+        return result
 
     def screenshot(self, path, fit: bool = True) -> Path:
         path = Path(path)

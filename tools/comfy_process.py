@@ -61,6 +61,12 @@ class ComfyProcess:
         self._log = None
 
     def start(self, timeout: float = 120.0, extra_args=()):
+        """Start the server and wait until it answers (:meth:`launch` then :meth:`wait_ready`)."""
+        self.launch(extra_args)
+        return self.wait_ready(timeout)
+
+    def launch(self, extra_args=()):
+        """Start the server process and return at once (it is ready once :meth:`wait_ready` returns)."""
         args = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                 *self.extra_args, *extra_args]
         if self.base_dir is not None:
@@ -69,6 +75,9 @@ class ComfyProcess:
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(args, cwd=self.root, stdout=self._log, stderr=subprocess.STDOUT, env=env,
                                      preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        return self
+
+    def wait_ready(self, timeout: float = 120.0):
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -128,7 +128,6 @@ window.__pv = (() => {
         continue;
       }
       if (node.type !== saved.type) problems.push(`node ${saved.id}: type ${saved.type} became ${node.type}`);
-      if (node.has_errors) problems.push(`node ${saved.id} (${saved.type}) is marked as failed`);
       const widgets = node.widgets || [];
       if (saved.widgets_values !== undefined) {
         const again = savedAgain(node, saved.widgets_values);
@@ -136,7 +135,12 @@ window.__pv = (() => {
           problems.push(`node ${saved.id} (${saved.type}) widgets: saved ${JSON.stringify(saved.widgets_values)}` +
                         ` but the frontend holds ${JSON.stringify(again)} (widgets ${JSON.stringify(widgets.map((w) => w.name))})`);
       }
+      const before = files.models.length;
       for (const widget of widgets) checkWidget(node, widget, problems, files);
+      // newer frontends mark a loader whose model file is missing as failed: that is the missing file, reported
+      // in `files`; any other mark is a problem
+      if (node.has_errors && files.models.length === before)
+        problems.push(`node ${saved.id} (${saved.type}) is marked as failed`);
     }
     checkLinks(graphData, problems);
     const opened = overlays().filter((t) => !before.has(t));
@@ -180,5 +184,100 @@ window.__pv = (() => {
     for (const m of document.querySelectorAll(".comfy-modal")) m.style.display = "none";
   }
 
-  return { missingTypes, load, toPrompt, fit, overlays, closeOverlays };
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  async function until(probe, timeoutMs = 20000) {
+    const t0 = Date.now();
+    while (Date.now() - t0 < timeoutMs) {
+      const value = probe();
+      if (value) return value;
+      await sleep(200);
+    }
+    return null;
+  }
+
+  // The Templates browser (Workflow > Browse Templates): open it, pick the category of custom node pack
+  // `moduleName`, and report what it shows: whether the category is listed, the text of the dialog, the
+  // thumbnails the page fetched from the pack's templates ([{src, status}]) and how many pictures the dialog
+  // shows (every picture is scrolled into view first: the frontend loads them lazily).
+  async function templates(moduleName) {
+    closeOverlays();
+    performance.setResourceTimingBufferSize(10000);  // the page's start-up fills the default 250 entries
+    performance.clearResourceTimings();
+    await app.extensionManager.command.execute("Comfy.BrowseTemplates");
+    const leaf = (el) => el.children.length === 0 && el.textContent.trim() === moduleName;
+    const entry = await until(() => [...document.querySelectorAll("li, a, button, span, div")].find(leaf));
+    if (!entry) return { found: false, text: document.body.innerText.slice(0, 3000), thumbnails: [], pictures: 0 };
+    (entry.closest("li, button, a, [role=option]") || entry).click();
+    const dialog = entry.closest("[role=dialog], .p-dialog") || document.body;
+    const prefix = `/workflow_templates/${moduleName}/`;
+    const fetched = () => performance.getEntriesByType("resource")
+      .filter((e) => decodeURIComponent(e.name).includes(prefix) && /\.jpg(\?|$)/.test(e.name));
+    await until(() => fetched().length);
+    // scroll the dialog's lists down to their ends: the cards further down load their pictures when shown
+    const seen = new Set(), texts = new Set();
+    const look = () => {
+      texts.add(dialog.innerText);
+      for (const i of dialog.querySelectorAll("img")) if (i.complete && i.naturalWidth > 0) seen.add(i.src);
+    };
+    for (let step = 0; step < 40; step++) {
+      await sleep(400);
+      look();
+      const lists = [...dialog.querySelectorAll("*")].filter((el) => el.scrollHeight > el.clientHeight + 4
+        && /(auto|scroll)/.test(getComputedStyle(el).overflowY) && el.scrollTop + el.clientHeight < el.scrollHeight - 4);
+      if (!lists.length) break;
+      for (const el of lists) el.scrollTop += el.clientHeight * 0.8;
+    }
+    await sleep(800);
+    look();
+    return {
+      found: true,
+      text: [...texts].join("\n"),
+      thumbnails: fetched().map((e) => ({ src: decodeURIComponent(e.name), status: e.responseStatus })),
+      pictures: seen.size,
+    };
+  }
+
+  // The downloads the frontend offers for the missing models of the loaded workflow:
+  // [{name, url, enabled}] (the URL a Download button opens, caught instead of followed), plus the model
+  // names it lists. The 2025 frontend shows a "Missing Models" dialog (a Download button per file, the URL in
+  // its title); newer ones list the files in the workflow's issues panel ("View details").
+  async function downloadOffers() {
+    const caught = [];
+    const click = HTMLAnchorElement.prototype.click, open = window.open;
+    HTMLAnchorElement.prototype.click = function () { caught.push(this.href); };
+    window.open = (u) => { caught.push(String(u)); return null; };
+    try {
+      const dialog = await until(() => document.querySelector(".comfy-missing-models")
+        || [...document.querySelectorAll("button")].find((b) => b.innerText.trim() === "View details"), 15000);
+      if (!dialog) return { listed: [], offers: [] };
+      if (dialog.classList.contains("comfy-missing-models")) {
+        const rows = [...dialog.querySelectorAll("li")].map((li) => {
+          const label = li.querySelector("span[title]");
+          const button = [...li.querySelectorAll("button")].find((b) => /^Download/.test(b.getAttribute("aria-label") || ""));
+          const name = (label?.textContent || "").split(" / ").pop().trim();
+          return { name, url: button?.title || label?.title || "", enabled: !!button && !button.disabled,
+                   note: li.querySelector(".p-message")?.innerText || "" };
+        });
+        return { listed: rows.map((r) => r.name), offers: rows };
+      }
+      dialog.click();
+      const group = await until(() => document.querySelector('[data-testid="error-group-missing-model"]'), 10000);
+      if (!group) return { listed: [], offers: [] };
+      const listed = [...group.querySelectorAll("button[title]")].map((b) => b.title).filter((t) => !t.startsWith("Copy "));
+      const offers = [];
+      for (const button of group.querySelectorAll('[data-testid="missing-model-download"]')) {
+        const before = caught.length;
+        button.click();
+        await until(() => caught.length > before, 3000);
+        offers.push({ name: (button.getAttribute("aria-label") || "").replace(/^Download /, ""),
+                      url: caught[before] || "", enabled: !button.disabled, note: "" });
+      }
+      return { listed, offers };
+    } finally {
+      HTMLAnchorElement.prototype.click = click;
+      window.open = open;
+    }
+  }
+
+  return { missingTypes, load, toPrompt, fit, overlays, closeOverlays, templates, downloadOffers };
 })();

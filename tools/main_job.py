@@ -22,8 +22,13 @@ What it does, on a CPU in a few minutes:
    dlib's recogniser) and writes ``identity_score.json`` / ``.png`` / ``.txt`` beside it (with random weights
    the frames are noise: "no face found" is the expected result, and the report says so);
 6. writes the animation, the loss curve, the doctor's report, the server log and ``report.json``
-   (timings, files, versions, host, variant) to the output folder, and stops the server it started
-   (also on an error or Ctrl-C).
+   (each phase's time and what it did, files, versions, host, variant) to the output folder, and stops the
+   server it started (also on an error or Ctrl-C).
+
+ComfyUI is started as soon as its custom_nodes are complete (on the default host before the models are built)
+and comes up while the models are made and the doctor runs. ``--engine`` adds, on a host without
+AnimateDiff-Evolved, a second training and an animation through the engine's motion modules (about five minutes
+on 2 CPU cores, so not by default).
 """
 from __future__ import annotations
 
@@ -77,7 +82,7 @@ class Settings:
     recognizer_depth: str = "tiny"  # random iResNet depth of the face pack's recogniser (glintr100 is r100)
     checkpoint: str | None = None   # an existing SD1.5 checkpoint to use instead of building a random one
     timeout: float = 1800.0
-    engine: bool = True             # the engine's video where the host has no AnimateDiff-Evolved
+    engine: bool = False            # also the engine's video where the host has no AnimateDiff-Evolved (--engine)
 
 
 @dataclass
@@ -95,6 +100,7 @@ class Run:
     files: dict = field(default_factory=dict)
     doctor: dict = field(default_factory=dict)
     identity_score: dict = field(default_factory=dict)
+    phases: list = field(default_factory=list)
     error: str = ""
 
     @contextlib.contextmanager
@@ -336,39 +342,38 @@ def _preflight(comfy, name: str, wf: dict) -> None:
         raise MainJobError(f"the {name} workflow cannot run on this host:\n  " + "\n  ".join(problems))
 
 
-def run_workflows(run: Run, root: Path, base: Path, video: bool) -> None:
-    from . import workflow_graph as wg
-    from .comfy_client import interrupt, run_prompt
+def launch_server(run: Run, root: Path, base: Path):
+    """Start ComfyUI headless and return at once: it comes up while the job goes on (see :func:`execute`)."""
     from .comfy_host import is_modern_host
     from .comfy_process import ComfyProcess
 
     out = Path(run.settings.output)
-    train, generate = workflows(run, video)
-    run.workflows = {"train": train, "generate": generate}
     comfy = ComfyProcess(root, base_dir=base if is_modern_host() else None, log_path=out / "comfyui.log",
                          env={k: os.environ.get(k, v) for k, v in SERVER_MALLOC.items()})
-    try:
-        with run.timed("server start"):
-            comfy.start(timeout=300)
-        say(f"ComfyUI is up at {comfy.url} (log: {out / 'comfyui.log'})")
-        _preflight(comfy, "training", train)
-        with run.timed("training workflow"):
-            entry = run_prompt(comfy.url, train, _progress_printer("train", train), timeout=run.settings.timeout)
-        curve_node = wg.find(train, "SaveImage")[0]
-        run.files["loss_curve"] = [str(p) for p in _save_outputs(run, comfy.url, entry, curve_node, "loss_curve")]
-        _preflight(comfy, "generation", generate)  # after training: it loads the adapter training saved
-        with run.timed("generation workflow"):
-            entry = run_prompt(comfy.url, generate, _progress_printer("generate", generate),
-                               timeout=run.settings.timeout)
-        save_node = wg.find(generate, "SaveAnimatedWEBP")[0]
-        run.files["animation"] = [str(p) for p in _save_outputs(run, comfy.url, entry, save_node, "animation")]
-        run.files["identity"] = _copy_identity(run, base)
-    except KeyboardInterrupt:
-        interrupt(comfy.url)  # stop what runs, like the frontend's Cancel, before stopping the server
-        raise
-    finally:
-        comfy.stop()
-        say("ComfyUI stopped")
+    return comfy.launch()
+
+
+def run_workflows(run: Run, comfy, base: Path, video: bool) -> None:
+    from . import workflow_graph as wg
+    from .comfy_client import run_prompt
+
+    out = Path(run.settings.output)
+    train, generate = workflows(run, video)
+    run.workflows = {"train": train, "generate": generate}
+    with run.timed("server start"):  # what is left of it: it was started earlier
+        comfy.wait_ready(timeout=300)
+    say(f"ComfyUI is up at {comfy.url} (log: {out / 'comfyui.log'})")
+    _preflight(comfy, "training", train)
+    with run.timed("training workflow"):
+        entry = run_prompt(comfy.url, train, _progress_printer("train", train), timeout=run.settings.timeout)
+    curve_node = wg.find(train, "SaveImage")[0]
+    run.files["loss_curve"] = [str(p) for p in _save_outputs(run, comfy.url, entry, curve_node, "loss_curve")]
+    _preflight(comfy, "generation", generate)  # after training: it loads the adapter training saved
+    with run.timed("generation workflow"):
+        entry = run_prompt(comfy.url, generate, _progress_printer("generate", generate), timeout=run.settings.timeout)
+    save_node = wg.find(generate, "SaveAnimatedWEBP")[0]
+    run.files["animation"] = [str(p) for p in _save_outputs(run, comfy.url, entry, save_node, "animation")]
+    run.files["identity"] = _copy_identity(run, base)
 
 
 # ---------------------------------------------------------------- scoring what it made
@@ -403,6 +408,44 @@ def score_animation(run: Run, base: Path) -> None:
 
 # ---------------------------------------------------------------- the run
 
+PHASES = {
+    "host": "picked the ComfyUI host and linked this pack into its custom_nodes",
+    "random models": "made the random-weight model files in a child process (an SD1.5-size checkpoint, a LoRA in "
+                     "place of the AnimateLCM LoRA, an antelopev2-layout face pack, and an AnimateLCM-layout motion "
+                     "model where AnimateDiff-Evolved is in the host)",
+    "doctor": "ran the install doctor on that install",
+    "server start": "waited for the headless ComfyUI to answer (it was started before the models were built, or "
+                    "on a checkout with packs of its own before the doctor ran, and came up meanwhile)",
+    "training workflow": "queued workflow 01 over the HTTP API: trained the identity (token, then adapter on "
+                         "generated samples) and saved its two files",
+    "generation workflow": "queued workflow 02 over the HTTP API: loaded the saved identity and generated with the "
+                           "adapter on the late steps only",
+    "engine video": "trained a second identity and generated an animation through the engine's motion modules "
+                    "(diffusers + peft, no ComfyUI)",
+    "identity score": "scored the animation against the reference photo with the pack's scorer",
+}
+ENGINE_NOT_RUN = ("not run: the workflows ran through AnimateDiff-Evolved's motion model", "not run by default (about "
+                  "five minutes on 2 CPU cores): `scripts/main_job --engine` adds the method's video through the "
+                  "engine's motion modules, which this host's image-only workflows do not exercise; "
+                  "tests/test_engine_main_job.py checks that part on small files")
+
+
+def describe_phases(run: Run) -> list:
+    """Each phase of the run: its seconds and what it did (the workflows' variant included), or why it did not run."""
+    phases = []
+    for name, seconds in run.timings_s.items():
+        if name == "total":
+            continue
+        what = PHASES.get(name, "")
+        if name in ("training workflow", "generation workflow") and run.variant:
+            what += f" ({run.variant} variant)"
+        phases.append({"phase": name, "seconds": seconds, "what": what})
+    if "engine video" not in run.timings_s and run.variant:
+        phases.append({"phase": "engine video", "seconds": None,
+                       "what": ENGINE_NOT_RUN[0] if run.variant == "video" else ENGINE_NOT_RUN[1]})
+    return phases
+
+
 def write_report(run: Run) -> Path:
     out = Path(run.settings.output)
     run.files["report"] = [str(out / "report.json")]
@@ -416,23 +459,39 @@ def write_report(run: Run) -> Path:
 
 
 def execute(settings: Settings) -> Run:
+    from .comfy_client import interrupt
+    from .comfy_host import is_modern_host
+
     run = Run(settings)
     out = Path(settings.output)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     say(NOTE)
     run.versions.update(python=platform.python_version())
+    comfy = None
     try:
         with run.timed("host"):
             root, base = prepare_host(run)
+        if not is_modern_host():  # nothing else goes into its custom_nodes: it comes up while the models are made
+            comfy = launch_server(run, root, base)
         with run.timed("random models"):
             video = make_models(run, root, base)
         link_packs(run, base)
+        if comfy is None:  # a checkout's own packs are linked now: it comes up while the doctor runs
+            comfy = launch_server(run, root, base)
         choose_variant(run, video, root)
         with run.timed("doctor"):
             run_doctor(run, root, base)
-        run_workflows(run, root, base, video)
-        if not video and settings.engine:  # no AnimateDiff-Evolved in the host: the video method runs through the engine
+        try:
+            run_workflows(run, comfy, base, video)
+        except KeyboardInterrupt:
+            with contextlib.suppress(OSError):
+                interrupt(comfy.url)  # stop what runs, like the frontend's Cancel, before stopping the server
+            raise
+        finally:
+            comfy.stop()
+            say("ComfyUI stopped")
+        if settings.engine and not video:  # the video method through the engine's motion modules
             from .main_job_engine import engine_video
 
             with run.timed("engine video"):
@@ -447,7 +506,10 @@ def execute(settings: Settings) -> Run:
         run.status, run.error = "failed", f"{type(exc).__name__}: {exc}"
         raise
     finally:
+        if comfy is not None:
+            comfy.stop()  # also when it failed before the workflows ran
         run.timings_s["total"] = round(time.perf_counter() - t0, 2)
+        run.phases = describe_phases(run)
         path = write_report(run)
         say(f"{run.status} in {run.timings_s['total']:.0f} s; report: {path}")
     return run
@@ -468,9 +530,9 @@ def parse_args(argv) -> tuple:
                    choices=("tiny", "r18", "r34", "r50", "r100"), help="random recogniser depth (r100 = glintr100's)")
     p.add_argument("--checkpoint", help="use this SD1.5 checkpoint file instead of building a random one")
     p.add_argument("--timeout", type=float, default=Settings.timeout, help="seconds per workflow")
-    p.add_argument("--no-engine", action="store_true",
-                   help="skip the engine's video on a host without AnimateDiff-Evolved (the tests check that part "
-                        "on small files in tests/test_engine_main_job.py)")
+    p.add_argument("--engine", action="store_true",
+                   help="on a host without AnimateDiff-Evolved, also train and generate through the engine's motion "
+                        "modules (diffusers + peft; about five more minutes on 2 CPU cores)")
     for hidden in ("--build-models", "--host-root", "--host-scratch", "--host-base"):  # the model-building child
         p.add_argument(hidden, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -479,7 +541,7 @@ def parse_args(argv) -> tuple:
     settings = Settings(output=os.path.abspath(a.output), frames=a.frames, train_frames=a.train_frames, size=a.size,
                         steps=a.steps, ti_steps=a.ti_steps, sia_iterations=a.sia_iterations, seed=a.seed,
                         recognizer_depth=a.recognizer_depth, checkpoint=a.checkpoint, timeout=a.timeout,
-                        engine=not a.no_engine)
+                        engine=a.engine)
     return settings, a
 
 

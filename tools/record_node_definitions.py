@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 from .comfy_process import ComfyProcess
-from .workflow_build import PACKS
+from .workflow_specs import PACKS
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_DIR / "tests" / "data" / "node_definitions"

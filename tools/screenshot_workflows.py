@@ -1,4 +1,4 @@
-"""Screenshots of the example workflows in the real ComfyUI frontend (the README's images).
+"""Screenshots of the example workflows in the real ComfyUI frontend (the README's and docs' images).
 
     COMFYUI_ROOT=/path/to/ComfyUI "$(bash scripts/env.sh)/bin/python" -m tools.screenshot_workflows
     ... -m tools.screenshot_workflows --out /tmp/shots 02_generate_with_identity
@@ -8,8 +8,10 @@ of the checkout's custom_nodes linked too; the test stand-ins for third-party pa
 puts a photo and a video stand-in under the names the workflows use into its input folder, opens
 its own frontend in headless Chromium (Debian's chromium + chromium-driver) at a fixed page size,
 loads each workflow like the file-open path does, fits the whole graph in view and writes
-``docs/images/<workflow>.png`` as a small palette PNG. A workflow that loads with missing nodes or
-widget problems is reported and still photographed (the browser test is the check).
+``docs/images/<workflow>.png`` as a small palette PNG, and the thumbnail the frontend's Templates browser
+shows for it, ``workflows/<workflow>.jpg`` (the graph fitted into a square page, 512x512 JPEG: ComfyUI
+serves a pack's ``<template>.jpg`` beside ``<template>.json`` as its thumbnail). A workflow that loads with
+missing nodes or widget problems is reported and still photographed (the browser test is the check).
 Use a modern host (COMFYUI_ROOT): that is the frontend people see.
 """
 from __future__ import annotations
@@ -72,11 +74,27 @@ def save_small_png(src: Path, dst: Path, colors: int = 128) -> Path:
     return dst
 
 
+THUMBNAIL_PAGE, THUMBNAIL_SIZE = 1100, 512
+
+
+def save_thumbnail(src: Path, dst: Path, size: int = THUMBNAIL_SIZE) -> Path:
+    """A square JPEG thumbnail of a square screenshot (written to a temporary file and renamed)."""
+    from PIL import Image
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.open(src).convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
+    tmp = dst.with_name(dst.name + ".tmp")
+    image.save(tmp, format="JPEG", quality=85, optimize=True, progressive=True)
+    os.replace(tmp, dst)
+    return dst
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help="workflow names (default: every workflows/*.json)")
     parser.add_argument("--comfyui", help="ComfyUI checkout (default: $COMFYUI_ROOT, else the test host)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--thumbnails", type=Path, default=WORKFLOWS_DIR, help="folder of the Templates thumbnails")
     parser.add_argument("--photo", type=Path, default=None, help="picture used for the workflows' input photo")
     parser.add_argument("--width", type=int, default=1600)
     parser.add_argument("--height", type=int, default=None, help="default: 900 to 1400 px, by the graph's shape")
@@ -115,7 +133,10 @@ def main(argv=None) -> int:
                     print(f"{path.name}: loads with problems:\n  " + "\n  ".join(map(str, issues)))
                 shot = ui.screenshot(Path(tmp) / f"{path.stem}.png")
                 out = save_small_png(shot, args.out / f"{path.stem}.png")
-                print(f"{out}  ({out.stat().st_size // 1024} KiB)")
+                ui.resize(THUMBNAIL_PAGE, THUMBNAIL_PAGE)
+                square = ui.screenshot(Path(tmp) / f"{path.stem}-square.png")
+                thumb = save_thumbnail(square, args.thumbnails / f"{path.stem}.jpg")
+                print(f"{out}  ({out.stat().st_size // 1024} KiB); {thumb}  ({thumb.stat().st_size // 1024} KiB)")
     finally:
         server.stop()
     return 1 if failed else 0

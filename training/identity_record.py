@@ -13,6 +13,11 @@ import hashlib
 import torch
 
 RECORD_KEY = "record"
+# the parts of a base model's fingerprint (:mod:`.base_model`), in words
+MODEL_PARTS = (("class", "another kind of model"), ("parameters", "another checkpoint"),
+               ("weights", "another checkpoint"), ("patches", "other LoRAs on it, or other strengths"),
+               ("motion", "another motion model"),
+               ("sampling", "another noise schedule: beta_schedule or model sampling"))
 
 
 def photo_hashes(images) -> list:
@@ -49,6 +54,10 @@ def differences(stored: dict, new: dict) -> list:
         found.append("the settings " + ", ".join(
             f"{k} ({old_settings.get(k, 'unset')!r} stored, {new['settings'].get(k, 'unset')!r} now)"
             for k in changed))
-    if stored.get("base_model") != new["base_model"]:
-        found.append("the MODEL (another checkpoint, or other LoRAs on it)")
+    old_model, new_model = stored.get("base_model") or {}, new["base_model"]
+    if old_model.get("format") != new_model.get("format"):
+        found.append("the MODEL's record (written by an earlier version of the pack, which recorded less of it)")
+    elif old_model != new_model:
+        parts = dict.fromkeys(words for key, words in MODEL_PARTS if old_model.get(key) != new_model.get(key))
+        found.append("the MODEL (" + "; ".join(parts or ["another model"]) + ")")
     return found

@@ -16,35 +16,23 @@ and the loss / similarity history the chart is drawn from.
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 
-from . import identity_files, identity_record
+from . import identity_files, identity_record, identity_setup as setup
 from . import prompts as prompt_data
 from .errors import TrainingError
 from .inference_tensors import normal_tensors
-from .random_streams import stream_seed
 from .run_state import DEFAULT_EVERY, RunState, StageCheckpoints
 from .sia_settings import NEGATIVE_PROMPT, TRAINING_CFG
 
 log = logging.getLogger("PersonalVideo")
 IF_EXISTS = ("reuse", "overwrite", "error")
-REFERENCE_AUGMENT_COPIES = 2   # colour-jittered copies of each reference face (paper: augmentation of references)
 NOT_SCORED = float("nan")       # the independent score when it could not be computed (the reason is in metadata)
-
-
-def _finite_or_none(values):
-    return [round(float(v), 6) if v is not None and math.isfinite(v) else None for v in values]
 
 
 def _nan_for_none(values):
     return [float("nan") if v is None else float(v) for v in values]
-
-
-def last_finite(values):
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    return finite[-1] if finite else None
 
 
 class _Plan:
@@ -64,9 +52,7 @@ def _plan(model, clip, vae, reference_images, identity_name, class_word, prompts
     from .sia_trainer import SIATrainSettings
 
     name = identity_files.sanitise_name(identity_name)
-    class_word = (class_word or "").strip()
-    if not class_word or "\n" in class_word or "{" in class_word:
-        raise TrainingError("class_word must be a plain word or two such as man, woman or person.")
+    class_word = setup.check_class_word(class_word)
     if if_exists not in IF_EXISTS:
         raise TrainingError(f"if_exists must be one of {', '.join(IF_EXISTS)} (got {if_exists!r}).")
     templates = prompt_data.parse_prompts(prompts)
@@ -90,16 +76,9 @@ def _plan(model, clip, vae, reference_images, identity_name, class_word, prompts
                                 seed=int(seed), gradient_checkpointing=bool(gradient_checkpointing),
                                 precision=precision)
     ti_settings.check()
-    settings = {"class_word": class_word, "prompts": identity_record.text_hash("\n".join(templates)),
-                "ti_steps": ti_settings.steps, "ti_learning_rate": ti_settings.lr,
-                "ti_batch_size": ti_settings.batch_size, "sia_iterations": sia_settings.iterations,
-                "sia_learning_rate": sia_settings.lr, "sia_rank": int(sia_rank), "reg_lambda": sia_settings.reg_lambda,
-                "frames": sia_settings.frames, "width": sia_settings.width, "height": sia_settings.height,
-                "sampling_steps": sia_settings.steps, "seed": int(seed), "precision": precision,
-                "training_cfg": sia_settings.cfg, "negative_prompt": identity_record.text_hash(negative_prompt),
-                "image_model": fingerprint(image_model)["weights"] if image_model is not None else "none"}
-    record = identity_record.make_record(identity_record.photo_hashes(reference_images), settings,
-                                         fingerprint(model))
+    record = setup.record_of(reference_images, class_word, templates, ti_settings, sia_settings, int(sia_rank),
+                             negative_prompt, fingerprint(model),
+                             fingerprint(image_model)["weights"] if image_model is not None else "none")
     return _Plan(name=name, class_word=class_word, templates=templates, found=found, sia=sia_settings,
                  ti=ti_settings, rank=int(sia_rank), record=record, if_exists=if_exists, negative=negative_prompt)
 
@@ -200,33 +179,21 @@ def _scores(training: dict) -> dict:
             "identity_score": NOT_SCORED if score is None else float(score)}
 
 
-def score_sample(sample_scorer, frames, reference_images) -> dict:
-    """The independent score of the last training sample; never raises."""
-    if sample_scorer is None:
-        return {"face_similarity": None, "skipped": "no independent recogniser was given"}
-    try:
-        return dict(sample_scorer(frames, reference_images))
-    except Exception as exc:   # a score is a report, never a reason to lose a trained identity
-        log.warning("[PersonalVideo] the independent score of the last training sample failed: %s", exc)
-        return {"face_similarity": None, "skipped": f"{type(exc).__name__}: {exc}"}
-
-
 def _train(plan: _Plan, model, clip, vae, reference_images, stack, encoder, image_model, sample_scorer,
            progress_hook, run: RunState, saved) -> dict:
     """Both stages (from the checkpoint ``saved`` when there is one), then the files (first), then the chart."""
     import comfy.model_management
 
-    from ..sia import AdapterInfo, SIAAdapter, naming
+    from ..sia import AdapterInfo, naming
     from . import textual_inversion as ti
     from .curves import render_curves
     from .face.identity_loss import IdentityLoss
-    from .face.references import embed_references, training_crops
+    from .face.references import training_crops
     from .progress import TrainingProgress
     from .sia_trainer import train_sia
 
     name, sia_settings, ti_settings, seed = plan.name, plan.sia, plan.ti, plan.sia.seed
-    refs = embed_references(stack.detector, encoder, reference_images, augment_copies=REFERENCE_AUGMENT_COPIES,
-                            seed=stream_seed(seed, "reference-augmentation"))
+    refs = setup.reference_embeddings(stack.detector, encoder, reference_images, seed)
     crops = training_crops(reference_images, refs.faces, sia_settings.width, sia_settings.height)
     log.info("[PersonalVideo] training identity '%s': %s", name, refs.faces.summary())
 
@@ -264,20 +231,17 @@ def _train(plan: _Plan, model, clip, vae, reference_images, stack, encoder, imag
         if run.every > 0:
             run.save("adapter", 0, {"token.vector": vector}, {"token_loss": ti_losses})
     # --- stage 2: the adapter ---
-    trigger = f"embedding:{name} {plan.class_word}"
+    trigger = setup.trigger_of(name, plan.class_word)
     try:
         res_blocks = naming.uniform_res_blocks(model.model.model_config.unet_config.get("num_res_blocks", 2))
     except ValueError as exc:
         raise TrainingError(f"the model input has a UNet layout the adapter cannot name ({exc}): connect an SD1.5 "
                             "checkpoint.") from None
     info = AdapterInfo(name=name, trigger=trigger, num_res_blocks=res_blocks,
-                       training={"method": "PersonalVideo", "class_word": plan.class_word, "rank": plan.rank,
-                                 "references": len(refs.faces.labels), "textual_inversion": ti_settings.to_json(),
-                                 "sia": sia_settings.to_json(), "prompts": len(plan.templates),
-                                 identity_record.RECORD_KEY: plan.record})
+                       training=setup.training_info(plan.class_word, plan.rank, len(refs.faces.labels), ti_settings,
+                                                    sia_settings, plan.templates, plan.record))
     with normal_tensors():
-        adapter = SIAAdapter.initialise(plan.found.targets, rank=plan.rank, seed=stream_seed(seed, "adapter-init"),
-                                        info=info)
+        adapter = setup.initial_adapter(plan.found.targets, plan.rank, seed, info)
     loss_fn = IdentityLoss(stack.detector, encoder, refs.embeddings)
     negative = token_prompts.conditioning(plan.negative, vector)
     history = train_sia(model, adapter, lambda text: token_prompts.conditioning(text, vector), negative, vae,
@@ -288,11 +252,6 @@ def _train(plan: _Plan, model, clip, vae, reference_images, stack, encoder, imag
     interrupt()
     trained = adapter.detached_copy()
     trained.embedding = vector.detach().float().reshape(1, -1).clone()
-    final = last_finite(history.similarity)
-    trained.info.training.update(
-        skipped_frames=history.skipped, precision=history.precision, final_similarity=final,
-        history={"token_loss": _finite_or_none(ti_losses), "adapter_loss": _finite_or_none(history.loss),
-                 "similarity": _finite_or_none(history.similarity)})
     preview, late_error = None, None
     try:
         with torch.no_grad():
@@ -300,9 +259,8 @@ def _train(plan: _Plan, model, clip, vae, reference_images, stack, encoder, imag
         preview = preview.reshape((-1,) + tuple(preview.shape[-3:]))
     except Exception as exc:   # the files are still written below; the error is told after that
         late_error = exc
-    score = score_sample(sample_scorer, preview, reference_images) if preview is not None else \
-        {"face_similarity": None, "skipped": "the last training sample could not be decoded"}
-    trained.info.training["identity_score"] = score
+    score = setup.score_sample(sample_scorer, preview, reference_images)
+    final = setup.add_results(trained.info.training, ti_losses, history, score)
     # results first: the files are written before anything else can fail
     paths = identity_files.write_identity(name, trained, vector, overwrite=True)
     trained.source = paths["sia"]

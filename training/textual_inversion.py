@@ -11,8 +11,13 @@ The UNet call runs with its layers checkpointed and, on CUDA, under mixed
 precision (the vector stays fp32), like the adapter stage's gradient step.
 
 :func:`evaluation_loss` is the same noise-prediction loss on a fixed set of
-(photo, timestep, noise, template) draws: a deterministic measure of how well a
-vector fits the photos, used to show that training lowers it.
+(photo, timestep, noise, template) draws: the first draws training makes for a
+seed (the token stage's streams of :mod:`.identity_setup`), so a deterministic
+measure of how well a vector fits what training saw.
+
+The photos' latents are the means of the VAE's posterior on every host (the
+March 2024 host's ``VAE.encode`` samples it instead; later ones take the mean),
+as the engine encodes them.
 
 How the vector enters CLIP: prompts are written with a one-token marker word
 in place of ``{token}``; a forward hook on CLIP's token-embedding table swaps
@@ -35,7 +40,6 @@ from .devices import device_of
 from .errors import TrainingError
 from .inference_tensors import gradient_window, normal_copy, normal_tensors
 from .interruption import checked_in_layers
-from .random_streams import stream, stream_seed
 
 MARKERS = ("sks", "zwx", "ohwx")
 TI_TEMPLATES = ("a photo of {token} {class_word}", "a close-up photo of {token} {class_word}",
@@ -148,27 +152,30 @@ class TokenPrompts:
 
 
 @contextlib.contextmanager
-def seeded(seed: int):
-    """Torch's global generators seeded within the block and put back afterwards.
-
-    For what draws from them without a generator argument: the March 2024 host's
-    VAE encode samples its posterior (later hosts take the mean).
-    """
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+def posterior_mean(vae):
+    """Within the block, ``vae.encode`` gives the mean of the posterior: the March 2024 host's VAE samples it
+    (from torch's global generator), later hosts already take the mean. The VAE is as it was afterwards."""
+    regulariser = getattr(getattr(vae, "first_stage_model", None), "regularization", None)
+    sampling = getattr(regulariser, "sample", None)
+    if sampling is True:
+        regulariser.sample = False
+    try:
         yield
+    finally:
+        if sampling is True:
+            regulariser.sample = True
 
 
 def encode_references(vae, images: torch.Tensor, base_model, seed: int = 0) -> torch.Tensor:
-    """Reference photos IMAGE [B, H, W, C] -> model-space latents [B, 4, h, w] (normal tensors), same for a seed."""
+    """Reference photos IMAGE [B, H, W, C] -> model-space latents [B, 4, h, w] (normal tensors): the means of
+    the VAE's posterior, the same on every host. (``seed`` is unused: nothing is drawn.)"""
     if not torch.is_tensor(images) or images.ndim != 4 or images.shape[0] == 0:
         raise TrainingError("reference_images must be an IMAGE batch [B, H, W, C] with at least one photo.")
     h, w = (images.shape[1] // 8) * 8, (images.shape[2] // 8) * 8
     if h < 64 or w < 64:
         raise TrainingError(f"reference images are too small ({images.shape[2]}x{images.shape[1]}); use at least 64x64.")
     rgb = images[:, :h, :w, :3]
-    with torch.no_grad(), seeded(seed):
+    with torch.no_grad(), posterior_mean(vae):
         latents = vae.encode(rgb)
     latents = normal_copy(latents)
     with normal_tensors():
@@ -247,16 +254,17 @@ def train_token(model, clip, vae, images, class_word: str, settings: TISettings,
     """
     from .run_state import optimizer_tensors, restore_optimizer
 
+    from .identity_setup import token_streams
+
     settings.check()
     vector0 = class_word_vector(clip, class_word)
-    rng = stream(settings.seed, "token-draws")
     losses, start = [], 0
     with normal_tensors():
         vector = torch.nn.Parameter(vector0.clone())
         if settings.steps == 0:
             return vector.detach().clone(), TokenPrompts(clip, class_word), losses
         optimizer = torch.optim.AdamW([vector], lr=settings.lr, weight_decay=0.0)
-        gen = torch.Generator().manual_seed(stream_seed(settings.seed, "token-noise"))
+        rng, gen = token_streams(settings.seed)
         if resume is not None:
             start, tensors, extra = resume
             with torch.no_grad():
@@ -288,11 +296,13 @@ def train_token(model, clip, vae, images, class_word: str, settings: TISettings,
 
 def evaluation_loss(model, clip, vae, images, class_word: str, vector: torch.Tensor, draws: int = 8, seed: int = 1234,
                     batch_size: int = 4, settings: TISettings | None = None) -> float:
-    """Mean noise-prediction loss of ``vector`` on ``draws`` fixed batches (same draws for a seed: deterministic)."""
+    """Mean noise-prediction loss of ``vector`` on the first ``draws`` batches training draws for ``seed``
+    (:func:`train_token` with that seed and batch size makes the very same ones): deterministic."""
+    from .identity_setup import token_streams
+
     settings = settings or TISettings(precision="fp32")
     with normal_tensors():
-        gen = torch.Generator().manual_seed(seed)
-    rng = random.Random(seed)
+        rng, gen = token_streams(seed)
     prompts, loss_of = _prepare(model, clip, vae, images, class_word, settings)
     with normal_tensors(), torch.no_grad(), \
             gradient_window(model.model.diffusion_model, clip.cond_stage_model):

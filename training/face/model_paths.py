@@ -23,6 +23,15 @@ MODEL_PACKS = {
     "buffalo_l": ("det_10g.onnx", "w600k_r50.onnx"),
 }
 LICENSE_NOTE = "insightface's pretrained models are licensed for non-commercial research use only"
+# where people get each pack: insightface publishes buffalo_l as a release download, but no download of antelopev2,
+# so the face packs built on it (PuLID, InstantID) point to a copy of its zip
+SOURCES = {
+    "antelopev2": "insightface offers no download of antelopev2; get antelopev2.zip where the PuLID and InstantID "
+                  "packs point (the Hugging Face repository MonsterMMORPG/tools: "
+                  "https://huggingface.co/MonsterMMORPG/tools/tree/main)",
+    "buffalo_l": "get buffalo_l.zip from insightface's v0.7 release "
+                 "(https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip)",
+}
 
 _nested_noticed: set = set()
 
@@ -83,7 +92,7 @@ def find_model_pack(name: str = "antelopev2") -> ModelPackFiles:
         f"the insightface model pack {name!r} was not found. Expected the files {det_name} and {rec_name} in one "
         "of these folders:\n" + "\n".join(looked),
         f"Put the {name} files in {first} (the folder PuLID and InstantID use; unzip so that the .onnx files "
-        f"sit directly in it). This pack never downloads models; {LICENSE_NOTE}.",
+        f"sit directly in it): {SOURCES[name]}. This pack never downloads models; {LICENSE_NOTE}.",
         expected=first,
     )
 

@@ -89,7 +89,8 @@ app.registerExtension({
       for (const w of this.widgets) if (w.name in saved) w.value = saved[w.name];
     });
     chain(nodeType.prototype, "onSerialize", function (info) {
-      info.widgets_values = Object.fromEntries((this.widgets || []).map((w) => [w.name, w.value]));
+      // plain data (newer frontends hold widget values in reactive proxies, which the workflow store cannot clone)
+      info.widgets_values = JSON.parse(JSON.stringify(Object.fromEntries((this.widgets || []).map((w) => [w.name, w.value]))));
     });
   },
 });
