@@ -97,11 +97,12 @@ class _Entry(NamedTuple):
         return math.prod(self.shape)
 
 
-def _unreadable(path: str, reason: str) -> SIAError:
+def _refuse_unreadable(path: str, reason: str):
+    """Raise the SIAError of a file that is not a readable .safetensors file (called in an ``except`` block)."""
     size = os.path.getsize(path)
-    return SIAError(
+    raise SIAError(
         f"{path} is not a readable .safetensors file ({reason}; {size} bytes). "
-        "It may be truncated by an interrupted download or copy: get or train it again.")
+        "It may be truncated by an interrupted download or copy: get or train it again.") from None
 
 
 def _entry(key: str, spec, data_bytes: int) -> _Entry:
@@ -143,7 +144,7 @@ def read_header(path: str):
         data_bytes = size - 8 - length
         entries = {key: _entry(key, spec, data_bytes) for key, spec in header.items()}
     except (ValueError, UnicodeDecodeError) as e:   # JSONDecodeError is a ValueError
-        raise _unreadable(path, str(e)) from None
+        _refuse_unreadable(path, str(e))
     return dict(metadata), entries
 
 
@@ -155,7 +156,7 @@ def _load_tensors(path: str, keys) -> dict:
         with safe_open(path, framework="pt", device="cpu") as f:
             return {k: f.get_tensor(k) for k in keys}
     except Exception as e:  # safetensors raises several types for damaged files
-        raise _unreadable(path, f"{type(e).__name__}: {e}") from None
+        _refuse_unreadable(path, f"{type(e).__name__}: {e}")
 
 
 def _meta_number(metadata: dict, key: str, cast, default, path: str):
