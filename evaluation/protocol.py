@@ -15,9 +15,10 @@ MIN_FACE_PX = 20  # shorter side of the box, pixels
 # what each recogniser's number can be compared with
 COMPARABILITY = {
     "dlib": ("dlib's ResNet (128-D) is independent of training, but its embeddings lie in a narrow cone: "
-             "different people typically score 0.75-0.85 cosine and the same person 0.9-0.97. Its cosine is "
-             "NOT on the scale of the paper's 62.35 or the benchmarks' FaceSim; read dlib_distance instead "
-             "(Euclidean, below 0.6 = the same person by dlib's own threshold)."),
+             "different people typically score 0.75-0.85 cosine and the same person 0.9-0.97. Its cosine (the "
+             "JSON's mean and similarity) is NOT on the scale of the paper's 62.35 or the benchmarks' FaceSim: read "
+             "the verdict and identity_match, which come from dlib_distance (Euclidean, below 0.6 = the same person "
+             "by dlib's own threshold)."),
     "training": ("the training recogniser (antelopev2 glintr100, ArcFace) with this protocol is the benchmarks' "
                  "FaceSim-Arc (ConsisID, OpenS2V-Eval): same recogniser and protocol, so the scale matches "
                  "(x100 for the paper's 62.35), but it is the quantity the adapter was optimised on, so it "

@@ -7,16 +7,26 @@ from ..sia.atomic_file import atomic_write_bytes
 from .consistency import identity_consistency
 from .protocol import COMPARABILITY, CONSISTENCY_NOTE, MIN_FACE_PX, MOTION_NOTE
 from .scoring import DLIB_SAME_PERSON
+from .verdict import headline, match, same_person, threshold_for, verdict
 
-FORMAT = "personalvideo-identity-score-v1"
+FORMAT = "personalvideo-identity-score-v2"   # v2: verdict, identity_match and threshold lead the identity part
 
 
 def build_report(score, motion: dict) -> dict:
     """``score``: scoring.IdentityScore; ``motion``: motion.motion_score's dict."""
-    per_frame = [{"frame": f.index, "similarity": f.similarity, "face_px": f.face_px,
+    threshold = threshold_for(score.recogniser_kind)
+    judged = score.mean_distance if threshold.metric == "dlib_distance" else score.mean
+    per_frame = [{"frame": f.index, "identity_match": match(_metric(f, threshold), threshold),
+                  "similarity": f.similarity, "face_px": f.face_px,
                   **({"dlib_distance": f.distance} if f.distance is not None else {}),
                   **({"reason": f.reason} if f.reason else {})} for f in score.frames]
     identity = {
+        "verdict": verdict(judged, threshold), "same_person": same_person(judged, threshold),
+        "identity_match": match(judged, threshold),
+        "threshold": {"metric": threshold.metric, "value": threshold.value,
+                      "same_person_when": threshold.describe(), "source": threshold.source,
+                      "identity_match": "100 / (1 + exp(-m / 0.1)), m: how far the score lies on the same-person "
+                                        "side of the threshold (50 at the threshold; strangers score low)"},
         "recogniser": score.recogniser, "recogniser_kind": score.recogniser_kind, "detector": score.detector,
         "mean": score.mean, "mean_percent": None if score.mean is None else round(100.0 * score.mean, 2),
         "frame_count": score.frame_count, "frames_scored": len(score.scored),
@@ -37,27 +47,34 @@ def build_report(score, motion: dict) -> dict:
             "motion": {**motion, "note": MOTION_NOTE}}
 
 
+def _metric(frame, threshold):
+    return frame.distance if threshold.metric == "dlib_distance" else frame.similarity
+
+
 def _f(value, digits=3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def report_text(report: dict) -> str:
     ident, cons, mot = report["identity"], report["consistency"], report["motion"]
-    lines = [f"Identity ({ident['recogniser']}, detector {ident['detector']}):"]
+    frames = f"{ident['frames_scored']} of {len(ident['per_frame'])} scored frame(s)"
+    lines = [f"Identity: {headline(ident['verdict'], ident['identity_match'])} ({ident['recogniser']}, "
+             f"detector {ident['detector']})"]
     if ident["mean"] is None:
         lines.append(f"  no face found in any of the {len(ident['per_frame'])} scored frame(s): no similarity")
+    elif "dlib_distance" in ident:
+        lines.append(f"  dlib distance {_f(ident['dlib_distance'])} to the references over {frames}; the same person "
+                     f"below {DLIB_SAME_PERSON} (dlib's threshold, identity match 50); "
+                     f"{ident['dlib_same_person_frames']} frame(s) under it")
     else:
-        lines.append(f"  face similarity {_f(ident['mean'])} ({ident['mean_percent']:.2f} x100) over "
-                     f"{ident['frames_scored']} of {len(ident['per_frame'])} scored frame(s)")
+        lines.append(f"  face similarity {_f(ident['mean'])} ({ident['mean_percent']:.2f} x100) over {frames}; the "
+                     f"same person at or above {ident['threshold']['value']} (identity match 50)")
     if ident["frames_without_face"]:
         lines.append(f"  no face in frame(s) {', '.join(map(str, ident['frames_without_face']))}")
-    if "dlib_distance" in ident and ident["dlib_distance"] is not None:
-        verdict = "the same person" if ident["dlib_same_person"] else "not the same person"
-        lines.append(f"  dlib distance {_f(ident['dlib_distance'])} (< {DLIB_SAME_PERSON}: same person): {verdict}; "
-                     f"{ident['dlib_same_person_frames']} frame(s) under the threshold")
     for skipped in ident["references_skipped"]:
         lines.append(f"  reference {skipped['reference']} not used: {skipped['reason']}")
-    lines.append(f"  per frame: " + ", ".join(f"{f['frame']}:{_f(f['similarity'])}" for f in ident["per_frame"]))
+    lines.append("  identity match per frame: " + ", ".join(f"{f['frame']}:{_f(f['identity_match'], 0)}"
+                                                            for f in ident["per_frame"]))
     lines.append(f"  comparable with: {ident['comparable_with']}")
     lines.append(f"Consistency: similarity spread (std) {_f(cons['similarity_std'])}, min {_f(cons['similarity_min'])}, "
                  f"max {_f(cons['similarity_max'])}; consecutive-frame embedding cosine "

@@ -7,8 +7,9 @@ import numpy as np
 
 from .errors import EvaluationError
 from .protocol import MIN_FACE_PX, clipped_cosine, sample_indices
+from .verdict import DLIB
 
-DLIB_SAME_PERSON = 0.6  # dlib's own threshold on the Euclidean distance of its descriptors
+DLIB_SAME_PERSON = DLIB.value  # dlib's own threshold on the Euclidean distance of its descriptors
 
 
 @dataclass

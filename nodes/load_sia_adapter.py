@@ -5,7 +5,7 @@ import os
 import folder_paths
 
 from ..sia import load_adapter
-from ..training.identity_files import ensure_token
+from ..training.token_names import with_registered_token
 
 CATEGORY = "PersonalVideo"
 log = logging.getLogger("PersonalVideo")
@@ -13,15 +13,18 @@ log = logging.getLogger("PersonalVideo")
 
 class LoadSIAAdapter:
     DESCRIPTION = ("Loads a Spatial Identity Adapter trained by 'Train PersonalVideo Identity' from models/sia. "
-                   "Connect it to 'Apply SIA at Late Steps'. When the identity's token file is missing from "
-                   "models/embeddings, it is written from the adapter.")
+                   "Connect it to 'Apply SIA at Late Steps'. The identity's token answers to the file's name "
+                   "(alice_v1.safetensors: 'embedding:alice_v1'); when models/embeddings lacks it, it is written "
+                   "from the adapter, and when another token has that name it gets the name plus a short code. "
+                   "The trigger_phrase output always names the token of this file.")
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = ("SIA_ADAPTER", "STRING")
     RETURN_NAMES = ("sia_adapter", "trigger_phrase")
     OUTPUT_TOOLTIPS = (
         "The identity adapter, for 'Apply SIA at Late Steps'.",
-        "The phrase to put in your prompt for this identity (e.g. 'embedding:alice woman').",
+        "The phrase to put in your prompt for this identity (e.g. 'embedding:alice woman'); it names this "
+        "file's own token.",
     )
 
     @classmethod
@@ -47,11 +50,14 @@ class LoadSIAAdapter:
 
     def load(self, adapter_name):
         adapter = load_adapter(folder_paths.get_full_path("sia", adapter_name))
-        if adapter.embedding is not None and adapter.info.name:
-            written = ensure_token(adapter.info.name, adapter.embedding)
-            if written:
-                log.warning("[PersonalVideo] the token of '%s' was missing from models/embeddings; written from "
-                            "the adapter: %s", adapter.info.name, written)
+        trained_as = adapter.info.name
+        adapter, written = with_registered_token(adapter, adapter_name)
+        if adapter.embedding is not None and adapter.info.name != trained_as:
+            log.info("[PersonalVideo] %s was trained as '%s'; its own token answers to 'embedding:%s' (the "
+                     "trigger_phrase output says so)", adapter_name, trained_as, adapter.info.name)
+        if written:
+            log.warning("[PersonalVideo] the token of %s was not in models/embeddings; written from the adapter: "
+                        "%s", adapter_name, written)
         return (adapter, adapter.info.trigger)
 
 

@@ -39,7 +39,9 @@ def _onnx_path(name: str) -> str:
 
 class ScoreIdentity:
     DESCRIPTION = (
-        "Scores how well the identity came out in a video: per-frame face similarity to the reference photos "
+        "Scores how well the identity came out in a video. It leads with a verdict (the same person or not, by the "
+        "recogniser's own threshold) and an identity match from 0 to 100 on which strangers score low (50 is the "
+        "threshold); underneath: per-frame face similarity to the reference photos "
         "(largest face per frame, cosine clipped at 0, mean over the frames with a face, as the ConsisID and "
         "OpenS2V-Eval benchmarks do), with dlib's ResNet by default so the score is not what training optimised; "
         "identity consistency over time; and an optical-flow motion score (an approximation of VBench's dynamic "
@@ -49,12 +51,14 @@ class ScoreIdentity:
     FUNCTION = "score"
     OUTPUT_NODE = True
     RETURN_TYPES = ("FLOAT", "INT", "IMAGE", "STRING", "STRING")
-    RETURN_NAMES = ("face_similarity", "frames_without_face", "chart", "report", "report_json")
+    RETURN_NAMES = ("identity_match", "frames_without_face", "chart", "report", "report_json")
     OUTPUT_TOOLTIPS = (
-        "Mean face similarity over the frames with a face (0 when no frame has one: see the report).",
+        "Identity match of the video, 0-100: 50 is the recogniser's same-person threshold, another person scores "
+        "low (0 when no frame has a face: see the report). The raw cosine similarity is in report_json.",
         "How many scored frames had no usable face.",
-        "Similarity per frame (frames without a face marked) and motion per frame pair.",
-        "The report as text: the numbers, what they are comparable with, and the motion verdict.",
+        "The verdict, the identity match per frame (frames without a face marked) and motion per frame pair.",
+        "The report as text: the verdict and identity match first, then the recogniser's own numbers, what they "
+        "are comparable with, and the motion verdict.",
         "The full report as JSON (per-frame values, protocol, notes).",
     )
 
@@ -99,9 +103,9 @@ class ScoreIdentity:
         text = report_text(report)
         log.info("[PersonalVideo] identity score:\n%s", text)
         chart = torch.from_numpy(render_chart(report)).float().div(255.0)[None]
-        mean = report["identity"]["mean"]
+        found = report["identity"]["identity_match"]
         return {"ui": {"text": [text]},
-                "result": (float(mean) if mean is not None else 0.0, len(report["identity"]["frames_without_face"]),
+                "result": (float(found) if found is not None else 0.0, len(report["identity"]["frames_without_face"]),
                            chart, text, json.dumps(report, indent=2))}
 
 

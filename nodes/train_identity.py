@@ -32,8 +32,9 @@ class TrainPersonalVideoIdentity:
         "The trained frame at the start and at 1/4, 1/2 and 3/4 of the adapter stage, then all frames of the "
         "last training sample.",
         "Face similarity (training recogniser) of the last trained frame with a face; NaN if none had one.",
-        "Face similarity of the last training sample by an independent recogniser (dlib); NaN when dlib is not "
-        "installed or it found no face (the reason is in the adapter's metadata and the console).",
+        "Identity match (0-100) of the last training sample by an independent recogniser (dlib): 50 is its "
+        "same-person threshold, another person scores low. NaN when dlib is not installed or it found no face "
+        "(the reason, the verdict and the raw cosine are in the adapter's metadata and the console).",
     )
 
     @classmethod

@@ -5,6 +5,7 @@ For a target layer W (in -> out) the adapter holds ``down`` (rank x in) and
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
@@ -69,10 +70,12 @@ class SIAAdapter:
         return cls(down, up, float(alpha if alpha is not None else rank), info or AdapterInfo())
 
     def detached_copy(self) -> "SIAAdapter":
+        """A copy that shares nothing with this adapter: its weights, embedding and info (the training record
+        and history included) can change without changing these."""
         return SIAAdapter(
             {p: t.detach().clone() for p, t in self.down.items()},
             {p: t.detach().clone() for p, t in self.up.items()},
-            self.alpha, self.info, self.source,
+            self.alpha, copy.deepcopy(self.info), self.source,
             None if self.embedding is None else self.embedding.detach().clone(),
         )
 

@@ -20,8 +20,10 @@ Writing goes through the pack's atomic writer (:mod:`.atomic_file`).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+from typing import NamedTuple
 
 import torch
 
@@ -79,24 +81,82 @@ def save_adapter(adapter: SIAAdapter, path: str, overwrite: bool = True) -> str:
                                                     metadata=adapter_metadata(adapter)))
 
 
-def _read(path: str):
-    from safetensors import safe_open
+_MAX_HEADER = 100_000_000  # bytes; the safetensors library's own limit
+_ITEM_BYTES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8, "I8": 1, "U8": 1, "I16": 2, "I32": 4, "I64": 8, "BOOL": 1}
+_FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 
+
+class _Entry(NamedTuple):
+    """A tensor as the file's header describes it, before any of its bytes is read."""
+
+    dtype: str
+    shape: tuple
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def _refuse_unreadable(path: str, reason: str):
+    """Raise the SIAError of a file that is not a readable .safetensors file (called in an ``except`` block)."""
+    size = os.path.getsize(path)
+    raise SIAError(
+        f"{path} is not a readable .safetensors file ({reason}; {size} bytes). "
+        "It may be truncated by an interrupted download or copy: get or train it again.") from None
+
+
+def _entry(key: str, spec, data_bytes: int) -> _Entry:
+    if not isinstance(spec, dict):
+        raise ValueError(f"header entry {key!r} is not a tensor description")
+    dtype, shape, offsets = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
+    if not isinstance(dtype, str) or not isinstance(shape, list) \
+            or not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise ValueError(f"header entry {key!r} has no valid dtype and shape")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(n, int) for n in offsets)
+            and 0 <= offsets[0] <= offsets[1] <= data_bytes):
+        raise ValueError(f"tensor {key!r} lies outside the file's {data_bytes} data bytes")
+    entry = _Entry(dtype, tuple(shape))
+    if dtype in _ITEM_BYTES and offsets[1] - offsets[0] != entry.numel * _ITEM_BYTES[dtype]:
+        raise ValueError(f"tensor {key!r} has {offsets[1] - offsets[0]} bytes for shape {list(shape)} of {dtype}")
+    return entry
+
+
+def read_header(path: str):
+    """(metadata, {key: _Entry}) from the file's header alone: no tensor data is read, so a large file of
+    another kind (a checkpoint dropped into models/sia) is refused after reading a few kilobytes."""
     if not os.path.isfile(path):
         raise SIAError(f"SIA adapter file not found: {path}")
     try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            prefix = f.read(8)
+            if len(prefix) < 8:
+                raise ValueError("shorter than a safetensors header")
+            length = int.from_bytes(prefix, "little")
+            if length > min(_MAX_HEADER, size - 8):
+                raise ValueError(f"its first bytes announce a header of {length} bytes, which does not fit")
+            header = json.loads(f.read(length).decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError("its header is not a JSON object")
+        metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise ValueError("its header metadata is not a table of texts")
+        data_bytes = size - 8 - length
+        entries = {key: _entry(key, spec, data_bytes) for key, spec in header.items()}
+    except (ValueError, UnicodeDecodeError) as e:   # JSONDecodeError is a ValueError
+        _refuse_unreadable(path, str(e))
+    return dict(metadata), entries
+
+
+def _load_tensors(path: str, keys) -> dict:
+    """The tensors ``keys`` of a file whose header passed every check."""
+    from safetensors import safe_open
+
+    try:
         with safe_open(path, framework="pt", device="cpu") as f:
-            metadata = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except SIAError:
-        raise
+            return {k: f.get_tensor(k) for k in keys}
     except Exception as e:  # safetensors raises several types for damaged files
-        size = os.path.getsize(path)
-        raise SIAError(
-            f"{path} is not a readable .safetensors file ({type(e).__name__}: {e}; {size} bytes). "
-            "It may be truncated by an interrupted download or copy: get or train it again."
-        ) from None
-    return metadata, tensors
+        _refuse_unreadable(path, f"{type(e).__name__}: {e}")
 
 
 def _meta_number(metadata: dict, key: str, cast, default, path: str):
@@ -134,11 +194,12 @@ def _info_from_metadata(metadata: dict, path: str) -> AdapterInfo:
     )
 
 
-def _group_keys(tensors: dict, info: AdapterInfo, path: str):
+def _group_keys(entries: dict, info: AdapterInfo, path: str):
+    """{target: {suffix: key}} and the embedding's key (or None); SIAError for any key of another kind."""
     modules, embedding, unexpected = {}, None, []
-    for key, value in tensors.items():
+    for key in entries:
         if _EMBEDDING_KEY.match(key):
-            embedding = value
+            embedding = key
             continue
         suffix = next((s for s in _SUFFIXES if key.endswith(s)), None)
         target = naming.parse_kohya_module_key(key[: -len(suffix)], info.num_res_blocks) if suffix else None
@@ -148,7 +209,7 @@ def _group_keys(tensors: dict, info: AdapterInfo, path: str):
         parts = modules.setdefault(target, {})
         if suffix in parts:
             raise SIAError(f"{path}: layer {target} appears twice (under diffusers and ldm names).")
-        parts[suffix] = (key, value)
+        parts[suffix] = key
     if unexpected:
         raise SIAError(
             f"{path}: {len(unexpected)} unexpected key(s), e.g. {sorted(unexpected)[:3]}. "
@@ -160,53 +221,73 @@ def _group_keys(tensors: dict, info: AdapterInfo, path: str):
     return modules, embedding
 
 
-def _check_tensor(key: str, value: torch.Tensor, ndim: int, path: str) -> torch.Tensor:
-    if not value.is_floating_point() or value.dim() != ndim:
-        raise SIAError(f"{path}: {key} has shape {tuple(value.shape)} and dtype {value.dtype}; "
+def _check_entry(key: str, entry: _Entry, ndim: int, path: str) -> None:
+    if entry.dtype not in _FLOAT_DTYPES or len(entry.shape) != ndim:
+        raise SIAError(f"{path}: {key} has shape {entry.shape} and dtype {entry.dtype}; "
                        f"expected a {ndim}-D floating-point tensor.")
+
+
+def _finite(key: str, value: torch.Tensor, path: str) -> torch.Tensor:
     if not torch.isfinite(value).all():
         raise SIAError(f"{path}: {key} contains NaN or infinite values; the adapter is broken (retrain it).")
     return value.float()
 
 
-def load_adapter(path: str) -> SIAAdapter:
-    """Read and validate an adapter file; raises SIAError naming the file on any problem."""
-    path = os.path.abspath(path)
-    metadata, tensors = _read(path)
-    info = _info_from_metadata(metadata, path)
-    modules, embedding = _group_keys(tensors, info, path)
-    down, up, alphas, ranks = {}, {}, set(), set()
+def _check_layers(modules: dict, entries: dict, info: AdapterInfo, path: str) -> None:
+    """Every layer complete, of one rank and square, checked on the header's shapes."""
+    ranks = set()
     for target, parts in sorted(modules.items()):
         missing = [s for s in _SUFFIXES if s not in parts]
         if missing:
             raise SIAError(f"{path}: layer {naming.to_diffusers(target, info.num_res_blocks)} lacks {missing}.")
-        d = _check_tensor(parts[".lora_down.weight"][0], parts[".lora_down.weight"][1], 2, path)
-        u = _check_tensor(parts[".lora_up.weight"][0], parts[".lora_up.weight"][1], 2, path)
-        if parts[".alpha"][1].numel() != 1:
-            raise SIAError(f"{path}: {parts['.alpha'][0]} has shape {tuple(parts['.alpha'][1].shape)}; "
-                           "alpha must be a single number.")
-        a = _check_tensor(parts[".alpha"][0], parts[".alpha"][1].reshape(()), 0, path)
+        down_key, up_key, alpha_key = (parts[s] for s in _SUFFIXES)
+        d, u, a = entries[down_key], entries[up_key], entries[alpha_key]
+        _check_entry(down_key, d, 2, path)
+        _check_entry(up_key, u, 2, path)
+        if a.numel != 1:
+            raise SIAError(f"{path}: {alpha_key} has shape {a.shape}; alpha must be a single number.")
+        _check_entry(alpha_key, a, len(a.shape), path)
         if d.shape[0] != u.shape[1]:
-            raise SIAError(f"{path}: {parts['.lora_down.weight'][0]} has rank {d.shape[0]} but "
-                           f"{parts['.lora_up.weight'][0]} has rank {u.shape[1]}.")
+            raise SIAError(f"{path}: {down_key} has rank {d.shape[0]} but {up_key} has rank {u.shape[1]}.")
         if d.shape[1] != u.shape[0]:
             raise SIAError(f"{path}: layer {target} maps {d.shape[1]} to {u.shape[0]} features; "
                            "self-attention projections are square.")
-        down[target], up[target] = d, u
-        alphas.add(float(a))
-        ranks.add(int(d.shape[0]))
+        ranks.add(d.shape[0])
     blocks = {}
-    for target in down:
+    for target in modules:
         blocks.setdefault(naming.block_of(target), set()).add(target.rsplit(".", 1)[1])
     incomplete = sorted(b for b, p in blocks.items() if p != set(naming.PROJECTIONS))
     if incomplete:
         raise SIAError(f"{path}: block {incomplete[0]} lacks some of to_q/to_k/to_v; the file is incomplete.")
-    if len(ranks) != 1 or len(alphas) != 1:
-        raise SIAError(f"{path}: layers disagree on rank {sorted(ranks)} or alpha {sorted(alphas)}; "
-                       "an SIA adapter has one rank and one alpha.")
-    rank = ranks.pop()
+    if len(ranks) != 1:
+        raise SIAError(f"{path}: layers disagree on rank {sorted(ranks)}; an SIA adapter has one rank and one "
+                       "alpha.")
+
+
+def load_adapter(path: str) -> SIAAdapter:
+    """Read and validate an adapter file; raises SIAError naming the file on any problem.
+
+    The header (keys, shapes, dtypes, metadata) is checked before any tensor is read."""
+    path = os.path.abspath(path)
+    metadata, entries = read_header(path)
+    info = _info_from_metadata(metadata, path)
+    modules, embedding_key = _group_keys(entries, info, path)
+    _check_layers(modules, entries, info, path)
+    if embedding_key is not None:
+        _check_entry(embedding_key, entries[embedding_key], len(entries[embedding_key].shape), path)
+    tensors = _load_tensors(path, entries)
+    down, up, alphas = {}, {}, set()
+    for target, parts in sorted(modules.items()):
+        down[target] = _finite(parts[".lora_down.weight"], tensors[parts[".lora_down.weight"]], path)
+        up[target] = _finite(parts[".lora_up.weight"], tensors[parts[".lora_up.weight"]], path)
+        alphas.add(float(_finite(parts[".alpha"], tensors[parts[".alpha"]].reshape(()), path)))
+    if len(alphas) != 1:
+        raise SIAError(f"{path}: layers disagree on alpha {sorted(alphas)}; an SIA adapter has one rank and one "
+                       "alpha.")
+    rank = int(next(iter(down.values())).shape[0])
     if "rank" in metadata and _meta_number(metadata, "rank", int, rank, path) != rank:
         raise SIAError(f"{path}: header says rank {metadata['rank']} but the weights have rank {rank}.")
-    if embedding is not None:
-        embedding = _check_tensor(_embedding_key(info.name), embedding, embedding.dim(), path)
+    embedding = None
+    if embedding_key is not None:
+        embedding = _finite(embedding_key, tensors[embedding_key], path)
     return SIAAdapter(down, up, alphas.pop(), info, source=path, embedding=embedding)

@@ -7,12 +7,17 @@ The rule, one for every workflow shape: step i of the schedule a sampler runs
 - the position of a step is where its starting noise level sigma_i lies in the
   model's own noise schedule, 0.0 at the highest noise and 1.0 at the lowest
   (:mod:`.noise_position`; the scale of ComfyUI's ``percent_to_sigma``);
-- the step that finishes the denoising (its schedule ends at zero noise) is at 1.0.
+- the step that finishes the denoising (its schedule ends at zero noise) is at 1.0,
+  unless that zero was put in place of a mid-schedule sigma: a KSamplerAdvanced
+  pass stopped early without leftover noise (``return_with_leftover_noise =
+  disable``, the default) jumps to zero noise from a step the unsplit run does
+  not end with, so that step keeps its own position
+  (:func:`.sampler_frames.stopped_early`).
 
 So the decision for a step depends only on its own noise level, never on how
 many steps the sampler was handed: a run split into passes over one schedule
-(KSamplerAdvanced start/end steps, SplitSigmas, SplitSigmasDenoise) adapts
-exactly the steps the unsplit run adapts, and a low-denoise pass (denoise < 1,
+(KSamplerAdvanced start/end steps, with or without leftover noise, SplitSigmas,
+SplitSigmasDenoise) adapts exactly the steps the unsplit run adapts, and a low-denoise pass (denoise < 1,
 vid2vid, a refine or upscale pass) or any custom SIGMAS is adapted where its
 noise levels fall in the window.
 
@@ -35,7 +40,7 @@ import sys
 import torch
 
 from .noise_position import lowest_sigma, noise_positions
-from .sampler_frames import sampler_place
+from .sampler_frames import sampler_place, stopped_early
 
 log = logging.getLogger("PersonalVideo")
 
@@ -50,13 +55,15 @@ def ends_denoising(schedule: torch.Tensor, model_sampling) -> bool:
     return last <= 0 or last < lowest_sigma(model_sampling) * (1 - 1e-3)
 
 
-def step_positions(schedule: torch.Tensor, model_sampling) -> list:
-    """The position (0..1) of each step of ``schedule`` (one fewer than its sigmas)."""
+def step_positions(schedule: torch.Tensor, model_sampling, zero_is_the_end: bool = True) -> list:
+    """The position (0..1) of each step of ``schedule`` (one fewer than its sigmas). ``zero_is_the_end``:
+    False when the schedule's final zero replaced a mid-schedule sigma (a pass stopped early), so that its
+    last step is placed by its own noise level like every other."""
     steps = int(schedule.shape[0]) - 1
     if steps < 1:
         return []
     positions = noise_positions(schedule[:steps], model_sampling)
-    if ends_denoising(schedule, model_sampling):
+    if zero_is_the_end and ends_denoising(schedule, model_sampling):
         positions[-1] = 1.0
     return positions
 
@@ -100,11 +107,12 @@ class GateState:
     def _model_sampling(self):
         return getattr(self.base_model, "model_sampling", None)
 
-    def positions(self, schedule: torch.Tensor, model_sampling) -> list:
+    def positions(self, schedule: torch.Tensor, model_sampling, frame) -> list:
+        """The steps' positions, worked out once per schedule (``frame``: where to look for the sampler)."""
         cached_schedule, cached_sampling, cached_last, positions = self._positions
         last = float(schedule[-1])
         if cached_schedule is not schedule or cached_sampling is not model_sampling or cached_last != last:
-            positions = step_positions(schedule, model_sampling)
+            positions = step_positions(schedule, model_sampling, zero_is_the_end=not stopped_early(frame))
             self._positions = (schedule, model_sampling, last, positions)
         return positions
 
@@ -116,7 +124,8 @@ class GateState:
         if self.every_step:
             self.active = True
             return
-        place = sampler_place(frame if frame is not None else sys._getframe(1))
+        frame = frame if frame is not None else sys._getframe(1)
+        place = sampler_place(frame)
         schedule = place.schedule if place.index is not None else options.get("sample_sigmas", place.schedule)
         model_sampling = self._model_sampling()
         if sigma is None or schedule is None or model_sampling is None or schedule.shape[0] < 2:
@@ -127,7 +136,7 @@ class GateState:
                             "off for this run (start_percent > 0 or end_percent < 1).")
             return
         index = place.index if place.index is not None else step_of(float(sigma.reshape(-1)[0]), schedule)
-        self.active = in_window(self.positions(schedule, model_sampling)[index], self.start_percent,
+        self.active = in_window(self.positions(schedule, model_sampling, frame)[index], self.start_percent,
                                 self.end_percent)
 
 

@@ -10,13 +10,15 @@ clone is changed: no host function is wrapped.
 
 With a mask the adapter acts in a region only (:mod:`.regional`): the same
 q/k/v forwards, switched on per region, plus an object patch on each block's
-``attn1`` forward that blends the regions' attention outputs.
+``attn1`` forward that blends the regions' attention outputs (and, where another
+node replaces a block's attention, the deltas weighted per token).
 """
 from __future__ import annotations
 
 import logging
 
 from . import gate as late_gate
+from . import naming
 from .errors import SIAError
 from .lora import CastWeights, lora_delta
 from .regional import Region, add_region
@@ -49,17 +51,25 @@ def _object_patch_key(path: str) -> str:
     return f"diffusion_model.{path}.forward"
 
 
-def _make_forward(module, base_forward, weights: CastWeights, scale: float, state):
+def _make_forward(module, base_forward, weights: CastWeights, scale: float, delta_weight):
+    """The projection's forward with the adapter's delta added as ``delta_weight(x)`` says: None (not at all),
+    1.0 (whole) or a weight per token."""
     linear_forward = type(module).forward
 
     def forward(x, *args, **kwargs):
         out = base_forward(x, *args, **kwargs) if base_forward is not None else linear_forward(module, x, *args, **kwargs)
-        if state.active:
+        weight = delta_weight(x)
+        if weight is not None:
             down, up = weights.get(x)
-            out = out + lora_delta(x, down, up, scale)
+            delta = lora_delta(x, down, up, scale)
+            out = out + (delta if isinstance(weight, float) else delta * weight)
         return out
 
     return forward
+
+
+def _whole(state):
+    return lambda x: 1.0 if state.active else None
 
 
 def _attention_path(target_path: str) -> str:
@@ -75,8 +85,9 @@ def _add_region(patched, diffusion_model, discovery, adapter, scale: float, stat
     for target in discovery.targets:
         key = _object_patch_key(target.path)
         weights = CastWeights(adapter.down[target.path], adapter.up[target.path])
+        block = naming.block_of(target.path)
         patched.add_object_patch(key, _make_forward(target.module, patched.object_patches.get(key), weights, scale,
-                                                    region.switch))
+                                                    lambda x, block=block: region.delta_weight(x, block)))
     for path in dict.fromkeys(_attention_path(t.path) for t in discovery.targets):
         key = _object_patch_key(path)
         module = diffusion_model.get_submodule(path)
@@ -117,7 +128,7 @@ def apply_sia(model, adapter, strength: float = 1.0, start_percent: float = 0.75
                 key = _object_patch_key(target.path)
                 base = patched.object_patches.get(key)  # another adapter already on this clone: chain it
                 weights = CastWeights(adapter.down[target.path], adapter.up[target.path])
-                patched.add_object_patch(key, _make_forward(target.module, base, weights, scale, state))
+                patched.add_object_patch(key, _make_forward(target.module, base, weights, scale, _whole(state)))
     where = "" if mask is None else f", inside a mask of {mask.shape[0]} frame(s) {mask.shape[1]}x{mask.shape[2]}"
     log.info("[PersonalVideo] SIA %s: %s; strength %.2f, noise schedule %.0f%%-%.0f%%%s",
              adapter.info.name or adapter.source, discovery.summary(), strength, start_percent * 100,

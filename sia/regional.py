@@ -21,8 +21,22 @@ no part, and with every gate closed the block runs as the plain model does,
 bit for bit.  Attention is computed again only for the regions that are on and
 have weight in the batch: with complementary masks, one attention per region
 in the adapted steps, none extra in the others.
+
+Where another node replaces a block's self-attention (an ``attn1`` replace patch:
+Perturbed-Attention Guidance, Self-Attention Guidance; or an object patch on
+``attn1.forward`` put on after ours), the host computes q, k and v itself and
+never calls the blend.  There each region's q/k/v deltas act token by token with
+the mask's weight (``q = q_plain + w * delta_q``, likewise k and v), and the
+console says so once per block: exact for a patch that returns v (PAG) or any
+other function of one token's q/k/v, and a close approximation for one that
+computes attention (tokens then attend to keys of other regions under those
+regions' adapters; overlapping masks add up).
 """
 from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("PersonalVideo")
 
 
 class Switch:
@@ -39,6 +53,26 @@ class Region:
         self.gate = gate
         self.token_mask = token_mask
         self.switch = Switch()
+        self.in_blend = False     # a RegionalAttention with this region is running
+        self._told = set()
+
+    def delta_weight(self, x, block: str):
+        """How much of this region's q/k/v delta a projection adds for the tokens ``x``: 1.0 while the blend
+        computes this region's attention, the mask's weights ([batch, tokens, 1]) where the block's attention
+        was replaced by another node's (the gate open, no blend running), None (nothing) otherwise."""
+        if self.switch.active:
+            return 1.0
+        if not self.gate.active or self.in_blend:
+            return None
+        weights = self.token_mask.weights(x)
+        if not bool(weights.any()):
+            return None
+        if block not in self._told:
+            self._told.add(block)
+            log.warning("[PersonalVideo] another node replaces the self-attention of block %s (e.g. Perturbed-"
+                        "Attention Guidance, Self-Attention Guidance): the regional SIA adapter acts there on each "
+                        "token's q/k/v by its mask weight instead of blending attention outputs.", block)
+        return weights
 
 
 class RegionalAttention:
@@ -63,6 +97,15 @@ class RegionalAttention:
         return type(self.module).forward(self.module, x, *args, **kwargs)
 
     def __call__(self, x, *args, **kwargs):
+        for region in self.regions:
+            region.in_blend = True
+        try:
+            return self._blend(x, args, kwargs)
+        finally:
+            for region in self.regions:
+                region.in_blend = False
+
+    def _blend(self, x, args, kwargs):
         active = [r for r in self.regions if r.gate.active]
         if not active:
             return self._attention(x, args, kwargs)

@@ -20,6 +20,13 @@ the innermost sampling function on the stack.  ComfyUI since late 2024 also
 passes it to the model as ``transformer_options["sample_sigmas"]``; the March
 2024 tree does not, and this module is what makes the gate work there without
 wrapping any of the host's functions.
+
+One thing neither schedule says: whether its final zero is the end of the
+denoising.  A KSampler pass stopped early with ``force_full_denoise``
+(KSamplerAdvanced with ``end_at_step`` before the last step and its default
+``return_with_leftover_noise = disable``) has the sigma where it stops replaced
+by 0 before the sampler sees it, in ``sample_sigmas`` too (both hosts).
+:func:`stopped_early` finds that out from the host's ``KSampler.sample`` frame.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ from typing import NamedTuple, Optional
 import torch
 
 _K_DIFFUSION = "comfy.k_diffusion.sampling"
+_SAMPLERS = "comfy.samplers"
 
 
 class SamplerPlace(NamedTuple):
@@ -37,10 +45,14 @@ class SamplerPlace(NamedTuple):
     index: Optional[int]               # the k-diffusion loop's step index, or None
 
 
-def _k_diffusion_file() -> Optional[str]:
-    module = sys.modules.get(_K_DIFFUSION)
+def _module_file(name: str) -> Optional[str]:
+    module = sys.modules.get(name)
     path = getattr(module, "__file__", None)
     return os.path.normcase(os.path.abspath(path)) if path else None
+
+
+def _k_diffusion_file() -> Optional[str]:
+    return _module_file(_K_DIFFUSION)
 
 
 def _schedule_in(local_vars) -> Optional[torch.Tensor]:
@@ -73,3 +85,25 @@ def sampler_place(start_frame=None) -> SamplerPlace:
                 schedule = found
         frame = frame.f_back
     return SamplerPlace(schedule, None)
+
+
+def stopped_early(start_frame=None) -> bool:
+    """Whether the run under way is a pass of the host's ``KSampler.sample`` that stops before the end of its
+    schedule with ``force_full_denoise``: its schedule's final 0 then stands for a mid-schedule sigma.
+
+    Read from the innermost ``KSampler.sample`` frame of ``comfy.samplers`` on the stack: ``last_step`` before
+    the last point of the KSampler's own schedule, and ``force_full_denoise`` set (the host's own test).  No
+    such frame (SamplerCustom, SamplerCustomAdvanced, others' loops): False.
+    """
+    samplers_file = _module_file(_SAMPLERS)
+    frame = start_frame if start_frame is not None else sys._getframe(1)
+    while frame is not None and samplers_file is not None:
+        code = frame.f_code
+        if "force_full_denoise" in code.co_varnames and "last_step" in code.co_varnames \
+                and os.path.normcase(os.path.abspath(code.co_filename)) == samplers_file:
+            local_vars = frame.f_locals
+            last_step, full = local_vars.get("last_step"), getattr(local_vars.get("self"), "sigmas", None)
+            return bool(local_vars.get("force_full_denoise")) and isinstance(last_step, int) \
+                and isinstance(full, torch.Tensor) and full.ndim == 1 and last_step < full.shape[0] - 1
+        frame = frame.f_back
+    return False

@@ -101,7 +101,57 @@ def test_a_video_of_the_person_scores_as_the_person_and_another_person_does_not(
     assert same["consistency"]["consecutive_embedding_cosine"] > 0.97
     assert "NOT on the scale" in ident["comparable_with"]
     text = report_text(same)
-    assert "same person" in text and "dynamic" in text
+    assert text.startswith("Identity: the same person") and "dynamic" in text
+
+
+def _first_line_match(text):
+    import re
+
+    first = text.splitlines()[0]
+    found = re.search(r"identity match (\d+)/100", first)
+    assert found, first
+    return first, int(found.group(1))
+
+
+def test_the_headline_is_a_verdict_and_a_match_on_which_a_stranger_scores_low(real_video, tmp_path):
+    """Frames of one real person (Obama) against a photo of another (Biden): dlib's raw cosine is about 0.82,
+    which reads like success; every headline (report text, chart, node output, command line, the trainer's
+    score) leads with 'NOT the same person' and an identity match far below 50. The same person: high."""
+    other = evaluate_video(real_video, [photos.person("biden")])
+    same = evaluate_video(real_video, [photos.person("obama")])
+    assert other["identity"]["mean"] > 0.75 and other["identity"]["dlib_distance"] > 0.75   # raw cosine kept in JSON
+    line, match = _first_line_match(report_text(other))
+    assert line.startswith("Identity: NOT the same person: identity match") and match < 25
+    assert other["identity"]["verdict"] == "not the same person" and other["identity"]["same_person"] is False
+    line, match = _first_line_match(report_text(same))
+    assert line.startswith("Identity: the same person: identity match") and match > 75
+    assert all(f["identity_match"] < 25 for f in other["identity"]["per_frame"])
+    assert all(f["identity_match"] > 75 for f in same["identity"]["per_frame"])
+    assert "0.6" in other["identity"]["threshold"]["same_person_when"]
+
+    from comfyui_personalvideo.evaluation.chart import render_chart
+
+    def rows_of_the_line(report):    # the blue per-frame line in the upper panel: its rows, 0 = top of the image
+        pixels = render_chart(report)[:300]
+        blue = (pixels[..., 2] > 150) & (pixels[..., 0] < 80) & (pixels[..., 1] < 160)
+        return np.nonzero(blue)[0]
+
+    assert np.median(rows_of_the_line(other)) > np.median(rows_of_the_line(same)) + 100
+
+    sample = score_training_sample(_image(np.stack(real_video[:3]))[0], _image(photos.person("biden")))
+    assert sample["verdict"] == "not the same person" and sample["identity_match"] < 25
+    assert sample["face_similarity"] > 0.75
+
+    ref = tmp_path / "biden.png"
+    cv2.imwrite(str(ref), photos.person("biden")[..., ::-1])
+    video = tmp_path / "frames"
+    video.mkdir()
+    for i, f in enumerate(real_video[:2]):
+        cv2.imwrite(str(video / f"{i:03d}.png"), f[..., ::-1])
+    done = _cli("score", "--video", str(video), "--refs", str(ref))
+    assert done.returncode == 0, done.stderr
+    line, match = _first_line_match(done.stdout)
+    assert "NOT the same person" in line and match < 25
 
 
 def test_frames_without_a_face_are_counted_not_scored(real_video):
@@ -194,9 +244,13 @@ def node():
 
 def test_node_scores_with_dlib_and_draws_a_real_chart(node, real_video):
     out = node.score(_image(np.stack(real_video))[0], _image(photos.person("obama")), "dlib_resnet", "auto", 0)
-    mean, missing, chart, text, report = out["result"]
+    match, missing, chart, text, report = out["result"]
     data = json.loads(report)
-    assert mean == pytest.approx(data["identity"]["mean"]) and missing == 0
+    assert match == pytest.approx(data["identity"]["identity_match"]) and match > 70 and missing == 0
+    stranger = node.score(_image(np.stack(real_video[:2]))[0], _image(photos.person("biden")), "dlib_resnet", "auto",
+                          0)
+    assert stranger["result"][0] < 25 and stranger["ui"]["text"][0].startswith("Identity: NOT the same person")
+    assert json.loads(stranger["result"][4])["identity"]["mean"] > 0.75       # the raw cosine, in the JSON
     assert out["ui"]["text"] == [text] and "dlib_resnet" in text
     assert chart.shape == (1, 512, 768, 3) and chart.dtype == torch.float32
     # a chart with content: dark axis lines and text on white, and the similarity line's blue
@@ -210,11 +264,12 @@ def test_node_with_the_face_stack_detector_and_recogniser(node, tmp_path):
     fa = face_fixtures.centre_face_analysis(tmp_path / "insightface")
     frame = _square(photos.packaged("astronaut"))
     frames = _image(np.stack([frame, frame]))[0]
-    mean, missing, _chart, text, report = node.score(frames, _image(frame), "training (face_analysis)", "auto", 0,
-                                                    face_analysis=fa)["result"]
+    match, missing, _chart, text, report = node.score(frames, _image(frame), "training (face_analysis)", "auto", 0,
+                                                     face_analysis=fa)["result"]
     data = json.loads(report)
     assert data["identity"]["detector"] == "face_analysis" and data["identity"]["recogniser_kind"] == "training"
-    assert missing == 0 and mean == pytest.approx(1.0, abs=1e-4)  # the reference itself, twice
+    assert missing == 0 and data["identity"]["mean"] == pytest.approx(1.0, abs=1e-4)  # the reference itself, twice
+    assert data["identity"]["verdict"] == "the same person" and match > 99                 # cosine 1: 0.72 past 0.28
     assert "FaceSim-Arc" in data["identity"]["comparable_with"]
 
 

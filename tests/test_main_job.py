@@ -97,9 +97,10 @@ def test_main_job_trains_and_generates_over_http(tmp_path, sd15_checkpoint):
     scored = json.loads((out / "identity_score.json").read_text())
     assert len(scored["identity"]["per_frame"]) == 2 and scored["motion"]["pair_magnitudes_px"]
     assert score["face_similarity"] == scored["identity"]["mean"]
+    assert score["identity_match"] == scored["identity"]["identity_match"] and score["verdict"]
     with Image.open(out / "identity_score.png") as chart:
         assert chart.size == (768, 512)
-    assert (out / "identity_score.txt").read_text().startswith("Identity (dlib_resnet")
+    assert (out / "identity_score.txt").read_text().startswith("Identity: ")
 
 
 def test_main_job_stops_its_server_on_ctrl_c(tmp_path, sd15_checkpoint):

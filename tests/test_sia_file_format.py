@@ -252,3 +252,100 @@ def test_module_keys_parse_both_namings():
     assert naming.parse_kohya_module_key("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_q") is None
     assert naming.parse_kohya_module_key("lora_te_text_model_encoder_layers_0_self_attn_q_proj") is None
     assert file_format.FORMAT_NAME == "personalvideo-sia"
+
+
+def _checkpoint_like(path, gib: float = 6.0):
+    """A real .safetensors file laid out like a multi-GB SD checkpoint (one F16 tensor of ``gib`` GiB under a
+    checkpoint key, plus a small one), its data left sparse so it costs no disk space."""
+    numel = int(gib * 2 ** 30) // 2
+    header = {"model.diffusion_model.input_blocks.0.0.weight": {"dtype": "F16", "shape": [numel],
+                                                                "data_offsets": [0, numel * 2]},
+              "first_stage_model.decoder.conv_in.bias": {"dtype": "F32", "shape": [512],
+                                                         "data_offsets": [numel * 2, numel * 2 + 2048]}}
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(len(raw).to_bytes(8, "little") + raw)
+        f.truncate(8 + len(raw) + numel * 2 + 2048)
+    return str(path)
+
+
+def test_a_checkpoint_dropped_into_models_sia_is_refused_from_its_header(tmp_path, tiny_model, make_adapter,
+                                                                         monkeypatch):
+    """The header's keys, shapes and dtypes are checked before any tensor is read: a 6 GiB checkpoint is
+    refused without a byte of its data read (the library that would read tensors is never opened on it);
+    a real adapter still loads through that same library."""
+    import safetensors
+
+    big = _checkpoint_like(tmp_path / "realisticVision.safetensors")
+    good = _saved(tmp_path, tiny_model, make_adapter)
+    real_open, opened = safetensors.safe_open, []
+
+    def watched_open(filename, *args, **kwargs):
+        opened.append(os.path.basename(str(filename)))
+        if os.path.abspath(str(filename)) == big:
+            raise AssertionError("the checkpoint's tensors were about to be read")
+        return real_open(filename, *args, **kwargs)
+
+    monkeypatch.setattr(safetensors, "safe_open", watched_open)
+    with pytest.raises(SIAError, match=r"2 unexpected key\(s\).*model\.diffusion_model") as e:
+        load_adapter(big)
+    assert big in str(e.value) and opened == []
+    assert load_adapter(good).paths and opened == ["a.safetensors"]
+
+
+@pytest.mark.parametrize("header,message", [
+    ({"k": {"dtype": "F32", "shape": [4], "data_offsets": [0, 999]}}, "outside the file"),
+    ({"k": {"dtype": "F32", "shape": [5], "data_offsets": [0, 16]}}, "16 bytes for shape"),
+    ({"k": {"dtype": "F32", "shape": "4", "data_offsets": [0, 16]}}, "no valid dtype and shape"),
+    ({"__metadata__": {"rank": 4}}, "metadata is not a table of texts"),
+])
+def test_inconsistent_headers_are_refused_before_reading(tmp_path, header, message):
+    raw = json.dumps(header).encode()
+    path = tmp_path / "odd.safetensors"
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(16))
+    with pytest.raises(SIAError, match=f"not a readable .safetensors file.*{message}"):
+        load_adapter(str(path))
+
+
+def test_writes_reach_the_disk_before_the_rename_and_the_folder_after(tmp_path, tiny_model, make_adapter,
+                                                                      monkeypatch):
+    """fsync of the new content while it is still the temporary file (the target holds the old bytes), then
+    of the folder once the rename is done; for one file and for an identity's pair of files."""
+    from comfyui_personalvideo.sia import atomic_file
+
+    target = tmp_path / "x.safetensors"
+    target.write_bytes(b"old")
+    real_fsync, synced = os.fsync, []
+
+    def watched_fsync(fd):
+        where = os.readlink(f"/proc/self/fd/{fd}")
+        synced.append((where, target.read_bytes() == b"old"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", watched_fsync)
+    save_adapter(make_adapter(tiny_model), str(target))
+    assert len(synced) == 2
+    (first, old_then), (second, _) = synced
+    assert os.path.dirname(first) == str(tmp_path) and os.path.basename(first).startswith(".x.safetensors.")
+    assert old_then and second == str(tmp_path)
+    synced.clear()
+    target.write_bytes(b"old")
+    other = tmp_path / "sub" / "y.bin"
+    atomic_file.atomic_write_all([(str(target), lambda p: open(p, "wb").write(b"new")),
+                                  (str(other), lambda p: open(p, "wb").write(b"y"))])
+    files = [w for w, _ in synced if os.path.basename(w).startswith(".")]
+    assert len(files) == 2 and all(old for w, old in synced if w in files)       # both staged files, before
+    assert [w for w, _ in synced if w not in files] == [str(tmp_path), str(other.parent)]   # then both folders
+    assert target.read_bytes() == b"new"
+
+
+def test_a_detached_copy_shares_nothing_with_the_live_adapter(tiny_model, make_adapter):
+    live = make_adapter(tiny_model)
+    live.info.training["history"] = {"loss": [1.0]}
+    copy = live.detached_copy()
+    copy.info.training["history"]["loss"].append(0.5)
+    copy.info.training["identity_score"] = {"face_similarity": 0.9}
+    copy.info.name = "other"
+    assert live.info.training == {"history": {"loss": [1.0]}} and live.info.name == "tester"
+    assert copy.info.training["history"]["loss"] == [1.0, 0.5]

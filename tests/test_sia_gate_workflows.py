@@ -70,6 +70,27 @@ def test_ksampler_advanced_two_passes_adapt_the_steps_of_the_unsplit_run(rig, sa
     assert len(sigmas) == 5 and all(not acted for s, acted in split[:len(split) // 2])   # steps 16-20 of 20
 
 
+@pytest.mark.parametrize("sampler", ["euler", "heun", "dpmpp_2s_ancestral", "dpmpp_2m"])
+def test_a_first_pass_without_leftover_noise_adapts_only_what_the_unsplit_run_adapts(rig, sampler):
+    """KSamplerAdvanced's default, return_with_leftover_noise=disable: the host ends the first pass (steps 0-9
+    of 20) at zero noise, but its last step is a mid-schedule step, not the final one, and stays off as in the
+    unsplit run; the second pass adapts the calls the unsplit run adapts (steps 15-19)."""
+    conds = rig[3]
+    watched, recorder = _watched(rig)
+    with torch.inference_mode():
+        _ksampler_advanced(watched, conds, sampler, 20, 0, 10000, True, False, _latent())
+        whole = list(recorder.calls)
+        recorder.clear()
+        first = _ksampler_advanced(watched, conds, sampler, 20, 0, 10, True, False, _latent())
+        first_calls = list(recorder.calls)
+        recorder.clear()
+        _ksampler_advanced(watched, conds, sampler, 20, 10, 10000, False, False, first)
+        second_calls = list(recorder.calls)
+    assert first_calls and not any(acted for _, acted in first_calls)
+    assert [acted for _, acted in second_calls] == [acted for _, acted in whole[-len(second_calls):]]
+    assert sum(acted for _, acted in second_calls) >= 5
+
+
 def _schedule(model, steps, scheduler="normal"):
     return _node("BasicScheduler").get_sigmas(model, scheduler, steps, 1.0)[0]
 

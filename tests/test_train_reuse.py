@@ -25,7 +25,7 @@ def _read(path):
 def first(parts, face_analysis, photo):  # noqa: F811
     def scorer(frames, refs):
         scorer.calls.append(tuple(frames.shape))
-        return {"recogniser": "stand-in", "face_similarity": 0.25}
+        return {"recogniser": "stand-in", "identity_match": 25.0, "face_similarity": 0.9}
 
     scorer.calls = []
     result = run(parts, face_analysis, photo, "reusable", sample_scorer=scorer, **QUICK)
@@ -38,10 +38,10 @@ def test_outputs_and_metadata_hold_both_similarities(first):
     assert result["preview"].shape == (3, 64, 64, 3)                         # after the frame of iteration 0
     history = result["history"]
     finite = [v for v in history.similarity if math.isfinite(v)]
-    assert result["final_similarity"] == pytest.approx(finite[-1]) and result["identity_score"] == 0.25
+    assert result["final_similarity"] == pytest.approx(finite[-1]) and result["identity_score"] == 25.0
     training = load_adapter(result["paths"]["sia"]).info.training
     assert training["final_similarity"] == pytest.approx(finite[-1])
-    assert training["identity_score"] == {"recogniser": "stand-in", "face_similarity": 0.25}
+    assert training["identity_score"] == {"recogniser": "stand-in", "identity_match": 25.0, "face_similarity": 0.9}
     assert training["history"]["adapter_loss"] == [round(v, 6) for v in history.loss]
     record = training["record"]
     assert len(record["photos"]) == 1 and record["settings"]["seed"] == 5
@@ -58,7 +58,7 @@ def test_reuse_loads_the_same_identity_without_training(parts, face_analysis, ph
     for p in result["adapter"].paths:
         assert torch.equal(again["adapter"].up[p], result["adapter"].up[p])
     assert again["trigger"] == result["trigger"]
-    assert again["final_similarity"] == pytest.approx(result["final_similarity"]) and again["identity_score"] == 0.25
+    assert again["final_similarity"] == pytest.approx(result["final_similarity"]) and again["identity_score"] == 25.0
     assert again["curve"].ndim == 4 and again["preview"].ndim == 4
 
 
@@ -121,8 +121,9 @@ def test_streams_per_purpose_are_independent():
     assert random_streams.stream_seed(3, "noise") != random_streams.stream_seed(4, "noise")
 
 
-def test_load_sia_adapter_writes_a_missing_token_and_refuses_another(first):
+def test_load_sia_adapter_writes_a_missing_token_and_renames_around_another(first):
     from comfyui_personalvideo.nodes.load_sia_adapter import LoadSIAAdapter
+    from comfyui_personalvideo.training.token_names import token_digest
 
     result, _ = first
     token = result["paths"]["embedding"]
@@ -132,15 +133,18 @@ def test_load_sia_adapter_writes_a_missing_token_and_refuses_another(first):
     assert trigger == result["trigger"] and os.path.exists(token)
     assert torch.equal(identity_files.read_token(token).reshape(-1), adapter.embedding.reshape(-1))
     LoadSIAAdapter().load("reusable.safetensors")              # the same token there: left alone
-    other = torch.randn_like(adapter.embedding)
-    identity_files.ensure_token("elsewhere", other)
-    os.replace(identity_files.identity_paths("elsewhere")["embedding"], token)
+    identity_files.write_token(token, torch.randn_like(adapter.embedding))
+    renamed = os.path.join(os.path.dirname(token), f"reusable-{token_digest(adapter.embedding)}.safetensors")
     try:
-        with pytest.raises(TrainingError, match="holds another token.*Move or delete that file"):
-            LoadSIAAdapter().load("reusable.safetensors")
+        adapter, trigger = LoadSIAAdapter().load("reusable.safetensors")
+        assert trigger == result["trigger"].replace("embedding:reusable", f"embedding:{adapter.info.name}")
+        assert adapter.info.name != "reusable" and os.path.exists(renamed)
+        assert torch.equal(identity_files.read_token(renamed).reshape(-1), adapter.embedding.reshape(-1))
     finally:
         with open(token, "wb") as f:
             f.write(kept)
+        if os.path.exists(renamed):
+            os.unlink(renamed)
 
 
 def _cancelled_at(parts, face_analysis, photo, name, stage, step, settings):  # noqa: F811

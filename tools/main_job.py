@@ -393,11 +393,13 @@ def score_animation(run: Run, base: Path) -> None:
     run.identity_score = {"note": SCORE_NOTE, "exit_code": done.returncode, "command": cmd}
     if done.returncode in (0, 3):  # 3: scored, but no frame had a face
         report = json.loads(targets["json"].read_text())
-        run.identity_score.update(face_similarity=report["identity"]["mean"],
+        run.identity_score.update(verdict=report["identity"]["verdict"],
+                                  identity_match=report["identity"]["identity_match"],
+                                  face_similarity=report["identity"]["mean"],
                                   frames_without_face=report["identity"]["frames_without_face"],
                                   dynamic=report["motion"]["dynamic"])
         run.files["identity_score"] = [str(p) for p in targets.values()]
-        say(f"identity score: {done.stdout.splitlines()[1].strip() if len(done.stdout.splitlines()) > 1 else ''}")
+        say(f"identity score: {done.stdout.splitlines()[0].strip() if done.stdout.strip() else ''}")
     else:
         run.identity_score["skipped"] = (done.stderr or done.stdout).strip()[-2000:]
         say(f"identity score skipped: {run.identity_score['skipped']}")

@@ -88,7 +88,7 @@ NODE_SPECS = {
         optional_sockets=[("region", "MASK")]),
     "PV_ScoreIdentity": spec([("frames", "IMAGE"), ("reference_images", "IMAGE"), ("face_analysis", "FACEANALYSIS")],
                              ["recogniser", "detector", "max_frames"],
-                             [("face_similarity", "FLOAT"), ("frames_without_face", "INT"), ("chart", "IMAGE"),
+                             [("identity_match", "FLOAT"), ("frames_without_face", "INT"), ("chart", "IMAGE"),
                               ("report", "STRING"), ("report_json", "STRING")]),
     "PV_RegionHalves": spec([("latent", "LATENT")], ["split", "feather"], [("left", "MASK"), ("right", "MASK")]),
     # AnimateDiff-Evolved

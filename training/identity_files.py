@@ -8,9 +8,11 @@ for ``embedding:<name>``).  Names are sanitised (letters, digits, ``-``, ``_``,
 files in their folders and renamed into place; on any failure every new file is
 removed and overwritten ones are put back.
 
-An adapter copied without its token file gets the token back from the vector
-the adapter carries (:func:`ensure_token`, written atomically); a different
-token of that name is never replaced.
+A name answers to files in every sia and embeddings folder (``extra_model_paths.yaml``
+adds more; ``embedding:<name>`` also finds files in subfolders and with the ``.pt`` and
+``.bin`` endings), so clashes are looked for in all of them.  An adapter loaded
+without its token file gets the token back from the vector the adapter carries
+(:mod:`.token_names`); a different token of that name is never replaced.
 """
 from __future__ import annotations
 
@@ -39,23 +41,57 @@ def sanitise_name(name: str) -> str:
     return clean
 
 
-def identity_paths(name: str) -> dict:
+# what ComfyUI tries for ``embedding:<name>`` in each embeddings folder and each of its subfolders, in order
+EMBEDDING_SUFFIXES = ("", ".safetensors", ".pt", ".bin")
+
+
+def _folders(kind: str) -> list:
     import folder_paths
 
+    return [os.path.abspath(f) for f in folder_paths.get_folder_paths(kind)]
+
+
+def embedding_files(name: str) -> list:
+    """Every file ``embedding:<name>`` can stand for: in each embeddings folder (``extra_model_paths.yaml``
+    adds more) and each of its subfolders, the first of ``<name>``, ``<name>.safetensors``, ``.pt``, ``.bin``
+    that exists. ComfyUI takes one of them (which one, when there are several, is not fixed)."""
+    found = []
+    for folder in _folders("embeddings"):
+        for root, _dirs, _files in os.walk(folder, followlinks=True):
+            for suffix in EMBEDDING_SUFFIXES:
+                path = os.path.join(root, name + suffix)
+                if os.path.isfile(path):
+                    found.append(path)
+                    break
+    return list(dict.fromkeys(found))
+
+
+def _adapter_files(name: str) -> list:
+    """``<name>.safetensors`` in every sia folder (the name Load SIA Adapter lists it under)."""
+    found = [os.path.join(folder, name + ".safetensors") for folder in _folders("sia")]
+    return list(dict.fromkeys(p for p in found if os.path.isfile(p)))
+
+
+def identity_paths(name: str) -> dict:
+    """Where identity ``name``'s adapter and token are: the files of that name where they exist (in any sia or
+    embeddings folder), otherwise in the first folder of each kind."""
     name = sanitise_name(name)
-    sia_dir = folder_paths.get_folder_paths("sia")[0]
-    emb_dir = folder_paths.get_folder_paths("embeddings")[0]
-    return {"sia": os.path.join(sia_dir, name + ".safetensors"),
-            "embedding": os.path.join(emb_dir, name + ".safetensors")}
+    adapters = _adapter_files(name)
+    tokens = [p for p in embedding_files(name) if p.endswith(".safetensors")]
+    return {"sia": adapters[0] if adapters else os.path.join(_folders("sia")[0], name + ".safetensors"),
+            "embedding": tokens[0] if tokens else os.path.join(_folders("embeddings")[0], name + ".safetensors")}
 
 
 def existing(name: str) -> list:
-    """The files of identity ``name`` that exist (adapter and/or token)."""
-    return [p for p in identity_paths(name).values() if os.path.exists(p)]
+    """The files that already answer to identity ``name``, in every sia and embeddings folder: adapters
+    ``<name>.safetensors`` and every file ``embedding:<name>`` can stand for."""
+    name = sanitise_name(name)
+    return _adapter_files(name) + embedding_files(name)
 
 
 def check_free(name: str, overwrite: bool) -> dict:
-    """The two paths of ``name``; TrainingError if one exists and overwriting was not asked for."""
+    """The two paths of ``name``; TrainingError if one exists and overwriting was not asked for, or if a file
+    that would not be overwritten answers to the name too."""
     paths = identity_paths(name)
     taken = existing(name)
     if taken and not overwrite:
@@ -63,6 +99,12 @@ def check_free(name: str, overwrite: bool) -> dict:
             f"an identity named '{sanitise_name(name)}' exists already ({', '.join(taken)}). "
             "Choose another identity_name, or set if_exists to overwrite to replace it (reuse loads it "
             "when it was trained from the same photos and settings).")
+    others = [p for p in taken if p not in paths.values()]
+    if others:
+        raise TrainingError(
+            f"the name '{sanitise_name(name)}' is also taken by {', '.join(others)}, which overwriting would not "
+            f"replace, so 'embedding:{sanitise_name(name)}' or the adapter list would have two meanings. Move or "
+            "rename that file, or choose another identity_name.")
     return paths
 
 
@@ -86,28 +128,9 @@ def read_token(path: str) -> torch.Tensor:
                             "Move it away; Load SIA Adapter then writes the token from the adapter.") from None
 
 
-def ensure_token(name: str, vector: torch.Tensor) -> str | None:
-    """Make ``models/embeddings/<name>.safetensors`` hold ``vector``: written (atomically) when missing, left
-    alone when it holds the same vector, TrainingError when it holds another one. Returns the path when it
-    was written, None otherwise."""
-    import folder_paths
-
-    path = folder_paths.get_full_path("embeddings", sanitise_name(name) + ".safetensors") or \
-        identity_paths(name)["embedding"]
-    want = vector.detach().float().cpu().reshape(-1, vector.shape[-1])
-    if os.path.exists(path):
-        have = read_token(path)
-        if have.shape != want.shape or not torch.allclose(have, want, rtol=0, atol=1e-6):
-            raise TrainingError(
-                f"the token file {path} holds another token than the adapter '{name}' carries, so "
-                f"'embedding:{name}' would call the wrong identity. Move or delete that file (Load SIA Adapter "
-                "then writes the adapter's own token), or rename the adapter file.")
-        return None
-    try:
-        return atomic_write(path, _embedding_writer(want))
-    except OSError as exc:
-        raise TrainingError(f"could not write the token file {path} ({exc}): free disk space or fix the "
-                            "folder permissions.") from exc
+def write_token(path: str, vector: torch.Tensor) -> str:
+    """Write a token file (``emb_params``, what ComfyUI reads for ``embedding:<name>``) atomically."""
+    return atomic_write(path, _embedding_writer(vector))
 
 
 def _embedding_writer(vector: torch.Tensor):

@@ -132,11 +132,11 @@ def score_sample(sample_scorer, frames, reference_images) -> dict:
     """The independent score of the last training sample (``frames`` IMAGE, or None when it could not be
     decoded); never raises."""
     if sample_scorer is None:
-        return {"face_similarity": None, "skipped": "no independent recogniser was given"}
+        return {"identity_match": None, "face_similarity": None, "skipped": "no independent recogniser was given"}
     if frames is None:
-        return {"face_similarity": None, "skipped": "the last training sample could not be decoded"}
+        return {"identity_match": None, "face_similarity": None, "skipped": "the last training sample could not be decoded"}
     try:
         return dict(sample_scorer(frames, reference_images))
     except Exception as exc:   # a score is a report, never a reason to lose a trained identity
         log.warning("[PersonalVideo] the independent score of the last training sample failed: %s", exc)
-        return {"face_similarity": None, "skipped": f"{type(exc).__name__}: {exc}"}
+        return {"identity_match": None, "face_similarity": None, "skipped": f"{type(exc).__name__}: {exc}"}

@@ -98,8 +98,8 @@ def train_identity(model, clip, vae, reference_images, face_analysis, identity_n
     continue from the checkpoint an interrupted or failed run of the very same inputs left (:mod:`.run_state`).
 
     ``sample_scorer(frames IMAGE, reference_images) -> dict`` scores the last training sample with an
-    independent recogniser (``evaluation.training_sample.score_training_sample``); its ``face_similarity``
-    becomes ``identity_score``. It never fails the training: an error becomes the score's ``skipped`` reason.
+    independent recogniser (``evaluation.training_sample.score_training_sample``); its ``identity_match`` (0-100,
+    50 at the recogniser's same-person threshold, strangers low) becomes ``identity_score``. It never fails the training: an error becomes the score's ``skipped`` reason.
     ``progress_hook(stage, i, loss, similarity)``, ``gradient_checkpointing`` and ``precision`` (see
     training.precision) are for scripts, tests and benchmarks.
     """
@@ -131,6 +131,7 @@ def _reuse(plan: _Plan, taken: list) -> dict:
     from ..sia.errors import SIAError
     from ..sia.file_format import load_adapter
     from .curves import note_image, render_curves
+    from .token_names import with_registered_token
 
     paths = identity_files.identity_paths(plan.name)
     if paths["sia"] not in taken:
@@ -157,10 +158,10 @@ def _reuse(plan: _Plan, taken: list) -> dict:
     if adapter.embedding is None:
         raise TrainingError(f"the adapter {paths['sia']} carries no token. Set if_exists to overwrite to train "
                             "the identity again.")
-    written = identity_files.ensure_token(plan.name, adapter.embedding)
+    adapter, written = with_registered_token(adapter, paths["sia"])
     log.info("[PersonalVideo] identity '%s' reused: it was trained from the same photos, settings and MODEL "
-             "(%s)%s", plan.name, paths["sia"], f"; its token file was missing and is written again: {written}"
-             if written else "")
+             "(%s); its trigger phrase is '%s'%s", plan.name, paths["sia"], adapter.info.trigger,
+             f"; its token file was missing and is written again: {written}" if written else "")
     history = adapter.info.training.get("history", {})
     curve = render_curves({"token loss": _nan_for_none(history.get("token_loss", [])),
                            "adapter loss": _nan_for_none(history.get("adapter_loss", [])),
@@ -173,7 +174,7 @@ def _reuse(plan: _Plan, taken: list) -> dict:
 
 def _scores(training: dict) -> dict:
     final = training.get("final_similarity")
-    score = (training.get("identity_score") or {}).get("face_similarity")
+    score = (training.get("identity_score") or {}).get("identity_match")   # files of before it was kept: NaN
     return {"final_similarity": NOT_SCORED if final is None else float(final),
             "identity_score": NOT_SCORED if score is None else float(score)}
 
@@ -266,7 +267,9 @@ def _train(plan: _Plan, model, clip, vae, reference_images, stack, encoder, imag
     run.clear()
     log.info("[PersonalVideo] identity '%s' saved: %s, %s (%d of %d frames without a face); final face "
              "similarity %s, independent score %s", name, paths["sia"], paths["embedding"], history.skipped,
-             sia_settings.iterations, final, score.get("face_similarity", score.get("skipped")))
+             sia_settings.iterations, final,
+             f"{score.get('verdict', 'scored')}, identity match {score['identity_match']:.0f}/100"
+             if score.get("identity_match") is not None else score.get("skipped", "none"))
     try:
         if late_error is not None:
             raise late_error
