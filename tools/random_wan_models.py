@@ -8,6 +8,8 @@ downloaded file.  What they generate is noise, never a picture.
 - :data:`WAN_SIZES`: the real sizes (1.3B, 14B, TI2V 5B) and a tiny one for tests.
 - :func:`wan_state_dict` / :func:`save_wan_model`: a state dict / a ``.safetensors`` file of a given size.
 - :func:`tiny_wan_model`: a loaded ModelPatcher (core's WAN21 / WAN22 model) of a given size.
+- :func:`wan_model_in_place`: the same model built from core's config for a size, weights initialised in place
+  (no second copy of the weights: for runs at 1.3B size and up).
 
 Needs a ComfyUI host with Wan (ComfyUI 0.3.3x or newer) imported in-process.
 """
@@ -78,6 +80,26 @@ def tiny_wan_model(size: str = "tiny", seed: int = 0):
     if model is None:
         raise RuntimeError("this ComfyUI host did not recognise the Wan weights")
     return model
+
+
+def wan_model_in_place(size: str = "1.3B", seed: int = 0, device="cpu"):
+    """A ModelPatcher of core's Wan model of ``size``, built from the unet config core's detection would read
+    from such weights (core's own model class and config), its weights initialised in place."""
+    import comfy.model_detection
+    import comfy.model_patcher
+
+    config = WAN_SIZES[size]
+    unet_config = dict(image_model="wan2.1", model_type="t2v", num_heads=config["dim"] // 128, patch_size=(1, 2, 2),
+                       freq_dim=256, window_size=(-1, -1), qk_norm=True, cross_attn_norm=True, eps=1e-6, **config)
+    model_config = comfy.model_detection.model_config_from_unet_config(unet_config)
+    if model_config is None:
+        raise RuntimeError("this ComfyUI host has no Wan model config")
+    model_config.set_inference_dtype(torch.float32, None)
+    model = model_config.get_model({}, "", device=device)
+    _initialise(model.diffusion_model, seed)
+    model.eval()
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device(device),
+                                            offload_device=torch.device(device))
 
 
 def save_wan_model(path: str, size: str = "tiny", seed: int = 0, dtype=torch.float16) -> str:
