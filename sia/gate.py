@@ -28,14 +28,24 @@ together.  Samplers without a step loop (uni_pc, dpm_fast, dpm_adaptive) have
 each call placed by its noise level: a call at or below schedule point
 sigma_j and above sigma_j+1 belongs to step j.
 
+Gradient checkpointing recomputes a region of the model during backward, after
+the model call returned and, on CUDA, on autograd's own thread, where no
+sampler frame can be found. So each checkpointed region records the on/off
+state of every gate when its forward ends (:func:`states`) and its
+recomputation runs with those states pinned (:func:`replayed`): the adapter
+acts in backward exactly as it acted in the forward, whatever the thread and
+however many model calls the step made.
+
 If a run reaches the model without any schedule to be found (a sampling loop
 that is not ComfyUI's and keeps no ``sigmas``), the adapter stays off for that
 run unless the window is every step, and a warning says so once.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import weakref
 
 import torch
 
@@ -103,6 +113,8 @@ class GateState:
         self._seen = None
         self._positions = (None, None, None, None)   # schedule, model sampling, its last sigma, positions
         self._warned = False
+        self._pinned = False   # a recomputation replays a recorded state: observe() leaves it alone
+        _LIVE.add(self)
 
     def _model_sampling(self):
         return getattr(self.base_model, "model_sampling", None)
@@ -117,6 +129,8 @@ class GateState:
         return positions
 
     def observe(self, options: dict, frame=None) -> None:
+        if self._pinned:
+            return
         sigma = options.get("sigmas")
         if sigma is not None and sigma is self._seen:
             return  # same evaluation, later block: decided already
@@ -138,6 +152,27 @@ class GateState:
         index = place.index if place.index is not None else step_of(float(sigma.reshape(-1)[0]), schedule)
         self.active = in_window(self.positions(schedule, model_sampling, frame)[index], self.start_percent,
                                 self.end_percent)
+
+
+_LIVE = weakref.WeakSet()   # every gate state alive (one per applied adapter)
+
+
+def states() -> list:
+    """The on/off state of every live gate now: what a checkpointed region records when its forward ends."""
+    return [(state, state.active) for state in list(_LIVE)]
+
+
+@contextlib.contextmanager
+def replayed(recorded: list):
+    """Within the block each recorded gate is pinned to its recorded state (a region's recomputation)."""
+    previous = [(state, state.active, state._pinned) for state, _ in recorded]
+    try:
+        for state, active in recorded:
+            state.active, state._pinned = active, True
+        yield
+    finally:
+        for state, active, pinned in reversed(previous):
+            state.active, state._pinned = active, pinned
 
 
 def make_gate(start_percent: float, end_percent: float = 1.0, base_model=None):

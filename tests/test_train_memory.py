@@ -3,6 +3,7 @@ step (same gradients, far fewer bytes kept for backward, model exactly restored)
 adapter weights."""
 import contextlib
 import math
+import threading
 
 import pytest
 import torch
@@ -17,11 +18,15 @@ from test_train_core import new_adapter, run_sia, setup  # noqa: F401
 from test_train_identity import face_analysis, parts, photo  # noqa: F401
 
 
-def _gradient_step(setup, adapter, gradient_checkpointing, autocast=None, latent=8, before_backward=None):  # noqa: F811
-    """One 4-step generation whose last step decodes a frame and backpropagates a loss on its pixels."""
+def _gradient_step(setup, adapter, gradient_checkpointing, autocast=None, latent=8, before_backward=None,
+                   backward=None, unet_wrapper=None):  # noqa: F811
+    """One 4-step generation whose last step decodes a frame and backpropagates a loss on its pixels
+    (``backward(loss)`` in place of ``loss.backward()``; ``unet_wrapper``: the MODEL's unet function wrapper)."""
     model, clip, vae, tp, vector, _ = setup
     with torch.inference_mode():
         patched = apply_sia(model, adapter, 1.0, start_percent=1.0)[0]
+        if unet_wrapper is not None:
+            patched.set_model_unet_function_wrapper(unet_wrapper)
         cond, neg = tp.conditioning("{token} {class_word} smiling", vector), tp.conditioning("", vector)
         sigmas = few_step_sampler.lcm_schedule(patched, 4)
     meter = SavedTensorBytes()
@@ -35,7 +40,8 @@ def _gradient_step(setup, adapter, gradient_checkpointing, autocast=None, latent
             pixels = sia_trainer._decode_frame(vae, patched.model, denoised[1:2])
         if before_backward is not None:
             before_backward()
-        (pixels.float() - 0.3).pow(2).mean().backward()
+        loss = (pixels.float() - 0.3).pow(2).mean()
+        loss.backward() if backward is None else backward(loss)
 
     sampler = few_step_sampler.FewStepTrainingSampler(last_step, torch.Generator().manual_seed(1),
                                                       extra_modules=(vae.first_stage_model,),
@@ -150,6 +156,47 @@ def test_the_free_memory_double_reproduces_the_recomputation_failure(setup, monk
     monkeypatch.setattr(free_memory_replay, "replaying", lambda readings: contextlib.nullcontext())
     with pytest.raises(torch.utils.checkpoint.CheckpointError):
         _gradient_step(setup, new_adapter(model), True, latent=32, before_backward=free.drop)
+
+
+def _one_call_per_frame(apply_model, args):
+    """The step's model evaluation made as one call per frame, each with its own noise level tensor, as
+    ComfyUI makes separate calls when cond and uncond do not fit together, and context windows do."""
+    x, t, c = args["input"], args["timestep"], args["c"]
+    outputs = []
+    for i in range(x.shape[0]):
+        part = {k: v[i:i + 1] if torch.is_tensor(v) and v.shape[0] == x.shape[0] else v for k, v in c.items()}
+        part["transformer_options"] = dict(c.get("transformer_options", {}), sigmas=t[i:i + 1])
+        outputs.append(apply_model(x[i:i + 1], t[i:i + 1], **part))
+    return torch.cat(outputs)
+
+
+def _backward_on_another_thread(loss):
+    """Backward on a thread of its own, as CUDA's autograd engine runs it: no sampler frame is on its stack."""
+    failures = []
+
+    def run():
+        try:
+            loss.backward()
+        except BaseException as error:  # handed back to the test's thread
+            failures.append(error)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    if failures:
+        raise failures[0]
+
+
+def test_recomputation_on_another_thread_runs_the_gate_as_the_forward_did(setup):  # noqa: F811
+    """The gate (adapter on in the last step only) cannot find the sampler from autograd's thread; each
+    checkpointed region replays the gate state its forward ended with, so the gradients are those of the
+    computation the forward made."""
+    model = setup[0]
+    plain = _gradient_step(setup, new_adapter(model), False, unet_wrapper=_one_call_per_frame)[0]
+    replayed = _gradient_step(setup, new_adapter(model), True, unet_wrapper=_one_call_per_frame,
+                              backward=_backward_on_another_thread)[0]
+    assert sum(float(g.abs().sum()) for g in plain.values()) > 0   # the adapter acted in the gradient step
+    assert _relative_error(replayed, plain) < 1e-4
 
 
 def test_checkpointing_gives_the_same_gradients_and_keeps_far_fewer_bytes(setup):  # noqa: F811

@@ -30,9 +30,13 @@ forward: the host's split and sub-quadratic attention slice their work by the
 free memory at call time, so each region records the free-memory readings of
 its forward and replays them when it is recomputed (:mod:`.free_memory_replay`);
 and it runs inside the gradient window's aliasing of inference tensors when
-the forward did (:mod:`.inference_tensors`).  So checkpointing gives the
-gradients of exactly the computation the forward made, under every attention
-backend.
+the forward did (:mod:`.inference_tensors`).  The late-step gate's on/off state is
+recorded when the region's forward ends and pinned during its recomputation
+(:func:`comfyui_personalvideo.sia.gate.replayed`): backward may run on another
+thread (CUDA's autograd does), where the gate cannot find the sampler, and a
+step may make several model calls.  So checkpointing gives the gradients of
+exactly the computation the forward made, under every attention backend, on
+any thread.
 
 Afterwards every module's ``forward`` is exactly what it was: the instance
 attribute the layer had (an object patch) is put back, or removed if it had
@@ -46,6 +50,7 @@ import functools
 import torch
 import torch.utils.checkpoint
 
+from ..sia import gate
 from . import free_memory_replay, inference_tensors
 
 _MISSING = object()
@@ -128,11 +133,21 @@ def _globals_as(snapshot):
 
 
 @contextlib.contextmanager
-def _recomputing(snapshot, readings, aliasing):
-    """What a region's recomputation runs under: the forward's globals, free-memory readings and aliasing."""
+def _forward_recording(readings, gates):
+    """A region's forward: its free-memory readings are recorded, and the gates' states when it ends."""
+    with free_memory_replay.recording(readings):
+        yield
+    gates[:] = gate.states()
+
+
+@contextlib.contextmanager
+def _recomputing(snapshot, readings, aliasing, gates):
+    """What a region's recomputation runs under: the forward's globals, free-memory readings, gate states
+    and aliasing."""
     with contextlib.ExitStack() as stack:
         stack.enter_context(_globals_as(snapshot))
         stack.enter_context(free_memory_replay.replaying(readings))
+        stack.enter_context(gate.replayed(gates))
         if aliasing:
             stack.enter_context(inference_tensors.aliasing())
         yield
@@ -164,8 +179,8 @@ def _checkpointing_forward(inner):
         aliasing = inference_tensors.active()
 
         def contexts():
-            readings = []
-            return free_memory_replay.recording(readings), _recomputing(snapshot, readings, aliasing)
+            readings, gates = [], []
+            return _forward_recording(readings, gates), _recomputing(snapshot, readings, aliasing, gates)
 
         # tensors go in as direct arguments, so checkpoint keeps (and accounts for) exactly the inputs
         return torch.utils.checkpoint.checkpoint(run, *flat, use_reentrant=False, context_fn=contexts)
