@@ -2,21 +2,29 @@
 
 Every node runs under ``torch.inference_mode()``: the weights of models loaded
 there are *inference tensors*, which autograd refuses to save for backward.
-Inside :func:`gradient_window`, every torch operation that runs with gradient
-on is handed, in place of each inference tensor among its arguments, a normal
-tensor over the very same memory (a zero-copy alias, ``Tensor.set_`` on the
-same storage).  The models themselves are never changed: no parameter or
-buffer is swapped, so there is nothing to put back, and whatever ComfyUI's
-memory manager does with a model (loading, offloading, casting weights layer
-by layer in low-VRAM mode, patching) is never undone behind its back.  The
-aliases are made as operations run, so they always read the weights the
-module holds at that moment; there is no copy of any weight, and incoming
-tensors made under inference mode (conditionings, images, embeddings) are
-covered the same way.
+Inside :func:`gradient_window`, each module of the window's roots, while it
+runs, reads normal tensors over the very same memory (zero-copy aliases,
+``Tensor.set_`` on the same storage) in place of its own inference weights and
+buffers and those of its direct children (a parent reading ``self.norm.weight``
+or ``self.position_embedding.weight``): a forward pre-hook puts the aliases in
+the module's parameter and buffer tables, and a forward hook puts the very
+tensors it had back as the call returns (the window's end puts back whatever an
+error left). So between module calls the models are exactly what they were,
+and whatever ComfyUI's memory manager does with a model (loading, offloading,
+casting weights layer by layer in low-VRAM mode, patching) is never undone
+behind its back: the aliases are made from the tensors the module holds at the
+call (an alias is kept for the window while its tensor is the same object over
+the same memory), there is no copy of any weight, and the cost is two hooks per
+module call rather than work on every torch operation.
 
-Only reading goes through an alias: an in-place operation on an inference
-tensor keeps it (and fails as torch makes it fail), so nothing can write
-into a user's weights through the window.
+Where a torch operation gets an inference tensor no module of the roots holds
+(another model's weights, tensors a pack computes inside a node), the window
+falls back to aliasing every operation's arguments (:func:`aliasing`, a
+``TorchFunctionMode``): :func:`saved_an_inference_tensor` tells that failure
+apart, and :meth:`Window.per_operation` switches the fallback on for the rest
+of the window. Only reading goes through an alias: an in-place operation on an
+inference tensor keeps it (and fails as torch makes it fail), so nothing can
+write into a user's weights through the window.
 
 The window also works around in-place residual adds that break backward:
 - 2024 ComfyUI ``BasicTransformerBlock`` does ``x += attn(norm(x))``: a
@@ -26,19 +34,21 @@ The hooks only add a copy of an activation; values are unchanged; they are
 removed when the window ends.
 
 Recomputation under gradient checkpointing runs during backward, where torch
-gives no mode to the operations; :mod:`.checkpointing` enters the aliasing
-again for it (:func:`active` tells whether a window is open, :func:`aliasing`
-is the mode to enter).
+gives no mode to the operations; the module hooks act there too while the
+window is open, and :mod:`.checkpointing` enters the per-operation aliasing for
+a recomputation that runs outside an open window or whose forward ran under it
+(:func:`needs_per_operation` tells which).
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import torch
 from torch.overrides import TorchFunctionMode
 
+log = logging.getLogger("PersonalVideo")
 _NORMS = {"BasicTransformerBlock": ("norm1", "norm2", "norm3"), "CLIPLayer": ("layer_norm1", "layer_norm2")}
-_depth = [0]   # windows open now (on this thread of control)
 
 
 def _clone_input(module, args):
@@ -94,14 +104,28 @@ class _AliasInferenceArguments(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+_depth = [0]         # per-operation aliasing entered now (this thread of control)
+_windows = []        # windows open now (innermost last)
+
+
 def active() -> bool:
-    """Whether a gradient window is open."""
+    """Whether per-operation aliasing is in force."""
     return _depth[0] > 0
+
+
+def window_open() -> bool:
+    """Whether a gradient window is open (its module hooks alias the roots' weights)."""
+    return bool(_windows)
+
+
+def needs_per_operation() -> bool:
+    """Whether a recomputation must alias per operation: its forward did, or no window is open to do it."""
+    return active() or not _windows
 
 
 @contextlib.contextmanager
 def aliasing():
-    """Inference tensors given to torch operations are replaced by aliases (inside a window's recomputation)."""
+    """Inference tensors given to torch operations are replaced by aliases (the per-operation fallback)."""
     _depth[0] += 1
     try:
         with _AliasInferenceArguments():
@@ -110,12 +134,126 @@ def aliasing():
         _depth[0] -= 1
 
 
+def with_fallback(window, run):
+    """``run()``; when autograd refuses an inference tensor no module hook aliased, the window switches to
+    per-operation aliasing and ``run()`` is made again (a forward, before any backward: nothing to undo)."""
+    try:
+        return run()
+    except RuntimeError as error:
+        if window is None or window._fallback is not None or not saved_an_inference_tensor(error):
+            raise
+    log.debug("[PersonalVideo] an inference tensor outside the models' modules: aliasing every operation")
+    window.per_operation()
+    return run()
+
+
+@contextlib.contextmanager
+def module_aliased(module):
+    """Within the block ``module`` reads aliases of its inference tensors as in a call through ``module(...)``
+    in an open window (for a forward run without the module's own hooks: a checkpointed layer's
+    recomputation)."""
+    window = _windows[-1] if _windows else None
+    tables = window._swap_in(module) if window is not None else []
+    try:
+        yield
+    finally:
+        _put_back(tables)
+
+
+def saved_an_inference_tensor(error: BaseException) -> bool:
+    """Whether ``error`` is autograd refusing an inference tensor that no module hook aliased."""
+    return isinstance(error, RuntimeError) and "Inference tensors cannot be saved for backward" in str(error)
+
+
+class Window:
+    """The aliases and hooks of one gradient window."""
+
+    def __init__(self):
+        self._aliases = {}     # id(original tensor) -> (original, alias)
+        self._swapped = {}     # id(table) -> (table, [(name, original)]) entries now holding aliases
+        self._stack = None
+
+    def _alias_of(self, t):
+        known = self._aliases.get(id(t))
+        if known is not None and known[0] is t:
+            alias = known[1]
+            if alias.data_ptr() == t.data_ptr() and alias.shape == t.shape:
+                return alias
+        alias = normal_alias(t)
+        self._aliases[id(t)] = (t, alias)
+        return alias
+
+    def _swap_in(self, module):
+        tables = []
+        for m in (module, *module._modules.values()):
+            if m is None:
+                continue
+            for table in (m._parameters, m._buffers):
+                if not table:
+                    continue
+                entries = [(name, t) for name, t in table.items() if t is not None and t.is_inference()]
+                if entries:
+                    for name, t in entries:
+                        table[name] = self._alias_of(t)
+                    tables.append((table, entries))
+        return tables
+
+    def pre_hook(self, module, args):
+        if not torch.is_grad_enabled() or torch.is_inference_mode_enabled():
+            return None
+        tables = self._swap_in(module)
+        if tables:
+            key = id(module)
+            self._swapped.setdefault(key, []).append(tables)
+        return None
+
+    def post_hook(self, module, args, output):
+        stack = self._swapped.get(id(module))
+        if stack:
+            _put_back(stack.pop())
+            if not stack:
+                del self._swapped[id(module)]
+        return None
+
+    def put_back_all(self):
+        for stack in self._swapped.values():
+            while stack:
+                _put_back(stack.pop())
+        self._swapped.clear()
+
+    def per_operation(self):
+        """Alias every operation's inference arguments for the rest of the window (the fallback)."""
+        if self._stack is not None and self._fallback is None:
+            self._fallback = self._stack.enter_context(aliasing())
+
+    _fallback = None
+
+
+def _put_back(tables):
+    for table, entries in tables:
+        for name, t in entries:
+            table[name] = t
+
+
+def _holds_inference_tensors(module) -> bool:
+    for m in (module, *module._modules.values()):
+        if m is None:
+            continue
+        for t in list(m._parameters.values()) + list(m._buffers.values()):
+            if t is not None and t.is_inference():
+                return True
+    return False
+
+
 @contextlib.contextmanager
 def gradient_window(*roots: torch.nn.Module):
-    """Inside the block, backward works through ``roots`` (and any other model); afterwards nothing remains."""
+    """Inside the block, backward works through ``roots`` (and, with the per-operation fallback, any other
+    model); yields the :class:`Window`; afterwards nothing remains."""
     handles, seen = [], set()
+    window = Window()
     try:
-        with normal_tensors():
+        with contextlib.ExitStack() as stack, normal_tensors():
+            window._stack = stack
             for root in roots:
                 if root is None:
                     continue
@@ -127,11 +265,27 @@ def gradient_window(*roots: torch.nn.Module):
                         norm = getattr(m, norm_name, None)
                         if isinstance(norm, torch.nn.Module):
                             handles.append(norm.register_forward_pre_hook(_clone_input))
-            with aliasing():
-                yield
+                    if _holds_inference_tensors(m):
+                        handles.append(m.register_forward_pre_hook(window.pre_hook))
+                        handles.append(m.register_forward_hook(window.post_hook, always_call=True)
+                                       if _ALWAYS_CALL else m.register_forward_hook(window.post_hook))
+            _windows.append(window)
+            try:
+                yield window
+            finally:
+                _windows.remove(window)
+                window._stack = None
     finally:
         for h in handles:
             h.remove()
+        window.put_back_all()
+
+
+try:   # torch >= 2.2: the forward hook runs even when the forward raises
+    torch.nn.Module.register_forward_hook.__code__.co_varnames.index("always_call")
+    _ALWAYS_CALL = True
+except ValueError:
+    _ALWAYS_CALL = False
 
 
 def normal_copy(t: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,7 @@ from . import precision as amp
 from .checkpointing import checkpointed, unet_regions
 from .devices import device_of
 from .errors import TrainingError
-from .inference_tensors import gradient_window, normal_copy, normal_tensors
+from .inference_tensors import gradient_window, normal_copy, normal_tensors, with_fallback
 from .interruption import checked_in_layers
 
 MARKERS = ("sks", "zwx", "ohwx")
@@ -276,11 +276,12 @@ def train_token(model, clip, vae, images, class_word: str, settings: TISettings,
     with normal_tensors():
         for _ in range(start):   # the draws the resumed steps made, so the rest continue the same streams
             draw_batch(rng, gen, loss_of.latents, settings.batch_size)
-    with normal_tensors(), gradient_window(model.model.diffusion_model, clip.cond_stage_model), \
+    with normal_tensors(), gradient_window(model.model.diffusion_model, clip.cond_stage_model) as window, \
             checked_in_layers(unet_regions(model.model.diffusion_model), check):
         for step in range(start, settings.steps):
             check()
-            loss = loss_of(vector, draw_batch(rng, gen, loss_of.latents, settings.batch_size))
+            batch = draw_batch(rng, gen, loss_of.latents, settings.batch_size)
+            loss = with_fallback(window, lambda: loss_of(vector, batch))
             check()
             optimizer.zero_grad(set_to_none=True)
             loss_of.precision.backward_and_step(loss, optimizer)
