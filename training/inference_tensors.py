@@ -2,12 +2,13 @@
 
 Every node runs under ``torch.inference_mode()``: the weights of models loaded
 there are *inference tensors*, which autograd refuses to save for backward.
-Inside :func:`gradient_window`, each module of the window's roots, while it
-runs, reads normal tensors over the very same memory (zero-copy aliases,
+Inside :func:`gradient_window`, each module called with gradient on reads,
+while it runs, normal tensors over the very same memory (zero-copy aliases,
 ``Tensor.set_`` on the same storage) in place of its own inference weights and
 buffers and those of its direct children (a parent reading ``self.norm.weight``
-or ``self.position_embedding.weight``): a forward pre-hook puts the aliases in
-the module's parameter and buffer tables, and a forward hook puts the very
+or ``self.position_embedding.weight``): a global module forward pre-hook (one
+registration per window, whatever the model's size) puts the aliases in the
+module's parameter and buffer tables, and a global forward hook puts the very
 tensors it had back as the call returns (the window's end puts back whatever an
 error left). So between module calls the models are exactly what they were,
 and whatever ComfyUI's memory manager does with a model (loading, offloading,
@@ -27,10 +28,10 @@ inference tensor keeps it (and fails as torch makes it fail), so nothing can
 write into a user's weights through the window.
 
 The window also works around in-place residual adds that break backward:
-- 2024 ComfyUI ``BasicTransformerBlock`` does ``x += attn(norm(x))``: a
-  forward-pre-hook on ``norm1/norm2/norm3`` hands the norm a clone of ``x``;
+- 2024 ComfyUI ``BasicTransformerBlock`` does ``x += attn(norm(x))``: the
+  pre-hook hands ``norm1/norm2/norm3`` a clone of ``x``;
 - ``CLIPLayer`` (both hosts) does the same around ``layer_norm1/layer_norm2``.
-The hooks only add a copy of an activation; values are unchanged; they are
+This only adds a copy of an activation; values are unchanged; the hooks are
 removed when the window ends.
 
 Recomputation under gradient checkpointing runs during backward, where torch
@@ -43,9 +44,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import weakref
 
 import torch
+from torch.nn.modules import module as module_hooks
 from torch.overrides import TorchFunctionMode
+from torch.utils.weak import WeakTensorKeyDictionary
 
 log = logging.getLogger("PersonalVideo")
 _NORMS = {"BasicTransformerBlock": ("norm1", "norm2", "norm3"), "CLIPLayer": ("layer_norm1", "layer_norm2")}
@@ -169,32 +173,17 @@ class Window:
     """The aliases and hooks of one gradient window."""
 
     def __init__(self):
-        self._aliases = {}     # id(original tensor) -> (original, alias)
-        self._swapped = {}     # id(table) -> (table, [(name, original)]) entries now holding aliases
+        self._swapped = {}     # id(module) -> [tables swapped by its calls under way]
+        self._clone_for = set()   # ids of the norms whose input is copied
         self._stack = None
-
-    def _alias_of(self, t):
-        known = self._aliases.get(id(t))
-        if known is not None and known[0] is t:
-            alias = known[1]
-            if alias.data_ptr() == t.data_ptr() and alias.shape == t.shape:
-                return alias
-        alias = normal_alias(t)
-        self._aliases[id(t)] = (t, alias)
-        return alias
 
     def _swap_in(self, module):
         tables = []
-        for m in (module, *module._modules.values()):
-            if m is None:
-                continue
-            for table in (m._parameters, m._buffers):
-                if not table:
-                    continue
-                entries = [(name, t) for name, t in table.items() if t is not None and t.is_inference()]
-                if entries:
-                    for name, t in entries:
-                        table[name] = self._alias_of(t)
+        for table in _tables_of(module):
+            entries = [(name, t) for name, t in table.items() if t is not None and t.is_inference()]
+            if entries:
+                for name, t in entries:
+                    table[name] = _alias_of(t)
                     tables.append((table, entries))
         return tables
 
@@ -203,8 +192,15 @@ class Window:
             return None
         tables = self._swap_in(module)
         if tables:
-            key = id(module)
-            self._swapped.setdefault(key, []).append(tables)
+            self._swapped.setdefault(id(module), []).append(tables)
+        norms = _NORMS.get(type(module).__name__)
+        if norms:   # this block adds in place to what its norms read: they get a copy
+            for name in norms:
+                norm = module._modules.get(name)
+                if norm is not None:
+                    self._clone_for.add(id(norm))
+        if id(module) in self._clone_for:
+            return _clone_input(module, args)
         return None
 
     def post_hook(self, module, args, output):
@@ -229,46 +225,52 @@ class Window:
     _fallback = None
 
 
+# an alias is kept while its tensor lives and is the same view of the same memory (windows open and close once per
+# training iteration; the weights stay): the tensor's death drops it
+_ALIASES = WeakTensorKeyDictionary()
+_TABLES = weakref.WeakKeyDictionary()
+
+
+def _alias_of(t):
+    alias = _ALIASES.get(t)
+    if alias is None or alias.data_ptr() != t.data_ptr() or alias.shape != t.shape or alias.stride() != t.stride() \
+            or alias.dtype != t.dtype or alias.device != t.device:
+        alias = normal_alias(t)
+        _ALIASES[t] = alias
+    return alias
+
+
+def _tables_of(module):
+    """The non-empty parameter and buffer tables of ``module`` and its direct children (kept while the module
+    lives and its children are the same)."""
+    children = tuple(module._modules.values())
+    known = _TABLES.get(module)
+    if known is not None and known[0] == tuple(map(id, children)):
+        return known[1]
+    tables = [table for m in (module, *children) if m is not None for table in (m._parameters, m._buffers)]
+    _TABLES[module] = (tuple(map(id, children)), tables)
+    return tables
+
+
 def _put_back(tables):
     for table, entries in tables:
         for name, t in entries:
             table[name] = t
 
 
-def _holds_inference_tensors(module) -> bool:
-    for m in (module, *module._modules.values()):
-        if m is None:
-            continue
-        for t in list(m._parameters.values()) + list(m._buffers.values()):
-            if t is not None and t.is_inference():
-                return True
-    return False
-
-
 @contextlib.contextmanager
 def gradient_window(*roots: torch.nn.Module):
-    """Inside the block, backward works through ``roots`` (and, with the per-operation fallback, any other
-    model); yields the :class:`Window`; afterwards nothing remains."""
-    handles, seen = [], set()
+    """Inside the block, backward works through the models (``roots`` and any other: the hooks are global
+    module hooks, acting only on calls made with gradient on); yields the :class:`Window`; afterwards nothing
+    remains. ``roots`` name the models the window is for (kept for the callers' clarity and the norm
+    workarounds, which act on any model too)."""
     window = Window()
+    handles = []
     try:
         with contextlib.ExitStack() as stack, normal_tensors():
             window._stack = stack
-            for root in roots:
-                if root is None:
-                    continue
-                for m in root.modules():
-                    if id(m) in seen:
-                        continue
-                    seen.add(id(m))
-                    for norm_name in _NORMS.get(type(m).__name__, ()):
-                        norm = getattr(m, norm_name, None)
-                        if isinstance(norm, torch.nn.Module):
-                            handles.append(norm.register_forward_pre_hook(_clone_input))
-                    if _holds_inference_tensors(m):
-                        handles.append(m.register_forward_pre_hook(window.pre_hook))
-                        handles.append(m.register_forward_hook(window.post_hook, always_call=True)
-                                       if _ALWAYS_CALL else m.register_forward_hook(window.post_hook))
+            handles.append(module_hooks.register_module_forward_pre_hook(window.pre_hook))
+            handles.append(module_hooks.register_module_forward_hook(window.post_hook, always_call=True))
             _windows.append(window)
             try:
                 yield window
@@ -279,13 +281,6 @@ def gradient_window(*roots: torch.nn.Module):
         for h in handles:
             h.remove()
         window.put_back_all()
-
-
-try:   # torch >= 2.2: the forward hook runs even when the forward raises
-    torch.nn.Module.register_forward_hook.__code__.co_varnames.index("always_call")
-    _ALWAYS_CALL = True
-except ValueError:
-    _ALWAYS_CALL = False
 
 
 def normal_copy(t: torch.Tensor) -> torch.Tensor:
