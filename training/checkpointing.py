@@ -230,12 +230,16 @@ class _Recomputed(torch.autograd.Function):
         needs = ctx.needs_input_grad[2:]
         inputs = [t.detach().requires_grad_(need) for t, need in zip(ctx.saved_tensors, needs)]
         per_operation = region.per_operation or not inference_tensors.window_open()
+        measure = _MEASURING[-1] if _MEASURING else None
         _local.recomputing = getattr(_local, "recomputing", 0) + 1
         try:
+            before = measure[0]() if measure else 0
             with torch.enable_grad(), _recomputing(region.snapshot, region.readings, per_operation, region.gates), \
                     _autocast(region.device_type, region.autocast), \
                     inference_tensors.module_aliased(region.module):
                 out = region.run(*inputs)
+            if measure:
+                measure[1].append(measure[0]() - before)
         finally:
             _local.recomputing -= 1
         outs = out if region.multiple else (out,)
@@ -245,7 +249,26 @@ class _Recomputed(torch.autograd.Function):
         return (None, None, *[t.grad if need else None for t, need in zip(inputs, needs)])
 
 
+def recomputing() -> bool:
+    """Whether a checkpointed layer is being recomputed on this thread now (its tensors live only until its
+    backward is done: memory meters that count what is held from forward to backward leave them out)."""
+    return bool(getattr(_local, "recomputing", 0))
+
+
 _REQUIRES_GRAD = []
+_MEASURING = []   # (allocated(), [bytes per layer]) while a pass is measured (:mod:`.checkpoint_choice`)
+
+
+@contextlib.contextmanager
+def measuring(allocated):
+    """Within the block each layer's recomputation records the bytes it holds once recomputed (read with
+    ``allocated()`` before and after it): what the layer keeps for backward when not checkpointed."""
+    sizes = []
+    _MEASURING.append((allocated, sizes))
+    try:
+        yield sizes
+    finally:
+        _MEASURING.remove((allocated, sizes))
 
 
 def _requires_grad_token():
