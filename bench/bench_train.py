@@ -31,7 +31,7 @@ time is extrapolated from it.
 Memory: on CUDA torch.cuda.max_memory_allocated per stage; on the CPU the peak bytes held for backward
 (tensors autograd saved, weights excluded: deterministic) and the process's peak RSS.
 
-    PV_LANE=newest scripts/bench bench/bench_train.py --estimate   # full-size memory estimate without a GPU
+    COMFYUI_ROOT=/path/to/ComfyUI scripts/bench bench/bench_train.py --estimate   # full-size memory, no GPU
     scripts/bench bench/bench_train.py --cancel            # how fast Cancel answers in each stage
 
 ``--cancel`` presses Cancel (``interrupt_current_processing``) from another thread in the middle of the third
@@ -39,15 +39,18 @@ token step and of the third adapter iteration (a quarter of the second one's tim
 and prints how long the run took to stop, next to the length of a step / iteration: the wait if Cancel were
 only looked at between them.
 
-``--estimate`` works out the peak of each stage's gradient step at full size (16 frames of 512x512 for
-stage 2, a batch of 4 photos at 512x512 for stage 1) without allocating it: the SD1.5 UNet and the SD VAE
-are built on the meta device in fp16 (what a GPU loads), one gradient step runs there (fused attention as
-on a GPU: PyTorch's flash kernel; gradient checkpointing on and off), and a dispatch-mode tracker counts the bytes of every
-tensor the step creates, alive at once (tests/autograd_memory.py AllocationPeak); the weights are added.
-The same step at small size is then run twice, for real on the CPU and on the meta device, and both
-figures are printed side by side, so the estimate is checked where both exist. Not modelled: the motion
-modules (AnimateDiff-Evolved injects them only into a loaded real model), the face encoder's few MB of
-activations, allocator rounding and caching (on a GPU, expect some 10-20 % above the figure).
+``--estimate`` works out the peak of each stage's gradient step at the default settings (stage 2: 16 frames
+of 512x512 at cfg 1.5, so the UNet runs 32 latents, a rank-4 adapter, one frame decoded; stage 1: a batch of
+4 photos at 512x512) without allocating it: the SD1.5 UNet and the SD VAE are built on the meta device in
+fp16 (what a GPU computes in under mixed precision), with an AnimateLCM-layout motion model built from
+AnimateDiff-Evolved's own classes and inserted where it inserts it (when the host has AnimateDiff-Evolved:
+COMFYUI_ROOT=/path/to/ComfyUI), one gradient step runs there (fused attention as on a GPU: PyTorch's flash
+kernel; the trainer's gradient checkpointing on and off), and a dispatch-mode tracker counts the bytes of
+every tensor the step creates, alive at once (tests/autograd_memory.py AllocationPeak); the weights are
+added, and for the stage-2 figure checked against the target the CLIP-L text encoder and the face encoder.
+The same step at small size is then run twice, for real on the CPU and on the meta device, and both figures
+are printed side by side, so the estimate is checked where both exist. Not modelled: the face encoder's few
+MB of activations, allocator rounding and caching (on a GPU, expect some 10-20 % above the figure).
 """
 import argparse
 import contextlib
@@ -336,18 +339,69 @@ def _sd15_parts(device, dtype):
     return unet.to(dtype).requires_grad_(False), vae.to(dtype).requires_grad_(False)
 
 
-def step_peak(parts, device, dtype, batch, size, decode, checkpointing):
-    """Peak bytes of the tensors one gradient step creates: the UNet over ``batch`` latents with gradient,
-    (stage 2) decoding one frame with gradient, and backward; the weights (there before) not counted."""
+def _motion_modules(unet, frames):
+    """An AnimateLCM-layout motion model (AnimateDiff-Evolved's own classes, as the tests' random motion model
+    file) built on the meta device and inserted into ``unet`` where AnimateDiff-Evolved puts it, set to
+    ``frames``; None when the host has no AnimateDiff-Evolved."""
+    import importlib
+
+    import full_models
+    from pv_tools.random_models import _ade_module_name
+
+    if not full_models.has_animatediff_evolved():
+        return None
+    ad = importlib.import_module(_ade_module_name() + ".animatediff.motion_module_ad")
+    names = {}
+    for kind, blocks, modules in (("down_blocks", 4, 2), ("up_blocks", 4, 3)):
+        for b in range(blocks):
+            for m in range(modules):
+                for a in range(2):
+                    names[f"{kind}.{b}.motion_modules.{m}.temporal_transformer.transformer_blocks.0."
+                          f"attention_blocks.{a}.to_q.weight"] = torch.empty(0)
+    sd, info = ad.normalize_ad_state_dict(names, "AnimateLCM_meta.safetensors")
+    with torch.device("meta"):
+        motion = ad.AnimateDiffModel(sd, info).to(torch.float16).requires_grad_(False)
+    motion._inject(unet.input_blocks, motion.down_blocks)
+    motion._inject(unet.output_blocks, motion.up_blocks)
+    if motion.mid_block is not None:
+        motion._inject([unet.middle_block], [motion.mid_block])
+    motion.set_video_length(frames, frames)
+    for module in motion.modules():
+        if callable(getattr(module, "actual_attention", None)):
+            module.actual_attention = fused_attention
+    return motion
+
+
+def _attach_adapter(unet, rank, device):
+    """A rank-``rank`` SIA adapter on the UNet's spatial self-attention q/k/v (the pack's own forward and LoRA
+    math, gate open), fp32 weights that require grad; returns the weights."""
+    from comfyui_personalvideo.sia import discover_targets
+    from comfyui_personalvideo.sia.lora import CastWeights
+    from comfyui_personalvideo.sia.patch import _make_forward
+
+    weights = []
+    for target in discover_targets(unet).targets:
+        layer = target.module
+        down = torch.zeros(rank, layer.in_features, device=device, requires_grad=True)
+        up = torch.zeros(layer.out_features, rank, device=device, requires_grad=True)
+        layer.forward = _make_forward(layer, None, CastWeights(down, up), 1.0, lambda x: 1.0)
+        weights += [down, up]
+    return weights
+
+
+def step_peak(parts, device, dtype, batch, size, decode, checkpointing, context_grad=False, frames=None):
+    """Peak bytes of the tensors one gradient step creates: the UNet over ``batch`` latents (cond and uncond)
+    with gradient, (stage 2) decoding one frame with gradient, and backward; the weights (there before) not
+    counted. ``context_grad``: the text context is what is trained (stage 1), else the adapter is."""
     from autograd_memory import AllocationPeak
     from comfyui_personalvideo.training.checkpointing import checkpointed, regions_of
     from comfyui_personalvideo.training.inference_tensors import gradient_window
 
-    unet, vae = parts
+    unet, vae = parts[:2]
     side = size // 8
     with torch.inference_mode(False):
-        x = torch.randn(batch, 4, side, side, device=device, dtype=dtype).requires_grad_(True)
-        context = torch.randn(batch, 77, 768, device=device, dtype=dtype)
+        x = torch.randn(batch, 4, side, side, device=device, dtype=dtype)
+        context = torch.randn(batch, 77, 768, device=device, dtype=dtype).requires_grad_(context_grad)
         steps = torch.full((batch,), 250.0, device=device)
         tracker = AllocationPeak()
         with tracker, gradient_window(unet, vae), torch.enable_grad(), \
@@ -360,50 +414,59 @@ def step_peak(parts, device, dtype, batch, size, decode, checkpointing):
 
 
 def _weights(*modules, dtype_bytes=2):
-    return sum(p.numel() for m in modules for p in m.parameters()) * dtype_bytes
-
-
-def meta_checkpointing_works() -> bool:
-    """Whether torch.utils.checkpoint runs on meta tensors: older torch (2.4 among them) looks up a device module
-    named after the tensors' device, and there is none for "meta"."""
-    import torch.utils.checkpoint
-
-    x = torch.ones(2, device="meta", requires_grad=True)
-    try:
-        torch.utils.checkpoint.checkpoint(torch.sin, x, use_reentrant=False)
-    except AttributeError:
-        return False
-    return True
+    return sum(p.numel() for m in modules if m is not None for p in m.parameters()) * dtype_bytes
 
 
 def estimate(args):
-    """Full-size peaks from the meta device, and the small-size check (real CPU run vs meta run)."""
-    if not meta_checkpointing_works():
-        sys.exit(f"--estimate: torch {torch.__version__} cannot run gradient checkpointing on the meta device, "
-                 "so the estimate cannot be made with it. Run it in the newest lane instead: "
-                 "PV_LANE=newest scripts/bench bench/bench_train.py --estimate")
+    """Full-size peaks from the meta device at the default settings, and the small-size check (real CPU run
+    vs meta run)."""
+    from comfyui_personalvideo.training.sia_settings import SIATrainSettings, TRAINING_CFG
+
     gib = 1024 ** 3
-    meta = _sd15_parts("meta", torch.float16)
-    weights = _weights(*meta)
-    print(f"weights (fp16): UNet + VAE {weights / gib:.2f} GiB; CLIP-L text encoder 0.23 GiB and the ResNet-100 "
-          f"face encoder 0.24 GiB (fp32) come on top")
-    print("estimated peak of one gradient step at full size, 512x512, fp16, fused attention "
-          "(activations + UNet/VAE weights):")
-    for stage, shape in STAGE_SHAPES.items():
+    defaults = SIATrainSettings()
+    frames, size, rank = defaults.frames, defaults.width, 4
+    uncond = 2 if TRAINING_CFG > 1 else 1
+    image = _sd15_parts("meta", torch.float16)
+    video = _sd15_parts("meta", torch.float16)
+    motion = _motion_modules(video[0], frames)
+    adapter = _attach_adapter(video[0], rank, "meta")
+    weights = _weights(*video)   # the motion modules are inside the UNet now
+    print(f"weights (fp16): UNet + VAE {_weights(*image) / gib:.2f} GiB, motion modules "
+          + (f"{_weights(motion) / gib:.2f} GiB (AnimateLCM layout, AnimateDiff-Evolved's classes)" if motion
+             else "not modelled (AnimateDiff-Evolved is not in this host: COMFYUI_ROOT=/path/to/ComfyUI with it)")
+          + f"; adapter rank {rank}: {sum(p.numel() for p in adapter) * 4 / 2 ** 20:.1f} MiB fp32; CLIP-L text encoder "
+          "0.23 GiB and the ResNet-100 face encoder 0.24 GiB (fp32) come on top")
+    print(f"estimated peak of one gradient step at the default settings ({frames} frames of {size}x{size}, "
+          f"cfg {TRAINING_CFG}: the UNet runs {uncond * frames} latents; fp16, fused attention):")
+    stages = {"stage 1 (token, 4 photos, no motion model)": (image, 4, False, True),
+              f"stage 2 (adapter, {frames} frames x {uncond}, + decode of one frame)": (video, frames * uncond, True,
+                                                                                       False)}
+    results = {}
+    for stage, (parts, batch, decode, context_grad) in stages.items():
         for ckpt in (True, False):
-            peak = step_peak(meta, "meta", torch.float16, shape["batch"], 512, shape["decode"], ckpt)
-            print(f"  {stage}, batch {shape['batch']}, checkpointing {'on ' if ckpt else 'off'}: "
-                  f"{peak / gib:6.2f} GiB activations, {(peak + weights) / gib:6.2f} GiB with weights")
+            peak = step_peak(parts, "meta", torch.float16, batch, size, decode, ckpt, context_grad)
+            w = weights if parts is video else _weights(*image)
+            results[(stage, ckpt)] = peak + w
+            print(f"  {stage}, checkpointing {'on ' if ckpt else 'off'}: {peak / gib:6.2f} GiB activations, "
+                  f"{(peak + w) / gib:6.2f} GiB with weights")
+    on = results[(list(stages)[1], True)] / gib + OTHER_MODELS_GIB
+    print(f"stage 2 peak at the default settings, checkpointing on, with the CLIP-L text encoder and the face "
+          f"encoder on the GPU too (+{OTHER_MODELS_GIB:.2f} GiB): {on:.2f} GiB; target at most {STAGE2_TARGET_GIB} "
+          f"GiB: {'met' if on <= STAGE2_TARGET_GIB else 'NOT met'}")
     print(f"check at small size ({args.frames} frames / photos of {args.size} px, fp32): "
           "real CPU run vs meta-device run, same step")
     real = _sd15_parts("cpu", torch.float32)
     meta32 = _sd15_parts("meta", torch.float32)
     for stage, shape in STAGE_SHAPES.items():
         for ckpt in (True, False):
-            r = step_peak(real, "cpu", torch.float32, args.frames, args.size, shape["decode"], ckpt)
-            m = step_peak(meta32, "meta", torch.float32, args.frames, args.size, shape["decode"], ckpt)
+            r = step_peak(real, "cpu", torch.float32, args.frames, args.size, shape["decode"], ckpt, True)
+            m = step_peak(meta32, "meta", torch.float32, args.frames, args.size, shape["decode"], ckpt, True)
             print(f"  {stage}, checkpointing {'on ' if ckpt else 'off'}: measured {r / 2 ** 20:8.1f} MiB, "
                   f"estimated {m / 2 ** 20:8.1f} MiB (ratio {m / r:.3f})")
+
+
+STAGE2_TARGET_GIB = 9   # README, docs and the doctor state it (tests/test_memory_figures.py keeps them in step)
+OTHER_MODELS_GIB = 0.23 + 0.24   # CLIP-L text encoder (fp16) and the ResNet-100 face encoder (fp32)
 
 
 def main():
@@ -437,7 +500,8 @@ def main():
     print(f"device {comfy.model_management.get_torch_device()}, torch {torch.__version__}, "
           f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, host {host.host_root()}")
     if args.estimate:
-        estimate(args)
+        with torch.inference_mode(False):
+            estimate(args)
         return
     with tempfile.TemporaryDirectory(prefix="pv-bench-") as scratch:
         parts = build_tiny(args, scratch) if args.tiny else build(args, scratch)

@@ -119,8 +119,8 @@ class TrainPersonalVideoIdentity:
                                "marked on the loss curve."}),
                 "gradient_checkpointing": (["auto", "on", "off"], {"default": "auto", "tooltip":
                                            "Recompute the layers in backward instead of keeping their "
-                                           "activations: on saves memory (stage 2 at 16x512x512 about 8.3 GiB "
-                                           "instead of 38), off saves time. auto: on a GPU, measured on the first "
+                                           "activations: on saves memory (stage 2 at 16x512x512 about 8.5 GiB "
+                                           "instead of 39), off saves time. auto: on a GPU, measured on the first "
                                            "step and switched off when the memory allows; on the CPU always on."}),
             },
         }

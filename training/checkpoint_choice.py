@@ -1,7 +1,7 @@
 """Whether the trainer's gradient passes run under gradient checkpointing: ``auto``, ``on`` or ``off``.
 
 Checkpointing (:mod:`.checkpointing`) keeps only the inputs of each layer for backward and recomputes the
-rest there: far less memory (at 16 x 512 x 512 an estimated 8.3 GiB against 37.6 GiB for stage 2) for one more
+rest there: far less memory (at 16 x 512 x 512 an estimated 8.5 GiB against 38.9 GiB for stage 2) for one more
 forward pass of time. ``on`` and ``off`` force it. ``auto`` (the default) decides from the free memory:
 
 - on a CUDA device the first gradient pass of a stage runs checkpointed and is measured through the
