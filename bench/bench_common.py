@@ -17,27 +17,58 @@ import torch  # noqa: E402
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 def add_model_arguments(parser, frames=1):
-    """The arguments every sampling benchmark takes: model size, device, frames and picture size."""
+    """The arguments every sampling benchmark takes: model size, device, weight dtype, frames and picture size."""
     parser.add_argument("--full-size", action="store_true", help="SD1.5-size UNet instead of the small one")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
+                        help="dtype of the UNet's weights and activations (auto: fp16 at full size on a GPU, "
+                             "else fp32); the model is built in it, as ComfyUI's loader builds a checkpoint")
     parser.add_argument("--frames", type=int, default=frames)
     parser.add_argument("--size", type=int, default=64, help="image size in pixels (latent is size/8)")
     parser.add_argument("--repeats", type=int, default=5)
 
 
+def model_dtype(args) -> torch.dtype:
+    """The dtype the arguments ask for (auto: fp16 at full size on a GPU, fp32 otherwise)."""
+    if getattr(args, "dtype", "auto") == "auto":
+        return torch.float16 if args.full_size and args.device != "cpu" else torch.float32
+    return DTYPES[args.dtype]
+
+
+def sd15_unet_model(full_size=False, dtype=torch.float32, device="cpu", seed=0):
+    """A ModelPatcher around an SD1.5-layout UNet with random weights, built in ``dtype`` the way ComfyUI's
+    checkpoint loader builds one: the model config is told its inference dtype first, so the UNet's ``dtype``
+    (what BaseModel casts the latents, the timestep embedding and the context to) matches its weights.
+    Moving a model built in fp32 to fp16 afterwards leaves the UNet believing it is fp32, and its time_embed
+    fails with "mat1 and mat2 must have the same dtype"."""
+    import comfy.model_base
+    import comfy.model_patcher
+
+    import tiny_models
+
+    config = tiny_models.sd15_model_config(tiny_models.sd15_unet_config(full_size=full_size))
+    config.set_inference_dtype(dtype, None)
+    base = comfy.model_base.BaseModel(config, device="cpu")
+    tiny_models.initialise(base.diffusion_model, seed)
+    base.eval()
+    if base.get_dtype() != dtype:
+        raise RuntimeError(f"the UNet was built in {base.get_dtype()}, not in the {dtype} asked for")
+    device = torch.device(device)
+    base.to(device)
+    return comfy.model_patcher.ModelPatcher(base, load_device=device, offload_device=torch.device("cpu"))
+
+
 def sd15_model(args):
-    """Starts the test host and builds the SD1.5-layout MODEL the arguments ask for (fp16 at full size on a GPU)."""
+    """Starts the test host and builds the SD1.5-layout MODEL the arguments ask for (``--dtype``; by default
+    fp16 at full size on a GPU, fp32 otherwise)."""
     import host
 
     host.bootstrap(cpu=args.device == "cpu")
-    import tiny_models
-
-    model = tiny_models.tiny_sd15_model(full_size=args.full_size)
-    if args.device != "cpu":
-        model.load_device = torch.device(args.device)
-        model.model.to(args.device, torch.float16 if args.full_size else torch.float32)
-    return model
+    return sd15_unet_model(full_size=args.full_size, dtype=model_dtype(args), device=args.device)
 
 
 def timed(fn, device):

@@ -3,6 +3,7 @@
     scripts/bench bench/bench_sia_overhead.py                 # small SD1.5-layout model, CPU
     scripts/bench bench/bench_sia_overhead.py --full-size     # SD1.5-size UNet (random weights)
     scripts/bench bench/bench_sia_overhead.py --full-size --device cuda --frames 16 --size 512
+    scripts/bench bench/bench_sia_overhead.py --dtype fp16    # fp16 weights on the CPU (what the tests check)
 
 For each step count (--steps, default 4, 8 and 20) prints seconds per sampling run
 for: no adapter; adapter with its gate closed on every step of the run (the gate's
@@ -63,7 +64,7 @@ def main():
             results[steps] = (seconds, on)
 
     print(f"device {args.device}; UNet {'SD1.5 size' if args.full_size else 'small SD1.5 layout'}; "
-          f"{found.summary()}")
+          f"{found.summary()}; weights {str(bench_common.model_dtype(args)).replace('torch.', '')}")
     print(f"{args.frames} frame(s) {args.size}x{args.size}, euler + {args.scheduler}, cfg 1.5, rank {args.rank}, "
           f"median of {args.repeats}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
     for steps, (seconds, on) in results.items():

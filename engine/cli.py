@@ -66,6 +66,9 @@ def _train_arguments(parser):
                         help="negative prompt of the training videos (default: the example workflows' one)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     parser.add_argument("--precision", default="auto", help="auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16")
+    parser.add_argument("--gradient-checkpointing", default="auto", choices=["auto", "on", "off"],
+                        help="gradient checkpointing: on saves memory, off saves time; auto (default): on a CUDA "
+                             "device, off on the CPU")
     parser.add_argument("--overwrite", action="store_true", help="replace an identity of the same name")
 
 

@@ -22,6 +22,7 @@ import math
 import torch
 
 from ..training import precision as amp
+from ..training.checkpoint_choice import engine_checkpointing
 from ..training.identity_setup import frame_stream, iteration_generator
 from ..training.sia_settings import SIAHistory, SIATrainSettings, reg_term
 from . import sia_peft
@@ -105,7 +106,7 @@ def train_adapter(models, prompts, vector: torch.Tensor, identity_loss, template
     initial = [p.detach().clone() for p in params]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=tuple(settings.betas), eps=settings.eps,
                                   weight_decay=settings.weight_decay)
-    checkpointing = settings.gradient_checkpointing and device.type == "cuda"
+    checkpointing = engine_checkpointing(settings.gradient_checkpointing, device)
     if checkpointing:
         unet.enable_gradient_checkpointing()
         models.vae.enable_gradient_checkpointing()

@@ -12,7 +12,8 @@ import sys
 
 DEFAULT_MODELS_DIR = "personalvideo_models"
 SETTING_NAMES = ("ti_steps", "ti_lr", "ti_batch_size", "sia_iterations", "sia_lr", "rank", "reg_lambda", "frames",
-                 "width", "height", "sampling_steps", "seed", "precision", "training_cfg")
+                 "width", "height", "sampling_steps", "seed", "precision", "training_cfg",
+                 "gradient_checkpointing")
 
 
 def models_dir_of(args) -> str:
@@ -57,12 +58,14 @@ def train_settings(args, overrides: dict | None = None):
     values = {k: getattr(args, k) for k in SETTING_NAMES}
     values.update(overrides or {})
     ti = TISettings(steps=int(values["ti_steps"]), lr=float(values["ti_lr"]), batch_size=int(values["ti_batch_size"]),
-                    seed=int(values["seed"]), precision=str(values["precision"]))
+                    seed=int(values["seed"]), precision=str(values["precision"]),
+                    gradient_checkpointing=str(values["gradient_checkpointing"]))
     sia = SIATrainSettings(iterations=int(values["sia_iterations"]), lr=float(values["sia_lr"]),
                           reg_lambda=float(values["reg_lambda"]), steps=int(values["sampling_steps"]),
                           frames=int(values["frames"]), width=int(values["width"]), height=int(values["height"]),
                           seed=int(values["seed"]), precision=str(values["precision"]),
-                          cfg=float(values["training_cfg"]))
+                          cfg=float(values["training_cfg"]),
+                          gradient_checkpointing=str(values["gradient_checkpointing"]))
     return ti, sia, int(values["rank"])
 
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..training import precision as amp
+from ..training.checkpoint_choice import engine_checkpointing
 from ..training.identity_setup import token_streams
 from ..training.textual_inversion import TISettings, draw_batch
 from .errors import EngineError
@@ -60,7 +61,7 @@ def train_token(unet, vae, prompts, crops: torch.Tensor, table: NoiseTable, sett
     latents = encode_photos(vae, crops, settings.seed).to(device)
     optimizer = torch.optim.AdamW([vector], lr=settings.lr, weight_decay=0.0)
     rng, gen = token_streams(settings.seed)
-    checkpointing = settings.gradient_checkpointing and device.type == "cuda"
+    checkpointing = engine_checkpointing(settings.gradient_checkpointing, device)
     if checkpointing:
         unet.enable_gradient_checkpointing()
     try:

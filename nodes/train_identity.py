@@ -112,6 +112,16 @@ class TrainPersonalVideoIdentity:
             "optional": {
                 "image_model": ("MODEL", _tip("Optional plain SD1.5 MODEL (without motion model) for the "
                                               "textual-inversion stage; the MODEL above is used when empty.")),
+                "early_stop": ("BOOLEAN", {"default": False, "tooltip":
+                               "End stage 2 once the face similarity has stopped rising: its mean over the last "
+                               "40 iterations has not risen by more than 0.005 for 60 iterations (never before "
+                               "150). Off: train all sia_iterations, as the paper does. The stop point is "
+                               "marked on the loss curve."}),
+                "gradient_checkpointing": (["auto", "on", "off"], {"default": "auto", "tooltip":
+                                           "Recompute the layers in backward instead of keeping their "
+                                           "activations: on saves memory (stage 2 at 16x512x512 about 8.5 GiB "
+                                           "instead of 39), off saves time. auto: on a GPU, measured on the first "
+                                           "step and switched off when the memory allows; on the CPU always on."}),
             },
         }
 

@@ -22,7 +22,7 @@ from . import families
 from . import gate as late_gate
 from . import naming
 from .errors import SIAError
-from .lora import CastWeights, lora_delta
+from .lora import CastWeights, add_lora_delta, lora_delta
 from .regional import Region, add_region
 from .token_mask import TokenMask, as_mask_frames
 from .wan_gate import add_wan_gate
@@ -73,8 +73,11 @@ def _make_forward(module, base_forward, weights: CastWeights, scale: float, delt
         weight = delta_weight(x)
         if weight is not None:
             down, up = weights.get(x)
-            delta = lora_delta(x, down, up, scale)
-            out = out + (delta if isinstance(weight, float) else delta * weight)
+            if isinstance(weight, float) and weight == 1.0:
+                out = add_lora_delta(out, x, down, up, scale)
+            else:
+                delta = lora_delta(x, down, up, scale)
+                out = out + (delta if isinstance(weight, float) else delta * weight)
         return out
 
     return forward

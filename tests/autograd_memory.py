@@ -4,9 +4,10 @@ Inside the block every tensor an operation saves for backward passes through a
 ``torch.autograd.graph.saved_tensors_hooks`` pack hook; storages are counted
 once however many times they are saved, and weights (parameters and views of
 them, resident anyway, and the trainer's zero-copy aliases of inference
-weights) are left out; weight copies an op makes (a cast) count.  With non-reentrant gradient checkpointing the
-tensors saved inside a checkpointed region go to checkpoint's own (inner) hooks
-and are not kept; the region's inputs are saved outside it and are counted.
+weights) are left out; weight copies an op makes (a cast) count.  Under the trainer's gradient checkpointing a
+checkpointed layer runs without grad in the forward (nothing saved) and the tensors its recomputation saves in
+backward live only until that layer's backward is done: they are left out
+(``training.checkpointing.recomputing``); the layers' inputs are saved in the forward and are counted.
 
 - ``bytes``: all distinct storages saved in the block (for one backward pass);
 - ``peak``: the most bytes held for backward at any one time (over many passes:
@@ -34,6 +35,12 @@ def _is_weight(t) -> bool:
     return False
 
 
+def _recomputing() -> bool:
+    from comfyui_personalvideo.training.checkpointing import recomputing
+
+    return recomputing()
+
+
 class SavedTensorBytes:
     def __init__(self):
         self.storages = {}
@@ -54,8 +61,8 @@ class SavedTensorBytes:
             self.live -= nbytes
 
     def _pack(self, t):
-        if t.device.type == "meta":
-            return t
+        if t.device.type == "meta" or _recomputing():
+            return t   # a checkpointed layer's recomputation: held only until that layer's backward is done
         if _is_weight(t):
             self.weight_storages.add(t.untyped_storage().data_ptr())
             return t

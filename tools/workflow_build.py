@@ -128,7 +128,8 @@ def _trainer(g: Graph, ckpt, ade_node, x, y, photo_x=500, photo_y=60):
                   identity_name=IDENTITY, class_word=CLASS_WORD, prompts=_default_prompts(), ti_steps=400,
                   ti_learning_rate=1e-3, ti_batch_size=4, sia_iterations=400, sia_learning_rate=1e-4, sia_rank=4,
                   reg_lambda=1e-2, frames=FRAMES, width=WIDTH, height=HEIGHT, sampling_steps=4, seed=0,
-                  if_exists="reuse", checkpoint_every=50, training_cfg=CFG, negative_prompt=NEGATIVE, resume=True)
+                  if_exists="reuse", checkpoint_every=50, training_cfg=CFG, negative_prompt=NEGATIVE, resume=True,
+                  early_stop=False, gradient_checkpointing="auto")
     g.link(ade_node, "MODEL", train, "model")
     g.link(ckpt, "CLIP", train, "clip")
     g.link(ckpt, "VAE", train, "vae")

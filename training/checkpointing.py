@@ -4,9 +4,15 @@ The UNet runs its blocks as ``forward_timestep_embed(block, ...)``, which calls
 each layer of a block (ResBlock, SpatialTransformer, Down/Upsample, and the
 motion modules AnimateDiff-Evolved inserts into the blocks when the model is
 loaded for sampling) through ``layer(...)``.  :func:`checkpointed` gives each
-such layer an instance ``forward`` that runs the original under
-``torch.utils.checkpoint(use_reentrant=False)``: only the layer's inputs are
-kept for backward, everything inside is recomputed during backward.  Because
+such layer an instance ``forward`` that runs the original without gradient
+and keeps only the layer's tensor inputs (:class:`_Recomputed`, a small autograd
+Function); backward runs the layer again with gradient, under the forward's
+autocast state, and backpropagates through that recomputation, which also
+reaches the trainable weights used inside (the adapter's). An empty tensor that
+requires grad goes in with the inputs, so a layer whose inputs need no gradient
+(the first ones) still passes its adapter's gradients on. The bookkeeping is
+one Python call per layer and pass, not per operation. Random number state is
+not replayed: ComfyUI's layers draw none in eval mode (dropout 0).  Because
 the regions are found when the pass starts (after the motion modules were
 injected), the motion modules are checkpointed too.
 
@@ -22,8 +28,7 @@ then. AnimateDiff-Evolved does this with GroupNorm for v1-style motion models
 (a frame-aware ``torch.nn.GroupNorm.forward`` and ComfyUI GroupNorm cast
 forward, swapped in around each diffusion-model call): each region records
 those class attributes when it first runs and its recomputation runs with
-them in force again (``context_fn`` of non-reentrant checkpoint), so backward
-sees the very functions the forward saw.
+them in force again, so backward sees the very functions the forward saw.
 
 The recomputation also makes the same memory-dependent choices as the
 forward: the host's split and sub-quadratic attention slice their work by the
@@ -46,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 
 import torch
 import torch.utils.checkpoint
@@ -163,27 +169,137 @@ def _copy_dict(value):
     return dict(value) if isinstance(value, dict) else value
 
 
-def _checkpointing_forward(inner):
+_local = threading.local()   # .recomputing: a region's recomputation runs on this thread now
+
+
+def _autocast_state(device_type: str):
+    """(enabled, dtype) of autocast for ``device_type`` now (both torch generations' functions)."""
+    if device_type not in ("cpu", "cuda"):
+        return False, None       # the meta device (estimates): no autocast there
+    try:
+        return torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+    except (TypeError, AttributeError):   # torch 2.4: per-device functions
+        if device_type == "cpu":
+            return torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+        return torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+
+
+def _autocast(device_type: str, state):
+    enabled, dtype = state
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=dtype, enabled=enabled)
+
+
+class _Region:
+    """What one checkpointed call needs to run again: the call itself, the forward's globals, free-memory
+    readings, gate states and aliasing, and its autocast state."""
+
+    __slots__ = ("run", "module", "snapshot", "readings", "gates", "per_operation", "device_type", "autocast", "multiple")
+
+    def __init__(self, run, module, device_type):
+        self.run = run
+        self.module = module
+        self.snapshot = _snapshot_globals()
+        self.readings, self.gates = [], []
+        self.per_operation = inference_tensors.active()
+        self.device_type = device_type
+        self.autocast = _autocast_state(device_type)
+        self.multiple = False
+
+
+class _Recomputed(torch.autograd.Function):
+    """A region run without gradient in the forward, keeping only its tensor inputs, and run again with
+    gradient in backward, whose own backward then gives the inputs' and the trainable weights' gradients (the
+    weights a region uses, such as the adapter's, are reached by that inner backward directly)."""
+
+    @staticmethod
+    def forward(ctx, region, _requires_grad, *tensors):
+        ctx.region = region
+        ctx.save_for_backward(*[inference_tensors.normal_alias(t) if t.is_inference() else t for t in tensors])
+        with _forward_recording(region.readings, region.gates):
+            out = region.run(*tensors)
+        if isinstance(out, tuple):
+            region.multiple = True
+            return tuple(o.clone() if any(o is t for t in tensors) else o for o in out)
+        return out.clone() if any(out is t for t in tensors) else out
+
+    @staticmethod
+    def backward(ctx, *grads):
+        region = ctx.region
+        needs = ctx.needs_input_grad[2:]
+        inputs = [t.detach().requires_grad_(need) for t, need in zip(ctx.saved_tensors, needs)]
+        per_operation = region.per_operation or not inference_tensors.window_open()
+        measure = _MEASURING[-1] if _MEASURING else None
+        _local.recomputing = getattr(_local, "recomputing", 0) + 1
+        try:
+            before = measure[0]() if measure else 0
+            with torch.enable_grad(), _recomputing(region.snapshot, region.readings, per_operation, region.gates), \
+                    _autocast(region.device_type, region.autocast), \
+                    inference_tensors.module_aliased(region.module):
+                out = region.run(*inputs)
+            if measure:
+                measure[1].append(measure[0]() - before)
+        finally:
+            _local.recomputing -= 1
+        outs = out if region.multiple else (out,)
+        pairs = [(o, g) for o, g in zip(outs, grads) if g is not None and torch.is_tensor(o) and o.requires_grad]
+        if pairs:
+            torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
+        return (None, None, *[t.grad if need else None for t, need in zip(inputs, needs)])
+
+
+def recomputing() -> bool:
+    """Whether a checkpointed layer is being recomputed on this thread now (its tensors live only until its
+    backward is done: memory meters that count what is held from forward to backward leave them out)."""
+    return bool(getattr(_local, "recomputing", 0))
+
+
+_REQUIRES_GRAD = []
+_MEASURING = []   # (allocated(), [bytes per layer]) while a pass is measured (:mod:`.checkpoint_choice`)
+
+
+@contextlib.contextmanager
+def measuring(allocated):
+    """Within the block each layer's recomputation records the bytes it holds once recomputed (read with
+    ``allocated()`` before and after it): what the layer keeps for backward when not checkpointed."""
+    sizes = []
+    _MEASURING.append((allocated, sizes))
+    try:
+        yield sizes
+    finally:
+        _MEASURING.remove((allocated, sizes))
+
+
+def _requires_grad_token():
+    """An empty tensor that requires grad, given to every region so its output requires grad even when none
+    of its inputs does (the first layers: only the adapter's weights inside them are trained)."""
+    if not _REQUIRES_GRAD:
+        with torch.inference_mode(False):
+            _REQUIRES_GRAD.append(torch.empty(0, requires_grad=True))
+    return _REQUIRES_GRAD[0]
+
+
+def _checkpointing_forward(module, inner):
     def forward(*args, **kwargs):
-        if not torch.is_grad_enabled():
+        if not torch.is_grad_enabled() or getattr(_local, "recomputing", 0):
             return inner(*args, **kwargs)
         keys = tuple(kwargs)
         flat = [_copy_dict(a) for a in args] + [_copy_dict(kwargs[k]) for k in keys]
+        places = [i for i, v in enumerate(flat) if isinstance(v, torch.Tensor)]
+        if not places:
+            return inner(*args, **kwargs)
         n = len(args)
 
-        def run(*values):
-            values = [_copy_dict(v) for v in values]
+        def run(*tensors):
+            values = [_copy_dict(v) for v in flat]
+            for i, t in zip(places, tensors):
+                values[i] = t
             return inner(*values[:n], **dict(zip(keys, values[n:])))
 
-        snapshot = _snapshot_globals()
-        aliasing = inference_tensors.active()
-
-        def contexts():
-            readings, gates = [], []
-            return _forward_recording(readings, gates), _recomputing(snapshot, readings, aliasing, gates)
-
-        # tensors go in as direct arguments, so checkpoint keeps (and accounts for) exactly the inputs
-        return torch.utils.checkpoint.checkpoint(run, *flat, use_reentrant=False, context_fn=contexts)
+        tensors = [flat[i] for i in places]
+        region = _Region(run, module, tensors[0].device.type)
+        return _Recomputed.apply(region, _requires_grad_token(), *tensors)
 
     forward._pv_checkpointing = True
     return forward
@@ -203,7 +319,7 @@ def checkpointed(regions, enabled: bool = True):
                 original = module.__dict__.get("forward", _MISSING)
                 # the class's forward is looked up at each call, as module(...) does: packs swap it at times
                 inner = original if original is not _MISSING else functools.partial(_class_forward, module)
-                module.forward = _checkpointing_forward(inner)
+                module.forward = _checkpointing_forward(module, inner)
                 wrapped.append((module, original))
         yield len(wrapped)
     finally:

@@ -14,6 +14,7 @@ import torch
 WIDTH_PX, PANEL_HEIGHT_PX, DPI = 768, 220, 100
 COLOURS = {"token loss": "#1f77b4", "adapter loss": "#d62728", "face similarity": "#2ca02c"}
 X_LABELS = {"token loss": "token step (stage 1)"}
+STOP_COLOUR = "#9467bd"   # the early stop mark (training.early_stop)
 
 
 def _image(rgb: np.ndarray) -> torch.Tensor:
@@ -39,8 +40,10 @@ def note_image(text: str, width: int = WIDTH_PX, height: int = PANEL_HEIGHT_PX) 
     return _image(np.asarray(img))
 
 
-def render_curves(series: dict) -> torch.Tensor:
-    """IMAGE [1, H, W, 3] of ``series`` (name -> list of floats, NaN = skipped); empty series are left out."""
+def render_curves(series: dict, stopped_at: int | None = None, smoothed=None) -> torch.Tensor:
+    """IMAGE [1, H, W, 3] of ``series`` (name -> list of floats, NaN = skipped); empty series are left out.
+    ``stopped_at``: the adapter iteration where early stop ended stage 2, marked on the adapter panels;
+    ``smoothed``: the early stop's smoothed similarity, drawn on the face-similarity panel."""
     try:
         import matplotlib
     except ImportError:
@@ -67,6 +70,12 @@ def render_curves(series: dict) -> torch.Tensor:
             low = np.nanmin(values) if finite.any() else 0.0
             ax.plot(steps[~finite], np.full(int((~finite).sum()), low), "x", color="#ff7f0e", markersize=6,
                     label="no face (skipped)")
+        if name == "face similarity" and smoothed is not None and len(smoothed):
+            ax.plot(np.arange(1, len(smoothed) + 1), np.asarray(smoothed, dtype=np.float64), "--",
+                    color="#555555", linewidth=1.0, label="mean of the last 40 (early stop)")
+        if stopped_at and name != "token loss":
+            ax.axvline(stopped_at, color=STOP_COLOUR, linewidth=1.0, linestyle=":",
+                       label=f"early stop after {stopped_at}")
         last = f"{values[finite][-1]:.4f}" if finite.any() else "n/a"
         ax.set_title(f"{name}: last {last}", fontsize=9)
         ax.set_xlabel(X_LABELS.get(name, "adapter iteration (stage 2)"), fontsize=8)

@@ -34,7 +34,7 @@ import comfy.samplers
 import torch
 
 from .checkpointing import checkpointed, regions_of
-from .inference_tensors import gradient_window, normal_tensors
+from .inference_tensors import gradient_window, normal_tensors, with_fallback
 
 
 class FewStepTrainingSampler(comfy.samplers.Sampler):
@@ -78,11 +78,14 @@ class FewStepTrainingSampler(comfy.samplers.Sampler):
 
                 comfy.model_management.load_models_gpu(list(self.load_first))
             regions = regions_of(getattr(base_model, "diffusion_model", None), *self.extra_modules)
-            with gradient_window(base_model, *self.extra_modules):
+            with gradient_window(base_model, *self.extra_modules) as window:
                 with torch.enable_grad(), checkpointed(regions, self.gradient_checkpointing) as count:
                     self.checkpointed_regions = count
-                    with self.autocast():
-                        denoised = model_wrap(x, sigmas[n - 1] * s_in, **extra_args)
+
+                    def gradient_pass():
+                        with self.autocast():
+                            return model_wrap(x, sigmas[n - 1] * s_in, **extra_args)
+                    denoised = with_fallback(window, gradient_pass)
                     self.step_outputs.append(denoised.detach())
                     self.last_step(denoised)
                 result = denoised.detach()

@@ -61,6 +61,8 @@ def record_of(reference_images, class_word: str, templates: list, ti, sia, rank:
                 "sampling_steps": sia.steps, "seed": int(sia.seed), "precision": sia.precision,
                 "training_cfg": sia.cfg, "negative_prompt": identity_record.text_hash(negative_prompt),
                 "image_model": image_model}
+    if getattr(sia, "early_stop", False):   # only when on: records of runs without it stay as they were
+        settings["early_stop"] = True
     return identity_record.make_record(identity_record.photo_hashes(reference_images), settings, base_model)
 
 
@@ -125,6 +127,8 @@ def add_results(training: dict, token_losses, history, score: dict):
                              "adapter_loss": _finite_or_none(history.loss),
                              "similarity": _finite_or_none(history.similarity)},
                     identity_score=score)
+    if history.early_stop is not None:
+        training["early_stop"] = history.early_stop
     return final
 
 

@@ -45,9 +45,10 @@ class _Plan:
 def _plan(model, clip, vae, reference_images, identity_name, class_word, prompts, ti_steps, ti_learning_rate,
           ti_batch_size, sia_iterations, sia_learning_rate, sia_rank, reg_lambda, frames, width, height,
           sampling_steps, seed, if_exists, training_cfg, negative_prompt, image_model, gradient_checkpointing,
-          precision) -> _Plan:
+          precision, early_stop=False) -> _Plan:
     from . import motion_model
     from . import textual_inversion as ti
+    from .checkpoint_choice import normalise
     from .base_model import check_sd15, fingerprint
     from .sia_trainer import SIATrainSettings
 
@@ -67,13 +68,14 @@ def _plan(model, clip, vae, reference_images, identity_name, class_word, prompts
     sia_settings = SIATrainSettings(iterations=int(sia_iterations), lr=float(sia_learning_rate),
                                     reg_lambda=float(reg_lambda), steps=int(sampling_steps), frames=int(frames),
                                     width=int(width), height=int(height), seed=int(seed), cfg=float(training_cfg),
-                                    gradient_checkpointing=bool(gradient_checkpointing), precision=precision)
+                                    gradient_checkpointing=normalise(gradient_checkpointing), precision=precision,
+                                    early_stop=bool(early_stop))
     sia_settings.check()
     if not isinstance(negative_prompt, str):
         raise TrainingError(f"negative_prompt must be text (got {type(negative_prompt).__name__}).")
     motion_model.check_frames(model, sia_settings.frames)
     ti_settings = ti.TISettings(steps=int(ti_steps), lr=float(ti_learning_rate), batch_size=int(ti_batch_size),
-                                seed=int(seed), gradient_checkpointing=bool(gradient_checkpointing),
+                                seed=int(seed), gradient_checkpointing=normalise(gradient_checkpointing),
                                 precision=precision)
     ti_settings.check()
     record = setup.record_of(reference_images, class_word, templates, ti_settings, sia_settings, int(sia_rank),
@@ -88,7 +90,8 @@ def train_identity(model, clip, vae, reference_images, face_analysis, identity_n
                    sia_rank=4, reg_lambda=1e-2, frames=16, width=512, height=512, sampling_steps=4, seed=0,
                    if_exists="reuse", checkpoint_every=DEFAULT_EVERY, resume=True, training_cfg=TRAINING_CFG,
                    negative_prompt=NEGATIVE_PROMPT, image_model=None,
-                   sample_scorer=None, progress_hook=None, gradient_checkpointing=True, precision="auto") -> dict:
+                   sample_scorer=None, progress_hook=None, gradient_checkpointing="auto", precision="auto",
+                   early_stop=False) -> dict:
     """Train (or reuse) identity ``identity_name``; returns a dict: ``adapter``, ``trigger``, ``curve`` and
     ``preview`` (IMAGEs), ``final_similarity`` and ``identity_score`` (floats, NaN when unknown), ``paths``,
     ``reused`` and, when trained, ``token_losses``, ``history``, ``vector`` and ``resumed_from`` (None, or
@@ -100,7 +103,9 @@ def train_identity(model, clip, vae, reference_images, face_analysis, identity_n
     ``sample_scorer(frames IMAGE, reference_images) -> dict`` scores the last training sample with an
     independent recogniser (``evaluation.training_sample.score_training_sample``); its ``identity_match`` (0-100,
     50 at the recogniser's same-person threshold, strangers low) becomes ``identity_score``. It never fails the training: an error becomes the score's ``skipped`` reason.
-    ``progress_hook(stage, i, loss, similarity)``, ``gradient_checkpointing`` and ``precision`` (see
+    ``early_stop``: end stage 2 once the face similarity has plateaued (training.early_stop; off: the full
+    ``sia_iterations``). ``gradient_checkpointing``: auto (by the free memory), on or off (True/False mean on/off; see
+    training.checkpoint_choice). ``progress_hook(stage, i, loss, similarity)`` and ``precision`` (see
     training.precision) are for scripts, tests and benchmarks.
     """
     from .face.analysis import load_face_stack
@@ -108,7 +113,7 @@ def train_identity(model, clip, vae, reference_images, face_analysis, identity_n
     plan = _plan(model, clip, vae, reference_images, identity_name, class_word, prompts, ti_steps, ti_learning_rate,
                  ti_batch_size, sia_iterations, sia_learning_rate, sia_rank, reg_lambda, frames, width, height,
                  sampling_steps, seed, if_exists, training_cfg, negative_prompt, image_model, gradient_checkpointing,
-                 precision)
+                 precision, early_stop)
     taken = identity_files.existing(plan.name)
     if taken and plan.if_exists == "reuse":
         return _reuse(plan, taken)
@@ -277,7 +282,8 @@ def _train(plan: _Plan, model, clip, vae, reference_images, stack, encoder, imag
             earlier = torch.cat([frame.movedim(1, -1) for _, frame in history.snapshots], 0)
             preview = torch.cat([earlier.to(preview.device, preview.dtype), preview], 0)
         curve = render_curves({"token loss": ti_losses, "adapter loss": history.loss,
-                               "face similarity": history.similarity})
+                               "face similarity": history.similarity},
+                              stopped_at=(history.early_stop or {}).get("stopped_at"), smoothed=history.smoothed)
     except Exception as exc:
         raise TrainingError(
             f"the identity '{name}' is trained and saved ({paths['sia']} and {paths['embedding']}), but making "

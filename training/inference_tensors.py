@@ -2,43 +2,57 @@
 
 Every node runs under ``torch.inference_mode()``: the weights of models loaded
 there are *inference tensors*, which autograd refuses to save for backward.
-Inside :func:`gradient_window`, every torch operation that runs with gradient
-on is handed, in place of each inference tensor among its arguments, a normal
-tensor over the very same memory (a zero-copy alias, ``Tensor.set_`` on the
-same storage).  The models themselves are never changed: no parameter or
-buffer is swapped, so there is nothing to put back, and whatever ComfyUI's
-memory manager does with a model (loading, offloading, casting weights layer
-by layer in low-VRAM mode, patching) is never undone behind its back.  The
-aliases are made as operations run, so they always read the weights the
-module holds at that moment; there is no copy of any weight, and incoming
-tensors made under inference mode (conditionings, images, embeddings) are
-covered the same way.
+Inside :func:`gradient_window`, each module called with gradient on reads,
+while it runs, normal tensors over the very same memory (zero-copy aliases,
+``Tensor.set_`` on the same storage) in place of its own inference weights and
+buffers and those of its direct children (a parent reading ``self.norm.weight``
+or ``self.position_embedding.weight``): a global module forward pre-hook (one
+registration per window, whatever the model's size) puts the aliases in the
+module's parameter and buffer tables, and a global forward hook puts the very
+tensors it had back as the call returns (the window's end puts back whatever an
+error left). So between module calls the models are exactly what they were,
+and whatever ComfyUI's memory manager does with a model (loading, offloading,
+casting weights layer by layer in low-VRAM mode, patching) is never undone
+behind its back: the aliases are made from the tensors the module holds at the
+call (an alias is kept for the window while its tensor is the same object over
+the same memory), there is no copy of any weight, and the cost is two hooks per
+module call rather than work on every torch operation.
 
-Only reading goes through an alias: an in-place operation on an inference
-tensor keeps it (and fails as torch makes it fail), so nothing can write
-into a user's weights through the window.
+Where a torch operation gets an inference tensor no module of the roots holds
+(another model's weights, tensors a pack computes inside a node), the window
+falls back to aliasing every operation's arguments (:func:`aliasing`, a
+``TorchFunctionMode``): :func:`saved_an_inference_tensor` tells that failure
+apart, and :meth:`Window.per_operation` switches the fallback on for the rest
+of the window. Only reading goes through an alias: an in-place operation on an
+inference tensor keeps it (and fails as torch makes it fail), so nothing can
+write into a user's weights through the window.
 
 The window also works around in-place residual adds that break backward:
-- 2024 ComfyUI ``BasicTransformerBlock`` does ``x += attn(norm(x))``: a
-  forward-pre-hook on ``norm1/norm2/norm3`` hands the norm a clone of ``x``;
+- 2024 ComfyUI ``BasicTransformerBlock`` does ``x += attn(norm(x))``: the
+  pre-hook hands ``norm1/norm2/norm3`` a clone of ``x``;
 - ``CLIPLayer`` (both hosts) does the same around ``layer_norm1/layer_norm2``.
-The hooks only add a copy of an activation; values are unchanged; they are
+This only adds a copy of an activation; values are unchanged; the hooks are
 removed when the window ends.
 
 Recomputation under gradient checkpointing runs during backward, where torch
-gives no mode to the operations; :mod:`.checkpointing` enters the aliasing
-again for it (:func:`active` tells whether a window is open, :func:`aliasing`
-is the mode to enter).
+gives no mode to the operations; the module hooks act there too while the
+window is open, and :mod:`.checkpointing` enters the per-operation aliasing for
+a recomputation that runs outside an open window or whose forward ran under it
+(:func:`needs_per_operation` tells which).
 """
 from __future__ import annotations
 
 import contextlib
+import logging
+import weakref
 
 import torch
+from torch.nn.modules import module as module_hooks
 from torch.overrides import TorchFunctionMode
+from torch.utils.weak import WeakTensorKeyDictionary
 
+log = logging.getLogger("PersonalVideo")
 _NORMS = {"BasicTransformerBlock": ("norm1", "norm2", "norm3"), "CLIPLayer": ("layer_norm1", "layer_norm2")}
-_depth = [0]   # windows open now (on this thread of control)
 
 
 def _clone_input(module, args):
@@ -94,14 +108,28 @@ class _AliasInferenceArguments(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+_depth = [0]         # per-operation aliasing entered now (this thread of control)
+_windows = []        # windows open now (innermost last)
+
+
 def active() -> bool:
-    """Whether a gradient window is open."""
+    """Whether per-operation aliasing is in force."""
     return _depth[0] > 0
+
+
+def window_open() -> bool:
+    """Whether a gradient window is open (its module hooks alias the roots' weights)."""
+    return bool(_windows)
+
+
+def needs_per_operation() -> bool:
+    """Whether a recomputation must alias per operation: its forward did, or no window is open to do it."""
+    return active() or not _windows
 
 
 @contextlib.contextmanager
 def aliasing():
-    """Inference tensors given to torch operations are replaced by aliases (inside a window's recomputation)."""
+    """Inference tensors given to torch operations are replaced by aliases (the per-operation fallback)."""
     _depth[0] += 1
     try:
         with _AliasInferenceArguments():
@@ -110,28 +138,149 @@ def aliasing():
         _depth[0] -= 1
 
 
+def with_fallback(window, run):
+    """``run()``; when autograd refuses an inference tensor no module hook aliased, the window switches to
+    per-operation aliasing and ``run()`` is made again (a forward, before any backward: nothing to undo)."""
+    try:
+        return run()
+    except RuntimeError as error:
+        if window is None or window._fallback is not None or not saved_an_inference_tensor(error):
+            raise
+    log.debug("[PersonalVideo] an inference tensor outside the models' modules: aliasing every operation")
+    window.per_operation()
+    return run()
+
+
+@contextlib.contextmanager
+def module_aliased(module):
+    """Within the block ``module`` reads aliases of its inference tensors as in a call through ``module(...)``
+    in an open window (for a forward run without the module's own hooks: a checkpointed layer's
+    recomputation)."""
+    window = _windows[-1] if _windows else None
+    tables = window._swap_in(module) if window is not None else []
+    try:
+        yield
+    finally:
+        _put_back(tables)
+
+
+def saved_an_inference_tensor(error: BaseException) -> bool:
+    """Whether ``error`` is autograd refusing an inference tensor that no module hook aliased."""
+    return isinstance(error, RuntimeError) and "Inference tensors cannot be saved for backward" in str(error)
+
+
+class Window:
+    """The aliases and hooks of one gradient window."""
+
+    def __init__(self):
+        self._swapped = {}     # id(module) -> [tables swapped by its calls under way]
+        self._clone_for = set()   # ids of the norms whose input is copied
+        self._stack = None
+
+    def _swap_in(self, module):
+        tables = []
+        for table in _tables_of(module):
+            entries = [(name, t) for name, t in table.items() if t is not None and t.is_inference()]
+            if entries:
+                for name, t in entries:
+                    table[name] = _alias_of(t)
+                    tables.append((table, entries))
+        return tables
+
+    def pre_hook(self, module, args):
+        if not torch.is_grad_enabled() or torch.is_inference_mode_enabled():
+            return None
+        tables = self._swap_in(module)
+        if tables:
+            self._swapped.setdefault(id(module), []).append(tables)
+        norms = _NORMS.get(type(module).__name__)
+        if norms:   # this block adds in place to what its norms read: they get a copy
+            for name in norms:
+                norm = module._modules.get(name)
+                if norm is not None:
+                    self._clone_for.add(id(norm))
+        if id(module) in self._clone_for:
+            return _clone_input(module, args)
+        return None
+
+    def post_hook(self, module, args, output):
+        stack = self._swapped.get(id(module))
+        if stack:
+            _put_back(stack.pop())
+            if not stack:
+                del self._swapped[id(module)]
+        return None
+
+    def put_back_all(self):
+        for stack in self._swapped.values():
+            while stack:
+                _put_back(stack.pop())
+        self._swapped.clear()
+
+    def per_operation(self):
+        """Alias every operation's inference arguments for the rest of the window (the fallback)."""
+        if self._stack is not None and self._fallback is None:
+            self._fallback = self._stack.enter_context(aliasing())
+
+    _fallback = None
+
+
+# an alias is kept while its tensor lives and is the same view of the same memory (windows open and close once per
+# training iteration; the weights stay): the tensor's death drops it
+_ALIASES = WeakTensorKeyDictionary()
+_TABLES = weakref.WeakKeyDictionary()
+
+
+def _alias_of(t):
+    alias = _ALIASES.get(t)
+    if alias is None or alias.data_ptr() != t.data_ptr() or alias.shape != t.shape or alias.stride() != t.stride() \
+            or alias.dtype != t.dtype or alias.device != t.device:
+        alias = normal_alias(t)
+        _ALIASES[t] = alias
+    return alias
+
+
+def _tables_of(module):
+    """The non-empty parameter and buffer tables of ``module`` and its direct children (kept while the module
+    lives and its children are the same)."""
+    children = tuple(module._modules.values())
+    known = _TABLES.get(module)
+    if known is not None and known[0] == tuple(map(id, children)):
+        return known[1]
+    tables = [table for m in (module, *children) if m is not None for table in (m._parameters, m._buffers)]
+    _TABLES[module] = (tuple(map(id, children)), tables)
+    return tables
+
+
+def _put_back(tables):
+    for table, entries in tables:
+        for name, t in entries:
+            table[name] = t
+
+
 @contextlib.contextmanager
 def gradient_window(*roots: torch.nn.Module):
-    """Inside the block, backward works through ``roots`` (and any other model); afterwards nothing remains."""
-    handles, seen = [], set()
+    """Inside the block, backward works through the models (``roots`` and any other: the hooks are global
+    module hooks, acting only on calls made with gradient on); yields the :class:`Window`; afterwards nothing
+    remains. ``roots`` name the models the window is for (kept for the callers' clarity and the norm
+    workarounds, which act on any model too)."""
+    window = Window()
+    handles = []
     try:
-        with normal_tensors():
-            for root in roots:
-                if root is None:
-                    continue
-                for m in root.modules():
-                    if id(m) in seen:
-                        continue
-                    seen.add(id(m))
-                    for norm_name in _NORMS.get(type(m).__name__, ()):
-                        norm = getattr(m, norm_name, None)
-                        if isinstance(norm, torch.nn.Module):
-                            handles.append(norm.register_forward_pre_hook(_clone_input))
-            with aliasing():
-                yield
+        with contextlib.ExitStack() as stack, normal_tensors():
+            window._stack = stack
+            handles.append(module_hooks.register_module_forward_pre_hook(window.pre_hook))
+            handles.append(module_hooks.register_module_forward_hook(window.post_hook, always_call=True))
+            _windows.append(window)
+            try:
+                yield window
+            finally:
+                _windows.remove(window)
+                window._stack = None
     finally:
         for h in handles:
             h.remove()
+        window.put_back_all()
 
 
 def normal_copy(t: torch.Tensor) -> torch.Tensor:

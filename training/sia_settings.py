@@ -31,7 +31,8 @@ class SIATrainSettings:
     seed: int = 0
     max_no_face_fraction: float = 0.5
     no_face_check_after: int = 10
-    gradient_checkpointing: bool = True
+    early_stop: bool = False       # stop when the similarity plateaus (training.early_stop); off: the paper's count
+    gradient_checkpointing: str = "auto"   # see training.checkpoint_choice: auto (by free memory), on, off
     precision: str = "auto"        # see training.precision.CHOICES; auto: bf16/fp16 on CUDA, fp32 on CPU
 
     def check(self) -> None:
@@ -45,6 +46,9 @@ class SIATrainSettings:
         from . import precision as amp   # torch: not needed to read the defaults (the engine's --help)
 
         amp.check_choice(self.precision)
+        from .checkpoint_choice import normalise
+
+        self.gradient_checkpointing = normalise(self.gradient_checkpointing)
         if not (1.0 <= self.cfg <= 30.0):
             raise TrainingError(f"training_cfg must be between 1 and 30 (got {self.cfg}); use the cfg you generate "
                                 "with (the workflows: 1.5).")
@@ -66,6 +70,8 @@ class SIAHistory:
     skipped: int = 0
     last_latent: torch.Tensor | None = None           # final latent of the last iteration (all frames)
     precision: str = "fp32"                           # what the gradient passes ran at
+    early_stop: dict | None = None                    # the rule and stopped_at, when early stop was on
+    smoothed: list = field(default_factory=list)      # the early stop's smoothed similarity per iteration
     snapshots: list = field(default_factory=list)     # (iteration, trained frame [1, 3, H, W] 0..1 on the CPU)
 
 

@@ -13,8 +13,9 @@ gradient step (:mod:`.few_step_sampler`); the gradient step itself reads their
 weights in place, never copying or swapping them (:mod:`.inference_tensors`).
 
 Memory: gradient checkpointing of the gradient step (UNet layers, motion
-modules, VAE decoder blocks) and, on CUDA, mixed precision with fp32 adapter
-weights and optimiser state (:mod:`.precision`); both on by default.
+modules, VAE decoder blocks), chosen by the free memory unless forced
+(:mod:`.checkpoint_choice`), and, on CUDA, mixed precision with fp32 adapter
+weights and optimiser state (:mod:`.precision`).
 
 Frames with no face are skipped (no optimiser step) and counted; when most
 iterations have none the run stops with a clear message.  Everything random
@@ -33,6 +34,8 @@ import torch
 
 from ..sia import apply_sia
 from . import precision as amp
+from .checkpoint_choice import CheckpointChoice
+from .early_stop import EarlyStop
 from .checkpointing import regions_of
 from .devices import device_of
 from .errors import TrainingError
@@ -84,6 +87,7 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
         optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=tuple(settings.betas), eps=settings.eps,
                                       weight_decay=settings.weight_decay)
     history = SIAHistory(precision=precision.name)
+    stopper = EarlyStop() if settings.early_stop else None
     start = 0
     if resume is not None:
         start, tensors, extra = resume
@@ -94,11 +98,14 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
         history.loss = list(extra.get("adapter_loss", []))[:start]
         history.similarity = list(extra.get("similarity", []))[:start]
         history.skipped = sum(1 for v in history.loss if math.isnan(v))
+        if stopper is not None:
+            stopper.replay(history.similarity)
 
     def state():
         return ({**{f"sia.{i}": p for i, p in enumerate(params)}, **optimizer_tensors(optimizer, params, "sia.adamw")},
                 {"adapter_loss": history.loss, "similarity": history.similarity})
     patched, _, _ = apply_sia(model, adapter, 1.0, start_percent=1.0)  # adapter on the last step only
+    choice = CheckpointChoice(settings.gradient_checkpointing, device_of(model), "adapter stage")
     sigmas = lcm_schedule(patched, settings.steps, settings.scheduler)
     base_model = patched.model
     layers = regions_of(base_model.diffusion_model, vae.first_stage_model)
@@ -142,10 +149,10 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
             record["loss"] = float(total.detach())
 
         sampler = FewStepTrainingSampler(last_step, gen, extra_modules=(vae.first_stage_model,),
-                                         gradient_checkpointing=settings.gradient_checkpointing,
+                                         gradient_checkpointing=choice.enabled,
                                          autocast=precision.autocast, load_first=(patched, vae.patcher),
                                          between_steps=check)
-        with checked_in_layers(layers, check):
+        with checked_in_layers(layers, check), choice.measured():
             latent = run_few_steps(patched, sampler, sigmas, positive, negative, noise, iter_seed, settings.cfg)
         if it in keep and record.get("frame") is not None:
             history.snapshots.append((it, record["frame"].float().cpu()))
@@ -168,10 +175,18 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
                 "prompt, and a class word such as man, woman or person." + kept)
         if progress is not None:
             progress(it, history.loss[-1], history.similarity[-1], record.get("frame"))
-        if it == settings.iterations - 1:
+        stop = stopper is not None and stopper.update(history.similarity) and it < settings.iterations - 1
+        if stop:
+            log.info("[PersonalVideo] adapter stage stopped early after %d of %d iterations: the face similarity "
+                     "has not risen for %d iterations (early_stop)", done, settings.iterations, stopper.patience)
+        if it == settings.iterations - 1 or stop:
             history.last_latent = latent.detach()
         elif checkpoints is not None and checkpoints.due(done, settings.iterations):
             checkpoints.save(done, *state())
         log.debug("[PersonalVideo] SIA iteration %d/%d: loss %.4f, similarity %.4f (%s)", done,
                   settings.iterations, history.loss[-1], history.similarity[-1], text)
+        if stop:
+            break
+    if stopper is not None:
+        history.early_stop, history.smoothed = stopper.to_json(), list(stopper.smoothed)
     return history

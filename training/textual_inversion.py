@@ -38,7 +38,8 @@ from . import precision as amp
 from .checkpointing import checkpointed, unet_regions
 from .devices import device_of
 from .errors import TrainingError
-from .inference_tensors import gradient_window, normal_copy, normal_tensors
+from .checkpoint_choice import CheckpointChoice
+from .inference_tensors import gradient_window, normal_copy, normal_tensors, with_fallback
 from .interruption import checked_in_layers
 
 MARKERS = ("sks", "zwx", "ohwx")
@@ -53,10 +54,13 @@ class TISettings:
     lr: float = 1e-3
     batch_size: int = 4
     seed: int = 0
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: str = "auto"   # see training.checkpoint_choice
     precision: str = "auto"
 
     def check(self):
+        from .checkpoint_choice import normalise
+
+        self.gradient_checkpointing = normalise(self.gradient_checkpointing)
         if self.steps < 0:
             raise TrainingError(f"ti_steps must be 0 or more (got {self.steps}).")
         if self.batch_size < 1:
@@ -204,12 +208,13 @@ def draw_batch(rng: random.Random, gen: torch.Generator, latents: torch.Tensor, 
 class NoiseLoss:
     """The noise-prediction loss of a token vector on the reference latents (model loaded, normal tensors)."""
 
-    def __init__(self, model, prompts: "TokenPrompts", latents: torch.Tensor, precision, checkpointing: bool):
+    def __init__(self, model, prompts: "TokenPrompts", latents: torch.Tensor, precision, checkpointing):
         self.base_model = model.model
         self.prompts = prompts
         self.latents = latents
         self.precision = precision
-        self.checkpointing = checkpointing
+        self.choice = CheckpointChoice(checkpointing, device_of(self.base_model, fallback=latents.device),
+                                       "token stage")
         self.device = device_of(self.base_model, fallback=latents.device)
         self.dtype = self.base_model.get_dtype() if hasattr(self.base_model, "get_dtype") else torch.float32
 
@@ -223,7 +228,7 @@ class NoiseLoss:
         x_t = x0 + draw.noise * sigma.view(-1, 1, 1, 1)
         context = cond.expand(len(draw.index), -1, -1)
         regions = unet_regions(self.base_model.diffusion_model)
-        with checkpointed(regions, self.checkpointing), self.precision.autocast():
+        with checkpointed(regions, self.choice.enabled), self.precision.autocast():
             denoised = self.base_model.apply_model(x_t.to(self.device, self.dtype), sigma.to(self.device),
                                                    c_crossattn=context.to(self.device, self.dtype))
         eps = (x_t.to(self.device) - denoised.float()) / sigma.to(self.device).view(-1, 1, 1, 1)
@@ -276,14 +281,16 @@ def train_token(model, clip, vae, images, class_word: str, settings: TISettings,
     with normal_tensors():
         for _ in range(start):   # the draws the resumed steps made, so the rest continue the same streams
             draw_batch(rng, gen, loss_of.latents, settings.batch_size)
-    with normal_tensors(), gradient_window(model.model.diffusion_model, clip.cond_stage_model), \
+    with normal_tensors(), gradient_window(model.model.diffusion_model, clip.cond_stage_model) as window, \
             checked_in_layers(unet_regions(model.model.diffusion_model), check):
         for step in range(start, settings.steps):
             check()
-            loss = loss_of(vector, draw_batch(rng, gen, loss_of.latents, settings.batch_size))
-            check()
-            optimizer.zero_grad(set_to_none=True)
-            loss_of.precision.backward_and_step(loss, optimizer)
+            batch = draw_batch(rng, gen, loss_of.latents, settings.batch_size)
+            with loss_of.choice.measured():
+                loss = with_fallback(window, lambda: loss_of(vector, batch))
+                check()
+                optimizer.zero_grad(set_to_none=True)
+                loss_of.precision.backward_and_step(loss, optimizer)
             losses.append(float(loss.detach()))
             if progress is not None:
                 progress(step, losses[-1])

@@ -1,0 +1,54 @@
+"""The benchmarks under bench/ run: each is started the way a user starts it, at its smallest size on the CPU.
+
+They print figures and are never timed here (speed targets are checked by running them by hand); what is
+checked is that they run to the end on the configurations they offer, so a crash such as fp16 weights
+meeting fp32 activations ("mat1 and mat2 must have the same dtype" in the UNet's time_embed) cannot
+come back unseen.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def run_bench(script, *args, timeout=600):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    done = subprocess.run([sys.executable, str(BENCH / script), *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=str(BENCH.parent))
+    assert done.returncode == 0, f"{script} {' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done.stdout
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_sia_overhead_bench_runs_with_half_precision_weights(dtype):
+    out = run_bench("bench_sia_overhead.py", "--dtype", dtype, "--steps", "4", "--repeats", "1", "--size", "32")
+    name = {"fp16": "float16", "bf16": "bfloat16"}[dtype]
+    assert f"weights {name}" in out
+    rows = [line for line in out.splitlines() if "ratio" in line]
+    assert [r.split()[0] for r in rows] == ["no", "adapter,", "adapter,", "adapter,"], out
+
+
+def test_half_precision_builder_tells_the_model_its_dtype():
+    """The bench's builder makes the UNet in fp16 as ComfyUI's loader does: weights and the model's dtype
+    agree, and a sampling run with an adapter on every step works."""
+    sys.path.insert(0, str(BENCH))
+    import bench_common
+    import random_adapters
+    import sampling
+    import tiny_models
+    from comfyui_personalvideo.sia import apply_sia
+
+    with torch.inference_mode():
+        model = bench_common.sd15_unet_model(dtype=torch.float16)
+        assert model.model.get_dtype() == torch.float16
+        assert {p.dtype for p in model.model.diffusion_model.parameters()} == {torch.float16}
+        adapter = random_adapters.random_adapter(model, seed=0, rank=4, alpha=4.0, std=0.01)
+        patched = apply_sia(model, adapter, 1.0, 0.0, 1.0)[0]
+        out, _ = sampling.sample(patched, tiny_models.random_cond(model, 1), tiny_models.random_cond(model, 2),
+                                 steps=2, cfg=1.5, size=32, sampler_name="euler")
+    assert torch.isfinite(out).all()

@@ -1,0 +1,114 @@
+"""Gradient checkpointing chosen by the free memory (training/checkpoint_choice.py).
+
+There is no CUDA device here, so the allocator's readings come from a double: the bytes of the tensors alive
+(``AllocationPeak``, the dispatch-mode count the memory estimate uses, over the real tiny-model training
+step) and a free-memory figure the test sets. Everything else is the trainer's real path: the first
+adapter iteration runs checkpointed and is measured, the choice is made from it, and the following
+iterations run as chosen.
+"""
+import pytest
+import torch
+
+from comfyui_personalvideo.training import checkpoint_choice, few_step_sampler
+from comfyui_personalvideo.training.checkpoint_choice import CheckpointChoice, engine_checkpointing, normalise
+from comfyui_personalvideo.training.errors import TrainingError
+
+from autograd_memory import AllocationPeak
+from face_fixtures import tiny_onnx  # noqa: F401
+from test_train_core import new_adapter, run_sia, setup  # noqa: F401
+from test_train_identity import face_analysis, parts, photo  # noqa: F401
+
+
+class AllocatorDouble:
+    """The CUDA allocator's readings, from the bytes of the live tensors and a free figure set by the test."""
+
+    def __init__(self, tracker: AllocationPeak, free: int):
+        self.tracker, self.free_bytes = tracker, free
+
+    def allocated(self):
+        return self.tracker.live
+
+    def reset_peak(self):
+        self.tracker.peak = self.tracker.live
+
+    def peak(self):
+        return self.tracker.peak
+
+    def free(self):
+        return self.free_bytes
+
+
+def test_settings_and_their_errors():
+    assert [normalise(v) for v in (True, False, "auto", "on", "off")] == ["on", "off", "auto", "on", "off"]
+    with pytest.raises(TrainingError, match="gradient_checkpointing must be one of auto, on, off"):
+        normalise("yes")
+    assert engine_checkpointing("auto", "cpu") is False and engine_checkpointing("auto", "cuda") is True
+    assert engine_checkpointing("on", "cpu") is True and engine_checkpointing("off", "cuda") is False
+
+
+def test_auto_keeps_checkpointing_on_where_free_memory_cannot_be_read():
+    choice = CheckpointChoice("auto", torch.device("cpu"))
+    assert choice.enabled and choice.decided and choice.allocator is None
+    with choice.measured():   # nothing measured, nothing changed
+        pass
+    assert choice.enabled and choice.prediction is None
+
+
+def test_the_rule():
+    choice = CheckpointChoice("auto", "cpu")
+    choice.decided = False
+    choice.decide(before=100, peak=400, layers=[50, 200, 30], free=1000)   # grows by 300 + 80
+    assert choice.prediction == (380, 1000) and not choice.enabled     # 380 <= 850
+    choice.decide(before=100, peak=400, layers=[50, 200, 30, 600], free=600)   # 300 + 280 > 0.85 * 600
+    assert choice.prediction == (580, 600) and choice.enabled
+
+
+def _passes(setup, monkeypatch, setting, free):  # noqa: F811
+    """Trains 3 adapter iterations with ``setting`` on the double; (checkpointed layers per iteration, choice)."""
+    tracker = AllocationPeak()
+    choices, counts = [], []
+    monkeypatch.setattr(checkpoint_choice, "allocator_for", lambda device: AllocatorDouble(tracker, free))
+    real_init, real_sample = CheckpointChoice.__init__, few_step_sampler.FewStepTrainingSampler.sample
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        choices.append(self)
+
+    def sample(self, *args, **kwargs):
+        try:
+            return real_sample(self, *args, **kwargs)
+        finally:
+            counts.append(self.checkpointed_regions)
+
+    monkeypatch.setattr(CheckpointChoice, "__init__", init)
+    monkeypatch.setattr(few_step_sampler.FewStepTrainingSampler, "sample", sample)
+    with tracker:
+        run_sia(setup, new_adapter(setup[0]), iterations=3, gradient_checkpointing=setting)
+    return counts, choices[0], tracker
+
+
+def test_auto_turns_checkpointing_off_when_the_memory_allows_and_predicts_the_peak(setup, monkeypatch):  # noqa: F811
+    counts, choice, _ = _passes(setup, monkeypatch, "auto", free=1 << 40)
+    assert counts[0] > 20 and counts[1:] == [0, 0], counts     # measured checkpointed, then off
+    grown, free = choice.prediction
+    # the prediction against a pass measured without checkpointing, same double
+    tracker = AllocationPeak()
+    off_counts, _, _ = _passes(setup, monkeypatch, "off", free=1 << 40)
+    assert off_counts == [0, 0, 0]
+    with tracker:
+        run_sia(setup, new_adapter(setup[0]), iterations=1, gradient_checkpointing="off")
+    assert 0.75 * tracker.peak < grown < 1.33 * tracker.peak, (grown, tracker.peak)
+
+
+def test_auto_keeps_checkpointing_on_when_the_free_memory_is_short(setup, monkeypatch):  # noqa: F811
+    counts, choice, _ = _passes(setup, monkeypatch, "auto", free=1 << 20)   # 1 MiB
+    assert counts[0] > 20 and counts[1:] == [counts[0]] * 2 and choice.enabled
+    grown, free = choice.prediction
+    assert grown > checkpoint_choice.HEADROOM * free
+
+
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_forced_settings_are_never_measured(setup, monkeypatch, setting):  # noqa: F811
+    counts, choice, _ = _passes(setup, monkeypatch, setting, free=1 << 20)
+    assert choice.prediction is None and choice.decided
+    assert (all(c > 20 for c in counts) if setting == "on" else counts == [0, 0, 0]), counts
