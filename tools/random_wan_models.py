@@ -122,3 +122,65 @@ def random_text_cond(seed: int, tokens: int = 8):
 def empty_wan_latent(frames: int = 5, width: int = 64, height: int = 64, channels: int = 16, batch: int = 1):
     """A LATENT of zeros as core's EmptyHunyuanLatentVideo makes it for Wan 2.1 (4x time, 8x space)."""
     return {"samples": torch.zeros(batch, channels, (frames - 1) // 4 + 1, height // 8, width // 8)}
+
+
+# the Wan 2.1 VAE's config: core builds it from this fixed config whatever the file holds (comfy/sd.py)
+WAN21_VAE_CONFIG = dict(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                        temperal_downsample=[False, True, True], dropout=0.0)
+
+
+def wan21_vae_state_dict(seed: int = 0, dtype=torch.float16) -> dict:
+    """The weights of a random Wan 2.1 VAE at its real size (about 127M parameters; core has no smaller one), built
+    from core's ``comfy.ldm.wan.vae.WanVAE``: norms' gamma 1, biases 0, weights uniform in +-1/sqrt(fan_in)."""
+    import comfy.ldm.wan.vae
+
+    vae = comfy.ldm.wan.vae.WanVAE(**WAN21_VAE_CONFIG)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in vae.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf == "gamma":
+                p.copy_(torch.ones_like(p))
+            elif leaf == "bias":
+                p.zero_()
+            else:
+                bound = 1.0 / math.sqrt(max(math.prod(p.shape[1:]) if p.ndim > 1 else 1, 1))
+                p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * bound)
+    return {k: v.detach().to(dtype).contiguous() for k, v in vae.state_dict().items()}
+
+
+def save_wan21_vae(path: str, seed: int = 0) -> str:
+    """A random Wan 2.1 VAE file (``models/vae``), written to a temporary file and renamed."""
+    from safetensors.torch import save_file
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    save_file(wan21_vae_state_dict(seed), tmp, metadata={"note": "random weights for tests, not a real model"})
+    os.replace(tmp, path)
+    return path
+
+
+def save_wan_style_lora(path: str, size: str = "tiny", rank: int = 4, seed: int = 0, std: float = 0.05) -> str:
+    """A random LoRA in musubi-tuner / kohya layout (``lora_unet_blocks_N_<module>``) on every linear layer of every
+    block of a Wan model of ``size``, self- and cross-attention and FFN, as a style LoRA adapts them; core's
+    LoraLoaderModelOnly maps these keys onto its Wan model."""
+    from safetensors.torch import save_file
+
+    config = WAN_SIZES[size]
+    dim, ffn = config["dim"], config["ffn_dim"]
+    shapes = {f"{attn}_{p}": (dim, dim) for attn in ("self_attn", "cross_attn") for p in "qkvo"}
+    shapes.update(ffn_0=(ffn, dim), ffn_2=(dim, ffn))
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for block in range(config["num_layers"]):
+        for module, (out_features, in_features) in shapes.items():
+            key = f"lora_unet_blocks_{block}_{module}"
+            sd[f"{key}.lora_down.weight"] = torch.randn(rank, in_features, generator=g) / math.sqrt(in_features)
+            sd[f"{key}.lora_up.weight"] = torch.randn(out_features, rank, generator=g) * std
+            sd[f"{key}.alpha"] = torch.tensor(float(rank))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    save_file({k: v.to(torch.float16).contiguous() for k, v in sd.items()}, tmp,
+              metadata={"note": "random weights for tests, not a real LoRA"})
+    os.replace(tmp, path)
+    return path
