@@ -71,15 +71,22 @@ def sd15_model(args):
     return sd15_unet_model(full_size=args.full_size, dtype=model_dtype(args), device=args.device)
 
 
+def clock(device):
+    """The clock of a timing: on the CPU this thread's CPU time (one torch thread, OMP_NUM_THREADS=1, so the
+    work runs on it, and other processes on a shared machine do not count); on a GPU the wall clock."""
+    return time.thread_time if device == "cpu" else time.perf_counter
+
+
 def timed(fn, device):
     """Seconds one call of fn takes, with the GPU's queue drained before and after."""
+    now = clock(device)
     if device != "cpu":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start = now()
     fn()
     if device != "cpu":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return now() - start
 
 
 def interleaved_seconds(runs, repeats, device):
