@@ -45,7 +45,9 @@ def render_chart(report: dict) -> np.ndarray:
     top.legend(loc="lower right", fontsize=8)
     mags = motion["pair_magnitudes_px"]
     if mags:
-        bottom.bar(np.arange(len(mags)) + 0.5, mags, width=0.8, color="#2ca02c", label="flow, top 5% (px)")
+        stride = motion.get("frame_stride") or 1   # pair i: frames i x stride and (i + 1) x stride
+        bottom.bar((np.arange(len(mags)) + 0.5) * stride, mags, width=0.8 * stride, color="#2ca02c",
+                   label="flow, top 5% (px)" + (f", every {stride}th frame" if stride > 1 else ""))
         bottom.axhline(motion["threshold_px"], color="#ff7f0e", linestyle="--", linewidth=1, label="moving above")
         bottom.legend(loc="upper right", fontsize=8)
     else:

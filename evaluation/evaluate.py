@@ -11,8 +11,12 @@ from .scoring import score_identity
 
 
 def evaluate_video(frames, references, recogniser: str = DLIB, detector: str = "auto", face_analysis=None,
-                   max_frames: int = 0) -> dict:
+                   max_frames: int = 0, fps: float | None = None) -> dict:
     """``frames``: one video (IMAGE tensor or RGB arrays of one size); ``references``: photos (any sizes).
+
+    ``fps``: the video's frame rate (8 for the AnimateDiff workflows, 16 for Wan 2.1 and Wan 2.2 A14B, 24 for Wan
+    2.2 TI2V 5B; None: unknown): the frame-to-frame figures (motion, consecutive-frame cosine) are then taken
+    about 1/8 s apart, as VBench does, so that videos at different rates compare.
 
     ``recogniser``: ``dlib``, ``training`` (the FACEANALYSIS recogniser) or an ArcFace-contract ``.onnx`` path;
     ``detector``: see detectors.DETECTORS.
@@ -21,4 +25,4 @@ def evaluate_video(frames, references, recogniser: str = DLIB, detector: str = "
     refs = image_list(references, "references")
     rec = make_recogniser(recogniser, face_analysis)
     det = make_detector(detector, face_analysis)
-    return build_report(score_identity(video, refs, rec, det, max_frames), motion_score(video))
+    return build_report(score_identity(video, refs, rec, det, max_frames), motion_score(video, fps or None))

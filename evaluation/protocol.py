@@ -31,13 +31,16 @@ COMPARABILITY = {
 }
 
 MOTION_NOTE = ("motion is an approximation of VBench's dynamic degree: OpenCV's DIS optical flow instead of RAFT, "
-               "on the frames as given (VBench resamples to about 8 fps); per frame pair the mean of the largest "
+               "on every round(fps / 8)-th frame when the frame rate is given, as VBench samples (about 8 per second: "
+               "every frame at AnimateDiff's 8 fps, every 2nd at Wan's 16, every 3rd at Wan 2.2 TI2V's 24), "
+               "otherwise on the frames as given; per frame pair the mean of the largest "
                "5% flow magnitudes, a pair moves when it exceeds 6 px x (shorter side / 256), and the video is "
                "dynamic when at least round(4 x frames / 16) pairs move. The paper's 17.80 is the percentage "
                "of its 1000 videos judged dynamic; one video gives yes or no.")
 
 CONSISTENCY_NOTE = ("identity consistency is the spread of the per-frame similarities and the mean cosine "
-                    "similarity of consecutive frames' face embeddings; the paper's temporal consistency "
+                    "similarity of consecutive frames' face embeddings (paced like the motion pairs when the frame "
+                    "rate is given); the paper's temporal consistency "
                     "(0.9935) is a CLIP frame-to-frame measure of the whole picture and is not computed here.")
 
 

@@ -43,7 +43,8 @@ def build_report(score, motion: dict) -> dict:
             "protocol": ("frames sampled uniformly; largest face per frame (faces under "
                          f"{MIN_FACE_PX} px count as none); cosine similarity to each reference clipped at 0, "
                          "averaged over the references; mean over the frames with a face"),
-            "identity": identity, "consistency": {**identity_consistency(score), "note": CONSISTENCY_NOTE},
+            "identity": identity,
+            "consistency": {**identity_consistency(score, motion.get("frame_stride", 1)), "note": CONSISTENCY_NOTE},
             "motion": {**motion, "note": MOTION_NOTE}}
 
 
@@ -86,7 +87,18 @@ def report_text(report: dict) -> str:
                      f"{mot['moving_pairs']} of {len(mot['pair_magnitudes_px'])} frame pairs above "
                      f"{mot['threshold_px']:.2f} px (needs {mot['pairs_needed']}); mean motion "
                      f"{_f(mot['mean_motion_at_256'], 2)} px at 256 px")
+    lines.append("  " + _pace(mot))
     return "\n".join(lines)
+
+
+def _pace(mot: dict) -> str:
+    """How the frame-to-frame figures were paced (motion pairs and the consecutive-frame cosine)."""
+    if not mot.get("fps"):
+        return "frame rate not given: frame pairs are consecutive frames as given"
+    stride = mot.get("frame_stride") or 1
+    every = "every frame" if stride == 1 else f"every {stride}th frame"
+    return (f"{mot['fps']:g} fps: frame pairs and the consecutive-frame cosine use {every} (about "
+            f"{mot['fps'] / stride:g} per second, as VBench samples)")
 
 
 def write_atomic(path: str, data: bytes) -> str:

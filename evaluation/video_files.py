@@ -61,3 +61,29 @@ def read_video(path: str) -> list:
     if path.lower().endswith(VIDEO_EXT):
         return _read_video(path)
     return read_image_frames(path)
+
+
+def video_fps(path: str) -> float | None:
+    """The frame rate a video file or animated image declares (None for a folder, a still, or none declared)."""
+    if os.path.isdir(path) or not os.path.isfile(path):
+        return None
+    if path.lower().endswith(VIDEO_EXT):
+        import cv2
+
+        cap = cv2.VideoCapture(path)
+        try:
+            fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        finally:
+            cap.release()
+        return fps if 0 < fps < 1000 else None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if getattr(im, "n_frames", 1) < 2:
+                return None
+            im.load()   # WEBP tells a frame's duration once the frame is read
+            duration = im.info.get("duration")
+    except (UnidentifiedImageError, OSError):
+        return None
+    return 1000.0 / float(duration) if duration else None   # animated WEBP / GIF / PNG: milliseconds per frame

@@ -84,11 +84,16 @@ class ScoreIdentity:
             "optional": {
                 "face_analysis": ("FACEANALYSIS", {"tooltip": "From 'Load Face Analysis (PersonalVideo)': its "
                                                               "detector (auto) and, for 'training', its recogniser."}),
+                "fps": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 240.0, "step": 1.0, "tooltip":
+                                  "The video's frame rate: 8 for the AnimateDiff workflows, 16 for Wan 2.1 and Wan "
+                                  "2.2 A14B, 24 for Wan 2.2 TI2V 5B. Motion and the frame-to-frame cosine are "
+                                  "measured on frames about 1/8 s apart (every round(fps / 8)-th frame, as VBench "
+                                  "does), so videos at different rates compare. 0: use the frames as given."}),
             },
         }
 
     def score(self, frames, reference_images, recogniser=DLIB_CHOICE, detector="auto", max_frames=0,
-              face_analysis=None):
+              face_analysis=None, fps=8.0):
         import json
 
         import torch
@@ -99,7 +104,7 @@ class ScoreIdentity:
 
         choice = {DLIB_CHOICE: "dlib", TRAINING_CHOICE: "training"}.get(recogniser) or _onnx_path(recogniser)
         report = evaluate_video(frames, reference_images, recogniser=choice, detector=detector,
-                                face_analysis=face_analysis, max_frames=int(max_frames))
+                                face_analysis=face_analysis, max_frames=int(max_frames), fps=float(fps) or None)
         text = report_text(report)
         log.info("[PersonalVideo] identity score:\n%s", text)
         chart = torch.from_numpy(render_chart(report)).float().div(255.0)[None]

@@ -75,6 +75,46 @@ def test_motion_tells_a_moving_video_from_a_still_one():
     assert big["mean_motion_at_256"] == pytest.approx(fast["mean_motion_at_256"], rel=0.25)
 
 
+def test_motion_is_paced_by_the_frame_rate_so_wan_and_animatediff_videos_compare():
+    """The same motion per second: 8 px per frame at 8 fps (AnimateDiff), 4 px at 16 fps (Wan 2.1, Wan 2.2 A14B),
+    8/3 px at 24 fps (Wan 2.2 TI2V 5B). Given their frame rates, all three give the same figures (pairs about
+    1/8 s apart, as VBench samples); as given, the 16 and 24 fps videos would look slower."""
+    rng = np.random.default_rng(1)
+    texture = cv2.GaussianBlur(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8), (5, 5), 0)
+    per_second = 64.0   # px
+    scores = {}
+    for fps in (8, 16, 24):
+        video = _shifted_video(texture, int(2 * fps) + 1, (per_second / fps, 0))   # two seconds
+        scores[fps] = motion.motion_score(video, fps=fps), motion.motion_score(video)
+    assert [scores[f][0]["frame_stride"] for f in (8, 16, 24)] == [1, 2, 3]
+    assert [scores[f][1]["frame_stride"] for f in (8, 16, 24)] == [1, 1, 1]
+    paced = {f: scores[f][0] for f in scores}
+    assert all(len(paced[f]["pair_magnitudes_px"]) == 16 and paced[f]["pairs_needed"] == 4 for f in paced)
+    for fps in (16, 24):
+        assert paced[fps]["mean_motion_at_256"] == pytest.approx(paced[8]["mean_motion_at_256"], rel=0.1)
+        assert paced[fps]["moving_pairs"] == paced[8]["moving_pairs"] and paced[fps]["dynamic"] is True
+        as_given = scores[fps][1]
+        assert as_given["mean_motion_at_256"] == pytest.approx(paced[8]["mean_motion_at_256"] * 8 / fps, rel=0.15)
+        assert as_given["dynamic"] is False   # 4 px and 2.7 px per frame: under VBench's 6 px
+    assert motion.motion_score(_shifted_video(texture, 2, (4, 0)), fps=16)["reason"].startswith("one frame at about")
+    assert [motion.frame_stride(f) for f in (None, 0, 7, 8, 12.5, 16, 24, 30, 60)] == [1, 1, 1, 1, 2, 2, 3, 4, 8]
+
+
+def test_the_consecutive_frame_cosine_is_paced_like_the_motion():
+    from comfyui_personalvideo.evaluation.consistency import identity_consistency
+    from comfyui_personalvideo.evaluation.scoring import FrameScore, IdentityScore
+
+    # embeddings turning by a fixed angle per frame: at 16 fps neighbours are twice as close as at 8 fps
+    angle = 0.1
+    frames = [FrameScore(index=i, similarity=0.5, embedding=np.array([np.cos(angle * i), np.sin(angle * i)]))
+              for i in range(9)]
+    score = IdentityScore(frames=frames, frame_count=9, recogniser="test", recogniser_kind="dlib", detector="test",
+                          references_used=[], references_skipped=[])
+    paced = identity_consistency(score, stride=2)["consecutive_embedding_cosine"]
+    assert paced == pytest.approx(np.cos(2 * angle))
+    assert identity_consistency(score)["consecutive_embedding_cosine"] == pytest.approx(np.cos(angle))
+
+
 def test_a_single_frame_has_no_motion_and_says_why():
     out = motion.motion_score([np.zeros((64, 64, 3), np.uint8)])
     assert out["dynamic"] is None and "at least two" in out["reason"]
@@ -330,7 +370,19 @@ def test_command_line_reads_an_animated_webp(real_video, tmp_path):
     cv2.imwrite(str(ref), photos.person("obama")[..., ::-1])
     done = _cli("score", "--video", str(path), "--refs", str(ref), "--json", str(tmp_path / "r.json"))
     assert done.returncode == 0, done.stderr
-    assert len(json.loads((tmp_path / "r.json").read_text())["identity"]["per_frame"]) == len(real_video)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert len(report["identity"]["per_frame"]) == len(real_video)
+    assert report["motion"]["fps"] == 8.0 and report["motion"]["frame_stride"] == 1   # 125 ms per frame: 8 fps
+    # a Wan video at 16 fps: the file's rate paces the motion pairs (every 2nd frame), or --fps says it
+    Image.fromarray(real_video[0]).save(path, save_all=True, append_images=[Image.fromarray(f) for f in real_video[1:]],
+                                        lossless=True, duration=62.5)
+    for extra, fps in (([], 16.0), (["--fps", "24"], 24.0)):
+        done = _cli("score", "--video", str(path), "--refs", str(ref), "--json", str(tmp_path / "r.json"), *extra)
+        assert done.returncode == 0, done.stderr
+        mot = json.loads((tmp_path / "r.json").read_text())["motion"]
+        assert mot["fps"] == pytest.approx(fps, rel=0.05) and mot["frame_stride"] == round(fps / 8)
+        assert len(mot["pair_magnitudes_px"]) == len(range(0, len(real_video), round(fps / 8))) - 1
+        assert f"{mot['fps']:g} fps: frame pairs" in done.stdout
 
 
 def test_command_line_bad_input_is_a_message_and_an_exit_code(real_video, tmp_path):

@@ -272,7 +272,7 @@ def generate_and_score() -> Graph:
     decode = next(n for n in g.nodes if n.type == "VAEDecode")
     photo = g.add("LoadImage", (2280, 60), (380, 360), title="Reference photo (ComfyUI/input)", image=REFERENCE_PHOTO)
     score = g.add("PV_ScoreIdentity", (2280, 490), (380, 200), title="Score Identity (PersonalVideo)",
-                  recogniser="dlib_resnet", detector="auto", max_frames=0)
+                  recogniser="dlib_resnet", detector="auto", max_frames=0, fps=float(FPS))
     g.link(decode, "IMAGE", score, "frames")
     g.link(photo, "IMAGE", score, "reference_images")
     chart = g.add("PreviewImage", (2740, 60), (600, 440), title="Identity and motion chart")

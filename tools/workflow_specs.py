@@ -101,7 +101,7 @@ NODE_SPECS = {
         [("images", "IMAGE"), ("face_mask", "MASK"), ("track_preview", "IMAGE"), ("summary", "STRING")],
         optional_sockets=[("region", "MASK")]),
     "PV_ScoreIdentity": spec([("frames", "IMAGE"), ("reference_images", "IMAGE"), ("face_analysis", "FACEANALYSIS")],
-                             ["recogniser", "detector", "max_frames"],
+                             ["recogniser", "detector", "max_frames", "fps"],
                              [("identity_match", "FLOAT"), ("frames_without_face", "INT"), ("chart", "IMAGE"),
                               ("report", "STRING"), ("report_json", "STRING")]),
     "PV_RegionHalves": spec([("latent", "LATENT")], ["split", "feather"], [("left", "MASK"), ("right", "MASK")]),
