@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 from . import animatediff, comfyui_version, dependency_versions, face_encoder, face_models, folders, gpu
-from . import onnx_runtime, pack, workflow_models
+from . import onnx_runtime, pack, wan_models, workflow_models
 from .result import CheckResult, Report, fail
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,7 @@ CHECKS = (
     (workflow_models.CHECKPOINT, workflow_models.check_checkpoint),
     (workflow_models.LCM_LORA, workflow_models.check_lcm_lora),
     (workflow_models.OPENPOSE, workflow_models.check_openpose),
+    (wan_models.NAME, wan_models.check_wan_models),
     (folders.SIA, folders.check_sia_folder),
     (folders.EMBEDDINGS, folders.check_embeddings_folder),
 )

@@ -16,14 +16,16 @@ class ApplySIALateSteps:
     FUNCTION = "apply"
     RETURN_TYPES = ("MODEL",)
     RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("A copy of the MODEL with the adapter in its spatial self-attention, gated to the late steps.",)
+    OUTPUT_TOOLTIPS = ("A copy of the MODEL with the adapter in its spatial self-attention (Wan: its joint "
+                       "space-time self-attention), gated to the late steps.",)
 
     @classmethod
     def INPUT_TYPES(cls):
         lo, hi = STRENGTH_RANGE
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "An SD1.5-family MODEL, with or without an AnimateDiff motion model."}),
+                "model": ("MODEL", {"tooltip": "An SD1.5-family MODEL, with or without an AnimateDiff motion model, or a "
+                                            "core Wan 2.1 / 2.2 MODEL (for Wan 2.2 A14B: the low-noise expert)."}),
                 "sia_adapter": ("SIA_ADAPTER", {"tooltip": "From 'Load SIA Adapter' or 'Train PersonalVideo Identity'."}),
                 "strength": ("FLOAT", {
                     "default": 1.0, "min": lo, "max": hi, "step": 0.05,

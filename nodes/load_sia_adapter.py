@@ -32,7 +32,9 @@ class LoadSIAAdapter:
         return {
             "required": {
                 "adapter_name": (folder_paths.get_filename_list("sia"), {
-                    "tooltip": "An adapter file in ComfyUI/models/sia (or a 'sia' folder of extra_model_paths.yaml)."}),
+                    "tooltip": "An adapter file in ComfyUI/models/sia (or a 'sia' folder of extra_model_paths.yaml). "
+                               "For Wan, LoRA files on self_attn q/k/v only written by musubi-tuner or diffusers "
+                               "load too."}),
             }
         }
 

@@ -18,6 +18,8 @@ BASE_FAMILY = "sd15"
 DEFAULT_START_PERCENT = 0.75
 RETRAIN_HINT = ("Generate with the SD1.5 checkpoint the identity was trained on, or train it again on this one "
                 "with 'Train PersonalVideo Identity' (workflow 01_train_identity).")
+WAN_HINT = ("Apply it to the Wan model of the size it was made for (an adapter for Wan 2.1 1.3B does not fit a 14B "
+            "model); for Wan 2.2 A14B, to the low-noise expert.")
 
 
 @dataclass
@@ -79,6 +81,9 @@ class SIAAdapter:
             None if self.embedding is None else self.embedding.detach().clone(),
         )
 
+    def _hint(self) -> str:
+        return WAN_HINT if self.info.base == "wan" else RETRAIN_HINT
+
     def check_against(self, discovery) -> None:
         """Raise SIAError unless the adapter covers exactly the discovered targets with matching shapes."""
         found = discovery.by_path()
@@ -100,15 +105,16 @@ class SIAAdapter:
             raise SIAError(
                 f"{where} does not fit this MODEL: " + "; ".join(parts)
                 + f". It was made for another base model (the file says '{self.info.base}', {len(self.down)} "
-                f"layers; this MODEL has {len(found)}). " + RETRAIN_HINT
+                f"layers; this MODEL has {len(found)}). " + self._hint()
             )
         for path in self.paths:
             t = found[path]
             want_down, want_up = (self.rank, t.in_features), (t.out_features, self.rank)
             if tuple(self.down[path].shape) != want_down or tuple(self.up[path].shape) != want_up:
+                name = path if self.info.base == "wan" else naming.to_diffusers(path, self.info.num_res_blocks)
                 raise SIAError(
-                    f"{where} does not fit this MODEL: layer {naming.to_diffusers(path, self.info.num_res_blocks)} "
+                    f"{where} does not fit this MODEL: layer {name} "
                     f"is {t.in_features}->{t.out_features} in the MODEL but "
                     f"{self.down[path].shape[1]}->{self.up[path].shape[0]} in the adapter. "
-                    f"It was made for another base model (the file says '{self.info.base}'). " + RETRAIN_HINT
+                    f"It was made for another base model (the file says '{self.info.base}'). " + self._hint()
                 )

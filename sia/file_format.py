@@ -8,7 +8,7 @@ diffusers' ``load_lora_weights`` take the same file:
 and, when the identity was trained with a token, its vector(s) under
 ``bundle_emb.<name>.string_to_param.*`` (the kohya "bundled embedding" key).
 Header metadata (all strings): ``format`` = personalvideo-sia, ``format_version``,
-``base`` (sd15), ``rank``, ``alpha``, ``name``, ``trigger``, ``num_res_blocks`` and ``training`` (JSON of
+``base`` (sd15, or wan for Wan adapters: keys from :mod:`.wan_keys`, read by :mod:`.wan_file`), ``rank``, ``alpha``, ``name``, ``trigger``, ``num_res_blocks`` and ``training`` (JSON of
 the training settings, the record a reuse is decided by, the final similarity and the
 independent score of the last training sample).
 
@@ -27,10 +27,11 @@ from typing import NamedTuple
 
 import torch
 
-from . import naming
+from . import naming, wan_keys
 from .adapter import AdapterInfo, SIAAdapter
 from .atomic_file import atomic_write
 from .errors import SIAError
+from .families import FAMILIES, LABELS, SD15, WAN
 
 FORMAT_NAME = "personalvideo-sia"
 FORMAT_VERSION = 1
@@ -46,7 +47,7 @@ def adapter_to_tensors(adapter: SIAAdapter) -> dict:
     nrb = adapter.info.num_res_blocks
     tensors = {}
     for path in adapter.paths:
-        key = naming.kohya_module_key(path, nrb)
+        key = wan_keys.module_key(path) if adapter.info.base == WAN else naming.kohya_module_key(path, nrb)
         tensors[key + ".lora_down.weight"] = adapter.down[path].detach().float().cpu().contiguous()
         tensors[key + ".lora_up.weight"] = adapter.up[path].detach().float().cpu().contiguous()
         tensors[key + ".alpha"] = torch.tensor(float(adapter.alpha))
@@ -178,9 +179,10 @@ def _info_from_metadata(metadata: dict, path: str) -> AdapterInfo:
             f"{path} was written by a newer ComfyUI-PersonalVideo (format version {version}; "
             f"this one reads up to {FORMAT_VERSION}). Update the pack."
         )
-    base = metadata.get("base", "sd15")
-    if base != "sd15":
-        raise SIAError(f"{path} is an adapter for base model '{base}'; this pack applies SD1.5-family adapters only.")
+    base = metadata.get("base", SD15)
+    if base not in FAMILIES:
+        raise SIAError(f"{path} is an adapter for base model '{base}'; this pack applies adapters for "
+                       f"{' and '.join(LABELS[f] for f in FAMILIES)} models only.")
     try:
         training = json.loads(metadata.get("training", "{}"))
     except json.JSONDecodeError:
@@ -270,6 +272,10 @@ def load_adapter(path: str) -> SIAAdapter:
     The header (keys, shapes, dtypes, metadata) is checked before any tensor is read."""
     path = os.path.abspath(path)
     metadata, entries = read_header(path)
+    from .wan_file import is_wan_file, load_wan_adapter
+
+    if is_wan_file(metadata, entries):
+        return load_wan_adapter(path, metadata, entries)
     info = _info_from_metadata(metadata, path)
     modules, embedding_key = _group_keys(entries, info, path)
     _check_layers(modules, entries, info, path)

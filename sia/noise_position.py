@@ -13,6 +13,14 @@ included, where ``percent_to_sigma`` itself is off by a fraction of a table
 entry.  Model samplings without a table use log-sigma between sigma_max and
 sigma_min.  Noise at or below zero, and below the table's lowest sigma, is 1.0;
 above its highest, 0.0.
+
+Flow-matching model samplings (Wan 2.1 / 2.2: ``ModelSamplingDiscreteFlow``,
+sigma = shift * t / (1 + (shift - 1) * t) for t in (0, 1], with the shift
+in use, ``ModelSamplingSD3`` included) have a closed form: the position is
+1 - t, the inverse of their own ``percent_to_sigma`` at any shift, so 0.75 is
+sigma = percent_to_sigma(0.75) (0.727 at Wan 2.1's default shift 8, 0.5 at
+shift 1).  Their 1000-entry table holds sigma at t = 1/1000 .. 1, one entry
+off the continuous form, so it is not used for them.
 """
 from __future__ import annotations
 
@@ -33,11 +41,27 @@ def lowest_sigma(model_sampling) -> float:
     return float(table.min()) if table is not None else float(model_sampling.sigma_min)
 
 
+def flow_shift(model_sampling):
+    """The shift of a flow-matching model sampling (core's ``ModelSamplingDiscreteFlow``), else None."""
+    try:
+        from comfy.model_sampling import ModelSamplingDiscreteFlow
+    except ImportError:   # the March 2024 host has no flow-matching sampling
+        return None
+    if isinstance(model_sampling, ModelSamplingDiscreteFlow):
+        return float(model_sampling.shift)
+    return None
+
+
 def noise_positions(sigmas: torch.Tensor, model_sampling) -> list:
     """The position (0..1) of each sigma in ``sigmas`` within ``model_sampling``'s noise schedule."""
     values = sigmas.detach().float().cpu().reshape(-1)
-    table = _sigma_table(model_sampling)
-    if table is None:
+    shift = flow_shift(model_sampling)
+    table = _sigma_table(model_sampling) if shift is None else None
+    if shift is not None:
+        s = values.double().clamp(0.0, 1.0)
+        t = s / (shift - (shift - 1.0) * s)        # the inverse of sigma = shift t / (1 + (shift - 1) t)
+        positions = (1.0 - t).float().clamp(0.0, 1.0)
+    elif table is None:
         top, bottom = math.log(float(model_sampling.sigma_max)), math.log(float(model_sampling.sigma_min))
         logs = values.clamp(min=1e-30).log()
         positions = ((top - logs) / (top - bottom)).clamp(0.0, 1.0)

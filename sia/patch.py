@@ -1,7 +1,8 @@
 """Attaching an adapter to a clone of a ComfyUI MODEL (ModelPatcher).
 
 The user's MODEL is never touched: the adapter goes on a clone, as object
-patches on the ``forward`` of each target layer (these compose with LoRA
+patches on the ``forward`` of each target layer (SD1.5: :mod:`.targets`; Wan:
+:mod:`.wan_targets`, the gate then updated by a model wrapper, :mod:`.wan_gate`) (these compose with LoRA
 weight patches from the stock LoraLoader, which object-patching the whole
 Linear would drop) plus an ``attn1`` patch that keeps the late-step gate up to
 date.  ComfyUI applies the object patches only while the clone is loaded for
@@ -17,13 +18,14 @@ from __future__ import annotations
 
 import logging
 
+from . import families
 from . import gate as late_gate
 from . import naming
 from .errors import SIAError
 from .lora import CastWeights, add_lora_delta, lora_delta
 from .regional import Region, add_region
-from .targets import discover_targets
 from .token_mask import TokenMask, as_mask_frames
+from .wan_gate import add_wan_gate
 
 log = logging.getLogger("PersonalVideo")
 
@@ -45,6 +47,16 @@ def check_settings(strength: float, start_percent: float, end_percent: float = 1
     if float(start_percent) > float(end_percent):
         raise SIAError(f"start_percent ({start_percent}) is after end_percent ({end_percent}); "
                        "set start_percent to at most end_percent (e.g. 0.75 and 1.0).")
+
+
+def _check_family(adapter, family: str, diffusion_model) -> None:
+    base = adapter.info.base
+    if base != family:
+        raise SIAError(
+            f"SIA adapter {adapter.info.name or adapter.source} was made for {families.LABELS.get(base, base)} "
+            f"models (its file says base '{base}'), but this MODEL is {families.describe(diffusion_model)}. "
+            "An identity adapter only fits the model family it was trained on: connect the matching MODEL or "
+            "load an adapter trained on this one.")
 
 
 def _object_patch_key(path: str) -> str:
@@ -116,14 +128,22 @@ def apply_sia(model, adapter, strength: float = 1.0, start_percent: float = 0.75
     diffusion_model = getattr(getattr(model, "model", None), "diffusion_model", None)
     if diffusion_model is None:
         raise SIAError("The MODEL input is not a diffusion model (no UNet found); connect an SD1.5 MODEL.")
-    discovery = discover_targets(diffusion_model)
+    family = families.family_of(diffusion_model)
+    _check_family(adapter, family, diffusion_model)
+    if family == families.WAN and mask is not None:
+        raise SIAError("The mask input works on SD1.5 / AnimateDiff models only so far; on Wan the adapter acts "
+                       "on the whole video. Disconnect the mask.")
+    discovery = families.discover(diffusion_model)
     adapter.check_against(discovery)
 
     patched = model.clone()
     state, observe_step = late_gate.make_gate(start_percent, end_percent, patched.model)
     scale = adapter.scale(strength)
     if scale != 0.0:
-        patched.set_model_attn1_patch(observe_step)
+        if family == families.WAN:
+            add_wan_gate(patched, state)       # Wan blocks call no attn1 patch: a model wrapper updates the gate
+        else:
+            patched.set_model_attn1_patch(observe_step)
         if mask is not None:
             _add_region(patched, diffusion_model, discovery, adapter, scale, state, mask)
         else:

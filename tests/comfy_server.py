@@ -12,6 +12,7 @@ import host
 from pv_tools.comfy_process import ComfyProcess
 
 STAND_INS_DIR = host.PACK_DIR / "tests" / "stand_in_nodes"
+UMT5_DOUBLE_DIR = host.PACK_DIR / "tests" / "umt5_double"   # TEST DOUBLE: a tiny umT5 for core's Wan (see there)
 DEFINITIONS_DIR = host.PACK_DIR / "tests" / "data" / "node_definitions"
 
 
@@ -26,6 +27,10 @@ class ComfyServer(ComfyProcess):
         link = self.base / "custom_nodes" / STAND_INS_DIR.name
         if not link.exists():  # registers nothing unless PV_STAND_IN_PACKS names packs
             link.symlink_to(STAND_INS_DIR, target_is_directory=True)
+        link = self.base / "custom_nodes" / UMT5_DOUBLE_DIR.name
+        if not link.exists():  # acts only on Wan text encoders with a vocabulary that is not umT5-XXL's
+            link.symlink_to(UMT5_DOUBLE_DIR, target_is_directory=True)
+        self.env["PV_UMT5_DOUBLE"] = "1"
         self.stand_in_packs = self.absent_packs() if stand_ins else []
         self.env["PV_STAND_IN_PACKS"] = ",".join(self.stand_in_packs)
 

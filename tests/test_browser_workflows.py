@@ -115,6 +115,11 @@ def test_there_are_workflows_to_check():
 @pytest.mark.parametrize("path", ui_workflows(), ids=lambda p: p.stem)
 def test_workflow_loads_and_converts_in_the_real_frontend(frontend, comfy_server, path):
     workflow = json.loads(path.read_text())
+    core_wan = {"UNETLoader", "CLIPLoader", "VAELoader"} <= {n["type"] for n in workflow["nodes"]}
+    lacking = sorted({n["type"] for n in workflow["nodes"] if n["type"] != "Note"} - set(comfy_server.get("/object_info")))
+    if core_wan and lacking:  # the 2024 host predates Wan (its stand-ins cover third-party packs, not core nodes)
+        pytest.skip(f"{path.stem} needs core Wan nodes this ComfyUI host lacks ({', '.join(lacking)}): run with "
+                    "COMFYUI_ROOT set to a modern ComfyUI")
     report = frontend.load(workflow, path.name)
 
     assert report["missing"] == [], f"node types the frontend does not know: {report['missing']}"

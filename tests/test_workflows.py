@@ -25,6 +25,23 @@ UI_FILES = sorted(workflow_build.WORKFLOWS_DIR.glob("*.json"))
 NAMES = [p.stem for p in UI_FILES]
 
 
+def is_wan(name) -> bool:
+    """A workflow on core Wan (UNETLoader / CLIPLoader / VAELoader) rather than SD1.5 + AnimateDiff."""
+    return "UNETLoader" in workflow_graph.node_types(workflow_graph.load(name))
+
+
+SD15_NAMES = [n for n in NAMES if not is_wan(n)]
+WAN_NAMES = [n for n in NAMES if is_wan(n)]
+
+
+def skip_where_the_host_lacks_wan(name, object_info):
+    """The 2024 host predates Wan: its core has no ModelSamplingSD3, EmptyHunyuanLatentVideo nor CLIPLoader type wan."""
+    missing = workflow_graph.missing_node_types(workflow_graph.load(name), object_info)
+    if is_wan(name) and missing:
+        pytest.skip(f"{name} needs core Wan nodes this ComfyUI host lacks ({', '.join(missing)}): run with "
+                    "COMFYUI_ROOT set to a modern ComfyUI")
+
+
 def ui(name):
     return json.loads((workflow_build.WORKFLOWS_DIR / f"{name}.json").read_text())
 
@@ -39,11 +56,12 @@ def definitions(object_info):
     return wc.definitions_for(object_info)
 
 
-def test_eight_workflows_with_twins_generated_from_the_description():
+def test_the_workflows_with_twins_generated_from_the_description():
     files = workflow_build.build_all()
     assert NAMES == ["01_train_identity", "02_generate_with_identity", "03_generate_with_pose",
                      "04_generate_with_style_lora", "05_train_and_generate", "06_generate_and_score",
-                     "07_generate_with_face_detail", "08_two_identities"]
+                     "07_generate_with_face_detail", "08_two_identities", "10_wan22_identity_and_style"]
+    assert WAN_NAMES == ["10_wan22_identity_and_style"]
     on_disk = {str(p.relative_to(workflow_build.WORKFLOWS_DIR)) for p in workflow_build.WORKFLOWS_DIR.rglob("*.json")}
     assert on_disk == set(files)
     stale = workflow_build.stale_files(files)
@@ -85,7 +103,9 @@ def test_every_loader_carries_the_download_of_each_file_it_names():
             named = [w for w, v in zip(spec["widgets"], node["widgets_values"] if isinstance(node["widgets_values"], list)
                                        else []) if isinstance(v, str) and re.search(r"\.(safetensors|ckpt|pth|pt|sft|gguf)$", v)]
             assert set(named) <= set(spec["model_widgets"]), (name, node["type"], named)
-    assert loaders >= 3 * len(NAMES)  # checkpoint, AnimateLCM LoRA and motion model in every workflow at least
+    # checkpoint, AnimateLCM LoRA and motion model in every SD1.5 workflow at least; two experts, umT5, VAE and the
+    # style LoRA twice in the Wan one
+    assert loaders >= 3 * len(SD15_NAMES) + 6 * len(WAN_NAMES)
 
 
 def test_every_workflow_has_its_templates_thumbnail():
@@ -100,12 +120,14 @@ def test_every_workflow_has_its_templates_thumbnail():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_ui_workflow_matches_the_node_definitions(name, definitions):
+def test_ui_workflow_matches_the_node_definitions(name, definitions, object_info):
+    skip_where_the_host_lacks_wan(name, object_info)
     assert wc.ui_problems(ui(name), definitions) == []
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_api_twin_is_the_frontends_conversion_of_the_ui_file(name, definitions):
+def test_api_twin_is_the_frontends_conversion_of_the_ui_file(name, definitions, object_info):
+    skip_where_the_host_lacks_wan(name, object_info)
     strip = lambda api: {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in api.items()}  # noqa: E731
     assert strip(wc.api_from_ui(ui(name), definitions)) == strip(workflow_graph.load(name))
 
@@ -168,6 +190,7 @@ def test_api_twin_passes_host_validation_except_missing_model_files(name, comfy_
     """Only the model files people download (absent here) stop the twin, each reported at its own node."""
     twin = workflow_graph.load(name)
     info = comfy_server.get("/object_info")
+    skip_where_the_host_lacks_wan(name, info)
     missing = wc.missing_model_inputs(twin, info, comfy_server.models)
     assert missing, "the twin names model files this host does not have"
     status, body = comfy_server.post_prompt(twin)
@@ -177,7 +200,7 @@ def test_api_twin_passes_host_validation_except_missing_model_files(name, comfy_
 
 
 def test_defaults_match_the_method():
-    for name in NAMES:
+    for name in SD15_NAMES:
         twin = workflow_graph.load(name)
         for nid in workflow_graph.find(twin, "KSampler"):
             s = twin[nid]["inputs"]
@@ -239,8 +262,55 @@ def test_notes_say_where_every_model_file_goes_and_layout_is_tidy(name):
         assert not any(overlap(gbox(a), gbox(b)) for b in groups[i + 1:]), a["title"]
 
 
+def upstream(wf, link, class_type):
+    """The ids of the ``class_type`` nodes on the MODEL chain that ends at ``link`` (following input ``model``)."""
+    found = []
+    while workflow_graph.is_link(link):
+        node = wf[link[0]]
+        if node["class_type"] == class_type:
+            found.append(link[0])
+        link = node["inputs"].get("model")
+    return found
+
+
+def test_wan_workflow_is_core_wan_22s_two_expert_template_with_the_identity_on_the_low_noise_expert():
+    (name,) = WAN_NAMES
+    twin = workflow_graph.load(name)
+    first, second = sorted(workflow_graph.find(twin, "KSamplerAdvanced"),
+                           key=lambda nid: twin[nid]["inputs"]["start_at_step"])
+    a, b = twin[first]["inputs"], twin[second]["inputs"]
+    for s in (a, b):
+        assert (s["steps"], s["cfg"], s["sampler_name"], s["scheduler"]) == (20, 3.5, "euler", "simple")
+    assert (a["add_noise"], a["start_at_step"], a["end_at_step"], a["return_with_leftover_noise"]) == (
+        "enable", 0, 10, "enable")
+    assert (b["add_noise"], b["start_at_step"], b["end_at_step"], b["return_with_leftover_noise"]) == (
+        "disable", 10, 10000, "disable")
+    assert b["latent_image"] == [first, 0]   # the low-noise pass continues the high-noise pass's latent
+    experts = {}
+    for sampler, inputs in ((first, a), (second, b)):
+        (unet,) = upstream(twin, inputs["model"], "UNETLoader")
+        experts[sampler] = twin[unet]["inputs"]["unet_name"]
+        (shift,) = upstream(twin, inputs["model"], "ModelSamplingSD3")
+        assert twin[shift]["inputs"]["shift"] == 8.0
+        (lora,) = upstream(twin, inputs["model"], "LoraLoaderModelOnly")   # the style LoRA on both experts
+        assert twin[lora]["inputs"]["lora_name"] == workflow_models.WAN_STYLE_LORA.name
+    assert experts == {first: workflow_models.WAN22_HIGH_NOISE.name, second: workflow_models.WAN22_LOW_NOISE.name}
+    assert upstream(twin, a["model"], "PV_ApplySIALateSteps") == []
+    (apply,) = upstream(twin, b["model"], "PV_ApplySIALateSteps")
+    assert (twin[apply]["inputs"]["strength"], twin[apply]["inputs"]["start_percent"]) == (1.0, 0.75)
+    (clip,) = workflow_graph.find(twin, "CLIPLoader")
+    assert twin[clip]["inputs"] == {"clip_name": workflow_models.UMT5.name, "type": "wan", "device": "default"}
+    (vae,) = workflow_graph.find(twin, "VAELoader")
+    assert twin[vae]["inputs"]["vae_name"] == workflow_models.WAN21_VAE.name
+    (latent,) = workflow_graph.find(twin, "EmptyHunyuanLatentVideo")
+    assert twin[latent]["inputs"] == {"width": 640, "height": 640, "length": 81, "batch_size": 1}
+    (save,) = workflow_graph.find(twin, "SaveAnimatedWEBP")
+    assert twin[save]["inputs"]["fps"] == 16.0   # Wan 2.1 / 2.2 A14B's frame rate
+    assert not any(t.startswith("ADE_") for t in workflow_graph.node_types(twin))
+
+
 def test_image_only_variant_drops_animatediff_and_rewires_the_model():
-    for name in NAMES:
+    for name in SD15_NAMES:
         twin = workflow_graph.load(name)
         plain = workflow_graph.without_animatediff(twin)
         assert not any(t.startswith("ADE_") for t in workflow_graph.node_types(plain))

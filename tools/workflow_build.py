@@ -16,14 +16,17 @@ import json
 import sys
 from pathlib import Path
 
-from .workflow_models import CHECKPOINT, LCM_LORA, MOTION_MODEL, OPENPOSE_CONTROLNET, STYLE_LORA
+from .workflow_models import (CHECKPOINT, LCM_LORA, MOTION_MODEL, OPENPOSE_CONTROLNET, STYLE_LORA, UMT5,
+                              WAN21_VAE, WAN22_HIGH_NOISE, WAN22_LOW_NOISE, WAN_STYLE_LORA)
 from .workflow_notes import (FACE_MODELS_NOTE, MAGICME_NOTE, POSE_NOTE, SAMPLING_NOTE, SCORE_NOTE, STYLE_NOTE,
                              TRAIN_AND_GENERATE_NOTE, TRAIN_NOTE, TWO_ADAPTERS_NOTE, TWO_IDENTITIES_NOTE,
-                             model_files_note)
+                             WAN_MODEL_FILES_NOTE, WAN_NOTE, model_files_note)
 from .workflow_settings import (ADAPTER_FILE, BETA_SCHEDULE, CFG, CLASS_WORD, END_PERCENT, FACE_DETAIL_DENOISE,
                                 FPS, FRAMES, GROUP_COLORS, HEIGHT, IDENTITY, NEGATIVE, NOISE_PRIOR_GAMMA,
                                 POSE_VIDEO, PROMPT, REFERENCE_PHOTO, REGION_FEATHER, REGION_IDENTITIES, SAMPLER,
-                                SCHEDULER, SEED, START_PERCENT, STEPS, STRENGTH, WIDTH)
+                                SCHEDULER, SEED, START_PERCENT, STEPS, STRENGTH, WAN_CFG, WAN_FPS, WAN_HEIGHT,
+                                WAN_LENGTH, WAN_NEGATIVE, WAN_PROMPT, WAN_SAMPLER, WAN_SCHEDULER, WAN_SHIFT,
+                                WAN_STEPS, WAN_STYLE_STRENGTH, WAN_SWITCH_STEP, WAN_WIDTH, WIDTH)
 from .workflow_writer import Graph
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -373,8 +376,86 @@ def two_identities() -> Graph:
     return g
 
 
+# ---------------------------------------------------------------- 10: Wan 2.2 A14B, two experts
+def _wan_expert(g: Graph, model_file, label, x, y):
+    """UNETLoader -> style LoRA -> ModelSamplingSD3 for one Wan 2.2 expert. Returns (loader, lora, shift)."""
+    unet = g.add("UNETLoader", (x, y), (420, 90), title=f"Wan 2.2 {label}-noise expert (Load Diffusion Model)",
+                 unet_name=model_file.name, weight_dtype="default")
+    lora = g.add("LoraLoaderModelOnly", (x + 490, y), (380, 90), title=f"Style LoRA ({label}-noise expert)",
+                 lora_name=WAN_STYLE_LORA.name, strength_model=WAN_STYLE_STRENGTH)
+    g.link(unet, "MODEL", lora, "model")
+    shift = g.add("ModelSamplingSD3", (x + 940, y), (300, 60), title=f"Shift ({label}-noise expert)", shift=WAN_SHIFT)
+    g.link(lora, "MODEL", shift, "model")
+    return unet, lora, shift
+
+
+def _wan_sampler(g: Graph, label, x, y, first: bool):
+    """A KSamplerAdvanced pass of the two-expert schedule: the first adds the noise and stops at the switch with
+    the leftover noise; the second continues from the switch to the end without adding noise."""
+    return g.add("KSamplerAdvanced", (x, y), (340, 340),
+                 title=f"KSamplerAdvanced: {label}-noise expert, steps "
+                       + (f"0-{WAN_SWITCH_STEP}" if first else f"{WAN_SWITCH_STEP}-{WAN_STEPS}"),
+                 add_noise="enable" if first else "disable", noise_seed=SEED if first else 0, steps=WAN_STEPS,
+                 cfg=WAN_CFG, sampler_name=WAN_SAMPLER, scheduler=WAN_SCHEDULER,
+                 start_at_step=0 if first else WAN_SWITCH_STEP, end_at_step=WAN_SWITCH_STEP if first else 10000,
+                 return_with_leftover_noise="enable" if first else "disable")
+
+
+def wan22_identity_and_style() -> Graph:
+    g = Graph("10_wan22_identity_and_style",
+              "PersonalVideo 10: Wan 2.2 A14B, the identity on the low-noise expert, a style LoRA on both")
+    high, high_lora, high_shift = _wan_expert(g, WAN22_HIGH_NOISE, "high", 40, 60)
+    low, low_lora, low_shift = _wan_expert(g, WAN22_LOW_NOISE, "low", 40, 210)
+    clip = g.add("CLIPLoader", (40, 360), (420, 110), title="umT5-XXL (Load CLIP, type wan)", clip_name=UMT5.name,
+                 type="wan", device="default")
+    vae = g.add("VAELoader", (530, 360), (380, 60), title="Wan 2.1 VAE", vae_name=WAN21_VAE.name)
+    g.group("Models: Wan 2.2 T2V A14B experts, style LoRA on both, shift", [high, high_lora, high_shift, low, low_lora,
+                                                                             low_shift, clip, vae], GROUP_COLORS["models"])
+    load = g.add("PV_LoadSIAAdapter", (1340, 60), (380, 80), title="Load SIA Adapter (models/sia)",
+                 adapter_name=ADAPTER_FILE)
+    apply = g.add("PV_ApplySIALateSteps", (1340, 200), (380, 110), title="Apply SIA at Late Steps (low-noise expert)",
+                  strength=STRENGTH, start_percent=START_PERCENT, end_percent=END_PERCENT)
+    g.link(low_shift, "MODEL", apply, "model")
+    g.link(load, "sia_adapter", apply, "sia_adapter")
+    g.group("Identity: on the low-noise expert only", [load, apply], GROUP_COLORS["identity"])
+    prompt = g.add("PV_IdentityPrompt", (40, 610), (420, 160), title="Prompt ({identity} = your trigger phrase)",
+                   text=WAN_PROMPT)
+    g.link(load, "trigger_phrase", prompt, "trigger_phrase")
+    pos = g.add("CLIPTextEncode", (530, 610), (400, 90), title="Positive", text="")
+    g.link(clip, "CLIP", pos, "clip")
+    g.link(prompt, "prompt", pos, "text")
+    neg = g.add("CLIPTextEncode", (530, 760), (400, 130), title="Negative", text=WAN_NEGATIVE)
+    g.link(clip, "CLIP", neg, "clip")
+    latent = g.add("EmptyHunyuanLatentVideo", (1000, 610), (300, 130),
+                   title=f"{WAN_LENGTH} frames, {WAN_WIDTH}x{WAN_HEIGHT}", width=WAN_WIDTH, height=WAN_HEIGHT,
+                   length=WAN_LENGTH, batch_size=1)
+    g.group("Prompt and video size", [prompt, pos, neg, latent], GROUP_COLORS["prompt"])
+    first = _wan_sampler(g, "high", 1800, 60, first=True)
+    g.link(high_shift, "MODEL", first, "model")
+    second = _wan_sampler(g, "low", 1800, 470, first=False)
+    g.link(apply, "model", second, "model")
+    for sampler in (first, second):
+        g.link(pos, "CONDITIONING", sampler, "positive")
+        g.link(neg, "CONDITIONING", sampler, "negative")
+    g.link(latent, "LATENT", first, "latent_image")
+    g.link(first, "LATENT", second, "latent_image")
+    g.group("Two experts, one schedule", [first, second], GROUP_COLORS["train"])
+    decode = g.add("VAEDecode", (2220, 60), (220, 50))
+    g.link(second, "LATENT", decode, "samples")
+    g.link(vae, "VAE", decode, "vae")
+    save = g.add("SaveAnimatedWEBP", (2220, 170), (360, 520), title=f"Save Animated WEBP ({WAN_FPS} fps)",
+                 filename_prefix="PersonalVideo/wan22_identity", fps=float(WAN_FPS), lossless=False, quality=90,
+                 method="default")
+    g.link(decode, "IMAGE", save, "images")
+    g.group("Decode and save", [decode, save], GROUP_COLORS["output"])
+    g.note((1340, 400), (420, 560), WAN_MODEL_FILES_NOTE, title="Model files: where each goes")
+    g.note((40, 980), (900, 300), WAN_NOTE, title="Wan 2.2: two experts, identity and style")
+    return g
+
+
 WORKFLOWS = (train_identity, generate_with_identity, generate_with_pose, generate_with_style_lora,
-             train_and_generate, generate_and_score, generate_with_face_detail, two_identities)
+             train_and_generate, generate_and_score, generate_with_face_detail, two_identities,
+             wan22_identity_and_style)
 
 
 def build_all() -> dict:

@@ -74,8 +74,13 @@ ROLES = {
     "pose_video": [("VHS_LoadVideo", "video")],
     "frames": [("EmptyLatentImage", "batch_size"), ("PV_TrainIdentity", "frames"),
                ("VHS_LoadVideo", "frame_load_cap")],
-    "width": [("EmptyLatentImage", "width"), ("PV_TrainIdentity", "width"), ("VHS_LoadVideo", "custom_width")],
-    "height": [("EmptyLatentImage", "height"), ("PV_TrainIdentity", "height"), ("VHS_LoadVideo", "custom_height")],
+    "length": [("EmptyHunyuanLatentVideo", "length")],
+    "width": [("EmptyLatentImage", "width"), ("PV_TrainIdentity", "width"), ("VHS_LoadVideo", "custom_width"),
+              ("EmptyHunyuanLatentVideo", "width")],
+    "height": [("EmptyLatentImage", "height"), ("PV_TrainIdentity", "height"), ("VHS_LoadVideo", "custom_height"),
+               ("EmptyHunyuanLatentVideo", "height")],
+    "text_encoder": [("CLIPLoader", "clip_name")],
+    "vae": [("VAELoader", "vae_name")],
     "steps": [("KSampler", "steps")],
     "cfg": [("KSampler", "cfg")],
     "seed": [("KSampler", "seed"), ("PV_TrainIdentity", "seed")],
@@ -117,6 +122,8 @@ def _retitle_latents(wf: dict) -> None:
         meta, inputs = node.get("_meta", {}), node["inputs"]
         if node["class_type"] == "EmptyLatentImage" and LATENT_TITLE.match(meta.get("title", "")):
             meta["title"] = f"{inputs['batch_size']} frames, {inputs['width']}x{inputs['height']}"
+        if node["class_type"] == "EmptyHunyuanLatentVideo" and LATENT_TITLE.match(meta.get("title", "")):
+            meta["title"] = f"{inputs['length']} frames, {inputs['width']}x{inputs['height']}"
 
 
 def without_animatediff(wf: dict) -> dict:
@@ -167,6 +174,9 @@ FILE_INPUTS = {
     ("LoraLoaderModelOnly", "lora_name"): ("loras", "ComfyUI/models/loras"),
     ("LoraLoader", "lora_name"): ("loras", "ComfyUI/models/loras"),
     ("ControlNetLoader", "control_net_name"): ("controlnet", "ComfyUI/models/controlnet"),
+    ("UNETLoader", "unet_name"): ("diffusion_models", "ComfyUI/models/diffusion_models"),
+    ("CLIPLoader", "clip_name"): ("text_encoders", "ComfyUI/models/text_encoders"),
+    ("VAELoader", "vae_name"): ("vae", "ComfyUI/models/vae"),
     ("ADE_AnimateDiffLoaderGen1", "model_name"): ("animatediff_models", "ComfyUI/models/animatediff_models"),
     ("PV_LoadSIAAdapter", "adapter_name"): ("sia", "ComfyUI/models/sia (train one with workflow 01)"),
     ("LoadImage", "image"): ("input", "ComfyUI/input"),

@@ -55,5 +55,34 @@ STYLE_LORA = ModelFile(
     "MoXin 1.0, a Chinese ink-painting style LoRA for SD1.5 (the style LoRA ComfyUI's own LoRA template uses); "
     "any SD1.5 style LoRA works")
 
-MODEL_FILES = (CHECKPOINT, MOTION_MODEL, LCM_LORA, OPENPOSE_CONTROLNET, STYLE_LORA)
+
+# Wan 2.2 T2V A14B (workflow 10): Comfy-Org's repackaged files, the ones ComfyUI's own Wan 2.2 template and
+# docs.comfy.org's Wan 2.2 page name (umT5 sits in the Wan 2.1 repository, the VAE in both)
+WAN22_REPO = "https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged"
+WAN21_REPO = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged"
+WAN22_HIGH_NOISE = ModelFile(
+    "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", "diffusion_models",
+    f"{WAN22_REPO}/resolve/main/split_files/diffusion_models/wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
+    WAN22_REPO, "Wan 2.2 T2V A14B, the high-noise expert (early steps: layout and motion), fp8 (Comfy-Org repackaged)")
+WAN22_LOW_NOISE = ModelFile(
+    "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", "diffusion_models",
+    f"{WAN22_REPO}/resolve/main/split_files/diffusion_models/wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors",
+    WAN22_REPO, "Wan 2.2 T2V A14B, the low-noise expert (late steps: detail; the identity goes here), fp8")
+UMT5 = ModelFile(
+    "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders",
+    f"{WAN21_REPO}/resolve/main/split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+    WAN21_REPO, "umT5-XXL, Wan's text encoder, fp8 (Comfy-Org repackaged); loaded by Load CLIP with type wan")
+WAN21_VAE = ModelFile(
+    "wan_2.1_vae.safetensors", "vae",
+    f"{WAN22_REPO}/resolve/main/split_files/vae/wan_2.1_vae.safetensors",
+    WAN22_REPO, "the Wan 2.1 VAE, which Wan 2.1 and the Wan 2.2 A14B experts use (TI2V 5B has its own)")
+WAN_STYLE_LORA = ModelFile(
+    "kaguya_style_wan21_t2v_14b.safetensors", "loras",
+    "https://civitai.com/api/download/models/1881652?type=Model&format=SafeTensor",
+    "https://civitai.com/models/1662459?modelVersionId=1881652",
+    "The Tale of the Princess Kaguya, an ink-and-watercolour style LoRA for Wan 2.1 T2V 14B (seruva19; trigger "
+    "'Kaguya-hime style'), which loads on both Wan 2.2 A14B experts; any Wan 14B T2V style LoRA works")
+
+MODEL_FILES = (CHECKPOINT, MOTION_MODEL, LCM_LORA, OPENPOSE_CONTROLNET, STYLE_LORA,
+               WAN22_HIGH_NOISE, WAN22_LOW_NOISE, UMT5, WAN21_VAE, WAN_STYLE_LORA)
 BY_NAME = {m.name: m for m in MODEL_FILES}

@@ -4,10 +4,12 @@ Data only, read by the workflow builder (``tools.workflow_build``).
 """
 from __future__ import annotations
 
-from .workflow_models import CHECKPOINT, LCM_LORA, MOTION_MODEL, OPENPOSE_CONTROLNET, STYLE_LORA
+from .workflow_models import (CHECKPOINT, LCM_LORA, MOTION_MODEL, OPENPOSE_CONTROLNET, STYLE_LORA, UMT5,
+                              WAN21_VAE, WAN22_HIGH_NOISE, WAN22_LOW_NOISE, WAN_STYLE_LORA)
 from .workflow_settings import (ADAPTER_FILE, BETA_SCHEDULE, CFG, FACE_DETAIL_DENOISE, FRAMES, HEIGHT,
                                 NOISE_PRIOR_GAMMA, POSE_VIDEO, REGION_IDENTITIES, START_PERCENT, STEPS, STRENGTH,
-                                WIDTH)
+                                WAN_CFG, WAN_FPS, WAN_HEIGHT, WAN_LENGTH, WAN_SAMPLER, WAN_SCHEDULER, WAN_SHIFT,
+                                WAN_STEPS, WAN_STYLE_STRENGTH, WAN_SWITCH_STEP, WAN_WIDTH, WIDTH)
 
 
 ANTELOPEV2_NOTE = """
@@ -141,3 +143,45 @@ TWO_IDENTITIES_NOTE = """Two people, two identities, one video
   Keep trigger phrases out of any unmasked prompt: an unmasked prompt acts everywhere.
 - Face detail: one pass per person, each with its region, its identity's adapter (without a mask)
   and its own prompt."""
+
+
+WAN_MODEL_FILES_NOTE = f"""Model files (press R in ComfyUI after adding them; modern
+ComfyUI offers each missing one for download on loading)
+
+ComfyUI/models/diffusion_models/{WAN22_HIGH_NOISE.name}
+ComfyUI/models/diffusion_models/{WAN22_LOW_NOISE.name}
+  Wan 2.2 T2V A14B, its two experts (huggingface.co/Comfy-Org/
+  Wan_2.2_ComfyUI_Repackaged, split_files/diffusion_models)
+ComfyUI/models/text_encoders/{UMT5.name}
+  umT5-XXL (huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged,
+  split_files/text_encoders); Load CLIP, type wan
+ComfyUI/models/vae/{WAN21_VAE.name}
+  the Wan 2.1 VAE, which the A14B experts use (Wan 2.2 repository,
+  split_files/vae)
+ComfyUI/models/loras/{WAN_STYLE_LORA.name}
+  a style LoRA: The Tale of the Princess Kaguya for Wan 2.1 T2V 14B
+  (civitai.com/models/1662459, version 1881652; trigger
+  'Kaguya-hime style'); save it under this name or pick yours.
+  Any Wan 14B T2V LoRA works; it goes on both experts
+ComfyUI/models/sia/{ADAPTER_FILE}
+  your identity adapter for Wan (trained on the low-noise expert)
+
+Core nodes only: a ComfyUI with Wan 2.2 (tested: 0.3.64). The download
+addresses were taken from docs.comfy.org's Wan 2.2 page and the
+Civitai page; they were not downloaded to check them."""
+
+
+WAN_NOTE = f"""Wan 2.2's two experts
+- The high-noise expert samples steps 0-{WAN_SWITCH_STEP} of {WAN_STEPS} (layout and motion) and hands its
+  latent with the leftover noise to the low-noise expert, which samples steps {WAN_SWITCH_STEP}-{WAN_STEPS}
+  (detail), as ComfyUI's own Wan 2.2 template does: {WAN_SAMPLER} / {WAN_SCHEDULER}, cfg {WAN_CFG},
+  ModelSamplingSD3 shift {WAN_SHIFT:g} on both.
+- The identity goes on the low-noise expert only: Apply SIA at Late Steps with start_percent
+  {START_PERCENT} adapts the last quarter of the noise schedule (sigma <= 0.727 at shift 8), which lies
+  entirely inside the low-noise expert's steps; on the high-noise expert it would act on no step.
+- The style LoRA goes on both experts (LoraLoaderModelOnly, strength {WAN_STYLE_STRENGTH}), before the shift
+  and the identity. Put its trigger word in the prompt.
+- {WAN_LENGTH} frames at {WAN_WIDTH}x{WAN_HEIGHT} ({WAN_LENGTH} = 4k+1 frames: 5 s at {WAN_FPS} fps); the
+  Identity Prompt node puts the adapter's trigger phrase where {{identity}} stands.
+- If you move the switch later than step {WAN_STEPS - WAN_STEPS // 4} of {WAN_STEPS}, part of the last quarter
+  runs on the high-noise expert, without the identity."""

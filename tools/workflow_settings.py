@@ -28,6 +28,18 @@ REGION_IDENTITIES = (("left", "identity_left", "{identity} on the left, walking 
                      ("right", "identity_right", "{identity} on the right, walking on a beach at sunset, laughing"))
 REGION_FEATHER = 0.05
 
+# ---------------------------------------------------------------- Wan 2.2 T2V A14B (workflow 10)
+# ComfyUI's Wan 2.2 14B T2V template: 640x640, 81 frames (5 s at 16 fps), 20 euler / simple steps at cfg 3.5,
+# shift 8 on both experts, the high-noise expert for steps 0-10 and the low-noise one for the rest
+WAN_WIDTH, WAN_HEIGHT, WAN_LENGTH = 640, 640, 81
+WAN_STEPS, WAN_SWITCH_STEP, WAN_CFG, WAN_SAMPLER, WAN_SCHEDULER = 20, 10, 3.5, "euler", "simple"
+WAN_SHIFT = 8.0
+WAN_FPS = 16
+WAN_STYLE_STRENGTH = 0.8
+WAN_PROMPT = ("Kaguya-hime style, {identity} walking along a river bank in spring, cherry blossoms falling, "
+              "turning to smile at the camera, soft ink and watercolour")
+WAN_NEGATIVE = "blurry, low quality, static, deformed face, extra fingers, watermark, subtitles"
+
 # ---------------------------------------------------------------- looks
 NOTE_COLOR, NOTE_BGCOLOR = "#432", "#653"
 GROUP_COLORS = {"models": "#3f789e", "identity": "#8A8", "prompt": "#b58b2a",
