@@ -49,7 +49,6 @@ import weakref
 import torch
 from torch.nn.modules import module as module_hooks
 from torch.overrides import TorchFunctionMode
-from torch.utils.weak import WeakTensorKeyDictionary
 
 log = logging.getLogger("PersonalVideo")
 _NORMS = {"BasicTransformerBlock": ("norm1", "norm2", "norm3"), "CLIPLayer": ("layer_norm1", "layer_norm2")}
@@ -226,18 +225,31 @@ class Window:
 
 
 # an alias is kept while its tensor lives and is the same view of the same memory (windows open and close once per
-# training iteration; the weights stay): the tensor's death drops it
-_ALIASES = WeakTensorKeyDictionary()
-_TABLES = weakref.WeakKeyDictionary()
+# training iteration; the weights stay): id(tensor) -> (weak reference to it, alias); the tensor's death drops it
+_ALIASES = {}
+
+
+def _forget(key, ref):
+    known = _ALIASES.get(key)
+    if known is not None and known[0] is ref:
+        del _ALIASES[key]
 
 
 def _alias_of(t):
-    alias = _ALIASES.get(t)
-    if alias is None or alias.data_ptr() != t.data_ptr() or alias.shape != t.shape or alias.stride() != t.stride() \
-            or alias.dtype != t.dtype or alias.device != t.device:
-        alias = normal_alias(t)
-        _ALIASES[t] = alias
+    known = _ALIASES.get(id(t))
+    if known is not None and known[0]() is t:
+        alias = known[1]
+        if alias.data_ptr() == t.data_ptr() and alias.shape == t.shape and alias.stride() == t.stride() \
+                and alias.dtype == t.dtype:
+            return alias
+    alias = normal_alias(t)
+    key = id(t)
+    ref = weakref.ref(t, lambda r, key=key: _forget(key, r))
+    _ALIASES[key] = (ref, alias)
     return alias
+
+
+_TABLES = weakref.WeakKeyDictionary()
 
 
 def _tables_of(module):
