@@ -72,20 +72,23 @@ def sd15_model(args):
 
 
 def clock(device):
-    """The clock of a timing: on the CPU this thread's CPU time (one torch thread, OMP_NUM_THREADS=1, so the
-    work runs on it, and other processes on a shared machine do not count); on a GPU the wall clock."""
-    return time.thread_time if device == "cpu" else time.perf_counter
+    """The clock of a timing on ``device`` (a name or a torch.device): on the CPU this thread's CPU time (one
+    torch thread, OMP_NUM_THREADS=1, so the work runs on it, and other processes on a shared machine do not
+    count); on CUDA the wall clock, read once the GPU's queue is drained."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        def now():
+            torch.cuda.synchronize()
+            return time.perf_counter()
+        return now
+    return time.thread_time if kind == "cpu" else time.perf_counter
 
 
 def timed(fn, device):
-    """Seconds one call of fn takes, with the GPU's queue drained before and after."""
+    """Seconds one call of fn takes (:func:`clock`)."""
     now = clock(device)
-    if device != "cpu":
-        torch.cuda.synchronize()
     start = now()
     fn()
-    if device != "cpu":
-        torch.cuda.synchronize()
     return now() - start
 
 
@@ -99,6 +102,30 @@ def interleaved_seconds(runs, repeats, device):
         for name, fn in runs.items():
             seconds[name].append(timed(fn, device))
     return seconds
+
+
+# A window no step of the benches' runs starts in (positions i/n; 0.61 is none of them for n = 4, 8, 20): the
+# adapter is attached and the gate decides at every call, but stays closed.
+GATE_WINDOWS = {"adapter, gate closed": (0.61, 0.61), "adapter, last quarter": (0.75, 1.0),
+                "adapter, every step": (0.0, 1.0)}
+
+
+def gated_models(model, adapter):
+    """{name: MODEL} to time: the plain model and the adapter applied with each of :data:`GATE_WINDOWS`."""
+    from comfyui_personalvideo.sia import apply_sia
+
+    models = {"no adapter": model}
+    models.update({name: apply_sia(model, adapter, 1.0, *window)[0] for name, window in GATE_WINDOWS.items()})
+    return models
+
+
+def print_ratio_table(results, base="no adapter"):
+    """Print, for each step count, each run's median seconds, its ratio to ``base`` and how many steps it adapted:
+    ``results`` is {steps: ({name: [seconds]}, {name: steps adapted})}."""
+    for steps, (seconds, on) in results.items():
+        print(f" {steps} steps:")
+        for name, median, ratio in median_ratios(seconds, base):
+            print(f"  {name:24s} {median:8.4f} s   ratio {ratio:.3f}x   ({on.get(name, 0)} of {steps} steps adapted)")
 
 
 def median_ratios(seconds, base):

@@ -36,17 +36,12 @@ def main():
         import random_adapters
         import sampling
         import tiny_models
-        from comfyui_personalvideo.sia import apply_sia, discover_targets
+        from comfyui_personalvideo.sia import discover_targets
         from comfyui_personalvideo.sia.gate import steps_on
 
         found = discover_targets(model.model.diffusion_model)
         adapter = random_adapters.random_adapter(model, seed=0, rank=args.rank, alpha=float(args.rank), std=0.01)
-        # a window no step of these sgm_uniform runs starts in (positions i/n; 0.61 is none of them for
-        # n = 4, 8, 20): the adapter is attached and the gate decides at every call, but stays closed
-        windows = {"adapter, gate closed": (0.61, 0.61), "adapter, last quarter": (0.75, 1.0),
-                   "adapter, every step": (0.0, 1.0)}
-        models = {"no adapter": model}
-        models.update({name: apply_sia(model, adapter, 1.0, *window)[0] for name, window in windows.items()})
+        models = bench_common.gated_models(model, adapter)
         cond = tiny_models.random_cond(model, 1)
         uncond = tiny_models.random_cond(model, 2)
 
@@ -58,7 +53,7 @@ def main():
         for steps in args.steps:
             schedule = sampling.schedule(model, args.scheduler, steps)
             ms = model.object_patches.get("model_sampling", model.model.model_sampling)
-            on = {name: len(steps_on(schedule, ms, *window)) for name, window in windows.items()}
+            on = {name: len(steps_on(schedule, ms, *window)) for name, window in bench_common.GATE_WINDOWS.items()}
             seconds = bench_common.interleaved_seconds({name: run(m, steps) for name, m in models.items()},
                                                        args.repeats, args.device)
             results[steps] = (seconds, on)
@@ -67,10 +62,7 @@ def main():
           f"{found.summary()}; weights {str(bench_common.model_dtype(args)).replace('torch.', '')}")
     print(f"{args.frames} frame(s) {args.size}x{args.size}, euler + {args.scheduler}, cfg 1.5, rank {args.rank}, "
           f"median of {args.repeats}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
-    for steps, (seconds, on) in results.items():
-        print(f" {steps} steps:")
-        for name, median, ratio in bench_common.median_ratios(seconds, "no adapter"):
-            print(f"  {name:24s} {median:8.4f} s   ratio {ratio:.3f}x   ({on.get(name, 0)} of {steps} steps adapted)")
+    bench_common.print_ratio_table(results)
 
 
 if __name__ == "__main__":

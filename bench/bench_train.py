@@ -63,24 +63,31 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import bench_common  # noqa: E402,F401  (first: one thread, the test helpers importable)
+import bench_common  # noqa: E402  (first: one thread, the test helpers importable)
 import torch  # noqa: E402
+
+
+def _faces(scratch, depth, size):
+    """A random recogniser of ``depth`` in a face stack that finds the face at the centre, and the reference
+    photo at ``size`` x ``size``."""
+    import face_fixtures as ff
+
+    recognizer = ff.export_recognizer(os.path.join(scratch, f"{depth}.onnx"), depth, seed=1)
+    face_analysis = ff.centre_face_analysis(os.path.join(scratch, "insightface"), recognizer=recognizer,
+                                            encoder_cache=os.path.join(scratch, "enc-cache"))
+    photo = ff.photo_image("astronaut").movedim(-1, 1)
+    photo = torch.nn.functional.interpolate(photo, size=(size, size), mode="area")
+    return face_analysis, photo.movedim(1, -1).contiguous()
 
 
 def build_tiny(args, scratch):
     """The tests' tiny models (``--tiny``): what the trainer's tests train, no motion model."""
-    import face_fixtures as ff
     import tiny_models
 
     t0 = time.perf_counter()
     with torch.inference_mode():
         model, clip, vae = tiny_models.tiny_sd15_model(seed=0), tiny_models.tiny_clip(), tiny_models.tiny_vae()
-        recognizer = ff.export_recognizer(os.path.join(scratch, "tiny.onnx"), "tiny", seed=1)
-        face_analysis = ff.centre_face_analysis(os.path.join(scratch, "insightface"), recognizer=recognizer,
-                                                encoder_cache=os.path.join(scratch, "enc-cache"))
-        photo = ff.photo_image("astronaut").movedim(-1, 1)
-        photo = torch.nn.functional.interpolate(photo, size=(args.size, args.size), mode="area")
-        photo = photo.movedim(1, -1).contiguous()
+        face_analysis, photo = _faces(scratch, "tiny", args.size)
     print(f"built in {time.perf_counter() - t0:.0f} s: the tests' tiny models (small SD1.5-layout UNet, 2-layer "
           "CLIP, narrow VAE, tiny recogniser), no motion model")
     return model, clip, vae, face_analysis, photo
@@ -90,7 +97,6 @@ def build(args, scratch):
     import folder_paths
     import nodes
 
-    import face_fixtures as ff
     import full_models
 
     with torch.inference_mode():
@@ -105,26 +111,10 @@ def build(args, scratch):
             (model,) = nodes.NODE_CLASS_MAPPINGS["ADE_AnimateDiffLoaderGen1"]().load_mm_and_inject_params(
                 model, "AnimateLCM_random.safetensors", "lcm avg(sqrt_linear,linear)")[:1]
             motion = "AnimateLCM layout (random weights) through AnimateDiff-Evolved"
-        recognizer = ff.export_recognizer(os.path.join(scratch, "r100.onnx"), "r100", seed=1)
-        face_analysis = ff.centre_face_analysis(os.path.join(scratch, "insightface"), recognizer=recognizer,
-                                                encoder_cache=os.path.join(scratch, "enc-cache"))
-        photo = ff.photo_image("astronaut").movedim(-1, 1)
-        photo = torch.nn.functional.interpolate(photo, size=(args.size, args.size), mode="area")
-        photo = photo.movedim(1, -1).contiguous()
+        face_analysis, photo = _faces(scratch, "r100", args.size)
     print(f"built in {time.perf_counter() - t0:.0f} s: SD1.5-size UNet + CLIP-L + VAE (random weights), "
           f"motion model: {motion}, recogniser: ResNet-100 (random weights)")
     return model, clip, vae, face_analysis, photo
-
-
-def clock(device):
-    """The clock of the timings: the thread's CPU time on the CPU (one torch thread; a shared machine's other jobs
-    do not inflate it), wall time with the queue drained on CUDA."""
-    if device.type == "cuda":
-        def now():
-            torch.cuda.synchronize()
-            return time.perf_counter()
-        return now
-    return time.thread_time
 
 
 class Meter:
@@ -136,7 +126,7 @@ class Meter:
         self.ti_steps = ti_steps
         self.saved = saved
         self.plain = plain
-        self.now = clock(device)
+        self.now = bench_common.clock(device)
         self.times = {"token": [], "adapter": []}
         self.plain_times = []
         self.peak = {}
@@ -343,22 +333,12 @@ def _motion_modules(unet, frames):
     """An AnimateLCM-layout motion model (AnimateDiff-Evolved's own classes, as the tests' random motion model
     file) built on the meta device and inserted into ``unet`` where AnimateDiff-Evolved puts it, set to
     ``frames``; None when the host has no AnimateDiff-Evolved."""
-    import importlib
-
     import full_models
-    from pv_tools.random_models import _ade_module_name
+    from pv_tools.random_models import animatelcm_layout
 
     if not full_models.has_animatediff_evolved():
         return None
-    ad = importlib.import_module(_ade_module_name() + ".animatediff.motion_module_ad")
-    names = {}
-    for kind, blocks, modules in (("down_blocks", 4, 2), ("up_blocks", 4, 3)):
-        for b in range(blocks):
-            for m in range(modules):
-                for a in range(2):
-                    names[f"{kind}.{b}.motion_modules.{m}.temporal_transformer.transformer_blocks.0."
-                          f"attention_blocks.{a}.to_q.weight"] = torch.empty(0)
-    sd, info = ad.normalize_ad_state_dict(names, "AnimateLCM_meta.safetensors")
+    ad, sd, info = animatelcm_layout("AnimateLCM_meta.safetensors")
     with torch.device("meta"):
         motion = ad.AnimateDiffModel(sd, info).to(torch.float16).requires_grad_(False)
     motion._inject(unet.input_blocks, motion.down_blocks)

@@ -42,7 +42,6 @@ def main():
     import comfy.samplers
 
     import wan_models
-    from comfyui_personalvideo.sia import apply_sia
     from comfyui_personalvideo.sia.families import discover
     from comfyui_personalvideo.sia.gate import steps_on
     from pv_tools.random_wan_models import WAN_SIZES, wan_model_in_place
@@ -53,12 +52,7 @@ def main():
         model = wan_model_in_place(args.wan_size, seed=0, device=args.device)
         found = discover(model.model.diffusion_model)
         adapter = wan_models.random_wan_adapter(model, seed=0, rank=args.rank, alpha=float(args.rank), std=0.01)
-        # a window no step of these simple-scheduler runs starts in (positions i/n; 0.61 is none of them for
-        # n = 4, 8, 20): the adapter is attached and the gate decides at every call, but stays closed
-        windows = {"adapter, gate closed": (0.61, 0.61), "adapter, last quarter": (0.75, 1.0),
-                   "adapter, every step": (0.0, 1.0)}
-        models = {"no adapter": model}
-        models.update({name: apply_sia(model, adapter, 1.0, *window)[0] for name, window in windows.items()})
+        models = bench_common.gated_models(model, adapter)
         channels = WAN_SIZES[args.wan_size]["in_dim"]
         latent = wan_models.empty_wan_latent(args.frames, args.size, args.size, channels)["samples"].to(args.device)
 
@@ -69,7 +63,7 @@ def main():
         for steps in args.steps:
             schedule = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", steps)
             on = {name: len(steps_on(schedule, model.get_model_object("model_sampling"), *window))
-                  for name, window in windows.items()}
+                  for name, window in bench_common.GATE_WINDOWS.items()}
             seconds = bench_common.interleaved_seconds({name: run(m, steps) for name, m in models.items()},
                                                        args.repeats, args.device)
             results[steps] = (seconds, on)
@@ -77,10 +71,7 @@ def main():
     print(f"device {args.device}; Wan {args.wan_size} size (random weights, fp32 on the CPU); {found.summary()}")
     print(f"{args.frames} frame(s) {args.size}x{args.size} (latent {tuple(latent.shape)}), euler + simple, shift 8, "
           f"cfg 1.5, rank {args.rank}, median of {args.repeats}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
-    for steps, (seconds, on) in results.items():
-        print(f" {steps} steps:")
-        for name, median, ratio in bench_common.median_ratios(seconds, "no adapter"):
-            print(f"  {name:24s} {median:8.4f} s   ratio {ratio:.3f}x   ({on.get(name, 0)} of {steps} steps adapted)")
+    bench_common.print_ratio_table(results)
 
 
 if __name__ == "__main__":

@@ -235,6 +235,25 @@ def _finite(key: str, value: torch.Tensor, path: str) -> torch.Tensor:
     return value.float()
 
 
+def check_pair(entries: dict, target: str, down_key: str, up_key: str, alpha_key, path: str) -> int:
+    """One layer's down/up (and alpha, where the file has one) checked on the header's shapes: matrices of one
+    rank on a square projection, alpha a single number. Its rank."""
+    d, u = entries[down_key], entries[up_key]
+    _check_entry(down_key, d, 2, path)
+    _check_entry(up_key, u, 2, path)
+    if alpha_key is not None:
+        a = entries[alpha_key]
+        if a.numel != 1:
+            raise SIAError(f"{path}: {alpha_key} has shape {a.shape}; alpha must be a single number.")
+        _check_entry(alpha_key, a, len(a.shape), path)
+    if d.shape[0] != u.shape[1]:
+        raise SIAError(f"{path}: {down_key} has rank {d.shape[0]} but {up_key} has rank {u.shape[1]}.")
+    if d.shape[1] != u.shape[0]:
+        raise SIAError(f"{path}: layer {target} maps {d.shape[1]} to {u.shape[0]} features; "
+                       "self-attention projections are square.")
+    return d.shape[0]
+
+
 def _check_layers(modules: dict, entries: dict, info: AdapterInfo, path: str) -> None:
     """Every layer complete, of one rank and square, checked on the header's shapes."""
     ranks = set()
@@ -242,19 +261,7 @@ def _check_layers(modules: dict, entries: dict, info: AdapterInfo, path: str) ->
         missing = [s for s in _SUFFIXES if s not in parts]
         if missing:
             raise SIAError(f"{path}: layer {naming.to_diffusers(target, info.num_res_blocks)} lacks {missing}.")
-        down_key, up_key, alpha_key = (parts[s] for s in _SUFFIXES)
-        d, u, a = entries[down_key], entries[up_key], entries[alpha_key]
-        _check_entry(down_key, d, 2, path)
-        _check_entry(up_key, u, 2, path)
-        if a.numel != 1:
-            raise SIAError(f"{path}: {alpha_key} has shape {a.shape}; alpha must be a single number.")
-        _check_entry(alpha_key, a, len(a.shape), path)
-        if d.shape[0] != u.shape[1]:
-            raise SIAError(f"{path}: {down_key} has rank {d.shape[0]} but {up_key} has rank {u.shape[1]}.")
-        if d.shape[1] != u.shape[0]:
-            raise SIAError(f"{path}: layer {target} maps {d.shape[1]} to {u.shape[0]} features; "
-                           "self-attention projections are square.")
-        ranks.add(d.shape[0])
+        ranks.add(check_pair(entries, target, *(parts[s] for s in _SUFFIXES), path))
     blocks = {}
     for target in modules:
         blocks.setdefault(naming.block_of(target), set()).add(target.rsplit(".", 1)[1])

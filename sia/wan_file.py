@@ -19,7 +19,7 @@ from .adapter import AdapterInfo, SIAAdapter
 from .errors import SIAError
 from .families import WAN
 from .wan_targets import PROJECTIONS
-from .file_format import _check_entry, _finite, _info_from_metadata, _load_tensors, _meta_number
+from .file_format import _finite, _info_from_metadata, _load_tensors, _meta_number, check_pair
 
 _FULL_LORA_HINT = ("An SIA adapter for Wan holds LoRA weights for the q/k/v projections of the self-attention "
                    "(self_attn / attn1) only. Load a full LoRA with the core node 'LoraLoaderModelOnly' instead "
@@ -61,20 +61,7 @@ def _check(layers: dict, entries: dict, path: str) -> None:
         missing = [r for r in ("down", "up") if r not in roles]
         if missing:
             raise SIAError(f"{path}: layer {target} lacks its {' and '.join(missing)} weight.")
-        d, u = entries[roles["down"]], entries[roles["up"]]
-        _check_entry(roles["down"], d, 2, path)
-        _check_entry(roles["up"], u, 2, path)
-        if "alpha" in roles:
-            a = entries[roles["alpha"]]
-            if a.numel != 1:
-                raise SIAError(f"{path}: {roles['alpha']} has shape {a.shape}; alpha must be a single number.")
-            _check_entry(roles["alpha"], a, len(a.shape), path)
-        if d.shape[0] != u.shape[1]:
-            raise SIAError(f"{path}: {roles['down']} has rank {d.shape[0]} but {roles['up']} has rank {u.shape[1]}.")
-        if d.shape[1] != u.shape[0]:
-            raise SIAError(f"{path}: layer {target} maps {d.shape[1]} to {u.shape[0]} features; Wan's "
-                           "self-attention projections are square.")
-        ranks.add(d.shape[0])
+        ranks.add(check_pair(entries, target, roles["down"], roles["up"], roles.get("alpha"), path))
     blocks = {}
     for target in layers:
         blocks.setdefault(target.rsplit(".", 1)[0], set()).add(target.rsplit(".", 1)[1])

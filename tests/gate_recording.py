@@ -102,3 +102,23 @@ def acted_by_step(steps, calls) -> dict:
     for step, (_, acted) in zip(steps, calls):
         out.setdefault(step, set()).add(acted)
     return out
+
+
+NO_STEP_LOOP = {"dpm_fast", "dpm_adaptive", "uni_pc", "uni_pc_bh2"}   # samplers whose calls are placed by noise level
+
+
+def check_run(recorder, schedule, sampler_name, expected) -> list:
+    """The steps a recorded run adapted, after checking that every step's calls were all adapted or all not and
+    that the adapted steps are the ``expected`` ones the run reached."""
+    calls = recorder.calls
+    assert calls, "the sampler made no model call"
+    if sampler_name in NO_STEP_LOOP:
+        steps = steps_by_noise(calls, schedule)
+    else:
+        steps = steps_by_callback(recorder.events)
+    by_step = acted_by_step(steps, calls)
+    mixed = {s: v for s, v in by_step.items() if len(v) > 1}
+    assert not mixed, f"steps with calls both adapted and not: {sorted(mixed)}; calls {list(zip(steps, calls))}"
+    on = sorted(s for s, v in by_step.items() if True in v)
+    assert on == [s for s in expected if s in by_step], (on, expected, list(zip(steps, calls)))
+    return on

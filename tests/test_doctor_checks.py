@@ -27,15 +27,24 @@ KINDS = {"insightface": {".onnx"}, "sia": {".safetensors"}, "embeddings": {".saf
          "animatediff_models": {".ckpt", ".safetensors"}}
 
 
+def model_folders(tmp_path, monkeypatch, kinds):
+    """Scratch folders under tmp_path/models for each model kind in ``kinds`` ({kind: extensions}), registered
+    with the host in place of the install's."""
+    import folder_paths
+
+    models = tmp_path / "models"
+    for kind, exts in kinds.items():
+        (models / kind).mkdir(parents=True)
+        monkeypatch.setitem(folder_paths.folder_names_and_paths, kind, ([str(models / kind)], set(exts)))
+    return models
+
+
 @pytest.fixture
 def install(tmp_path, monkeypatch):
     """An empty install: every model folder and custom_nodes point at scratch folders for this test."""
     import folder_paths
 
-    models = tmp_path / "models"
-    for kind, exts in KINDS.items():
-        (models / kind).mkdir(parents=True)
-        monkeypatch.setitem(folder_paths.folder_names_and_paths, kind, ([str(models / kind)], set(exts)))
+    models = model_folders(tmp_path, monkeypatch, KINDS)
     (tmp_path / "custom_nodes").mkdir()
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "custom_nodes", ([str(tmp_path / "custom_nodes")], set()))
     monkeypatch.setattr(folder_paths, "models_dir", str(models))

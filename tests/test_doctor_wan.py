@@ -13,7 +13,7 @@ import pytest
 from comfyui_personalvideo import doctor
 from comfyui_personalvideo.doctor import wan_models
 
-from test_doctor_checks import context  # noqa: F401
+from test_doctor_checks import context, model_folders  # noqa: F401
 
 KINDS = {"diffusion_models": {".safetensors"}, "unet": {".safetensors"}, "text_encoders": {".safetensors"},
          "clip": {".safetensors"}, "vae": {".safetensors"}}
@@ -21,13 +21,7 @@ KINDS = {"diffusion_models": {".safetensors"}, "unet": {".safetensors"}, "text_e
 
 @pytest.fixture
 def install(tmp_path, monkeypatch):
-    import folder_paths
-
-    models = tmp_path / "models"
-    for kind, exts in KINDS.items():
-        (models / kind).mkdir(parents=True)
-        monkeypatch.setitem(folder_paths.folder_names_and_paths, kind, ([str(models / kind)], set(exts)))
-    return models
+    return model_folders(tmp_path, monkeypatch, KINDS)
 
 
 def header_file(path, shapes: dict, dtype="F16"):

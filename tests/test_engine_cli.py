@@ -132,8 +132,6 @@ def test_the_command_runs_from_the_pack_folder_without_comfyui_diffusers_or_ray_
 def test_animatelcm_keys_of_animatediff_evolved_map_onto_the_engines_motion_adapter_exactly():
     """The key layout of an AnimateLCM file (as AnimateDiff-Evolved builds it, SD1.5 widths, on the meta device:
     no memory) against diffusers' MotionAdapter from the shipped config, both ways."""
-    import importlib
-
     import full_models
     from comfyui_personalvideo.engine import checkpoint_keys
     from comfyui_personalvideo.engine.shipped_configs import shipped_config
@@ -141,15 +139,7 @@ def test_animatelcm_keys_of_animatediff_evolved_map_onto_the_engines_motion_adap
 
     if not full_models.has_animatediff_evolved():
         pytest.skip("AnimateDiff-Evolved is not installed in this ComfyUI host")
-    ad = importlib.import_module(full_models._ade_module_name() + ".animatediff.motion_module_ad")
-    names = {}
-    for kind, blocks, per in (("down_blocks", 4, 2), ("up_blocks", 4, 3)):
-        for b in range(blocks):
-            for m in range(per):
-                for a in range(2):
-                    names[f"{kind}.{b}.motion_modules.{m}.temporal_transformer.transformer_blocks.0."
-                          f"attention_blocks.{a}.to_q.weight"] = torch.empty(0)
-    sd, info = ad.normalize_ad_state_dict(names, "AnimateLCM_layout.safetensors")
+    ad, sd, info = full_models.animatelcm_layout("AnimateLCM_layout.safetensors")
     with torch.device("meta"):
         theirs = {k: v for k, v in ad.AnimateDiffModel(sd, info).state_dict().items() if "pos_encoder" not in k}
         config = checkpoint_keys.motion_layout(checkpoint_keys.motion_to_diffusers(theirs),

@@ -26,7 +26,6 @@ import sampling
 import tiny_models
 
 STEPS = 6
-NO_STEP_LOOP = {"dpm_fast", "dpm_adaptive", "uni_pc", "uni_pc_bh2"}   # calls placed by noise level
 
 
 @pytest.fixture(scope="session")
@@ -54,21 +53,6 @@ def run_recorded(plain, reference, adapter, sampler, schedule, start=0.75, end=1
     return recorder
 
 
-def check_run(recorder, schedule, sampler_name, expected):
-    calls = recorder.calls
-    assert calls, "the sampler made no model call"
-    if sampler_name in NO_STEP_LOOP:
-        steps = gate_recording.steps_by_noise(calls, schedule)
-    else:
-        steps = gate_recording.steps_by_callback(recorder.events)
-    by_step = gate_recording.acted_by_step(steps, calls)
-    mixed = {s: v for s, v in by_step.items() if len(v) > 1}
-    assert not mixed, f"steps with calls both adapted and not: {sorted(mixed)}; calls {list(zip(steps, calls))}"
-    on = sorted(s for s, v in by_step.items() if True in v)
-    assert on == [s for s in expected if s in by_step], (on, expected, list(zip(steps, calls)))
-    return on
-
-
 def sampler_scheduler_pairs():
     samplers, schedulers = list(comfy.samplers.SAMPLER_NAMES), list(comfy.samplers.SCHEDULER_NAMES)
     if os.environ.get("PV_GATE_MATRIX") == "diagonal":
@@ -84,7 +68,7 @@ def test_every_call_is_gated_as_its_step(models, adapter, sampler_name, schedule
     expected = gate_recording.expected_steps(schedule, model_sampling_of(plain), 0.75, 1.0)
     assert expected and expected[0] > 0       # a switch from off to on inside the run
     recorder = run_recorded(plain, reference, adapter, comfy.samplers.sampler_object(sampler_name), schedule)
-    on = check_run(recorder, schedule, sampler_name, expected)
+    on = gate_recording.check_run(recorder, schedule, sampler_name, expected)
     if sampler_name not in ("dpm_fast", "dpm_adaptive"):   # these two sample on a grid of their own
         assert on == expected
 
@@ -98,7 +82,7 @@ def test_churned_steps_stay_in_their_step(models, adapter, sampler_name):
     recorder = run_recorded(plain, reference, adapter, sampler, schedule, start=0.5)
     first_call, top = recorder.calls[0][0], float(schedule[0])
     assert first_call > top * 1.05                    # churn really lifted the sigma
-    check_run(recorder, schedule, sampler_name,
+    gate_recording.check_run(recorder, schedule, sampler_name,
               gate_recording.expected_steps(schedule, model_sampling_of(plain), 0.5, 1.0))
 
 
@@ -111,4 +95,4 @@ def test_end_percent_switches_the_adapter_off_again(models, adapter, sampler_nam
     assert expected == [3, 4, 5, 6]                     # positions i/9: 0.33 .. 0.67
     recorder = run_recorded(plain, reference, adapter, comfy.samplers.sampler_object(sampler_name), schedule,
                             start=0.3, end=0.7)
-    assert check_run(recorder, schedule, sampler_name, expected) == expected
+    assert gate_recording.check_run(recorder, schedule, sampler_name, expected) == expected

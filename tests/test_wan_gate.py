@@ -30,7 +30,6 @@ def model_sampling_of(model):
     clone with a ModelSamplingSD3 patch may have left its sampling on the BaseModel after its run)."""
     return model.get_model_object("model_sampling")
 
-NO_STEP_LOOP = {"dpm_fast", "dpm_adaptive", "uni_pc", "uni_pc_bh2"}
 
 
 @pytest.fixture(scope="module")
@@ -69,19 +68,6 @@ def _custom(model, sampler, sigmas, recorder, cfg):
                                callback=recorder.callback, disable_pbar=True, seed=0)
 
 
-def _check(recorder, schedule, sampler_name, expected):
-    calls = recorder.calls
-    assert calls, "the sampler made no model call"
-    steps = (gate_recording.steps_by_noise(calls, schedule) if sampler_name in NO_STEP_LOOP
-             else gate_recording.steps_by_callback(recorder.events))
-    by_step = gate_recording.acted_by_step(steps, calls)
-    mixed = {s: v for s, v in by_step.items() if len(v) > 1}
-    assert not mixed, f"steps with calls both adapted and not: {sorted(mixed)}; calls {list(zip(steps, calls))}"
-    on = sorted(s for s, v in by_step.items() if True in v)
-    assert on == [s for s in expected if s in by_step], (on, expected, list(zip(steps, calls)))
-    return on
-
-
 def _schedule(model, scheduler, steps):
     return comfy.samplers.calculate_sigmas(model_sampling_of(model), scheduler, steps)
 
@@ -95,7 +81,7 @@ def test_every_sampler_adapts_exactly_the_last_quarter_at_wans_default_shift(rig
     schedule = _schedule(model, "simple", 8)
     expected = gate_recording.expected_steps(schedule, model_sampling_of(model), 0.75, 1.0)
     assert expected == [6, 7]           # sigma 0.727 (= percent_to_sigma(0.75) at shift 8) and 0.533
-    on = _check(_recorded(rig, model, sampler_name, schedule), schedule, sampler_name, expected)
+    on = gate_recording.check_run(_recorded(rig, model, sampler_name, schedule), schedule, sampler_name, expected)
     assert on == expected
 
 
@@ -107,7 +93,7 @@ def test_every_scheduler_and_the_shifts_wan_users_run(rig, scheduler, shift, ste
     schedule = _schedule(model, scheduler, steps)
     expected = gate_recording.expected_steps(schedule, model_sampling_of(model), 0.75, 1.0)
     assert expected and expected[0] > 0
-    on = _check(_recorded(rig, model, "euler", schedule), schedule, "euler", expected)
+    on = gate_recording.check_run(_recorded(rig, model, "euler", schedule), schedule, "euler", expected)
     assert on == expected
 
 
@@ -117,8 +103,8 @@ def test_end_percent_switches_off_again(rig, sampler_name):
     schedule = _schedule(model, "simple", 10)
     expected = gate_recording.expected_steps(schedule, model_sampling_of(model), 0.3, 0.7)
     assert expected == [3, 4, 5, 6, 7]
-    assert _check(_recorded(rig, model, sampler_name, schedule, 0.3, 0.7), schedule, sampler_name,
-                  expected) == expected
+    recorder = _recorded(rig, model, sampler_name, schedule, 0.3, 0.7)
+    assert gate_recording.check_run(recorder, schedule, sampler_name, expected) == expected
 
 
 def _advanced(model, add_noise, steps, start, end, leftover, latent, sampler="euler", seed=5):

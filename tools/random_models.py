@@ -115,14 +115,14 @@ def save_kohya_lora(path: str, model, module_filter, rank: int = 4, seed: int = 
         tensors[key + ".lora_up.weight"] = up if dtype is None else up.to(dtype)
         tensors[key + ".alpha"] = torch.tensor(float(rank))
         chosen.append(ldm_path)
-    _save(tensors, path, metadata)
+    save_safetensors(tensors, path, metadata)
     return chosen
 
 
 RANDOM_NOTE = {"note": "random weights for tests, not a real model"}
 
 
-def _save(tensors: dict, path: str, metadata=None) -> None:
+def save_safetensors(tensors: dict, path: str, metadata=None) -> None:
     """Write a .safetensors file whole or not at all (temporary file, then rename), creating its folder."""
     from safetensors.torch import save_file
 
@@ -163,8 +163,27 @@ def sd15_state_dict(seed: int = 0) -> dict:
 
 def save_sd15_checkpoint(path: str, seed: int = 0) -> str:
     if not os.path.exists(path):
-        _save(sd15_state_dict(seed), path, RANDOM_NOTE)
+        save_safetensors(sd15_state_dict(seed), path, RANDOM_NOTE)
     return path
+
+
+def animatelcm_layout(file_name: str):
+    """AnimateDiff-Evolved's motion-module module, and the (state dict, info) its loader makes of a file named
+    ``file_name`` that names the AnimateLCM layout's keys (SD1.5 widths; empty tensors: build the model from
+    them, on the meta device or to initialise). Needs AnimateDiff-Evolved importable in the host."""
+    import importlib
+
+    ad = importlib.import_module(_ade_module_name() + ".animatediff.motion_module_ad")
+    names = {}
+    for kind, blocks, modules in (("down_blocks", 4, 2), ("up_blocks", 4, 3)):
+        for b in range(blocks):
+            for m in range(modules):
+                for a in range(2):
+                    key = (f"{kind}.{b}.motion_modules.{m}.temporal_transformer.transformer_blocks.0."
+                           f"attention_blocks.{a}.to_q.weight")
+                    names[key] = torch.empty(0)
+    sd, info = ad.normalize_ad_state_dict(names, file_name)
+    return ad, sd, info
 
 
 def save_animatelcm_motion_model(path: str, seed: int = 11) -> str:
@@ -174,26 +193,15 @@ def save_animatelcm_motion_model(path: str, seed: int = 11) -> str:
     keys; saved without ``pos_encoder`` entries, which is how its loader tells
     AnimateLCM apart. Needs AnimateDiff-Evolved importable in the host.
     """
-    import importlib
-
-    ad = importlib.import_module(_ade_module_name() + ".animatediff.motion_module_ad")
     if os.path.exists(path):
         return path
-    names = {}
-    for kind, blocks, modules in (("down_blocks", 4, 2), ("up_blocks", 4, 3)):
-        for b in range(blocks):
-            for m in range(modules):
-                for a in range(2):
-                    key = (f"{kind}.{b}.motion_modules.{m}.temporal_transformer.transformer_blocks.0."
-                           f"attention_blocks.{a}.to_q.weight")
-                    names[key] = torch.empty(0)
-    sd, info = ad.normalize_ad_state_dict(names, os.path.basename(path))
+    ad, sd, info = animatelcm_layout(os.path.basename(path))
     with torch.no_grad():
         model = ad.AnimateDiffModel(sd, info)
         initialise(model, seed)
         state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()
                  if "pos_encoder" not in k}
-    _save(state, path)
+    save_safetensors(state, path)
     return path
 
 

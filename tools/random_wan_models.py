@@ -16,9 +16,10 @@ Needs a ComfyUI host with Wan (ComfyUI 0.3.3x or newer) imported in-process.
 from __future__ import annotations
 
 import math
-import os
 
 import torch
+
+from .random_models import RANDOM_NOTE, save_safetensors
 
 # dim, ffn_dim, layers, in/out channels: what core reads from the weights (heads = dim // 128)
 WAN_SIZES = {
@@ -104,12 +105,7 @@ def wan_model_in_place(size: str = "1.3B", seed: int = 0, device="cpu"):
 
 def save_wan_model(path: str, size: str = "tiny", seed: int = 0, dtype=torch.float16) -> str:
     """A random Wan diffusion model file (``models/diffusion_models``), written to a temporary file and renamed."""
-    from safetensors.torch import save_file
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    save_file(wan_state_dict(size, seed, dtype), tmp, metadata={"note": "random weights for tests, not a real model"})
-    os.replace(tmp, path)
+    save_safetensors(wan_state_dict(size, seed, dtype), path, RANDOM_NOTE)
     return path
 
 
@@ -151,12 +147,7 @@ def wan21_vae_state_dict(seed: int = 0, dtype=torch.float16) -> dict:
 
 def save_wan21_vae(path: str, seed: int = 0) -> str:
     """A random Wan 2.1 VAE file (``models/vae``), written to a temporary file and renamed."""
-    from safetensors.torch import save_file
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    save_file(wan21_vae_state_dict(seed), tmp, metadata={"note": "random weights for tests, not a real model"})
-    os.replace(tmp, path)
+    save_safetensors(wan21_vae_state_dict(seed), path, RANDOM_NOTE)
     return path
 
 
@@ -164,8 +155,6 @@ def save_wan_style_lora(path: str, size: str = "tiny", rank: int = 4, seed: int 
     """A random LoRA in musubi-tuner / kohya layout (``lora_unet_blocks_N_<module>``) on every linear layer of every
     block of a Wan model of ``size``, self- and cross-attention and FFN, as a style LoRA adapts them; core's
     LoraLoaderModelOnly maps these keys onto its Wan model."""
-    from safetensors.torch import save_file
-
     config = WAN_SIZES[size]
     dim, ffn = config["dim"], config["ffn_dim"]
     shapes = {f"{attn}_{p}": (dim, dim) for attn in ("self_attn", "cross_attn") for p in "qkvo"}
@@ -178,9 +167,6 @@ def save_wan_style_lora(path: str, size: str = "tiny", rank: int = 4, seed: int 
             sd[f"{key}.lora_down.weight"] = torch.randn(rank, in_features, generator=g) / math.sqrt(in_features)
             sd[f"{key}.lora_up.weight"] = torch.randn(out_features, rank, generator=g) * std
             sd[f"{key}.alpha"] = torch.tensor(float(rank))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    save_file({k: v.to(torch.float16).contiguous() for k, v in sd.items()}, tmp,
-              metadata={"note": "random weights for tests, not a real LoRA"})
-    os.replace(tmp, path)
+    save_safetensors({k: v.to(torch.float16).contiguous() for k, v in sd.items()}, path,
+                     {"note": "random weights for tests, not a real LoRA"})
     return path

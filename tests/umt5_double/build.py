@@ -72,10 +72,7 @@ def tiny_umt5_state_dict(seed: int = 0) -> dict:
 
 
 def save_tiny_umt5(path: str, seed: int = 0) -> str:
-    from safetensors.torch import save_file
+    from pv_tools.random_models import save_safetensors
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    save_file(tiny_umt5_state_dict(seed), tmp, metadata={"note": "TEST DOUBLE: tiny umT5, random weights"})
-    os.replace(tmp, path)
+    save_safetensors(tiny_umt5_state_dict(seed), path, {"note": "TEST DOUBLE: tiny umT5, random weights"})
     return path
