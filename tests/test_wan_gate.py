@@ -72,17 +72,15 @@ def _schedule(model, scheduler, steps):
     return comfy.samplers.calculate_sigmas(model_sampling_of(model), scheduler, steps)
 
 
-SAMPLERS = [s for s in comfy.samplers.SAMPLER_NAMES if s not in ("dpm_fast", "dpm_adaptive")]
-
-
-@pytest.mark.parametrize("sampler_name", SAMPLERS)
+@pytest.mark.parametrize("sampler_name", comfy.samplers.SAMPLER_NAMES)
 def test_every_sampler_adapts_exactly_the_last_quarter_at_wans_default_shift(rig, sampler_name):
     model = rig[0]
     schedule = _schedule(model, "simple", 8)
     expected = gate_recording.expected_steps(schedule, model_sampling_of(model), 0.75, 1.0)
     assert expected == [6, 7]           # sigma 0.727 (= percent_to_sigma(0.75) at shift 8) and 0.533
     on = gate_recording.check_run(_recorded(rig, model, sampler_name, schedule), schedule, sampler_name, expected)
-    assert on == expected
+    if sampler_name not in ("dpm_fast", "dpm_adaptive"):   # these two sample on a grid of their own
+        assert on == expected
 
 
 @pytest.mark.parametrize("scheduler", comfy.samplers.SCHEDULER_NAMES)
