@@ -24,6 +24,7 @@ Skipped, with the reason, only where Debian's chromium / chromium-driver are not
 """
 import copy
 import json
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -110,6 +111,28 @@ def test_there_are_workflows_to_check():
     assert any(p.parent == OWN_DATA for p in ui_workflows())
     for path in ui_workflows():
         assert api_twin(path).is_file(), f"{path.name} has no API twin at {api_twin(path)}"
+
+
+def test_only_an_endpoint_the_host_lacks_is_set_aside_from_console_errors(comfy_server):
+    # a newer frontend polls /api/jobs in the background and logs an error when the host answers 404; that
+    # says nothing about the workflow. Every other error stays an error, and so does this one on a host that
+    # serves the endpoint (the filter asks the host, it does not trust the text alone).
+    page = comfy_frontend.ComfyFrontend(comfy_server.url)  # not opened: the filter needs only the host
+    jobs = 'api.js 0:30270 "[Jobs API] Error fetching jobs:" JobsApiError: Failed to fetch jobs: 404'
+    real = "app.js 1:200 Uncaught TypeError: Cannot read properties of undefined (reading 'widgets')"
+    entries = [{"level": "SEVERE", "source": "console-api", "message": jobs},
+               {"level": "SEVERE", "source": "javascript", "message": real},
+               {"level": "WARNING", "source": "console-api", "message": "a warning"}]
+    try:
+        urllib.request.urlopen(comfy_server.url + "/api/jobs", timeout=30).close()
+        host_lacks_jobs = False
+    except urllib.error.HTTPError as e:
+        host_lacks_jobs = e.code == 404
+    errors, gaps = page.split_errors(entries)
+    assert real in errors and "a warning" not in errors
+    assert (errors, gaps) == (([real], [jobs]) if host_lacks_jobs else ([jobs, real], []))
+    page._gaps = {}  # a host that serves every endpoint: nothing is set aside
+    assert page.split_errors(entries) == ([jobs, real], [])
 
 
 @pytest.mark.parametrize("path", ui_workflows(), ids=lambda p: p.stem)

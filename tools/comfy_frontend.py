@@ -15,6 +15,7 @@ import json
 import shutil
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -35,6 +36,15 @@ FRONTEND_SETTINGS = {
     "Comfy.Workflow.ShowMissingModelsWarning": False,  # the download offers are checked on their own
     "Comfy.Minimap.Visible": False,
     "Comfy.DevMode": True,
+}
+
+
+# Host endpoints that newer frontends poll in the background, each with the text of the console error the
+# frontend logs when the host lacks it. A frontend newer than its host (the newest lane's frontend on the
+# v0.3.64 test host) logs these at random moments while a workflow loads; they say nothing about the workflow,
+# so a load's report lists them apart (``host_gaps``), and only when the host really answers 404.
+BACKGROUND_ENDPOINTS = {
+    "/api/jobs": ("Failed to fetch jobs: 404",),
 }
 
 
@@ -66,6 +76,7 @@ class ComfyFrontend:
         self.settings = dict(FRONTEND_SETTINGS, **(settings or {}))
         self.driver = None
         self._profile = None
+        self._gaps = None
 
     # --- life cycle -------------------------------------------------------------------------
     def __enter__(self) -> "ComfyFrontend":
@@ -151,6 +162,27 @@ class ComfyFrontend:
         return [e["message"] for e in entries
                 if e["level"] == "SEVERE" and e.get("source") in ("javascript", "console-api")]
 
+    def host_gaps(self) -> dict[str, tuple[str, ...]]:
+        """Of :data:`BACKGROUND_ENDPOINTS`, those this host answers with 404 (asked once per page)."""
+        if self._gaps is None:
+            self._gaps = {}
+            for path, texts in BACKGROUND_ENDPOINTS.items():
+                try:
+                    urllib.request.urlopen(self.url + path, timeout=30).close()
+                except urllib.error.HTTPError as e:
+                    if e.code == 404:
+                        self._gaps[path] = texts
+        return self._gaps
+
+    def split_errors(self, entries) -> tuple[list[str], list[str]]:
+        """(errors, host_gaps): :meth:`errors`, less those that only say the host lacks an endpoint the
+        frontend polls (see :data:`BACKGROUND_ENDPOINTS`), which come second."""
+        texts = [t for group in self.host_gaps().values() for t in group]
+        errors, gaps = [], []
+        for message in self.errors(entries):
+            (gaps if any(t in message for t in texts) else errors).append(message)
+        return errors, gaps
+
     def frontend_version(self) -> str:
         return self.driver.execute_script(
             "return window.__COMFYUI_FRONTEND_VERSION__ || (window.app && app.ui && app.ui.settings ? "
@@ -160,7 +192,8 @@ class ComfyFrontend:
     def load(self, workflow: dict, name: str = "workflow.json") -> dict:
         """Load a UI workflow like the file-open path does; return what went wrong (see frontend_check.js).
 
-        ``console_errors`` holds console errors and exceptions raised while it loaded.
+        ``console_errors`` holds console errors and exceptions raised while it loaded; ``host_gaps`` those
+        that only say the host lacks an endpoint a newer frontend polls.
         """
         self.console()  # drop what came before
         report = self.driver.execute_async_script(
@@ -170,7 +203,7 @@ class ComfyFrontend:
         if "exception" in report:
             raise FrontendError(f"loading {name} threw in the page: {report['exception']}")
         entries = self.console()
-        report["console_errors"] = self.errors(entries)
+        report["console_errors"], report["host_gaps"] = self.split_errors(entries)
         report["console"] = entries
         return report
 
