@@ -238,3 +238,27 @@ def test_settings_refuse_what_wan_cannot_make(wan, wan_vae, loss_fn):
 def test_an_sd15_model_is_refused(tiny_model, wan_vae, loss_fn):
     with pytest.raises(TrainingError, match="needs a core Wan MODEL"):
         train(tiny_model, wan_vae, loss_fn, wan_trainer.new_wan_adapter(wan_models.tiny_wan_model()))
+
+
+def test_gradient_checkpointing_of_the_wan_blocks_gives_the_same_training_step(wan, wan_vae, loss_fn):
+    """With checkpointing on, the Wan blocks run checkpointed in the gradient step (and only there), and one
+    iteration moves the adapter as without it."""
+    seen = []
+    handle = wan.model.diffusion_model.blocks[0].register_forward_pre_hook(
+        lambda m, a: seen.append((torch.is_grad_enabled(), getattr(m.forward, "_pv_checkpointing", False))))
+    trained = {}
+    try:
+        for setting in ("on", "off"):
+            seen.clear()
+            adapter = wan_trainer.new_wan_adapter(wan, seed=0)
+            train(wan, wan_vae, loss_fn, adapter, iterations=1, gradient_checkpointing=setting)
+            trained[setting] = (tensors_of(adapter), list(seen))
+    finally:
+        handle.remove()
+    on, off = trained["on"], trained["off"]
+    assert on[1] == [(False, False), (False, False), (True, True)]   # 3 steps: the last one checkpointed
+    assert off[1] == [(False, False), (False, False), (True, False)]
+    assert not any(getattr(b.forward, "_pv_checkpointing", False) for b in wan.model.diffusion_model.blocks)
+    assert any(float(v.abs().max()) > 0 for k, v in on[0].items() if k.startswith("up."))
+    for k in on[0]:
+        assert torch.allclose(on[0][k], off[0][k], rtol=1e-4, atol=1e-7), k
