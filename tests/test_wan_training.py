@@ -50,13 +50,13 @@ def encode(text):
     return wan_models.random_text_cond(10 + sum(map(ord, text)) % 1000)
 
 
-def train(model, vae, loss_fn, adapter, check_interrupt=None, **kw):
+def train(model, vae, loss_fn, adapter, check_interrupt=None, checkpoints=None, resume=None, **kw):
     settings = wan_trainer.WanSIATrainSettings(**dict(dict(iterations=2, frames=1, width=64, height=64, seed=11,
                                                            lr=1e-2, steps=3, gradient_checkpointing="off"), **kw))
     with torch.inference_mode():
         return wan_trainer.train_wan_sia(model, adapter, encode, wan_models.random_text_cond(2), vae, loss_fn,
                                          prompts.PromptSampler(TEMPLATES, 0), settings,
-                                         check_interrupt=check_interrupt)
+                                         check_interrupt=check_interrupt, checkpoints=checkpoints, resume=resume)
 
 
 def tensors_of(adapter):
@@ -262,3 +262,24 @@ def test_gradient_checkpointing_of_the_wan_blocks_gives_the_same_training_step(w
     assert any(float(v.abs().max()) > 0 for k, v in on[0].items() if k.startswith("up."))
     for k in on[0]:
         assert torch.allclose(on[0][k], off[0][k], rtol=1e-4, atol=1e-7), k
+
+
+def test_a_resumed_run_ends_where_the_uninterrupted_run_ends(wan, wan_vae, loss_fn):
+    """Checkpoints after every iteration; training again from the one after iteration 2 of 3 gives the
+    uninterrupted run's adapter and losses bit for bit (the streams' draws are replayed)."""
+    from comfyui_personalvideo.training.run_state import RunState, StageCheckpoints
+
+    run = RunState("wan_resume_test", {"wan": 1}, every=1)
+    run.clear()
+    try:
+        straight = wan_trainer.new_wan_adapter(wan, seed=0)
+        history = train(wan, wan_vae, loss_fn, straight, iterations=3, checkpoints=StageCheckpoints(run, "adapter"))
+        stage, done, tensors, extra = run.load()
+        assert (stage, done) == ("adapter", 2)
+        resumed = wan_trainer.new_wan_adapter(wan, seed=0)
+        again = train(wan, wan_vae, loss_fn, resumed, iterations=3, resume=(done, tensors, extra))
+    finally:
+        run.clear()
+    assert again.loss == history.loss and len(history.loss) == 3
+    a, b = tensors_of(straight), tensors_of(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -104,7 +104,7 @@ def regions_of(*roots) -> list:
             continue
         if hasattr(root, "input_blocks"):
             regions += unet_regions(root)
-        elif hasattr(root, "blocks"):
+        elif families.family_of(root) == families.WAN:
             regions += wan_regions(root)
         else:
             regions += decoder_regions(root)
