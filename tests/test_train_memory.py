@@ -37,7 +37,7 @@ def _gradient_step(setup, adapter, gradient_checkpointing, autocast=None, latent
                               for m in checkpointing.regions_of(patched.model.diffusion_model, vae.first_stage_model))
         seen["weights"] = _weights(patched.model, vae.first_stage_model)
         with autocast() if autocast else contextlib.nullcontext():
-            pixels = sia_trainer._decode_frame(vae, patched.model, denoised[1:2])
+            pixels = sia_trainer.decode_latent(vae, patched.model, denoised[1:2])
         if before_backward is not None:
             before_backward()
         loss = (pixels.float() - 0.3).pow(2).mean()

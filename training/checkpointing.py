@@ -56,7 +56,7 @@ import threading
 import torch
 import torch.utils.checkpoint
 
-from ..sia import gate
+from ..sia import families, gate
 from . import free_memory_replay, inference_tensors
 
 _MISSING = object()
@@ -89,13 +89,25 @@ def decoder_regions(first_stage_model) -> list:
     return regions
 
 
+def wan_regions(diffusion_model) -> list:
+    """The attention blocks of a core Wan diffusion model (each called as ``block(x, e=..., freqs=...,
+    context=..., transformer_options=...)``)."""
+    return list(diffusion_model.blocks) if families.family_of(diffusion_model) == families.WAN else []
+
+
 def regions_of(*roots) -> list:
-    """Checkpoint regions of every root that is a UNet or an SD-layout VAE (others add none)."""
+    """Checkpoint regions of every root that is a UNet, a Wan diffusion model or an SD-layout VAE (others add
+    none; the Wan VAE's decoder layers pass a feature cache they change in place, so they are not regions)."""
     regions = []
     for root in roots:
         if root is None:
             continue
-        regions += unet_regions(root) if hasattr(root, "input_blocks") else decoder_regions(root)
+        if hasattr(root, "input_blocks"):
+            regions += unet_regions(root)
+        elif families.family_of(root) == families.WAN:
+            regions += wan_regions(root)
+        else:
+            regions += decoder_regions(root)
     return regions
 
 

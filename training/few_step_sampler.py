@@ -23,8 +23,9 @@ checkpointing (:mod:`.checkpointing`, taken out again when the step ends) and
 under the run's mixed precision (:mod:`.precision`; only the model call here,
 ``last_step`` enters it itself for the decode).
 
-LCM update between steps: ``x = denoised + sigma_next * noise``, noise from a
-seeded CPU generator (the same on every device).
+Update between steps: ``step(x, denoised, sigma, sigma_next, noise_like)``; by default LCM's
+``x = denoised + sigma_next * noise``, noise from a seeded CPU generator (the same on every device);
+:func:`euler_step` for flow-matching models (Wan), which draws no noise.
 """
 from __future__ import annotations
 
@@ -37,15 +38,27 @@ from .checkpointing import checkpointed, regions_of
 from .inference_tensors import gradient_window, normal_tensors, with_fallback
 
 
+def lcm_step(x, denoised, sigma, sigma_next, noise_like):
+    """LCM's update: the denoised latent noised again to the next level."""
+    return denoised + sigma_next * noise_like(denoised)
+
+
+def euler_step(x, denoised, sigma, sigma_next, noise_like):
+    """Euler's update along the model's direction ``(x - denoised) / sigma`` (core's ``euler`` sampler without
+    churn): deterministic, the sampler Wan's few-step schedules use."""
+    return x + (x - denoised) / sigma * (sigma_next - sigma)
+
+
 class FewStepTrainingSampler(comfy.samplers.Sampler):
     def __init__(self, last_step, generator: torch.Generator, extra_modules=(), gradient_checkpointing=True,
-                 autocast=None, load_first=(), between_steps=None):
+                 autocast=None, load_first=(), between_steps=None, step=lcm_step):
         self.last_step = last_step          # callable(denoised latent with grad) -> None
         self.generator = generator
         self.extra_modules = tuple(extra_modules)
         self.load_first = tuple(load_first)  # ModelPatchers loaded (with the sampled one) before the gradient step
         self.gradient_checkpointing = gradient_checkpointing
         self.between_steps = between_steps or (lambda: None)   # e.g. the cancel check
+        self.step = step                   # the update between steps (lcm_step, euler_step)
         self.autocast = autocast or contextlib.nullcontext   # context factory for the gradient step's model call
         self.step_outputs = []             # denoised latent of every step (detached), for reports/tests
         self.checkpointed_regions = 0      # layers checkpointed in the gradient step (0: off)
@@ -70,7 +83,7 @@ class FewStepTrainingSampler(comfy.samplers.Sampler):
                     self.step_outputs.append(denoised.detach())
                     if callback is not None:
                         callback(i, denoised, x, n)
-                    x = denoised + sigmas[i + 1] * self._noise_like(denoised)
+                    x = self.step(x, denoised, sigmas[i], sigmas[i + 1], self._noise_like)
                     self.between_steps()
             x = x.detach()
             if self.load_first:

@@ -39,8 +39,8 @@ from .early_stop import EarlyStop
 from .checkpointing import regions_of
 from .devices import device_of
 from .errors import TrainingError
-from .few_step_sampler import FewStepTrainingSampler, lcm_schedule, run_few_steps
-from .inference_tensors import normal_tensors
+from .few_step_sampler import FewStepTrainingSampler, lcm_schedule, lcm_step, run_few_steps
+from .inference_tensors import aliasing, normal_tensors
 from .interruption import checked_in_layers
 from .random_streams import SEED_BITS, stream, stream_seed
 from .sia_settings import SIAHistory, SIATrainSettings, reg_term  # noqa: F401  (the trainer's public names)
@@ -54,16 +54,47 @@ def snapshot_iterations(iterations: int, points: int = 4) -> set:
     return {round(k * (iterations - 1) / points) for k in range(points)} - {iterations - 1}
 
 
-def _decode_frame(vae, base_model, z):
-    """The frame's pixels [1, 3, H, W] in 0..1, with gradient; the VAE was loaded before the gradient window."""
+def decode_latent(vae, base_model, z):
+    """``z`` decoded by the VAE's own decoder, pixels in 0..1, with gradient; the VAE was loaded before the
+    gradient window. The latent format's constants are inference tensors no module holds (Wan's per-channel
+    mean and std): that one operation reads them through aliases."""
     dev = getattr(vae, "device", z.device)
     dtype = getattr(vae, "vae_dtype", z.dtype)
-    pixels = vae.first_stage_model.decode(base_model.process_latent_out(z).to(dev, dtype))
+    with aliasing():
+        latent = base_model.process_latent_out(z)
+    pixels = vae.first_stage_model.decode(latent.to(dev, dtype))
     return vae.process_output(pixels.float())
 
 
+class SD15Backbone:
+    """What the stage-2 loop needs to know about the model family it trains on; here SD1.5 / AnimateDiff:
+    the LCM schedule and update, a batch of ``frames`` 4-channel latents, one random frame decoded alone.
+    (:mod:`.wan_trainer` gives the Wan counterpart.)"""
+
+    model_hint = "use an SD1.5 model that makes people"
+    step = staticmethod(lcm_step)
+
+    def schedule(self, patched, settings):
+        return lcm_schedule(patched, settings.steps, settings.scheduler)
+
+    def latent_shape(self, settings):
+        return (settings.frames, 4, settings.height // 8, settings.width // 8)
+
+    def loss_frames(self, settings) -> int:
+        """How many frames the trained frame is drawn from."""
+        return settings.frames
+
+    def decode(self, vae, base_model, denoised, frame):
+        """Frame ``frame`` of the denoised latents, [1, 3, H, W] in 0..1, with gradient."""
+        return decode_latent(vae, base_model, denoised[frame:frame + 1])
+
+    def cancel_layers(self, diffusion_model, first_stage_model):
+        """The layers before each of which Cancel is looked at."""
+        return regions_of(diffusion_model, first_stage_model)
+
+
 def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, prompts, settings: SIATrainSettings,
-              progress=None, check_interrupt=None, checkpoints=None, resume=None) -> SIAHistory:
+              progress=None, check_interrupt=None, checkpoints=None, resume=None, backbone=None) -> SIAHistory:
     """Train ``adapter`` (in place; its tensors must be fp32 leaf Parameters) on ``model``.
 
     ``encode_prompt(text) -> CONDITIONING`` (normal tensors); ``prompts`` a
@@ -72,11 +103,13 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
     (None when skipped); ``check_interrupt()`` raises to cancel.  ``model`` is
     never changed: the adapter goes on a clone. ``checkpoints``: a :class:`~.run_state.StageCheckpoints`
     written to when due (and before a no-face stop); ``resume``: ``(iterations done, tensors, extra)`` of such a
-    checkpoint, from which training continues exactly (the draws made are replayed).
+    checkpoint, from which training continues exactly (the draws made are replayed). ``backbone``: the model
+    family's schedule, latents and decode (:class:`SD15Backbone` when None; :mod:`.wan_trainer` for Wan).
     """
     from .run_state import optimizer_tensors, restore_optimizer
 
     settings.check()
+    backbone = backbone or SD15Backbone()
     precision = amp.resolve(settings.precision, device_of(model))
     params = adapter.parameters()
     with normal_tensors():
@@ -106,25 +139,25 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
                 {"adapter_loss": history.loss, "similarity": history.similarity})
     patched, _, _ = apply_sia(model, adapter, 1.0, start_percent=1.0)  # adapter on the last step only
     choice = CheckpointChoice(settings.gradient_checkpointing, device_of(model), "adapter stage")
-    sigmas = lcm_schedule(patched, settings.steps, settings.scheduler)
+    sigmas = backbone.schedule(patched, settings)
     base_model = patched.model
-    layers = regions_of(base_model.diffusion_model, vae.first_stage_model)
+    layers = backbone.cancel_layers(base_model.diffusion_model, vae.first_stage_model)
     frames_rng = stream(settings.seed, "frames")
     noise_base = stream_seed(settings.seed, "noise")
     check = check_interrupt or (lambda: None)
-    shape = (settings.frames, 4, settings.height // 8, settings.width // 8)
+    shape = backbone.latent_shape(settings)
     conditionings = {}  # the token is fixed in this stage: each prompt is encoded once (the sampler copies conds)
     keep = snapshot_iterations(settings.iterations)
     for _ in range(start):   # the draws the resumed iterations made, so the rest continue the same streams
         prompts.draw()
-        frames_rng.randrange(settings.frames)
+        frames_rng.randrange(backbone.loss_frames(settings))
     for it in range(start, settings.iterations):
         check()
         text = prompts.draw()
         if text not in conditionings:
             conditionings[text] = encode_prompt(text)
         positive = conditionings[text]
-        frame = frames_rng.randrange(settings.frames)
+        frame = frames_rng.randrange(backbone.loss_frames(settings))
         iter_seed = (noise_base + it) % (2 ** SEED_BITS)
         with normal_tensors():
             gen = torch.Generator().manual_seed(iter_seed)
@@ -133,7 +166,7 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
 
         def last_step(denoised, frame=frame, record=record):
             with precision.autocast():
-                pixels = _decode_frame(vae, base_model, denoised[frame:frame + 1])
+                pixels = backbone.decode(vae, base_model, denoised, frame)
             record["frame"] = pixels.detach()
             check()
             with precision.full():
@@ -151,7 +184,7 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
         sampler = FewStepTrainingSampler(last_step, gen, extra_modules=(vae.first_stage_model,),
                                          gradient_checkpointing=choice.enabled,
                                          autocast=precision.autocast, load_first=(patched, vae.patcher),
-                                         between_steps=check)
+                                         between_steps=check, step=backbone.step)
         with checked_in_layers(layers, check), choice.measured():
             latent = run_few_steps(patched, sampler, sigmas, positive, negative, noise, iter_seed, settings.cfg)
         if it in keep and record.get("frame") is not None:
@@ -171,7 +204,7 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
             raise TrainingError(
                 f"no face was found in the generated frame of {history.skipped} of {done} training iterations, "
                 "so the identity loss cannot train the adapter. The prompts, the class word or the MODEL are "
-                "probably wrong: use an SD1.5 model that makes people, keep '{token} {class_word}' in every "
+                f"probably wrong: {backbone.model_hint}, keep '{{token}} {{class_word}}' in every "
                 "prompt, and a class word such as man, woman or person." + kept)
         if progress is not None:
             progress(it, history.loss[-1], history.similarity[-1], record.get("frame"))
