@@ -91,8 +91,8 @@ def decoder_regions(first_stage_model) -> list:
 
 def wan_regions(diffusion_model) -> list:
     """The attention blocks of a core Wan diffusion model (each called as ``block(x, e=..., freqs=...,
-    context=..., transformer_options=...)``)."""
-    return list(diffusion_model.blocks) if families.family_of(diffusion_model) == families.WAN else []
+    context=..., transformer_options=...)``); callers have told the family (:func:`regions_of`)."""
+    return list(diffusion_model.blocks)
 
 
 def regions_of(*roots) -> list:

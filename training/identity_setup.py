@@ -82,10 +82,11 @@ def token_streams(seed: int) -> tuple:
 
 def initial_adapter(targets, rank: int, seed: int, info):
     """The adapter stage 2 starts from, for ``targets`` (objects with ``path``, ``in_features``,
-    ``out_features``): the same values for a seed whichever front end found the layers."""
-    from ..sia import SIAAdapter, naming
+    ``out_features``): the same values for a seed whichever front end found the layers. SD1.5 targets are put
+    in the UNet's layer order; Wan's (``info.base`` ``wan``) come in block order from their discovery."""
+    from ..sia import SIAAdapter, families, naming
 
-    ordered = sorted(targets, key=lambda t: naming.unet_order(t.path))
+    ordered = list(targets) if info.base == families.WAN else sorted(targets, key=lambda t: naming.unet_order(t.path))
     return SIAAdapter.initialise(ordered, rank=rank, seed=stream_seed(seed, "adapter-init"), info=info)
 
 

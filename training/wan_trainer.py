@@ -106,10 +106,12 @@ def train_wan_sia(model, adapter, encode_prompt, negative, vae, identity_loss, p
 
 
 def new_wan_adapter(model, rank: int = 4, seed: int = 0, name: str = ""):
-    """A fresh trainable Wan adapter for ``model`` (up weights zero: it starts as a no-op)."""
-    from ..sia import AdapterInfo, SIAAdapter
+    """A fresh trainable Wan adapter for ``model`` (up weights zero: it starts as a no-op), drawn from the seed's
+    adapter stream as on SD1.5 (:func:`.identity_setup.initial_adapter`)."""
+    from ..sia import AdapterInfo
+    from .identity_setup import initial_adapter
     from .inference_tensors import normal_tensors
 
     found = families.discover(model.model.diffusion_model)
     with normal_tensors():
-        return SIAAdapter.initialise(found.targets, rank=rank, seed=seed, info=AdapterInfo(name=name, base=families.WAN))
+        return initial_adapter(found.targets, rank, seed, AdapterInfo(name=name, base=families.WAN))
