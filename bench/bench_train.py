@@ -473,13 +473,7 @@ def main():
                         help="gradient checkpointing forced on and/or off (one set of figures each)")
     args = parser.parse_args()
 
-    import host
-
-    host.bootstrap(cpu=args.device == "cpu")
-    import comfy.model_management
-
-    print(f"device {comfy.model_management.get_torch_device()}, torch {torch.__version__}, "
-          f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, host {host.host_root()}")
+    bench_common.start_host(args.device)
     if args.estimate:
         with torch.inference_mode(False):
             estimate(args)

@@ -148,7 +148,8 @@ def timing(args):
             ratios = [i / p for i, p in each]
             lines.append(f"  checkpointing {mode}: median {statistics.median(ratios):.2f}x over {len(each)} run(s) ("
                          + ", ".join(f"{x:.2f}x" for x in ratios) + f"); iteration "
-                         f"{statistics.median(i for i, _ in each):.4f} s, plain {statistics.median(p for _, p in each):.4f} s")
+                         f"{statistics.median(i for i, _ in each):.4f} s, "
+                         f"plain {statistics.median(p for _, p in each):.4f} s")
     print(f"adapter iteration / plain generation (KSampler euler + simple, 4 steps, cfg {TRAINING_CFG}, {args.frames} "
           f"x {args.size} x {args.size}, + VAE decode, no gradients), Wan {args.wan_size}, {args.iterations} "
           f"iterations per run (the first left out), {unit}:")
@@ -186,7 +187,8 @@ def estimate(args):
               "the face encoder")
     model_only = wm.step_peak(parts, "meta", torch.float16, frames, width, height, True, TRAINING_CFG, decode=False)
     print(f"  of which, checkpointing on, the diffusion model's forward and backward without the decode: "
-          f"{model_only / gib:.2f} GiB (the difference: the one-frame decode with gradient, whose decoder is not checkpointed)")
+          f"{model_only / gib:.2f} GiB (the difference: the one-frame decode with gradient, whose decoder is not "
+          "checkpointed)")
     print(f"adapter stage at the defaults, checkpointing on, everything resident: {total[True]:.2f} GiB; target "
           f"at most {TARGET_GIB} GiB: {'met' if total[True] <= TARGET_GIB else 'NOT met'}")
     if args.sweep:
@@ -231,17 +233,11 @@ def main():
     parser.add_argument("--sweep", action="store_true", help="with --estimate: the 1.3B figure by frames and size")
     args = parser.parse_args()
 
-    import host
-
-    host.bootstrap(cpu=args.device == "cpu")
-    import comfy.model_management
-
+    bench_common.start_host(args.device)
     import wan_models
 
     if not wan_models.has_wan():
         sys.exit(wan_models.NO_WAN)
-    print(f"device {comfy.model_management.get_torch_device()}, torch {torch.__version__}, "
-          f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, host {host.host_root()}")
     if args.estimate:
         with torch.inference_mode(False):
             estimate(args)
