@@ -71,3 +71,133 @@ def test_training_changes_the_vector_and_nothing_of_wan_umt5_or_the_vae(wan, umt
     assert not torch.equal(vector, start)
     assert isinstance(prompts, wan_token.WanTokenPrompts)
     assert_same(before, snapshot(wan.model, umt5.cond_stage_model, wan_vae.first_stage_model))
+
+
+def test_the_gradient_reaches_the_vector_and_only_the_vector(wan, umt5, wan_vae, photo):  # noqa: F811
+    """One loss of training's first draw with gradient: the vector gets a non-zero gradient; no weight of
+    Wan, umT5 or the VAE holds one, and none that autograd could record requires one (the weights loaded under
+    inference mode are inference tensors, which autograd never records: the window reads them through aliases
+    that require no gradient)."""
+    settings = ti.TISettings(**SETTINGS)
+    with torch.inference_mode():
+        prompts, loss_of = wan_token._prepare_wan(wan, umt5, wan_vae, photo, "man", settings)
+        from comfyui_personalvideo.training.identity_setup import token_streams
+        from comfyui_personalvideo.training.inference_tensors import gradient_window, normal_tensors
+
+        with normal_tensors():
+            rng, gen = token_streams(0)
+            vector = torch.nn.Parameter(wan_token.wan_class_word_vector(umt5, "man"))
+        with gradient_window(wan.model.diffusion_model, umt5.cond_stage_model):
+            loss = loss_of(vector, ti.draw_batch(rng, gen, loss_of.latents, 2))
+            loss.backward()
+    assert vector.grad is not None and float(vector.grad.abs().sum()) > 0
+    for module in (wan.model, umt5.cond_stage_model, wan_vae.first_stage_model):
+        for name, p in module.named_parameters():
+            assert p.grad is None and (p.is_inference() or not p.requires_grad), name
+
+
+def test_training_lowers_a_fixed_evaluation_loss_by_more_than_chance(wan, umt5, wan_vae, photo):  # noqa: F811
+    """The flow-matching loss on the very draws training made (the token stage's streams of the seed),
+    recomputed with one fixed vector at a time: deterministic. Training's first loss is that of the first
+    draw at the starting vector (so they are training's draws). Training lowers the objective, and by more
+    than moving the starting vector the same distance in random directions does (the chance level of this
+    very problem, measured in the same run)."""
+    steps, settings = 8, dict(steps=8, lr=5e-2, batch_size=2, seed=0)
+    with torch.inference_mode():
+        start = wan_token.wan_class_word_vector(umt5, "man")
+
+        def objective(v, draws=steps):
+            return wan_token.wan_evaluation_loss(wan, umt5, wan_vae, photo, "man", v, draws=draws, seed=0,
+                                                 batch_size=2)
+
+        before = objective(start)
+        assert objective(start) == before
+        vector, _, losses = train(wan, umt5, wan_vae, photo, settings=settings)
+        first_draw = objective(start, draws=1)
+        after = objective(vector)
+        distance = float((vector - start).norm())
+        random_drops = []
+        for k in range(4):
+            direction = torch.randn(start.shape, generator=torch.Generator().manual_seed(k))
+            random_drops.append(before - objective(start + direction / direction.norm() * distance))
+    print("objective", before, after, "random moves' drops", random_drops, "losses", losses)
+    assert len(losses) == steps and distance > 0
+    assert abs(first_draw - losses[0]) <= 1e-5 * abs(losses[0]), (first_draw, losses[0])
+    assert after < before, (before, after)
+    assert before - after > max(random_drops), (before, after, random_drops)
+
+
+def test_the_same_seed_gives_the_same_vector_bit_for_bit(wan, umt5, wan_vae, photo):  # noqa: F811
+    a, _, losses_a = train(wan, umt5, wan_vae, photo)
+    b, _, losses_b = train(wan, umt5, wan_vae, photo)
+    c, _, _ = train(wan, umt5, wan_vae, photo, settings=dict(seed=1))
+    assert torch.equal(a, b) and losses_a == losses_b
+    assert not torch.equal(a, c)
+
+
+def test_cancel_stops_inside_the_first_step(wan, umt5, wan_vae, photo):  # noqa: F811
+    """Cancel is looked at before every Wan block: a Cancel raised at the third look (the loop's own look
+    first, then before the first block) stops the run inside its first step, before any progress report."""
+    looks, reported = [], []
+
+    class Cancelled(Exception):
+        pass
+
+    def check():
+        looks.append(1)
+        if len(looks) == 3:
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        train(wan, umt5, wan_vae, photo, check_interrupt=check, progress=lambda step, loss: reported.append(step))
+    assert len(looks) == 3 and reported == []
+
+
+def test_the_saved_token_through_core_prompt_path_gives_the_trained_conditioning(wan, umt5, wan_vae, photo):  # noqa: F811
+    """The file save_wan_token writes is read by core's load_embed for umT5 (key umt5xxl) as the vector, bit
+    for bit; a stock CLIP Text Encode of ``a photo of embedding:<name> man`` on clip_reading_embeddings' clone
+    gives exactly the conditioning training encoded with the vector in place of {token}, and not that of the
+    starting vector. On the user's own CLIP, core's umT5 tokenizer has no embeddings folder on this host
+    (ComfyUI 0.3.64), so the stock encode there reads the words "embedding:<name>" as text; if a later core
+    hands it the folder, the stock encode must then give the trained conditioning too."""
+    vector, prompts, _ = train(wan, umt5, wan_vae, photo)
+    path = wan_token.save_wan_token(str(umt5.embeddings / "alice.safetensors"), vector)
+    loaded = sd1_clip.load_embed("alice", [str(umt5.embeddings)], 4096, "umt5xxl")
+    assert loaded.shape == (1, 4096) and torch.equal(loaded[0], vector), path
+    text = "a photo of embedding:alice man"
+    with torch.inference_mode():
+        reading = wan_token.clip_reading_embeddings(umt5, [str(umt5.embeddings)])
+        (stock,) = nodes.CLIPTextEncode().encode(reading, text)
+        trained = prompts.conditioning("a photo of {token} {class_word}", vector)
+        start = prompts.conditioning("a photo of {token} {class_word}",
+                                     wan_token.wan_class_word_vector(umt5, "man"))
+        (users,) = nodes.CLIPTextEncode().encode(umt5, text)
+    assert prompts.text("a photo of {token} {class_word}") == "a photo of embedding:pv_identity_token man"
+    assert stock[0][0].shape == trained[0][0].shape == (1, 512, 4096)
+    assert torch.equal(stock[0][0], trained[0][0])
+    assert not torch.equal(start[0][0], trained[0][0])
+    user_tokenizer = umt5.tokenizer.clip_umt5xxl
+    assert reading.tokenizer.clip_umt5xxl is not user_tokenizer and reading.cond_stage_model is umt5.cond_stage_model
+    if user_tokenizer.embedding_directory is None:   # core's umT5 tokenizer drops the folder CLIPLoader gives it
+        assert not torch.equal(users[0][0], trained[0][0])
+    else:
+        assert torch.equal(users[0][0], trained[0][0])
+
+
+def test_a_clip_that_is_not_umt5_is_refused_clearly(wan, wan_vae, photo):  # noqa: F811
+    with torch.inference_mode():
+        sd15_clip = tiny_models.tiny_clip()
+    for call in (lambda: train(wan, sd15_clip, wan_vae, photo),
+                 lambda: wan_token.WanTokenPrompts(sd15_clip, "man"),
+                 lambda: wan_token.clip_reading_embeddings(sd15_clip, ["."])):
+        with pytest.raises(TrainingError, match=r"not Wan's umT5-XXL text encoder \(it has \['clip_l'\]\)"):
+            call()
+
+
+def test_a_vae_or_model_that_is_not_wan_is_refused_clearly(wan, umt5, photo):  # noqa: F811
+    with torch.inference_mode():
+        sd_vae, sd_model = tiny_models.tiny_vae(), tiny_models.tiny_sd15_model(seed=0)
+    with pytest.raises(TrainingError, match="not the Wan VAE of this MODEL"):
+        train(wan, umt5, sd_vae, photo)
+    with pytest.raises(TrainingError, match="needs a core Wan MODEL"):
+        train(sd_model, umt5, sd_vae, photo)
