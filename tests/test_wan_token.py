@@ -21,24 +21,13 @@ from comfy import sd1_clip  # noqa: E402
 from comfyui_personalvideo.training import textual_inversion as ti  # noqa: E402
 from comfyui_personalvideo.training import wan_token  # noqa: E402
 from comfyui_personalvideo.training.errors import TrainingError  # noqa: E402
-from pv_tools.random_wan_models import wan21_vae_state_dict  # noqa: E402
 from umt5_double.build import tiny_umt5_state_dict  # noqa: E402
 
+from chance_level import random_move_drops  # noqa: E402
 from test_train_identity import assert_same, photo, snapshot  # noqa: E402,F401
+from test_wan_training import wan, wan_vae  # noqa: E402,F401  (a tiny Wan at shift 8, the Wan 2.1 VAE)
 
 SETTINGS = dict(steps=3, lr=5e-2, batch_size=2, seed=0, gradient_checkpointing="off", precision="fp32")
-
-
-@pytest.fixture(scope="module")
-def wan():
-    with torch.inference_mode():
-        return wan_models.with_shift(wan_models.tiny_wan_model(seed=0), 8.0)
-
-
-@pytest.fixture(scope="module")
-def wan_vae():
-    with torch.inference_mode():
-        return comfy.sd.VAE(sd=wan21_vae_state_dict(seed=0))
 
 
 @pytest.fixture(scope="module")
@@ -116,10 +105,7 @@ def test_training_lowers_a_fixed_evaluation_loss_by_more_than_chance(wan, umt5, 
         first_draw = objective(start, draws=1)
         after = objective(vector)
         distance = float((vector - start).norm())
-        random_drops = []
-        for k in range(4):
-            direction = torch.randn(start.shape, generator=torch.Generator().manual_seed(k))
-            random_drops.append(before - objective(start + direction / direction.norm() * distance))
+        random_drops = random_move_drops(objective, start, distance, before, 4)
     print("objective", before, after, "random moves' drops", random_drops, "losses", losses)
     assert len(losses) == steps and distance > 0
     assert abs(first_draw - losses[0]) <= 1e-5 * abs(losses[0]), (first_draw, losses[0])
