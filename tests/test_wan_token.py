@@ -180,10 +180,56 @@ def test_a_clip_that_is_not_umt5_is_refused_clearly(wan, wan_vae, photo):  # noq
             call()
 
 
-def test_a_vae_or_model_that_is_not_wan_is_refused_clearly(wan, umt5, photo):  # noqa: F811
+def test_a_vae_or_model_that_is_not_wan_is_refused_clearly(wan, umt5, wan_vae, photo):  # noqa: F811
     with torch.inference_mode():
         sd_vae, sd_model = tiny_models.tiny_vae(), tiny_models.tiny_sd15_model(seed=0)
     with pytest.raises(TrainingError, match="not the Wan VAE of this MODEL"):
         train(wan, umt5, sd_vae, photo)
+    with torch.inference_mode():
+        ti2v = wan_models.tiny_wan_model("tiny_ti2v", seed=0)   # Wan 2.2 TI2V 5B's 48-channel latents
+    with pytest.raises(TrainingError, match=r"makes 16-channel video latents; the MODEL takes 48-channel"):
+        train(ti2v, umt5, wan_vae, photo)
     with pytest.raises(TrainingError, match="needs a core Wan MODEL"):
         train(sd_model, umt5, sd_vae, photo)
+
+
+def test_a_resumed_run_ends_where_the_uninterrupted_run_ends(wan, umt5, wan_vae, photo):  # noqa: F811
+    """Checkpoints after every step; training again from the one after step 2 of 3 gives the uninterrupted
+    run's vector and losses bit for bit (the draws made are replayed)."""
+    from comfyui_personalvideo.training.run_state import RunState, StageCheckpoints
+
+    run = RunState("wan_token_resume_test", {"wan_token": 1}, every=1)
+    run.clear()
+    try:
+        straight, _, losses = train(wan, umt5, wan_vae, photo, checkpoints=StageCheckpoints(run, "token"))
+        stage, done, tensors, extra = run.load()
+        assert (stage, done) == ("token", 2)
+        resumed, _, again = train(wan, umt5, wan_vae, photo, resume=(done, tensors, extra))
+    finally:
+        run.clear()
+    assert again == losses and len(losses) == 3
+    assert torch.equal(straight, resumed)
+
+
+def test_gradient_checkpointing_of_the_wan_blocks_gives_the_same_vector(wan, umt5, wan_vae, photo):  # noqa: F811
+    off, _, losses_off = train(wan, umt5, wan_vae, photo, settings=dict(gradient_checkpointing="off"))
+    on, _, losses_on = train(wan, umt5, wan_vae, photo, settings=dict(gradient_checkpointing="on"))
+    assert losses_on == pytest.approx(losses_off, rel=1e-5)
+    assert torch.allclose(on, off, rtol=1e-4, atol=1e-6) and not torch.equal(on, wan_token.wan_class_word_vector(umt5, "man"))
+
+
+def test_prompts_with_the_token_anywhere_a_word_stands_and_a_clear_error_where_it_cannot(umt5):
+    """{token} as a word of its own (first, after a comma, before a comma, twice) gives one vector entry per
+    {token}; glued to other characters it is refused with the way to write it."""
+    prompts = wan_token.WanTokenPrompts(umt5, "man")
+    vector = torch.randn(4096, generator=torch.Generator().manual_seed(3))
+    for template in ("{token} {class_word} smiling", "a photo, {token} {class_word}", "{token}, a {class_word}",
+                     "{token} {class_word} and {token} again"):
+        entries = [t for batch in prompts.tokens(template)["umt5xxl"] for t, *_ in batch if torch.is_tensor(t)]
+        assert len(entries) == template.count("{token}"), template
+        with torch.inference_mode():
+            cond = prompts.conditioning(template, vector)[0][0]
+        assert cond.shape == (1, 512, 4096) and bool(torch.isfinite(cond).all())
+    for template in ("{token}'s {class_word}", "the{token} {class_word}"):
+        with pytest.raises(TrainingError, match="joins {token} to other characters"):
+            prompts.tokens(template)

@@ -140,7 +140,13 @@ class WanTokenPrompts(TokenPrompts):
         """Core's token list of the template's prompt; the placeholder's entry is a tensor (the only one: the
         private folder holds nothing else)."""
         if template not in self._tokens:
-            self._tokens[template] = self._reading.tokenize(self.text(template))
+            tokens = self._reading.tokenize(self.text(template))
+            found = sum(torch.is_tensor(t) for batches in tokens.values() for batch in batches for t, *_ in batch)
+            if found != template.count("{token}"):
+                raise TrainingError(
+                    f"the prompt {template!r} joins {{token}} to other characters, so umT5's tokenizer cannot read "
+                    "the token there: on Wan write {token} as a word of its own, e.g. '{token} {class_word} smiling'.")
+            self._tokens[template] = tokens
         return self._tokens[template]
 
     def encode(self, template: str, vector: torch.Tensor):
