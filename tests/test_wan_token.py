@@ -233,3 +233,26 @@ def test_prompts_with_the_token_anywhere_a_word_stands_and_a_clear_error_where_i
     for template in ("{token}'s {class_word}", "the{token} {class_word}"):
         with pytest.raises(TrainingError, match="joins {token} to other characters"):
             prompts.tokens(template)
+
+
+def test_an_fp8_scaled_umt5_trains_and_reads_the_token_the_same_way(wan, wan_vae, photo, tmp_path):  # noqa: F811
+    """umT5 as most Wan users load it (Comfy-Org's fp8 scaled file: core's scaled-fp8 layers): training gives the
+    vector a gradient through those layers and moves it, and the saved token read by a stock CLIP Text Encode on
+    clip_reading_embeddings' clone gives the conditioning training used."""
+    from umt5_double.build import scaled_fp8
+
+    umt5_double.install()
+    with torch.inference_mode():
+        clip = comfy.sd.load_text_encoder_state_dicts([scaled_fp8(tiny_umt5_state_dict(seed=0))],
+                                                      clip_type=comfy.sd.CLIPType.WAN)
+    layer = clip.cond_stage_model.umt5xxl.transformer.encoder.block[0].layer[0].SelfAttention.q
+    assert layer.weight.dtype == torch.float8_e4m3fn and hasattr(layer, "scale_weight")
+    start = wan_token.wan_class_word_vector(clip, "man")
+    vector, prompts, losses = train(wan, clip, wan_vae, photo)
+    assert len(losses) == 3 and all(loss == loss for loss in losses) and not torch.equal(vector, start)
+    wan_token.save_wan_token(str(tmp_path / "bob.safetensors"), vector)
+    with torch.inference_mode():
+        (stock,) = nodes.CLIPTextEncode().encode(wan_token.clip_reading_embeddings(clip, [str(tmp_path)]),
+                                                 "a close-up photo of embedding:bob man")
+        trained = prompts.conditioning("a close-up photo of {token} {class_word}", vector)
+    assert torch.equal(stock[0][0], trained[0][0])
