@@ -128,16 +128,17 @@ def read_token(path: str) -> torch.Tensor:
                             "Move it away; Load SIA Adapter then writes the token from the adapter.") from None
 
 
-def write_token(path: str, vector: torch.Tensor) -> str:
-    """Write a token file (``emb_params``, what ComfyUI reads for ``embedding:<name>``) atomically."""
-    return atomic_write(path, _embedding_writer(vector))
+def write_token(path: str, vector: torch.Tensor, key: str = "emb_params") -> str:
+    """Write a token file (one [1, D] fp32 tensor under ``key``: ``emb_params``, what ComfyUI reads for
+    ``embedding:<name>`` on SD1.5) atomically."""
+    return atomic_write(path, _embedding_writer(vector, key))
 
 
-def _embedding_writer(vector: torch.Tensor):
+def _embedding_writer(vector: torch.Tensor, key: str = "emb_params"):
     def write(path):
         from safetensors.torch import save_file
 
-        save_file({"emb_params": vector.detach().float().cpu().reshape(1, -1).contiguous()}, path,
+        save_file({key: vector.detach().float().cpu().reshape(1, -1).contiguous()}, path,
                   metadata={"format": "personalvideo-token"})
     return write
 
