@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from ..training.identity_training import NEGATIVE_PROMPT, TRAINING_CFG, train_identity
-from .training_inputs import shared_inputs, single_values, tip as _tip
+from .training_inputs import (RETURN_NAMES, RETURN_TYPES, node_result, shared_inputs, single_values,
+                              tip as _tip)
 
 CATEGORY = "PersonalVideo"
 
@@ -17,9 +18,7 @@ class TrainPersonalVideoIdentity:
     CATEGORY = CATEGORY
     FUNCTION = "train"
     OUTPUT_NODE = True
-    RETURN_TYPES = ("SIA_ADAPTER", "STRING", "IMAGE", "IMAGE", "FLOAT", "FLOAT")
-    RETURN_NAMES = ("sia_adapter", "trigger_phrase", "loss_curve", "preview_frames", "final_similarity",
-                    "identity_score")
+    RETURN_TYPES, RETURN_NAMES = RETURN_TYPES, RETURN_NAMES
     OUTPUT_TOOLTIPS = (
         "The trained adapter, ready for 'Apply SIA at Late Steps' (also saved in models/sia).",
         "Put this in your prompt, e.g. 'embedding:alice woman': it calls the trained token.",
@@ -95,9 +94,7 @@ class TrainPersonalVideoIdentity:
         from ..evaluation.training_sample import score_training_sample
 
         r = train_identity(**single_values(inputs), sample_scorer=score_training_sample)
-        return {"ui": {"text": [r["trigger"] + (" (reused)" if r["reused"] else "")]},
-                "result": (r["adapter"], r["trigger"], r["curve"], r["preview"], r["final_similarity"],
-                           r["identity_score"])}
+        return node_result(r)
 
 
 NODES = (("PV_TrainIdentity", TrainPersonalVideoIdentity, "Train PersonalVideo Identity"),)

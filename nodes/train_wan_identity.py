@@ -4,7 +4,8 @@ from __future__ import annotations
 from ..training.wan_identity_training import AUTO, WITH_LORA, WITHOUT_LORA, train_wan_identity
 from ..training.errors import TrainingError
 from ..training.wan_trainer import WanSIATrainSettings
-from .training_inputs import pick, shared_inputs, single_values, tip
+from .training_inputs import (RETURN_NAMES, RETURN_TYPES, node_result, pick, shared_inputs, single_values,
+                              tip)
 
 CATEGORY = "PersonalVideo"
 NO_LORA = "none"
@@ -39,9 +40,7 @@ class TrainPersonalVideoIdentityWan:
     CATEGORY = CATEGORY
     FUNCTION = "train"
     OUTPUT_NODE = True
-    RETURN_TYPES = ("SIA_ADAPTER", "STRING", "IMAGE", "IMAGE", "FLOAT", "FLOAT")
-    RETURN_NAMES = ("sia_adapter", "trigger_phrase", "loss_curve", "preview_frames", "final_similarity",
-                    "identity_score")
+    RETURN_TYPES, RETURN_NAMES = RETURN_TYPES, RETURN_NAMES
     OUTPUT_TOOLTIPS = (
         "The trained adapter, ready for 'Apply SIA at Late Steps' on the same Wan MODEL (also saved in models/sia).",
         "Put this in your prompt (or use 'Identity Prompt'): without a token stage it is the class word.",
@@ -115,9 +114,7 @@ class TrainPersonalVideoIdentityWan:
         kwargs = single_values(inputs)
         kwargs["sampling_lora"] = _lora_path(kwargs.get("sampling_lora"))
         r = train_wan_identity(**kwargs, sample_scorer=score_training_sample)
-        return {"ui": {"text": [r["trigger"] + (" (reused)" if r["reused"] else "")]},
-                "result": (r["adapter"], r["trigger"], r["curve"], r["preview"], r["final_similarity"],
-                           r["identity_score"])}
+        return node_result(r)
 
 
 NODES = (("PV_TrainIdentityWan", TrainPersonalVideoIdentityWan, "Train PersonalVideo Identity (Wan)"),)

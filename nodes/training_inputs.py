@@ -1,4 +1,4 @@
-"""The inputs both Train nodes share (SD1.5 and Wan): sockets, widgets and tooltips, defined once.
+"""The inputs and outputs both Train nodes share (SD1.5 and Wan): sockets, widgets and tooltips, defined once.
 
 Each Train node picks these by name in its own order (a node's widget order is what saved workflows hold)
 and adds its own model inputs and sizes.
@@ -8,6 +8,18 @@ from __future__ import annotations
 from ..training import prompts as prompt_data
 from ..training.identity_training import IF_EXISTS, NEGATIVE_PROMPT
 from ..training.run_state import DEFAULT_EVERY
+
+
+# the outputs both Train nodes give, in this order
+RETURN_TYPES = ("SIA_ADAPTER", "STRING", "IMAGE", "IMAGE", "FLOAT", "FLOAT")
+RETURN_NAMES = ("sia_adapter", "trigger_phrase", "loss_curve", "preview_frames", "final_similarity", "identity_score")
+
+
+def node_result(r: dict) -> dict:
+    """A Train node's return value from a training run's result: the trigger phrase shown on the node."""
+    return {"ui": {"text": [r["trigger"] + (" (reused)" if r["reused"] else "")]},
+            "result": (r["adapter"], r["trigger"], r["curve"], r["preview"], r["final_similarity"],
+                       r["identity_score"])}
 
 
 def tip(text):

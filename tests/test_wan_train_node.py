@@ -211,8 +211,8 @@ def test_the_wrong_family_is_sent_to_the_other_train_node(parts, face_analysis, 
                   ti_batch_size=1, sia_iterations=1, sia_learning_rate=1e-2, sia_rank=4, reg_lambda=1e-2, frames=1,
                   width=64, height=64, sampling_steps=2, seed=0, if_exists="overwrite", checkpoint_every=0,
                   training_cfg=1.0, negative_prompt="", resume=False)
-    with torch.inference_mode(), pytest.raises(TrainingError, match="is a Wan model .*'Train PersonalVideo Identity "
-                                                                    "\\(Wan\\)'"):
+    wan_node = "is a Wan model .*'Train PersonalVideo Identity \\(Wan\\)'"
+    with torch.inference_mode(), pytest.raises(TrainingError, match=wan_node):
         TrainPersonalVideoIdentity().train(**{k: [v] for k, v in inputs.items()})
 
 
