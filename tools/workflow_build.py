@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 
 from .workflow_models import (CHECKPOINT, LCM_LORA, MOTION_MODEL, OPENPOSE_CONTROLNET, STYLE_LORA, UMT5,
-                              WAN21_VAE, WAN22_HIGH_NOISE, WAN22_LOW_NOISE, WAN_STYLE_LORA)
+                              WAN21_T2V_1_3B, WAN21_VAE, WAN22_HIGH_NOISE, WAN22_LOW_NOISE, WAN_STYLE_LORA)
 from .workflow_notes import (FACE_MODELS_NOTE, MAGICME_NOTE, POSE_NOTE, SAMPLING_NOTE, SCORE_NOTE, STYLE_NOTE,
                              TRAIN_AND_GENERATE_NOTE, TRAIN_NOTE, TWO_ADAPTERS_NOTE, TWO_IDENTITIES_NOTE,
-                             WAN_MODEL_FILES_NOTE, WAN_NOTE, model_files_note)
+                             WAN_MODEL_FILES_NOTE, WAN_NOTE, WAN_TRAIN_NOTE, model_files_note)
 from .workflow_settings import (ADAPTER_FILE, BETA_SCHEDULE, CFG, CLASS_WORD, END_PERCENT, FACE_DETAIL_DENOISE,
                                 FPS, FRAMES, GROUP_COLORS, HEIGHT, IDENTITY, NEGATIVE, NOISE_PRIOR_GAMMA,
                                 POSE_VIDEO, PROMPT, REFERENCE_PHOTO, REGION_FEATHER, REGION_IDENTITIES, SAMPLER,
@@ -453,9 +453,77 @@ def wan22_identity_and_style() -> Graph:
     return g
 
 
+# ---------------------------------------------------------------- 09: Wan 2.1 1.3B, train and generate
+WAN13_FRAMES, WAN13_SIZE = 33, 480
+
+
+def wan_train_and_generate() -> Graph:
+    g = Graph("09_wan_train_and_generate", "PersonalVideo 09: train an identity on Wan 2.1 1.3B and generate with it")
+    unet = g.add("UNETLoader", (40, 60), (380, 90), title="Wan 2.1 T2V 1.3B (Load Diffusion Model)",
+                 unet_name=WAN21_T2V_1_3B.name, weight_dtype="default")
+    shift = g.add("ModelSamplingSD3", (40, 210), (300, 60), title="Shift", shift=WAN_SHIFT)
+    g.link(unet, "MODEL", shift, "model")
+    clip = g.add("CLIPLoader", (40, 330), (380, 110), title="umT5-XXL (Load CLIP, type wan)", clip_name=UMT5.name,
+                 type="wan", device="default")
+    vae = g.add("VAELoader", (40, 500), (380, 60), title="Wan 2.1 VAE", vae_name=WAN21_VAE.name)
+    g.group("Models: Wan 2.1 T2V 1.3B, umT5, VAE, shift", [unet, shift, clip, vae], GROUP_COLORS["models"])
+    photo = g.add("LoadImage", (500, 60), (380, 360), title="Reference photo (ComfyUI/input)", image=REFERENCE_PHOTO)
+    faces = g.add("PV_LoadFaceAnalysis", (500, 490), (380, 90), model_pack="antelopev2", provider="auto")
+    g.group("Reference photo and face models", [photo, faces], GROUP_COLORS["identity"])
+    train = g.add("PV_TrainIdentityWan", (980, 60), (420, 700), title="Train PersonalVideo Identity (Wan)",
+                  identity_name=IDENTITY, class_word=CLASS_WORD, prompts=_default_prompts(), ti_steps=0,
+                  sia_iterations=400, sia_learning_rate=1e-4, sia_rank=4, reg_lambda=1e-2, frames=17, width=480,
+                  height=480, sampling_lora="none", sampling_lora_strength=1.0, sampling_steps=0, training_cfg=0.0,
+                  seed=0, if_exists="reuse", checkpoint_every=50, negative_prompt=WAN_NEGATIVE, resume=True,
+                  early_stop=False, gradient_checkpointing="auto")
+    g.link(shift, "MODEL", train, "model")
+    g.link(clip, "CLIP", train, "clip")
+    g.link(vae, "VAE", train, "vae")
+    g.link(photo, "IMAGE", train, "reference_images")
+    g.link(faces, "face_analysis", train, "face_analysis")
+    g.group("Train", [train], GROUP_COLORS["train"])
+    _training_outputs(g, train, 1480, 60)
+    apply = g.add("PV_ApplySIALateSteps", (1480, 940), (380, 110), strength=STRENGTH, start_percent=START_PERCENT,
+                  end_percent=END_PERCENT)
+    g.link(shift, "MODEL", apply, "model")
+    g.link(train, "sia_adapter", apply, "sia_adapter")
+    g.group("Apply the new identity", [apply], GROUP_COLORS["identity"])
+    prompt = g.add("PV_IdentityPrompt", (1960, 60), (420, 160), title="Prompt ({identity} = your trigger phrase)",
+                   text=WAN_PROMPT_13B)
+    g.link(train, "trigger_phrase", prompt, "trigger_phrase")
+    pos = g.add("CLIPTextEncode", (1960, 290), (400, 90), title="Positive", text="")
+    g.link(clip, "CLIP", pos, "clip")
+    g.link(prompt, "prompt", pos, "text")
+    neg = g.add("CLIPTextEncode", (1960, 430), (400, 130), title="Negative", text=WAN_NEGATIVE)
+    g.link(clip, "CLIP", neg, "clip")
+    latent = g.add("EmptyHunyuanLatentVideo", (1960, 620), (300, 130),
+                   title=f"{WAN13_FRAMES} frames, {WAN13_SIZE}x{WAN13_SIZE}", width=WAN13_SIZE, height=WAN13_SIZE,
+                   length=WAN13_FRAMES, batch_size=1)
+    g.group("Prompt and video size", [prompt, pos, neg, latent], GROUP_COLORS["prompt"])
+    sampler = g.add("KSampler", (2460, 60), (340, 470), seed=SEED, steps=WAN_STEPS, cfg=5.0,
+                    sampler_name=WAN_SAMPLER, scheduler=WAN_SCHEDULER, denoise=1.0)
+    g.link(apply, "model", sampler, "model")
+    g.link(pos, "CONDITIONING", sampler, "positive")
+    g.link(neg, "CONDITIONING", sampler, "negative")
+    g.link(latent, "LATENT", sampler, "latent_image")
+    decode = g.add("VAEDecode", (2880, 60), (220, 50))
+    g.link(sampler, "LATENT", decode, "samples")
+    g.link(vae, "VAE", decode, "vae")
+    save = g.add("SaveAnimatedWEBP", (2880, 170), (360, 520), title=f"Save Animated WEBP ({WAN_FPS} fps)",
+                 filename_prefix="PersonalVideo/wan_identity", fps=float(WAN_FPS), lossless=False, quality=90,
+                 method="default")
+    g.link(decode, "IMAGE", save, "images")
+    g.group("Decode and save", [decode, save], GROUP_COLORS["output"])
+    g.note((40, 640), (440, 520), WAN_TRAIN_NOTE, title="Start here")
+    return g
+
+
+WAN_PROMPT_13B = "{identity} walking along a river bank in spring, cherry blossoms falling, turning to smile"
+
+
 WORKFLOWS = (train_identity, generate_with_identity, generate_with_pose, generate_with_style_lora,
              train_and_generate, generate_and_score, generate_with_face_detail, two_identities,
-             wan22_identity_and_style)
+             wan_train_and_generate, wan22_identity_and_style)
 
 
 def build_all() -> dict:
