@@ -151,16 +151,23 @@ def _adapter_writer(adapter):
     return write
 
 
-def write_identity_files(paths: dict, adapter, vector: torch.Tensor) -> dict:
-    """Write the token and the adapter to ``paths`` (``{"embedding": ..., "sia": ...}``), both or neither."""
+def write_identity_files(paths: dict, adapter, vector: torch.Tensor | None) -> dict:
+    """Write the token and the adapter to ``paths`` (``{"embedding": ..., "sia": ...}``), both or neither; only
+    the adapter when ``vector`` is None (an identity without a token: the returned paths then hold ``sia`` only)."""
+    if vector is None:
+        paths = {"sia": paths["sia"]}
+    writers = [(paths["sia"], _adapter_writer(adapter))]
+    if vector is not None:
+        writers.insert(0, (paths["embedding"], _embedding_writer(vector)))
     try:
-        atomic_write_all([(paths["embedding"], _embedding_writer(vector)), (paths["sia"], _adapter_writer(adapter))])
+        atomic_write_all(writers)
     except OSError as exc:
         raise TrainingError(f"could not write the identity files ({exc}). Nothing was saved: free disk space "
                             "or fix the folder permissions, then train again.") from exc
     return paths
 
 
-def write_identity(name: str, adapter, vector: torch.Tensor, overwrite: bool = False) -> dict:
-    """Write both files of identity ``name`` in ComfyUI's model folders, or neither; returns the paths."""
+def write_identity(name: str, adapter, vector: torch.Tensor | None, overwrite: bool = False) -> dict:
+    """Write both files of identity ``name`` in ComfyUI's model folders, or neither (the adapter alone when
+    ``vector`` is None); returns the paths written."""
     return write_identity_files(check_free(name, overwrite), adapter, vector)
