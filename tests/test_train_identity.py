@@ -23,6 +23,20 @@ SMALL = dict(ti_steps=4, ti_learning_rate=1e-2, ti_batch_size=2, sia_iterations=
              sia_rank=4, reg_lambda=1e-2, frames=2, width=64, height=64, sampling_steps=4, seed=5)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _model_folders_as_found():
+    """The identity files this module trains are removed after it, so later modules that train the same names
+    (alice) find the folders as they were."""
+    def files():
+        return {os.path.join(d, f) for kind in ("sia", "embeddings") for d in folder_paths.get_folder_paths(kind)
+                if os.path.isdir(d) for f in os.listdir(d) if os.path.isfile(os.path.join(d, f))}
+
+    before = files()
+    yield
+    for path in files() - before:
+        os.unlink(path)
+
+
 @pytest.fixture(scope="module")
 def face_analysis(tmp_path_factory, tiny_onnx):  # noqa: F811
     """Detector that finds one large face in the middle of any textured frame; tiny random recogniser."""
