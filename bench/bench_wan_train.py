@@ -5,7 +5,8 @@ sampling, and peak memory at Wan 2.1 1.3B size without a GPU. Needs a host with 
     scripts/bench bench/bench_wan_train.py --runs 3            # tiny Wan model on the CPU: the overhead ratio
     scripts/bench bench/bench_wan_train.py --device cuda --wan-size 1.3B --frames 17 --size 448 --iterations 10
                                                                # absolute seconds per iteration on a GPU
-    scripts/bench bench/bench_wan_train.py --estimate          # peak memory at 1.3B (and 14B) size, meta device
+    scripts/bench bench/bench_wan_train.py --estimate          # peak memory of the adapter and token stages at 1.3B
+                                                               # (the adapter stage also at 14B), meta device
 
 Overhead ratio (as ``bench_train.py`` prints it for SD1.5): an adapter iteration against plain generation from
 the same run, same MODEL, cfg (the training cfg, 1.5), frames and size: 4 steps of euler + simple through the
@@ -197,6 +198,7 @@ def estimate(args):
             row = [wm.step_peak(parts, "meta", torch.float16, f, s, s, True, TRAINING_CFG) / gib
                    + model_w + vae_w + others for s in (384, 416, 448, 464, 480)]
             print(f"  {f:3d} frames: " + "  ".join(f"{s}px {v:5.2f}" for s, v in zip((384, 416, 448, 464, 480), row)))
+    token_estimate(args, parts, model_w, vae_w, umt5_fp8, width, height)
     big = wm.wan_parts("14B", "meta", torch.float8_e4m3fn, operations=comfy.ops.manual_cast,
                        vae_dtype=torch.float16)
     big_w = wm.weight_bytes(big[0]) / gib
@@ -212,6 +214,34 @@ def estimate(args):
         r = wm.step_peak(real, "cpu", torch.float32, args.frames, args.size, args.size, ckpt, TRAINING_CFG)
         m = wm.step_peak(meta, "meta", torch.float32, args.frames, args.size, args.size, ckpt, TRAINING_CFG)
         print(f"  checkpointing {'on ' if ckpt else 'off'}: measured {r / 2 ** 20:8.1f} MiB, estimated "
+              f"{m / 2 ** 20:8.1f} MiB (ratio {m / r:.3f})")
+
+
+def token_estimate(args, parts, model_w, vae_w, umt5_fp8, width, height):
+    """The token stage's peak at 1.3B size (umT5-XXL in fp8, cast per layer, with gradient to its input) and the
+    small-size check of the same count."""
+    import comfy.ops
+
+    import wan_train_memory as wm
+    from comfyui_personalvideo.training.textual_inversion import TISettings
+
+    gib = 1024 ** 3
+    batch = TISettings().batch_size
+    umt5 = wm.umt5_xxl("meta", torch.float8_e4m3fn, comfy.ops.manual_cast)
+    print(f"token stage at the defaults (batch {batch} single-frame photo latents of {width}x{height}, one prompt of "
+          f"{wm.UMT5_TOKENS} umT5 tokens with gradient to its input; fp16 compute, fused attention):")
+    for ckpt in (True, False):
+        peak = wm.token_step_peak(parts[0], umt5, "meta", torch.float16, batch, width, height, ckpt) / gib
+        print(f"  checkpointing (Wan blocks, umT5 layers) {'on ' if ckpt else 'off'}: {peak:6.2f} GiB activations; with Wan, its VAE "
+              f"and umT5 (fp8) resident {peak + model_w + vae_w + umt5_fp8:6.2f} GiB")
+    print(f"  check at small size (tiny Wan, a 3-layer umT5 of core's class, {batch} photos of {args.size} px, "
+          "fp32): real CPU run vs meta-device run")
+    real, meta = wm.wan_parts("tiny", "cpu", torch.float32), wm.wan_parts("tiny", "meta", torch.float32)
+    small = {d: wm.umt5_xxl(d, torch.float32, config=wm.SMALL_UMT5) for d in ("cpu", "meta")}
+    for ckpt in (True, False):
+        r = wm.token_step_peak(real[0], small["cpu"], "cpu", torch.float32, batch, args.size, args.size, ckpt)
+        m = wm.token_step_peak(meta[0], small["meta"], "meta", torch.float32, batch, args.size, args.size, ckpt)
+        print(f"    checkpointing {'on ' if ckpt else 'off'}: measured {r / 2 ** 20:8.1f} MiB, estimated "
               f"{m / 2 ** 20:8.1f} MiB (ratio {m / r:.3f})")
 
 

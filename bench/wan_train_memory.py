@@ -14,6 +14,12 @@ Attention runs as a GPU's fused kernels run it (PyTorch's flash kernel, no atten
 blocks and in the VAE's one attention block alike; the same operation runs on the CPU, so the same step at
 small size can run for real there and be compared (:func:`step_peak` on ``cpu`` and on ``meta``).
 
+:func:`token_step_peak` does the same for the token stage (``training/wan_token.py``): one prompt through
+umT5-XXL with gradient to its input (the learned vector enters umT5's input sequence, so umT5's activations are
+kept for backward; with fp8 weights core casts each layer to the compute dtype as it runs, and backward keeps
+every cast copy as well), the Wan model over the batch of single-frame photo latents, the flow-matching loss,
+backward.
+
 Not modelled: the identity loss's face detector and encoder activations (a few MB at 112 px), allocator
 rounding and caching, CUDA's workspace.
 """
@@ -111,6 +117,87 @@ def step_peak(parts, device, dtype, frames: int, width: int, height: int, checkp
     return tracker.peak
 
 
+@contextlib.contextmanager
+def fused_attention_in_umt5():
+    """Within the block core's T5 / umT5 layers attend as a GPU's fused kernel with an additive bias does (the
+    relative-position bias and the padding mask go in as the kernel's mask; no attention matrix is kept)."""
+    import comfy.text_encoders.t5 as t5
+
+    def fused(q, k, v, heads, mask=None, **kwargs):
+        b, _, inner = q.shape
+        split = [t.reshape(b, -1, heads, inner // heads).transpose(1, 2) for t in (q, k, v)]
+        out = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(*split, attn_mask=mask)[0]
+        return out.transpose(1, 2).reshape(b, -1, inner)
+
+    before = t5.optimized_attention_for_device
+    t5.optimized_attention_for_device = lambda *args, **kwargs: fused
+    try:
+        yield
+    finally:
+        t5.optimized_attention_for_device = before
+
+
+# a umT5 of core's class at a size that runs on the CPU in a moment (umT5-XXL's width, which the Wan model reads):
+# the meta count is checked against it
+SMALL_UMT5 = {"d_ff": 256, "d_kv": 16, "d_model": 4096, "num_heads": 4, "num_layers": 3, "vocab_size": 256,
+              "dense_act_fn": "gelu_pytorch_tanh", "is_gated_act": True, "model_type": "umt5"}
+
+
+def umt5_xxl(device, dtype, operations=None, config=None):
+    """Core's umT5-XXL encoder (the Wan text encoder) on ``device``: on meta it takes no memory. ``dtype``
+    fp8 with ``comfy.ops.manual_cast``: the fp8 file most Wan workflows load (each layer cast as it runs).
+    ``config``: another umT5 configuration (:data:`SMALL_UMT5`), with random weights off the meta device."""
+    import json
+    import os
+
+    import comfy.ops
+    import comfy.text_encoders.t5
+
+    if config is None:
+        with open(os.path.join(os.path.dirname(comfy.text_encoders.t5.__file__), "umt5_config_xxl.json"),
+                  encoding="utf-8") as f:
+            config = json.load(f)
+    encoder = comfy.text_encoders.t5.T5(config, dtype, device, operations or comfy.ops.disable_weight_init)
+    if str(device) != "meta":   # core builds layers uninitialised
+        g = torch.Generator().manual_seed(0)
+        for p in encoder.parameters():
+            p.data = (torch.randn(p.shape, generator=g) * 0.05).to(p.dtype)
+    return encoder.requires_grad_(False).eval()
+
+
+def token_step_peak(model, umt5, device, dtype, photos: int, width: int, height: int, checkpointing: bool) -> int:
+    """Peak bytes of the tensors one step of the Wan token stage creates (weights not counted): one prompt of
+    ``UMT5_TOKENS`` tokens through ``umt5`` with gradient to its input embeddings, the diffusion model over
+    ``photos`` single-frame latents of ``height`` x ``width`` pixels with that conditioning (the Wan blocks and
+    umT5's layers checkpointed when asked, as the token stage does), the flow-matching loss, backward."""
+    from autograd_memory import AllocationPeak
+    from comfyui_personalvideo.training.checkpointing import checkpointed, t5_regions, wan_regions
+    from comfyui_personalvideo.training.inference_tensors import gradient_window
+
+    width_in = umt5.shared.weight.shape[1]
+    shape = latent_shape(1, width, height)
+    with torch.inference_mode(False), fused_attention_in_wan(), fused_attention_in_umt5():
+        g = torch.Generator().manual_seed(0)
+        if device == "meta":
+            x = torch.empty((photos, *shape[1:]), device=device, dtype=dtype)
+            embeds = torch.empty(1, UMT5_TOKENS, width_in, device=device, dtype=dtype)
+        else:
+            x = torch.randn((photos, *shape[1:]), generator=g).to(device, dtype)
+            embeds = torch.randn((1, UMT5_TOKENS, width_in), generator=g).to(device, dtype)
+        mask = torch.ones(1, UMT5_TOKENS, device=device)
+        timestep = torch.full((photos,), FLOW_SIGMA * 1000.0, device=device)
+        tracker = AllocationPeak()
+        with tracker, gradient_window(model, umt5), torch.enable_grad(), \
+                checkpointed(wan_regions(model), checkpointing):
+            leaf = embeds.detach().requires_grad_(True)
+            # core builds the input sequence with torch.cat (the vector among the token embeddings): not a leaf
+            with checkpointed(t5_regions(umt5), checkpointing):
+                context = umt5(None, mask, embeds=leaf.clone(), dtype=dtype)[0]
+            velocity = model(x, timestep, context.to(dtype).expand(photos, -1, -1))
+            velocity.float().pow(2).mean().backward()
+    return tracker.peak
+
+
 def weight_bytes(*modules, dtype_bytes=None) -> int:
     """Bytes of the modules' parameters as stored (``dtype_bytes``: as if stored at that width instead)."""
     return sum(p.numel() * (dtype_bytes or p.element_size()) for m in modules if m is not None
@@ -119,14 +206,4 @@ def weight_bytes(*modules, dtype_bytes=None) -> int:
 
 def umt5_xxl_parameters() -> int:
     """Parameters of core's umT5-XXL text encoder (the Wan text encoder), counted on the meta device."""
-    import json
-    import os
-
-    import comfy.ops
-    import comfy.text_encoders.t5
-
-    config = os.path.join(os.path.dirname(comfy.text_encoders.t5.__file__), "umt5_config_xxl.json")
-    with open(config, encoding="utf-8") as f:
-        config = json.load(f)
-    encoder = comfy.text_encoders.t5.T5(config, torch.float16, "meta", comfy.ops.disable_weight_init)
-    return sum(p.numel() for p in encoder.parameters())
+    return sum(p.numel() for p in umt5_xxl("meta", torch.float16).parameters())

@@ -211,9 +211,33 @@ def test_a_resumed_run_ends_where_the_uninterrupted_run_ends(wan, umt5, wan_vae,
     assert torch.equal(straight, resumed)
 
 
-def test_gradient_checkpointing_of_the_wan_blocks_gives_the_same_vector(wan, umt5, wan_vae, photo):  # noqa: F811
+def test_gradient_checkpointing_of_the_wan_blocks_and_umt5_layers_gives_the_same_vector(wan, umt5, wan_vae,
+                                                                                        photo):  # noqa: F811
+    """On, both the Wan blocks and umT5's layers run again in backward (umT5 runs with gradient: without
+    checkpointing it would keep every layer's activations, and with fp8 weights every cast copy); the vector is
+    the one training without checkpointing gives."""
+    from comfyui_personalvideo.training.checkpointing import recomputing
+
+    # a layer inside each block: a recomputation calls the block's own forward, its layers through __call__
+    layers = {"wan": [b.self_attn for b in wan.model.diffusion_model.blocks],
+              "umt5": [b.layer[0] for b in umt5.cond_stage_model.umt5xxl.transformer.encoder.block]}
+    rerun = {name: 0 for name in layers}
+
+    def count(name):
+        def hook(module, args, output):
+            rerun[name] += recomputing()
+        return hook
+
     off, _, losses_off = train(wan, umt5, wan_vae, photo, settings=dict(gradient_checkpointing="off"))
-    on, _, losses_on = train(wan, umt5, wan_vae, photo, settings=dict(gradient_checkpointing="on"))
+    assert rerun == {"wan": 0, "umt5": 0}
+    handles = [m.register_forward_hook(count(name)) for name, ms in layers.items() for m in ms]
+    try:
+        on, _, losses_on = train(wan, umt5, wan_vae, photo, settings=dict(gradient_checkpointing="on"))
+    finally:
+        for h in handles:
+            h.remove()
+    steps = SETTINGS["steps"]
+    assert rerun == {"wan": steps * len(layers["wan"]), "umt5": steps * len(layers["umt5"])}
     assert losses_on == pytest.approx(losses_off, rel=1e-5)
     assert torch.allclose(on, off, rtol=1e-4, atol=1e-6) and not torch.equal(on, wan_token.wan_class_word_vector(umt5, "man"))
 

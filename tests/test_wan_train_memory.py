@@ -1,4 +1,4 @@
-"""The Wan adapter stage's memory estimate (bench/wan_train_memory.py, printed by ``bench_wan_train.py
+"""The Wan adapter and token stages' memory estimates (bench/wan_train_memory.py, printed by ``bench_wan_train.py
 --estimate``) checked where a real run exists: at tiny size the meta-device count of the gradient step equals the
 count of the same step run for real on the CPU, and that step holds what the Wan trainer's own iteration holds
 (``train_wan_sia``, one iteration, counted by the same tracker). Skip on hosts without Wan."""
@@ -77,3 +77,31 @@ def test_the_estimated_step_holds_what_the_trainers_iteration_holds(parts, wan, 
     # measured: 0.95x (off) and 1.02-1.11x (on): the trainer's own peak is lower after other Wan runs in the same
     # process (what they left cached is not a new allocation here), so the band is wider above than below
     assert 0.9 * tracker.peak < estimated <= 1.2 * tracker.peak, (estimated, tracker.peak)
+
+
+@pytest.fixture(scope="module")
+def small_umt5():
+    return {d: wm.umt5_xxl(d, torch.float32, config=wm.SMALL_UMT5) for d in ("cpu", "meta")}
+
+
+@pytest.mark.parametrize("checkpointing", [True, False], ids=["checkpointing-on", "checkpointing-off"])
+def test_the_token_steps_meta_count_equals_the_real_runs(parts, small_umt5, checkpointing):
+    """The token stage's step (a prompt through core's umT5 class with gradient to its input, the tiny Wan over 4
+    photo latents): the meta count is the real CPU run's."""
+    measured = wm.token_step_peak(parts[0][0], small_umt5["cpu"], "cpu", torch.float32, 4, SIZE, SIZE, checkpointing)
+    estimated = wm.token_step_peak(parts[1][0], small_umt5["meta"], "meta", torch.float32, 4, SIZE, SIZE,
+                                   checkpointing)
+    assert measured > 20 * 2 ** 20, measured
+    assert abs(estimated / measured - 1) < 0.005, (estimated, measured)
+
+
+def test_checkpointing_umt5s_layers_keeps_their_activations_out_of_the_token_step():
+    """umT5 runs with gradient in the token stage: without checkpointing every layer's activations stay for
+    backward (with an fp8 file also every layer's cast weights); with it only the layers' inputs do."""
+    import comfy.ops
+
+    wan_meta = wm.wan_parts("tiny", "meta", torch.float16)[0]
+    fp8 = wm.umt5_xxl("meta", torch.float8_e4m3fn, comfy.ops.manual_cast, config=dict(wm.SMALL_UMT5, num_layers=12))
+    on, off = (wm.token_step_peak(wan_meta, fp8, "meta", torch.float16, 4, SIZE, SIZE, c) for c in (True, False))
+    cast_weights = sum(p.numel() for b in fp8.encoder.block for p in b.parameters()) * 2   # fp16 copies
+    assert off - on > cast_weights * 0.9, (on, off, cast_weights)

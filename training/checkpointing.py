@@ -95,6 +95,12 @@ def wan_regions(diffusion_model) -> list:
     return list(diffusion_model.blocks)
 
 
+def t5_regions(text_encoder) -> list:
+    """The layers of a core T5 / umT5 encoder (``comfy.text_encoders.t5.T5``: Wan's text encoder), each called
+    as ``block(x, mask, past_bias, optimized_attention)``."""
+    return list(text_encoder.encoder.block)
+
+
 def regions_of(*roots) -> list:
     """Checkpoint regions of every root that is a UNet, a Wan diffusion model or an SD-layout VAE (others add
     none; the Wan VAE's decoder layers pass a feature cache they change in place, so they are not regions)."""
@@ -292,7 +298,15 @@ def _requires_grad_token():
     return _REQUIRES_GRAD[0]
 
 
+# layers that add their residual into their input tensor in place (``x += ...``): the region's forward gets a
+# copy of that input, so the input kept for the recomputation stays as it was (and, in backward, the input whose
+# gradient is taken is not modified in place)
+_ADDS_INTO_INPUT = ("T5Block",)
+
+
 def _checkpointing_forward(module, inner):
+    adds_into_input = type(module).__name__ in _ADDS_INTO_INPUT
+
     def forward(*args, **kwargs):
         if not torch.is_grad_enabled() or getattr(_local, "recomputing", 0):
             return inner(*args, **kwargs)
@@ -307,6 +321,8 @@ def _checkpointing_forward(module, inner):
             values = [_copy_dict(v) for v in flat]
             for i, t in zip(places, tensors):
                 values[i] = t
+            if adds_into_input and torch.is_tensor(values[0]):
+                values[0] = values[0].clone()
             return inner(*values[:n], **dict(zip(keys, values[n:])))
 
         tensors = [flat[i] for i in places]

@@ -21,7 +21,10 @@ The Wan twin of :mod:`.textual_inversion` (same settings, streams, loop, checkpo
   returns the denoised estimate ``x_t - sigma * v`` (``CONST.calculate_denoised``), so the model's velocity
   is ``v = (x_t - denoised) / sigma`` and its regression target is ``noise - x0``. Loss: the mean squared
   error between them.
-- Cancel is looked at before each Wan block; gradient checkpointing (when chosen) covers the Wan blocks.
+- Cancel is looked at before each Wan block; gradient checkpointing (when chosen) covers the Wan blocks and
+  umT5's layers. umT5 runs with gradient (the vector is in its input), so without checkpointing backward keeps
+  every umT5 layer's activations, and with the fp8 umT5 file every layer's cast copy of its weights too: umT5-XXL
+  whole in fp16, 10.6 GiB (``bench/bench_wan_train.py --estimate``).
 
 umT5, the Wan model and the VAE stay frozen; only the vector trains (lr, batch and steps from
 :class:`~.textual_inversion.TISettings`).
@@ -47,7 +50,7 @@ import torch.nn.functional as F
 
 from ..sia import families
 from . import precision as amp
-from .checkpointing import wan_regions
+from .checkpointing import checkpointed, t5_regions, wan_regions
 from .devices import device_of
 from .errors import TrainingError
 from .inference_tensors import normal_copy, normal_tensors
@@ -192,7 +195,9 @@ class FlowLoss(NoiseLoss):
 
     def __call__(self, vector: torch.Tensor, draw: Draw) -> torch.Tensor:
         x0 = self.photos(draw)
-        cond, _ = self.prompts.encode(draw.template, vector)
+        with checkpointed(t5_regions(getattr(self.prompts.clip.cond_stage_model, EMBEDDING_KEY).transformer),
+                          self.choice.enabled):
+            cond, _ = self.prompts.encode(draw.template, vector)
         sigma = self.sigmas[draw.t]
         x_t = self.sampling.noise_scaling(sigma, draw.noise, x0)
         denoised = self.denoised(x_t, sigma, cond)
