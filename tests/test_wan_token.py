@@ -211,8 +211,7 @@ def test_a_resumed_run_ends_where_the_uninterrupted_run_ends(wan, umt5, wan_vae,
     assert torch.equal(straight, resumed)
 
 
-def test_gradient_checkpointing_of_the_wan_blocks_and_umt5_layers_gives_the_same_vector(wan, umt5, wan_vae,
-                                                                                        photo):  # noqa: F811
+def test_checkpointing_wan_blocks_and_umt5_layers_gives_the_same_vector(wan, umt5, wan_vae, photo):  # noqa: F811
     """On, both the Wan blocks and umT5's layers run again in backward (umT5 runs with gradient: without
     checkpointing it would keep every layer's activations, and with fp8 weights every cast copy); the vector is
     the one training without checkpointing gives."""
