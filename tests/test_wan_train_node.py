@@ -242,7 +242,7 @@ def test_the_node_is_registered_with_tooltips_and_wan_defaults():
     spec = TrainPersonalVideoIdentityWan.INPUT_TYPES()
     inputs = {**spec["required"], **spec["optional"]}
     assert all(opts.get("tooltip") for _, opts in inputs.values())
-    assert inputs["frames"][1]["default"] == 17 and inputs["width"][1]["default"] == 480
+    assert inputs["frames"][1]["default"] == 17 and inputs["width"][1]["default"] == 448
     assert inputs["ti_steps"][1]["default"] == 400 and inputs["ti_batch_size"][1]["default"] == 4
     assert inputs["sampling_lora"][0][0] == "none" and inputs["sampling_lora"][1]["default"] == "none"
     assert "low-noise expert" in inputs["model"][1]["tooltip"].lower()
