@@ -184,3 +184,16 @@ def test_cancel_in_the_token_stage_leaves_no_file_and_the_models_unchanged(parts
     after = user_state(parts)
     assert_same(before[0], after[0])
     assert before[1:] == after[1:]
+
+
+def test_load_sia_adapter_gives_the_wan_token_back_as_a_umt5_file(token_run):
+    from comfyui_personalvideo.nodes.load_sia_adapter import LoadSIAAdapter
+
+    (adapter, trigger, *_), *_ = token_run
+    token = identity_files.identity_paths(NAME)["embedding"]
+    os.unlink(token)
+    loaded, loaded_trigger = LoadSIAAdapter().load(f"{NAME}.safetensors")
+    assert loaded_trigger == trigger and loaded.info.base == "wan"
+    assert torch.equal(loaded.embedding, adapter.embedding)
+    with safe_open(token, framework="pt", device="cpu") as f:
+        assert list(f.keys()) == ["umt5xxl"] and torch.equal(f.get_tensor("umt5xxl"), adapter.embedding)
