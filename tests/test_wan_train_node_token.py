@@ -16,7 +16,6 @@ import wan_models
 
 wan_models.skip_without_wan()
 
-import comfy.model_management  # noqa: E402
 import nodes  # noqa: E402
 from comfyui_personalvideo.nodes.wan_clip_reads_embeddings import WanCLIPReadsEmbeddings  # noqa: E402
 from comfyui_personalvideo.training import identity_files, run_state, wan_identity_training  # noqa: E402
@@ -138,12 +137,9 @@ def run(parts, face_analysis, photo, name, **overrides):  # noqa: F811
 
 
 def cancelled_at(parts, face_analysis, photo, name, stage, step, **settings):  # noqa: F811
-    def cancel(at, i, loss, sim):
-        if at == stage and i == step:
-            comfy.model_management.interrupt_current_processing(True)
+    from test_train_reuse import _cancelled_at
 
-    with pytest.raises(comfy.model_management.InterruptProcessingException):
-        run(parts, face_analysis, photo, name, progress_hook=cancel, **settings)
+    _cancelled_at(parts, face_analysis, photo, name, stage, step, settings, run_with=run)
 
 
 def test_a_token_stage_checkpoint_resumes_to_the_uninterrupted_result(parts, face_analysis, photo):  # noqa: F811
