@@ -34,8 +34,9 @@ class TrainPersonalVideoIdentityWan:
     DESCRIPTION = (
         "Learns an identity from one or a few photos on the very Wan MODEL you generate with (Wan 2.1 / 2.2, "
         "core loaders): a Spatial Identity Adapter on the q/k/v of Wan's self-attention, trained with a face "
-        "identity loss on videos the model generates (saved to models/sia). For Wan 2.2 A14B connect the "
-        "low-noise expert. The MODEL, CLIP and VAE you connect are not changed."
+        "identity loss on videos the model generates (saved to models/sia), after a token in umT5's input (saved "
+        "to models/embeddings; prompts read it through 'Wan CLIP Reads Embeddings'). For Wan 2.2 A14B connect "
+        "the low-noise expert. The MODEL, CLIP and VAE you connect are not changed."
     )
     CATEGORY = CATEGORY
     FUNCTION = "train"
@@ -43,7 +44,8 @@ class TrainPersonalVideoIdentityWan:
     RETURN_TYPES, RETURN_NAMES = RETURN_TYPES, RETURN_NAMES
     OUTPUT_TOOLTIPS = (
         "The trained adapter, ready for 'Apply SIA at Late Steps' on the same Wan MODEL (also saved in models/sia).",
-        "Put this in your prompt (or use 'Identity Prompt'): without a token stage it is the class word.",
+        "Put this in your prompt (or use 'Identity Prompt'), encoded with the CLIP of 'Wan CLIP Reads "
+        "Embeddings' (e.g. 'embedding:alice woman'); with ti_steps 0 it is the class word alone.",
         "Adapter loss and face similarity of the trained frames over the iterations.",
         "The trained frame (each clip's first) at the start and at 1/4, 1/2 and 3/4 of training, then every "
         "frame of the last training clip.",
@@ -68,10 +70,13 @@ class TrainPersonalVideoIdentityWan:
                 "vae": ("VAE", tip("The Wan VAE of the model (wan_2.1_vae for Wan 2.1 and the 2.2 A14B experts, "
                                    "wan2.2_vae for TI2V 5B).")),
                 **pick(shared, "reference_images", "face_analysis", "identity_name", "class_word", "prompts"),
-                "ti_steps": ("INT", {"default": 0, "min": 0, "max": 10000, "tooltip":
-                                     "Token steps (stage 1, a learned word in umT5's input). 0: no token, the "
-                                     "prompts and the trigger phrase name the class word alone. Above 0 needs the "
-                                     "Wan token stage; a build without it says so and stops."}),
+                "ti_steps": ("INT", {"default": 400, "min": 0, "max": 10000, "tooltip":
+                                     "Token steps (stage 1: a learned word in umT5's input, saved to "
+                                     "models/embeddings). Paper: 400. Its prompts need 'Wan CLIP Reads "
+                                     "Embeddings' before CLIP Text Encode. 0: no token, only the adapter: the "
+                                     "prompts and the trigger phrase name the class word alone (the node says "
+                                     "so)."}),
+                **pick(shared, "ti_learning_rate", "ti_batch_size"),
                 **pick(shared, "sia_iterations", "sia_learning_rate", "sia_rank", "reg_lambda"),
                 "frames": ("INT", {"default": WanSIATrainSettings.frames, "min": 1, "max": 161, "step": 4,
                                    "tooltip": "Frames of each training clip: 4k + 1 (1, 5, 9, 13, 17, ...) as Wan "

@@ -16,8 +16,10 @@ RETURN_NAMES = ("sia_adapter", "trigger_phrase", "loss_curve", "preview_frames",
 
 
 def node_result(r: dict) -> dict:
-    """A Train node's return value from a training run's result: the trigger phrase shown on the node."""
-    return {"ui": {"text": [r["trigger"] + (" (reused)" if r["reused"] else "")]},
+    """A Train node's return value from a training run's result: the trigger phrase shown on the node, with the
+    run's ``note`` when it has one (e.g. that no token was trained)."""
+    notes = (["reused"] if r["reused"] else []) + ([r["note"]] if r.get("note") else [])
+    return {"ui": {"text": [r["trigger"] + "".join(f" ({n})" for n in notes)]},
             "result": (r["adapter"], r["trigger"], r["curve"], r["preview"], r["final_similarity"],
                        r["identity_score"])}
 

@@ -5,7 +5,8 @@ keys name Wan blocks.  Every key must be a LoRA tensor on a ``self_attn`` q/k/v
 of a Wan block; a file with other layers (a full LoRA on cross-attention or the
 FFN as well) is refused with a message saying to load it with
 ``LoraLoaderModelOnly`` (and the core hooks route to gate it, docs/wan.md).
-Each block must have all of q, k and v; all layers one rank.  Layers with
+Each block must have all of q, k and v; all layers one rank. An adapter trained with a token carries it
+under the same key as on SD1.5 (``bundle_emb.<name>.string_to_param.*``, one umT5 vector).  Layers with
 different alphas are brought to one alpha by scaling their up weights (the
 delta ``up(down(x)) * alpha / rank`` is unchanged); a file without alphas
 (diffusers / PEFT) gets alpha = rank, scale 1, as diffusers applies it.
@@ -19,7 +20,8 @@ from .adapter import AdapterInfo, SIAAdapter
 from .errors import SIAError
 from .families import WAN
 from .wan_targets import PROJECTIONS
-from .file_format import _finite, _info_from_metadata, _load_tensors, _meta_number, check_pair
+from .file_format import (_EMBEDDING_KEY, _check_entry, _finite, _info_from_metadata, _load_tensors, _meta_number,
+                          check_pair)
 
 _FULL_LORA_HINT = ("An SIA adapter for Wan holds LoRA weights for the q/k/v projections of the self-attention "
                    "(self_attn / attn1) only. Load a full LoRA with the core node 'LoraLoaderModelOnly' instead "
@@ -34,10 +36,13 @@ def is_wan_file(metadata: dict, entries: dict) -> bool:
     return any(wan_keys.looks_like_wan(k) for k in entries)
 
 
-def _group(entries: dict, path: str) -> dict:
-    """{target path: {role: key}}; SIAError for keys of another kind."""
-    layers, foreign = {}, []
+def _group(entries: dict, path: str) -> tuple:
+    """{target path: {role: key}} and the identity token's key (or None); SIAError for keys of another kind."""
+    layers, foreign, embedding = {}, [], None
     for key in entries:
+        if _EMBEDDING_KEY.match(key):   # the identity token (a umT5 vector) of an adapter trained with one
+            embedding = key
+            continue
         parsed = wan_keys.parse_key(key)
         if parsed is None:
             foreign.append(key)
@@ -52,7 +57,7 @@ def _group(entries: dict, path: str) -> dict:
                        f"block, e.g. {sorted(foreign)[:3]}. " + _FULL_LORA_HINT)
     if not layers:
         raise SIAError(f"{path} holds no adapter weights.")
-    return layers
+    return layers, embedding
 
 
 def _check(layers: dict, entries: dict, path: str) -> None:
@@ -79,9 +84,12 @@ def load_wan_adapter(path: str, metadata: dict, entries: dict) -> SIAAdapter:
     if "base" not in metadata:
         metadata = dict(metadata, base=WAN)
     info: AdapterInfo = _info_from_metadata(metadata, path)
-    layers = _group(entries, path)
+    layers, embedding_key = _group(entries, path)
     _check(layers, entries, path)
-    tensors = _load_tensors(path, [k for roles in layers.values() for k in roles.values()])
+    if embedding_key is not None:
+        _check_entry(embedding_key, entries[embedding_key], len(entries[embedding_key].shape), path)
+    tensors = _load_tensors(path, [k for roles in layers.values() for k in roles.values()]
+                            + ([embedding_key] if embedding_key else []))
     down, up, alphas = {}, {}, {}
     for target, roles in layers.items():
         down[target] = _finite(roles["down"], tensors[roles["down"]], path).float()
@@ -98,4 +106,5 @@ def load_wan_adapter(path: str, metadata: dict, entries: dict) -> SIAAdapter:
         raise SIAError(f"{path}: header says rank {metadata['rank']} but the weights have rank {rank}.")
     if metadata.get("format") is None:
         info.training = dict(info.training, imported_from=wan_keys.layout_of(entries))
-    return SIAAdapter(down, up, alpha, info, source=path)
+    embedding = None if embedding_key is None else _finite(embedding_key, tensors[embedding_key], path)
+    return SIAAdapter(down, up, alpha, info, source=path, embedding=embedding)

@@ -147,8 +147,9 @@ def test_load_sia_adapter_writes_a_missing_token_and_renames_around_another(firs
             os.unlink(renamed)
 
 
-def _cancelled_at(parts, face_analysis, photo, name, stage, step, settings):  # noqa: F811
-    """Run ``name`` and press Cancel after ``step`` of ``stage`` reported."""
+def _cancelled_at(parts, face_analysis, photo, name, stage, step, settings, run_with=None):  # noqa: F811
+    """Run ``name`` (with ``run_with``, default this module's ``run``) and press Cancel after ``step`` of
+    ``stage`` reported."""
     import comfy.model_management
 
     def cancel(at, i, loss, sim):
@@ -156,7 +157,7 @@ def _cancelled_at(parts, face_analysis, photo, name, stage, step, settings):  # 
             comfy.model_management.interrupt_current_processing(True)
 
     with pytest.raises(comfy.model_management.InterruptProcessingException):
-        run(parts, face_analysis, photo, name, progress_hook=cancel, **settings)
+        (run_with or run)(parts, face_analysis, photo, name, progress_hook=cancel, **settings)
 
 
 def test_a_cancelled_run_resumes_exactly_where_it_stopped(parts, face_analysis, photo):  # noqa: F811

@@ -1,8 +1,9 @@
 """Train PersonalVideo Identity (Wan) end to end on the real host: a tiny random Wan model, the umT5 test double
 (tests/umt5_double), core's Wan 2.1 VAE with random weights and the centre-face stack. Only the adapter trains
 and is saved; the MODEL, CLIP and VAE are unchanged; a distillation LoRA makes the training samples and stays out
-of the saved file and out of the user's MODEL; bad inputs stop with a message naming the input. Skip on hosts
-without core Wan."""
+of the saved file and out of the user's MODEL; bad inputs stop with a message naming the input. With ti_steps 0
+the node says it trained no token (the token stage: tests/test_wan_train_node_token.py). Skip on hosts without
+core Wan."""
 import os
 
 import pytest
@@ -98,7 +99,8 @@ def plain_run(parts, face_analysis, photo):  # noqa: F811
 def test_the_node_trains_and_saves_the_adapter_only(plain_run):
     (adapter, trigger, curve, preview, similarity, score), ui, _, _, _ = plain_run
     assert adapter.info.base == "wan" and adapter.embedding is None
-    assert trigger == "person" and ui["text"] == ["person"]   # no token stage: the class word names the person
+    assert trigger == "person"   # no token stage: the class word names the person, and the node says so
+    assert ui["text"] == ["person (adapter only, no token: ti_steps 0)"]
     assert any(float(u.abs().max()) > 0 for u in adapter.up.values())   # trained away from the no-op start
     (path,) = [p for p in (os.path.join(d, "wan_plain.safetensors") for d in folder_paths.get_folder_paths("sia"))
                if os.path.exists(p)]
@@ -171,7 +173,7 @@ def test_auto_sampling_steps_and_cfg_follow_the_lora():
 def test_same_inputs_are_reused_without_training(parts, face_analysis, photo, plain_run):  # noqa: F811
     (adapter, *_), _, _, _, _ = plain_run
     (again, trigger, *_), ui = train(parts, face_analysis, photo, "wan_plain", if_exists="reuse")
-    assert ui["text"] == ["person (reused)"] and trigger == "person"
+    assert ui["text"] == ["person (reused) (adapter only, no token: ti_steps 0)"] and trigger == "person"
     assert all(torch.equal(again.up[p], adapter.up[p]) for p in adapter.paths)
     with pytest.raises(TrainingError, match="other inputs: .*sia_iterations"):
         train(parts, face_analysis, photo, "wan_plain", if_exists="reuse", sia_iterations=3)
@@ -181,7 +183,8 @@ def test_same_inputs_are_reused_without_training(parts, face_analysis, photo, pl
     (dict(frames=4), "frames must be 4k \\+ 1"),
     (dict(width=72), "width must be a multiple of 16"),
     (dict(height=100), "height must be a multiple of 8"),
-    (dict(ti_steps=5), "token stage on Wan .* not available in this build"),
+    (dict(ti_steps=5, prompts="{token}'s {class_word} smiling"), "joins {token} to other characters"),
+    (dict(ti_steps=5, ti_batch_size=0), "ti_batch_size must be at least 1"),
     (dict(class_word="{token}"), "class_word must be a plain word"),
     (dict(identity_name="  "), "identity_name"),
 ])
@@ -241,5 +244,6 @@ def test_the_node_is_registered_with_tooltips_and_wan_defaults():
     assert all(opts.get("tooltip") for _, opts in inputs.values())
     assert inputs["frames"][1]["default"] == 17
     assert inputs["width"][1]["default"] == inputs["height"][1]["default"] == 448   # fits 12 GB at 1.3B (estimate)
+    assert inputs["ti_steps"][1]["default"] == 400 and inputs["ti_batch_size"][1]["default"] == 4
     assert inputs["sampling_lora"][0][0] == "none" and inputs["sampling_lora"][1]["default"] == "none"
     assert "low-noise expert" in inputs["model"][1]["tooltip"].lower()

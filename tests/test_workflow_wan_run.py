@@ -101,9 +101,12 @@ MODEL_13B = "wan21_1.3B_random.safetensors"
 
 
 def test_wan_train_and_generate_workflow_trains_the_identity_and_generates_with_it(served, tiny_onnx):  # noqa: F811
-    """Workflow 09: Train PersonalVideo Identity (Wan) on a tiny Wan in place of the 1.3B model (2 iterations of
-    1-frame 64x64 clips), then the video with the new adapter: the adapter file is written (no token file), the
-    video is saved, and the identity is applied in the run."""
+    """Workflow 09: Train PersonalVideo Identity (Wan) on a tiny Wan in place of the 1.3B model (2 token steps,
+    2 iterations of 1-frame 64x64 clips), then the video with the new adapter: the adapter file and the token
+    file (umT5's key) are written, the prompt read through Wan CLIP Reads Embeddings finds the token, the video
+    is saved, and the identity is applied in the run."""
+    from safetensors import safe_open
+
     import cv2
 
     import face_fixtures as ff
@@ -118,6 +121,7 @@ def test_wan_train_and_generate_workflow_trains_the_identity_and_generates_with_
                                   ("VAELoader", "vae_name", VAE), ("LoadImage", "image", "person_wan.png"),
                                   ("PV_LoadFaceAnalysis", "provider", "CPU"),
                                   ("PV_TrainIdentityWan", "identity_name", TRAINED),
+                                  ("PV_TrainIdentityWan", "ti_steps", 2), ("PV_TrainIdentityWan", "ti_batch_size", 1),
                                   ("PV_TrainIdentityWan", "sia_iterations", 2), ("PV_TrainIdentityWan", "frames", 1),
                                   ("PV_TrainIdentityWan", "width", 64), ("PV_TrainIdentityWan", "height", 64),
                                   ("PV_TrainIdentityWan", "sampling_steps", 2),
@@ -130,5 +134,8 @@ def test_wan_train_and_generate_workflow_trains_the_identity_and_generates_with_
     assert video.std() > 0
     assert [p for p in (served.yaml_sia / f"{TRAINED}.safetensors", models / "sia" / f"{TRAINED}.safetensors")
             if p.exists()]
-    assert not (models / "embeddings" / f"{TRAINED}.safetensors").exists()
-    assert f"[PersonalVideo] SIA {TRAINED}" in served.log(400000)
+    with safe_open(str(models / "embeddings" / f"{TRAINED}.safetensors"), framework="pt", device="cpu") as f:
+        assert list(f.keys()) == ["umt5xxl"] and tuple(f.get_slice("umt5xxl").get_shape()) == (1, 4096)
+    log = served.log(400000)
+    assert f"[PersonalVideo] SIA {TRAINED}" in log
+    assert f"embedding:{TRAINED} does not exist" not in log   # the prompt's token was found and read

@@ -411,21 +411,26 @@ def _wan_sampler(g: Graph, label, x, y, first: bool):
                  return_with_leftover_noise="enable" if first else "disable")
 
 
-def _wan_prompt(g: Graph, trigger_node, clip, text, size, at):
-    """Identity Prompt -> umT5 positive and negative, and the empty video latent ``size`` (length, width,
-    height), at the positions ``at`` (prompt, positive, negative, latent). Returns (pos, neg, latent)."""
+def _wan_prompt(g: Graph, identity_node, clip, text, size, at):
+    """Identity Prompt -> umT5 positive and negative (through 'Wan CLIP Reads Embeddings', so the trigger
+    phrase's ``embedding:<name>`` reaches umT5; it runs after ``identity_node``, the Train node or Load SIA
+    Adapter, has written the token file), and the empty video latent ``size`` (length, width, height), at the
+    positions ``at`` (reading CLIP, prompt, positive, negative, latent). Returns (pos, neg, latent)."""
     length, width, height = size
-    prompt = g.add("PV_IdentityPrompt", at[0], (420, 160), title="Prompt ({identity} = your trigger phrase)",
+    reading = g.add("PV_WanCLIPReadsEmbeddings", at[0], (320, 80), title="Wan CLIP Reads Embeddings (the token)")
+    g.link(clip, "CLIP", reading, "clip")
+    g.link(identity_node, "sia_adapter", reading, "sia_adapter")
+    prompt = g.add("PV_IdentityPrompt", at[1], (420, 160), title="Prompt ({identity} = your trigger phrase)",
                    text=text)
-    g.link(trigger_node, "trigger_phrase", prompt, "trigger_phrase")
-    pos = g.add("CLIPTextEncode", at[1], (400, 90), title="Positive", text="")
-    g.link(clip, "CLIP", pos, "clip")
+    g.link(identity_node, "trigger_phrase", prompt, "trigger_phrase")
+    pos = g.add("CLIPTextEncode", at[2], (400, 90), title="Positive", text="")
+    g.link(reading, "clip", pos, "clip")
     g.link(prompt, "prompt", pos, "text")
-    neg = g.add("CLIPTextEncode", at[2], (400, 130), title="Negative", text=WAN_NEGATIVE)
-    g.link(clip, "CLIP", neg, "clip")
-    latent = g.add("EmptyHunyuanLatentVideo", at[3], (300, 130), title=f"{length} frames, {width}x{height}",
+    neg = g.add("CLIPTextEncode", at[3], (400, 130), title="Negative", text=WAN_NEGATIVE)
+    g.link(reading, "clip", neg, "clip")
+    latent = g.add("EmptyHunyuanLatentVideo", at[4], (300, 130), title=f"{length} frames, {width}x{height}",
                    width=width, height=height, length=length, batch_size=1)
-    g.group("Prompt and video size", [prompt, pos, neg, latent], GROUP_COLORS["prompt"])
+    g.group("Prompt and video size", [reading, prompt, pos, neg, latent], GROUP_COLORS["prompt"])
     return pos, neg, latent
 
 
@@ -458,7 +463,7 @@ def wan22_identity_and_style() -> Graph:
     g.link(load, "sia_adapter", apply, "sia_adapter")
     g.group("Identity: on the low-noise expert only", [load, apply], GROUP_COLORS["identity"])
     pos, neg, latent = _wan_prompt(g, load, clip, WAN_PROMPT, (WAN_LENGTH, WAN_WIDTH, WAN_HEIGHT),
-                                   [(40, 610), (530, 610), (530, 760), (1000, 610)])
+                                   [(40, 800), (40, 610), (530, 610), (530, 760), (1000, 610)])
     first = _wan_sampler(g, "high", 1800, 60, first=True)
     g.link(high_shift, "MODEL", first, "model")
     second = _wan_sampler(g, "low", 1800, 470, first=False)
@@ -493,8 +498,8 @@ def wan_train_and_generate() -> Graph:
     faces = g.add("PV_LoadFaceAnalysis", (500, 490), (380, 90), model_pack="antelopev2", provider="auto")
     g.group("Reference photo and face models", [photo, faces], GROUP_COLORS["identity"])
     train = g.add("PV_TrainIdentityWan", (980, 60), (420, 700), title="Train PersonalVideo Identity (Wan)",
-                  identity_name=IDENTITY, class_word=CLASS_WORD, prompts=_default_prompts(), ti_steps=0,
-                  sia_iterations=400, sia_learning_rate=1e-4, sia_rank=4, reg_lambda=1e-2, frames=17, width=448,
+                  identity_name=IDENTITY, class_word=CLASS_WORD, prompts=_default_prompts(), ti_steps=400,
+                  ti_learning_rate=1e-3, ti_batch_size=4, sia_iterations=400, sia_learning_rate=1e-4, sia_rank=4, reg_lambda=1e-2, frames=17, width=448,
                   height=448, sampling_lora="none", sampling_lora_strength=1.0, sampling_steps=0, training_cfg=0.0,
                   seed=0, if_exists="reuse", checkpoint_every=50, negative_prompt=WAN_NEGATIVE, resume=True,
                   early_stop=False, gradient_checkpointing="auto")
@@ -502,7 +507,7 @@ def wan_train_and_generate() -> Graph:
     g.group("Train", [train], GROUP_COLORS["train"])
     apply = _results_and_apply(g, train, shift)
     pos, neg, latent = _wan_prompt(g, train, clip, WAN_PROMPT_13B, (WAN13_FRAMES, WAN13_SIZE, WAN13_SIZE),
-                                   [(1960, 60), (1960, 290), (1960, 430), (1960, 620)])
+                                   [(1960, 800), (1960, 60), (1960, 290), (1960, 430), (1960, 620)])
     sampler = g.add("KSampler", (2460, 60), (340, 470), seed=SEED, steps=WAN_STEPS, cfg=5.0,
                     sampler_name=WAN_SAMPLER, scheduler=WAN_SCHEDULER, denoise=1.0)
     g.link(apply, "model", sampler, "model")

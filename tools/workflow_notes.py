@@ -182,7 +182,8 @@ WAN_NOTE = f"""Wan 2.2's two experts
 - The style LoRA goes on both experts (LoraLoaderModelOnly, strength {WAN_STYLE_STRENGTH}), before the shift
   and the identity. Put its trigger word in the prompt.
 - {WAN_LENGTH} frames at {WAN_WIDTH}x{WAN_HEIGHT} ({WAN_LENGTH} = 4k+1 frames: 5 s at {WAN_FPS} fps); the
-  Identity Prompt node puts the adapter's trigger phrase where {{identity}} stands.
+  Identity Prompt node puts the adapter's trigger phrase where {{identity}} stands, and Wan CLIP Reads
+  Embeddings lets umT5 read its embedding:<name> token (core's umT5 alone reads it as plain words).
 - If you move the switch later than step {WAN_STEPS - WAN_STEPS // 4} of {WAN_STEPS}, part of the last quarter
   runs on the high-noise expert, without the identity."""
 
@@ -193,10 +194,14 @@ ComfyUI/models/diffusion_models/{WAN21_T2V_1_3B.name}
 ComfyUI/models/text_encoders/{UMT5.name}
 ComfyUI/models/vae/{WAN21_VAE.name}
 ComfyUI/models/insightface/models/antelopev2/ (face models, see workflow 01)
-1. Put a photo in ComfyUI/input and queue: training comes first (sia_iterations adapter iterations on
-   17-frame 448x448 clips), then the video. Lower sia_iterations for a quick first look.
+1. Put a photo in ComfyUI/input and queue: training comes first (ti_steps token steps on the photo, then
+   sia_iterations adapter iterations on 17-frame 448x448 clips), then the video. Lower both for a quick
+   first look.
 2. sampling_lora: pick your distillation LoRA (lightx2v, CausVid) from models/loras to make the training
    clips with it (auto: 4 steps, cfg 1); none: 8 steps, cfg 5. It is never saved into the adapter.
-3. No token on Wan in this build: the trigger phrase is the class word. The adapter is saved in
-   models/sia under identity_name; later use Load SIA Adapter instead of training again.
+3. The token is saved in models/embeddings, the adapter in models/sia, under identity_name; the trigger
+   phrase is 'embedding:<identity_name> <class_word>'. Core's umT5 ignores embedding:<name>, so the prompts
+   are encoded with the CLIP of 'Wan CLIP Reads Embeddings' (your CLIP is not changed). ti_steps 0: no
+   token, adapter only, the trigger phrase is the class word (the node says so). Later use Load SIA
+   Adapter instead of training again (keep Wan CLIP Reads Embeddings before the prompts).
 Apply SIA at Late Steps acts in the last quarter of the steps (start_percent {START_PERCENT})."""

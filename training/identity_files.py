@@ -2,8 +2,9 @@
 
 Two files per identity: the adapter ``models/sia/<name>.safetensors`` (with the
 embedding and the training settings inside) and the token
-``models/embeddings/<name>.safetensors`` (key ``emb_params``, what ComfyUI reads
-for ``embedding:<name>``).  Names are sanitised (letters, digits, ``-``, ``_``,
+``models/embeddings/<name>.safetensors`` (what ComfyUI reads for ``embedding:<name>``:
+key ``emb_params`` for an SD1.5 identity, ``umt5xxl``, core's umT5 embedding key, for
+a Wan identity; :func:`token_key`).  Names are sanitised (letters, digits, ``-``, ``_``,
 ``.``; no folders, no leading dot).  Both files are staged as hidden temporary
 files in their folders and renamed into place; on any failure every new file is
 removed and overwritten ones are put back.
@@ -39,6 +40,16 @@ def sanitise_name(name: str) -> str:
         raise TrainingError(f"identity_name {name!r} is not usable as a file name: use letters, digits, '-' or '_' "
                             "(e.g. 'alice').")
     return clean
+
+
+SD15_TOKEN_KEY = "emb_params"   # the key of an SD1.5 token file
+UMT5_TOKEN_KEY = "umt5xxl"      # the key of a Wan token file: core's umT5 tokenizer's embedding key
+
+
+def token_key(base: str) -> str:
+    """The key a token file of an identity of model family ``base`` (an adapter's ``info.base``) holds its
+    vector under: core's embedding key of that family's text encoder."""
+    return UMT5_TOKEN_KEY if base == "wan" else SD15_TOKEN_KEY
 
 
 # what ComfyUI tries for ``embedding:<name>`` in each embeddings folder and each of its subfolders, in order
@@ -115,7 +126,7 @@ def read_token(path: str) -> torch.Tensor:
     try:
         with safe_open(path, framework="pt", device="cpu") as f:
             keys = list(f.keys())
-            key = "emb_params" if "emb_params" in keys else (keys[0] if len(keys) == 1 else None)
+            key = SD15_TOKEN_KEY if SD15_TOKEN_KEY in keys else (keys[0] if len(keys) == 1 else None)
             if key is None:
                 raise TrainingError(f"{path} is not a token (embedding) file: it holds {keys[:3]}. Move it away "
                                     "or rename the identity.")
@@ -128,13 +139,13 @@ def read_token(path: str) -> torch.Tensor:
                             "Move it away; Load SIA Adapter then writes the token from the adapter.") from None
 
 
-def write_token(path: str, vector: torch.Tensor, key: str = "emb_params") -> str:
+def write_token(path: str, vector: torch.Tensor, key: str = SD15_TOKEN_KEY) -> str:
     """Write a token file (one [1, D] fp32 tensor under ``key``: ``emb_params``, what ComfyUI reads for
-    ``embedding:<name>`` on SD1.5) atomically."""
+    ``embedding:<name>`` on SD1.5; :func:`token_key` for another family) atomically."""
     return atomic_write(path, _embedding_writer(vector, key))
 
 
-def _embedding_writer(vector: torch.Tensor, key: str = "emb_params"):
+def _embedding_writer(vector: torch.Tensor, key: str = SD15_TOKEN_KEY):
     def write(path):
         from safetensors.torch import save_file
 
@@ -153,12 +164,13 @@ def _adapter_writer(adapter):
 
 def write_identity_files(paths: dict, adapter, vector: torch.Tensor | None) -> dict:
     """Write the token and the adapter to ``paths`` (``{"embedding": ..., "sia": ...}``), both or neither; only
-    the adapter when ``vector`` is None (an identity without a token: the returned paths then hold ``sia`` only)."""
+    the adapter when ``vector`` is None (an identity without a token: the returned paths then hold ``sia`` only).
+    The token's key follows the adapter's model family (:func:`token_key`)."""
     if vector is None:
         paths = {"sia": paths["sia"]}
     writers = [(paths["sia"], _adapter_writer(adapter))]
     if vector is not None:
-        writers.insert(0, (paths["embedding"], _embedding_writer(vector)))
+        writers.insert(0, (paths["embedding"], _embedding_writer(vector, token_key(adapter.info.base))))
     try:
         atomic_write_all(writers)
     except OSError as exc:

@@ -209,16 +209,11 @@ def _train(plan: Plan, model, clip, vae, reference_images, stack, encoder, image
     ti_progress, sia_progress, interrupt = progress_callbacks(plan, progress_hook)
     stage, done, tensors, extra = resume_point(plan, saved)
     # --- stage 1: the token, on single images (never through the motion model) ---
-    if stage == "adapter":
-        vector, ti_losses = tensors["token.vector"].reshape(-1).float(), list(extra.get("token_loss", []))
-        token_prompts = ti.TokenPrompts(clip, plan.class_word)
-    else:
-        vector, token_prompts, ti_losses = ti.train_token(
-            image_model if image_model is not None else model, clip, vae, crops.images, plan.class_word,
-            ti_settings, ti_progress, interrupt, checkpoints=StageCheckpoints(run, "token"),
-            resume=(done, tensors, extra) if stage == "token" else None)
-        if run.every > 0:
-            run.save("adapter", 0, {"token.vector": vector}, {"token_loss": ti_losses})
+    vector, token_prompts, ti_losses = token_stage(
+        run, (stage, done, tensors, extra), lambda: ti.TokenPrompts(clip, plan.class_word),
+        lambda checkpoints, resume: ti.train_token(image_model if image_model is not None else model, clip, vae,
+                                                   crops.images, plan.class_word, ti_settings, ti_progress,
+                                                   interrupt, checkpoints=checkpoints, resume=resume))
     # --- stage 2: the adapter ---
     trigger = setup.trigger_of(name, plan.class_word)
     try:
@@ -240,6 +235,24 @@ def _train(plan: Plan, model, clip, vae, reference_images, stack, encoder, image
                         resume=(done, tensors, extra) if stage == "adapter" and done > 0 else None)
     return finish(plan, adapter, vector, ti_losses, history, vae, reference_images, sample_scorer, run,
                   None if saved is None else (stage, done))
+
+
+def token_stage(run: RunState, point, prompts_of, train_token):
+    """Stage 1 of a run, the same for every model family: ``(vector, token prompts, token losses)``.
+
+    ``point``: :func:`resume_point`'s (stage, done, tensors, extra). From an adapter-stage checkpoint the trained
+    vector and its losses are taken from the checkpoint and ``prompts_of()`` gives the prompts; otherwise
+    ``train_token(checkpoints, resume)`` trains it (from a token-stage checkpoint when there is one: ``resume``
+    is its (done, tensors, extra), else None), and when the run keeps checkpoints the trained vector is saved as
+    the adapter stage's start, so a Cancel in stage 2 never trains the token again."""
+    stage, done, tensors, extra = point
+    if stage == "adapter":
+        return tensors["token.vector"].reshape(-1).float(), prompts_of(), list(extra.get("token_loss", []))
+    vector, prompts, losses = train_token(StageCheckpoints(run, "token"),
+                                          (done, tensors, extra) if stage == "token" else None)
+    if run.every > 0:
+        run.save("adapter", 0, {"token.vector": vector}, {"token_loss": losses})
+    return vector, prompts, losses
 
 
 def references(plan: Plan, stack, encoder, reference_images):

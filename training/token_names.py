@@ -55,9 +55,11 @@ def _file_name(file_name: str, fallback: str) -> str:
     return "identity"
 
 
-def register_token(vector: torch.Tensor, file_name: str, fallback: str = "") -> tuple:
+def register_token(vector: torch.Tensor, file_name: str, fallback: str = "",
+                   key: str = identity_files.SD15_TOKEN_KEY) -> tuple:
     """``(name, written)``: the name ``embedding:<name>`` calls ``vector`` by, for an adapter loaded from
-    ``file_name`` (see the module doc); ``written`` is the token file made for it, or None when one was there."""
+    ``file_name`` (see the module doc); ``written`` is the token file made for it (the vector under ``key``), or
+    None when one was there."""
     want = vector.detach().float().cpu().reshape(-1, vector.shape[-1])
     base = _file_name(file_name, fallback)
     hashed = f"{base[:identity_files.MAX_NAME - DIGEST_CHARS - 1]}-{token_digest(want)}"
@@ -68,7 +70,7 @@ def register_token(vector: torch.Tensor, file_name: str, fallback: str = "") -> 
         if not files:
             path = identity_files.identity_paths(name)["embedding"]
             try:
-                return name, identity_files.write_token(path, want)
+                return name, identity_files.write_token(path, want, key=key)
             except OSError as exc:
                 raise TrainingError(f"could not write the token file {path} ({exc}): free disk space or fix the "
                                     "folder permissions.") from exc
@@ -89,11 +91,12 @@ def trigger_for(trigger: str, trained_name: str, name: str, class_word: str = ""
 
 def with_registered_token(adapter, file_name: str):
     """``(adapter, written)``: ``adapter`` (when it carries a token) with the info's ``name`` and ``trigger``
-    set to the name its token is registered under for ``file_name``, and the token file written, if any."""
+    set to the name its token is registered under for ``file_name``, and the token file written, if any (under
+    the key of the adapter's model family: a Wan identity's token is a umT5 embedding file)."""
     if adapter.embedding is None:
         return adapter, None
     info = adapter.info
-    name, written = register_token(adapter.embedding, file_name, info.name)
+    name, written = register_token(adapter.embedding, file_name, info.name, identity_files.token_key(info.base))
     trigger = trigger_for(info.trigger, info.name, name, info.training.get("class_word", ""))
     adapter.info = dataclasses.replace(info, name=name, trigger=trigger)
     return adapter, written

@@ -12,9 +12,13 @@ differs on Wan:
 - the sampling steps and cfg default (``AUTO``) to what the samples are made with: 4 steps at cfg 1 with a
   distillation LoRA (as those LoRAs are used), 8 steps at cfg 5 without one (Wan's own cfg; fewer steps than
   a normal run, so the video is unfinished, but its last step is where the adapter trains);
-- stage 1, the token in umT5's input, is :mod:`.wan_token` when this build has it; ``ti_steps`` 0 trains no
-  token: the prompts name the class word alone, the trigger phrase is the class word and only the adapter
-  file is written.
+- stage 1, the token in umT5's input, is :func:`.wan_token.train_wan_token` (on the reference crops, each a
+  single-frame video), run by the same :func:`.identity_training.token_stage` as on SD1.5 (its checkpoints and
+  resume); stage 2 then trains on prompts with the learned token in them (:class:`.wan_token.WanTokenPrompts`),
+  and the token file (``models/embeddings/<name>.safetensors``, core's umT5 key ``umt5xxl``) is written with the
+  adapter, both or neither. ``ti_steps`` 0 trains no token: the prompts name the class word alone, the trigger
+  phrase is the class word, only the adapter file is written, and the result's ``note`` (shown on the node)
+  says so.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from . import identity_files, identity_setup as setup
 from . import prompts as prompt_data
 from .errors import TrainingError
 from .identity_training import (IF_EXISTS, Plan, finish, progress_callbacks, references, resume_point,
-                                run_or_reuse)
+                                run_or_reuse, token_stage)
 from .inference_tensors import normal_tensors
 from .run_state import DEFAULT_EVERY, StageCheckpoints
 from .sia_settings import NEGATIVE_PROMPT
@@ -34,9 +38,7 @@ log = logging.getLogger("PersonalVideo")
 AUTO = 0                        # sampling_steps / training_cfg: chosen by whether a distillation LoRA is used
 WITH_LORA = (4, 1.0)            # (steps, cfg) with a distillation LoRA, as they are used
 WITHOUT_LORA = (8, 5.0)         # without one: Wan's own cfg, a few more steps
-NO_TOKEN_STAGE = ("the token stage on Wan (ti_steps above 0) is not available in this build of PersonalVideo: set "
-                  "ti_steps to 0 (the prompts then name the class word alone and the trigger phrase is the class "
-                  "word), or update the pack.")
+NO_TOKEN = "adapter only, no token: ti_steps 0"   # the note a run without a token stage shows on the node
 
 
 def sampling_choice(sampling_steps, training_cfg, has_lora: bool) -> tuple:
@@ -101,9 +103,13 @@ def _plan(model, sample_model, lora_name, clip, reference_images, identity_name,
                                 seed=int(seed), gradient_checkpointing=normalise(gradient_checkpointing),
                                 precision=precision)
     ti_settings.check()
-    if ti_settings.steps > 0:
-        raise TrainingError(NO_TOKEN_STAGE)
     check_text_encoder(model, clip, class_word)
+    if ti_settings.steps > 0:
+        from .wan_token import WanTokenPrompts
+
+        token_prompts = WanTokenPrompts(clip, class_word)   # the umT5 tokenizer, and {token} in every prompt
+        for template in templates:
+            token_prompts.tokens(template)
     lora = {"sampling_lora": "none" if lora_name is None else f"{lora_name} ({patches_digest(sample_model)})"}
     record = setup.record_of(reference_images, class_word, templates, ti_settings, sia_settings, int(sia_rank),
                              negative_prompt, fingerprint(model), extra=lora)
@@ -125,8 +131,9 @@ def train_wan_identity(model, clip, vae, reference_images, face_analysis, identi
 
     ``sampling_lora``: the path of a distillation LoRA (safetensors) put on a clone of ``model`` at
     ``sampling_lora_strength`` for stage 2's samples only; ``sampling_steps`` / ``training_cfg`` ``AUTO`` (0):
-    4 steps at cfg 1 with it, 8 at cfg 5 without. ``ti_steps`` above 0 needs the Wan token stage
-    (TrainingError when this build has none). The user's MODEL, CLIP and VAE are not changed."""
+    4 steps at cfg 1 with it, 8 at cfg 5 without. ``ti_steps`` above 0: the token stage first (its file written
+    with the adapter); 0: the adapter alone, and the result's ``note`` says so. The user's MODEL, CLIP and VAE
+    are not changed."""
     import os
 
     from .sampling_lora import with_sampling_lora
@@ -139,28 +146,44 @@ def train_wan_identity(model, clip, vae, reference_images, face_analysis, identi
                  ti_steps, ti_learning_rate, ti_batch_size, sia_iterations, sia_learning_rate, sia_rank, reg_lambda,
                  frames, width, height, sampling_steps, training_cfg, seed, if_exists, negative_prompt,
                  gradient_checkpointing, precision, early_stop)
-    return run_or_reuse(plan, face_analysis, checkpoint_every, resume,
-                        lambda stack, encoder, run, saved: _train(plan, model, sample_model, clip, vae,
-                                                                  reference_images, stack, encoder, sample_scorer,
-                                                                  progress_hook, run, saved))
+    result = run_or_reuse(plan, face_analysis, checkpoint_every, resume,
+                          lambda stack, encoder, run, saved: _train(plan, model, sample_model, clip, vae,
+                                                                    reference_images, stack, encoder,
+                                                                    sample_scorer, progress_hook, run, saved))
+    if not plan.token:
+        result["note"] = NO_TOKEN
+        log.info("[PersonalVideo] identity '%s': %s (the prompts and the trigger phrase name the class word "
+                 "alone)", plan.name, NO_TOKEN)
+    return result
 
 
 def _train(plan: Plan, model, sample_model, clip, vae, reference_images, stack, encoder, sample_scorer,
            progress_hook, run, saved) -> dict:
-    """Stage 2 on the samples of ``sample_model`` (from the checkpoint ``saved`` when there is one), then
-    :func:`.identity_training.finish`."""
+    """Stage 1 on the MODEL itself when ``plan.token`` (never on the distillation LoRA's clone: the token is
+    used on the MODEL), stage 2 on the samples of ``sample_model`` (each from the checkpoint ``saved`` when
+    there is one), then :func:`.identity_training.finish`."""
     from ..sia import AdapterInfo, families
     from .class_word_prompts import ClassWordPrompts
     from .face.identity_loss import IdentityLoss
+    from .wan_token import WanTokenPrompts, train_wan_token
     from .wan_trainer import train_wan_sia
 
     name, sia_settings, seed = plan.name, plan.sia, plan.sia.seed
-    refs, _crops = references(plan, stack, encoder, reference_images)
-    _ti_progress, sia_progress, interrupt = progress_callbacks(plan, progress_hook)
+    refs, crops = references(plan, stack, encoder, reference_images)
+    ti_progress, sia_progress, interrupt = progress_callbacks(plan, progress_hook)
     stage, done, tensors, extra = resume_point(plan, saved)
-    # --- stage 1: no token in this build (ti_steps 0, checked in the plan): the class word names the person ---
-    vector, ti_losses, token_prompts = None, [], ClassWordPrompts(clip, plan.class_word)
-    trigger = plan.class_word
+    # --- stage 1: the token in umT5's input; without one (ti_steps 0) the class word names the person ---
+    if plan.token:
+        vector, token_prompts, ti_losses = token_stage(
+            run, (stage, done, tensors, extra), lambda: WanTokenPrompts(clip, plan.class_word),
+            lambda checkpoints, resume: train_wan_token(model, clip, vae, crops.images, plan.class_word, plan.ti,
+                                                        ti_progress, interrupt, checkpoints=checkpoints,
+                                                        resume=resume))
+        trigger = setup.trigger_of(name, plan.class_word)
+    else:
+        vector, ti_losses, token_prompts = None, [], ClassWordPrompts(clip, plan.class_word)
+        trigger = plan.class_word
+    kept = {} if vector is None else {"token.vector": vector}
     # --- stage 2: the adapter, on the samples of the MODEL (with the distillation LoRA when given) ---
     info = AdapterInfo(name=name, trigger=trigger, base=families.WAN,
                        training=setup.training_info(plan.class_word, plan.rank, len(refs.faces.labels), plan.ti,
@@ -176,7 +199,7 @@ def _train(plan: Plan, model, sample_model, clip, vae, reference_images, stack, 
     history = train_wan_sia(sample_model, adapter, lambda text: token_prompts.conditioning(text, vector), negative,
                             vae, loss_fn, prompt_data.PromptSampler(plan.templates, seed), sia_settings,
                             progress=sia_progress, check_interrupt=interrupt,
-                            checkpoints=StageCheckpoints(run, "adapter", {}, {"token_loss": ti_losses}),
+                            checkpoints=StageCheckpoints(run, "adapter", kept, {"token_loss": ti_losses}),
                             resume=(done, tensors, extra) if stage == "adapter" and done > 0 else None)
     return finish(plan, adapter, vector, ti_losses, history, vae, reference_images, sample_scorer, run,
                   None if saved is None else (stage, done))

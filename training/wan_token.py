@@ -53,11 +53,12 @@ from . import precision as amp
 from .checkpointing import checkpointed, t5_regions, wan_regions
 from .devices import device_of
 from .errors import TrainingError
+from .identity_files import UMT5_TOKEN_KEY, write_token
 from .inference_tensors import normal_copy, normal_tensors
 from .textual_inversion import (Draw, NoiseLoss, TISettings, TokenPrompts, TokenStage, reference_pixels,
                                 run_token_stage, stage_evaluation_loss)
 
-EMBEDDING_KEY = "umt5xxl"          # core's umT5 tokenizer's embedding key: what load_embed looks for in a file
+EMBEDDING_KEY = UMT5_TOKEN_KEY     # core's umT5 tokenizer's embedding key: what load_embed looks for in a file
 PLACEHOLDER = "pv_identity_token"  # the name training's prompts use for the vector
 
 
@@ -115,8 +116,6 @@ def clip_reading_embeddings(clip, directories=None):
 
 def save_wan_token(path: str, vector: torch.Tensor) -> str:
     """Write ``vector`` as a umT5 embedding file (safetensors, ``umt5xxl``: [1, 4096] fp32), atomically."""
-    from .identity_files import write_token
-
     width = vector.numel()
     if width != 4096:
         raise TrainingError(f"a umT5 token has 4096 numbers (got {width}): this vector is not from the Wan token stage.")
