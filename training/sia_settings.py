@@ -64,6 +64,28 @@ class SIATrainSettings:
 
 
 @dataclass
+class WanSIATrainSettings(SIATrainSettings):
+    """Stage 2's settings with Wan's defaults (the rest as on SD1.5: the paper's lr, AdamW, lambda), for the node's
+    trainer (:mod:`.wan_trainer`) and the engine's (:mod:`..engine.wan_train`)."""
+
+    steps: int = 4
+    scheduler: str = "simple"
+    frames: int = 17               # 5 latent frames; not yet sized against a 12 GB card (see docs/wan.md)
+    width: int = 480
+    height: int = 480
+
+    def check(self) -> None:
+        super().check()
+        if (self.frames - 1) % 4:
+            raise TrainingError(f"frames must be 4k + 1 on Wan (1, 5, 9, 13, 17, ...; got {self.frames}): Wan's "
+                                "VAE makes one frame and then 4 per latent frame.")
+        for name in ("width", "height"):
+            v = getattr(self, name)
+            if v % 16:
+                raise TrainingError(f"{name} must be a multiple of 16 on Wan (got {v}).")
+
+
+@dataclass
 class SIAHistory:
     loss: list = field(default_factory=list)          # identity + regulariser per iteration (NaN: skipped)
     similarity: list = field(default_factory=list)    # face similarity of the trained frame (NaN: no face)
