@@ -133,3 +133,14 @@ def median_ratios(seconds, base):
     reference = statistics.median(seconds[base])
     return [(name, statistics.median(values), statistics.median(values) / reference)
             for name, values in seconds.items()]
+
+
+def start_host(device):
+    """Starts the test host for ``device`` (a name) and prints the line every trainer bench opens with."""
+    import host
+
+    host.bootstrap(cpu=device == "cpu")
+    import comfy.model_management
+
+    print(f"device {comfy.model_management.get_torch_device()}, torch {torch.__version__}, "
+          f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, host {host.host_root()}")

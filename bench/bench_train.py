@@ -352,15 +352,16 @@ def _motion_modules(unet, frames):
     return motion
 
 
-def _attach_adapter(unet, rank, device):
-    """A rank-``rank`` SIA adapter on the UNet's spatial self-attention q/k/v (the pack's own forward and LoRA
-    math, gate open), fp32 weights that require grad; returns the weights."""
-    from comfyui_personalvideo.sia import discover_targets
+def attach_adapter(diffusion_model, rank, device):
+    """A rank-``rank`` SIA adapter on the model's targets (the UNet's spatial self-attention q/k/v, or every
+    Wan block's ``self_attn`` q/k/v) with the pack's own forward and LoRA math, gate open, fp32 weights that
+    require grad; returns the weights."""
+    from comfyui_personalvideo.sia.families import discover
     from comfyui_personalvideo.sia.lora import CastWeights
     from comfyui_personalvideo.sia.patch import _make_forward
 
     weights = []
-    for target in discover_targets(unet).targets:
+    for target in discover(diffusion_model).targets:
         layer = target.module
         down = torch.zeros(rank, layer.in_features, device=device, requires_grad=True)
         up = torch.zeros(layer.out_features, rank, device=device, requires_grad=True)
@@ -409,7 +410,7 @@ def estimate(args):
     image = _sd15_parts("meta", torch.float16)
     video = _sd15_parts("meta", torch.float16)
     motion = _motion_modules(video[0], frames)
-    adapter = _attach_adapter(video[0], rank, "meta")
+    adapter = attach_adapter(video[0], rank, "meta")
     weights = _weights(*video)   # the motion modules are inside the UNet now
     print(f"weights (fp16): UNet + VAE {_weights(*image) / gib:.2f} GiB, motion modules "
           + (f"{_weights(motion) / gib:.2f} GiB (AnimateLCM layout, AnimateDiff-Evolved's classes)" if motion
@@ -472,13 +473,7 @@ def main():
                         help="gradient checkpointing forced on and/or off (one set of figures each)")
     args = parser.parse_args()
 
-    import host
-
-    host.bootstrap(cpu=args.device == "cpu")
-    import comfy.model_management
-
-    print(f"device {comfy.model_management.get_torch_device()}, torch {torch.__version__}, "
-          f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, host {host.host_root()}")
+    bench_common.start_host(args.device)
     if args.estimate:
         with torch.inference_mode(False):
             estimate(args)

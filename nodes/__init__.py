@@ -8,9 +8,11 @@ from . import model_folders
 model_folders.register_model_folders()
 
 from . import (apply_sia, doctor, face_detail, identity_prompt, load_face_analysis, load_sia_adapter,  # noqa: E402
-               noise_prior, person_regions, region_masks, score_identity, train_identity)
+               noise_prior, person_regions, region_masks, score_identity, train_identity,
+               train_wan_identity)
 
-_MODULES = (load_sia_adapter, apply_sia, identity_prompt, load_face_analysis, train_identity, score_identity, doctor,
+_MODULES = (load_sia_adapter, apply_sia, identity_prompt, load_face_analysis, train_identity, train_wan_identity,
+            score_identity, doctor,
             noise_prior, face_detail, region_masks, person_regions)
 
 NODE_CLASS_MAPPINGS = {}

@@ -52,3 +52,14 @@ def test_half_precision_builder_tells_the_model_its_dtype():
         out, _ = sampling.sample(patched, tiny_models.random_cond(model, 1), tiny_models.random_cond(model, 2),
                                  steps=2, cfg=1.5, size=32, sampler_name="euler")
     assert torch.isfinite(out).all()
+
+
+def test_wan_train_bench_runs_and_prints_the_ratio():
+    """The Wan adapter-stage bench at its smallest: 2 iterations of the tiny Wan model, 1 frame of 64x64."""
+    import wan_models
+
+    if not wan_models.has_wan():
+        pytest.skip(wan_models.NO_WAN)
+    out = run_bench("bench_wan_train.py", "--iterations", "2", "--frames", "1")
+    assert "adapter iteration / plain generation" in out, out
+    assert "checkpointing on: median" in out and "x over 1 run(s)" in out, out

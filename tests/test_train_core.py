@@ -14,6 +14,7 @@ from comfyui_personalvideo.training.face.references import embed_references
 from comfyui_personalvideo.training.face import analysis
 
 import tiny_models
+from chance_level import random_move_drops
 from face_fixtures import tiny_onnx  # noqa: F401
 from test_train_identity import assert_same, face_analysis, parts, photo, snapshot  # noqa: F401
 
@@ -128,10 +129,7 @@ def test_token_training_lowers_a_fixed_evaluation_loss(parts, photo):  # noqa: F
         first_draw = objective(start, draws=1)   # training's first loss was on this draw, at this vector
         after = objective(vector)
         distance = float((vector - start).norm())
-        random_drops = []
-        for k in range(6):
-            direction = torch.randn(start.shape, generator=torch.Generator().manual_seed(k))
-            random_drops.append(before - objective(start + direction / direction.norm() * distance))
+        random_drops = random_move_drops(objective, start, distance, before, 6)
     assert len(losses) == steps and distance > 0
     assert abs(first_draw - losses[0]) <= 1e-5 * abs(losses[0]), (first_draw, losses[0])   # training's draws
     drop = before - after

@@ -17,6 +17,7 @@ wan_models.skip_without_wan()
 from comfyui_personalvideo.sia import save_adapter  # noqa: E402
 from pv_tools import random_wan_models, workflow_graph  # noqa: E402
 
+from face_fixtures import tiny_onnx  # noqa: E402,F401
 from umt5_double.build import save_tiny_umt5  # noqa: E402
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -93,3 +94,41 @@ def test_wan_workflow_runs_both_experts_with_the_identity_in_the_low_noise_exper
     plain = prepared(strength=0.0)
     assert np.abs(frames(served, run(served, plain), plain) - video).max() > 0
 
+
+
+TRAINED = "wan_trained_run"
+MODEL_13B = "wan21_1.3B_random.safetensors"
+
+
+def test_wan_train_and_generate_workflow_trains_the_identity_and_generates_with_it(served, tiny_onnx):  # noqa: F811
+    """Workflow 09: Train PersonalVideo Identity (Wan) on a tiny Wan in place of the 1.3B model (2 iterations of
+    1-frame 64x64 clips), then the video with the new adapter: the adapter file is written (no token file), the
+    video is saved, and the identity is applied in the run."""
+    import cv2
+
+    import face_fixtures as ff
+
+    models = served.models
+    random_wan_models.save_wan_model(str(models / "diffusion_models" / MODEL_13B), "tiny", seed=5)
+    ff.centre_face_pack(models / "insightface", recognizer=tiny_onnx)
+    served.input.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(served.input / "person_wan.png"), cv2.resize(ff.photo_bgr("astronaut"), (64, 64)))
+    wf = workflow_graph.load("09_wan_train_and_generate")
+    for selector, name, value in (("UNETLoader", "unet_name", MODEL_13B), ("CLIPLoader", "clip_name", UMT5),
+                                  ("VAELoader", "vae_name", VAE), ("LoadImage", "image", "person_wan.png"),
+                                  ("PV_LoadFaceAnalysis", "provider", "CPU"),
+                                  ("PV_TrainIdentityWan", "identity_name", TRAINED),
+                                  ("PV_TrainIdentityWan", "sia_iterations", 2), ("PV_TrainIdentityWan", "frames", 1),
+                                  ("PV_TrainIdentityWan", "width", 64), ("PV_TrainIdentityWan", "height", 64),
+                                  ("PV_TrainIdentityWan", "sampling_steps", 2),
+                                  ("PV_TrainIdentityWan", "training_cfg", 1.0),
+                                  ("PV_TrainIdentityWan", "if_exists", "overwrite"),
+                                  ("EmptyHunyuanLatentVideo", "width", 64), ("EmptyHunyuanLatentVideo", "height", 64),
+                                  ("EmptyHunyuanLatentVideo", "length", LENGTH), ("KSampler", "steps", 2)):
+        workflow_graph.set_input(wf, selector, name, value)
+    video = frames(served, run(served, wf), wf)
+    assert video.std() > 0
+    assert [p for p in (served.yaml_sia / f"{TRAINED}.safetensors", models / "sia" / f"{TRAINED}.safetensors")
+            if p.exists()]
+    assert not (models / "embeddings" / f"{TRAINED}.safetensors").exists()
+    assert f"[PersonalVideo] SIA {TRAINED}" in served.log(400000)

@@ -60,8 +60,9 @@ def test_the_workflows_with_twins_generated_from_the_description():
     files = workflow_build.build_all()
     assert NAMES == ["01_train_identity", "02_generate_with_identity", "03_generate_with_pose",
                      "04_generate_with_style_lora", "05_train_and_generate", "06_generate_and_score",
-                     "07_generate_with_face_detail", "08_two_identities", "10_wan22_identity_and_style"]
-    assert WAN_NAMES == ["10_wan22_identity_and_style"]
+                     "07_generate_with_face_detail", "08_two_identities", "09_wan_train_and_generate",
+                     "10_wan22_identity_and_style"]
+    assert WAN_NAMES == ["09_wan_train_and_generate", "10_wan22_identity_and_style"]
     on_disk = {str(p.relative_to(workflow_build.WORKFLOWS_DIR)) for p in workflow_build.WORKFLOWS_DIR.rglob("*.json")}
     assert on_disk == set(files)
     stale = workflow_build.stale_files(files)
@@ -104,8 +105,8 @@ def test_every_loader_carries_the_download_of_each_file_it_names():
                                        else []) if isinstance(v, str) and re.search(r"\.(safetensors|ckpt|pth|pt|sft|gguf)$", v)]
             assert set(named) <= set(spec["model_widgets"]), (name, node["type"], named)
     # checkpoint, AnimateLCM LoRA and motion model in every SD1.5 workflow at least; two experts, umT5, VAE and the
-    # style LoRA twice in the Wan one
-    assert loaders >= 3 * len(SD15_NAMES) + 6 * len(WAN_NAMES)
+    # style LoRA twice in workflow 10; the 1.3B model, umT5 and the VAE in workflow 09
+    assert loaders >= 3 * len(SD15_NAMES) + 6 + 3
 
 
 def test_every_workflow_has_its_templates_thumbnail():
@@ -274,7 +275,7 @@ def upstream(wf, link, class_type):
 
 
 def test_wan_workflow_is_core_wan_22s_two_expert_template_with_the_identity_on_the_low_noise_expert():
-    (name,) = WAN_NAMES
+    name = "10_wan22_identity_and_style"
     twin = workflow_graph.load(name)
     first, second = sorted(workflow_graph.find(twin, "KSamplerAdvanced"),
                            key=lambda nid: twin[nid]["inputs"]["start_at_step"])

@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 
 from .workflow_models import (CHECKPOINT, LCM_LORA, MOTION_MODEL, OPENPOSE_CONTROLNET, STYLE_LORA, UMT5,
-                              WAN21_VAE, WAN22_HIGH_NOISE, WAN22_LOW_NOISE, WAN_STYLE_LORA)
+                              WAN21_T2V_1_3B, WAN21_VAE, WAN22_HIGH_NOISE, WAN22_LOW_NOISE, WAN_STYLE_LORA)
 from .workflow_notes import (FACE_MODELS_NOTE, MAGICME_NOTE, POSE_NOTE, SAMPLING_NOTE, SCORE_NOTE, STYLE_NOTE,
                              TRAIN_AND_GENERATE_NOTE, TRAIN_NOTE, TWO_ADAPTERS_NOTE, TWO_IDENTITIES_NOTE,
-                             WAN_MODEL_FILES_NOTE, WAN_NOTE, model_files_note)
+                             WAN_MODEL_FILES_NOTE, WAN_NOTE, WAN_TRAIN_NOTE, model_files_note)
 from .workflow_settings import (ADAPTER_FILE, BETA_SCHEDULE, CFG, CLASS_WORD, END_PERCENT, FACE_DETAIL_DENOISE,
                                 FPS, FRAMES, GROUP_COLORS, HEIGHT, IDENTITY, NEGATIVE, NOISE_PRIOR_GAMMA,
                                 POSE_VIDEO, PROMPT, REFERENCE_PHOTO, REGION_FEATHER, REGION_IDENTITIES, SAMPLER,
@@ -133,14 +133,18 @@ def _trainer(g: Graph, ckpt, ade_node, x, y, photo_x=500, photo_y=60):
                   reg_lambda=1e-2, frames=FRAMES, width=WIDTH, height=HEIGHT, sampling_steps=4, seed=0,
                   if_exists="reuse", checkpoint_every=50, training_cfg=CFG, negative_prompt=NEGATIVE, resume=True,
                   early_stop=False, gradient_checkpointing="auto")
-    g.link(ade_node, "MODEL", train, "model")
-    g.link(ckpt, "CLIP", train, "clip")
-    g.link(ckpt, "VAE", train, "vae")
-    g.link(photo, "IMAGE", train, "reference_images")
-    g.link(faces, "face_analysis", train, "face_analysis")
+    _train_links(g, train, (ade_node, "MODEL"), (ckpt, "CLIP"), (ckpt, "VAE"), photo, faces)
     g.link(ckpt, "MODEL", train, "image_model")
     g.group("Train", [train], GROUP_COLORS["train"])
     return photo, faces, train
+
+
+def _train_links(g: Graph, train, model, clip, vae, photo, faces):
+    """A Train node's model, clip and vae ((node, output) each), reference photo and face analysis."""
+    for (node, output), name in ((model, "model"), (clip, "clip"), (vae, "vae")):
+        g.link(node, output, train, name)
+    g.link(photo, "IMAGE", train, "reference_images")
+    g.link(faces, "face_analysis", train, "face_analysis")
 
 
 def _default_prompts() -> str:
@@ -208,16 +212,22 @@ def generate_with_style_lora() -> Graph:
 
 
 
+def _results_and_apply(g: Graph, train, model_node):
+    """The trainer's chart and frames, and its new adapter applied to ``model_node``'s MODEL. Returns the Apply."""
+    _training_outputs(g, train, 1480, 60)
+    apply = g.add("PV_ApplySIALateSteps", (1480, 940), (380, 110), strength=STRENGTH, start_percent=START_PERCENT,
+                  end_percent=END_PERCENT)
+    g.link(model_node, "MODEL", apply, "model")
+    g.link(train, "sia_adapter", apply, "sia_adapter")
+    g.group("Apply the new identity", [apply], GROUP_COLORS["identity"])
+    return apply
+
+
 def train_and_generate() -> Graph:
     g = Graph("05_train_and_generate", "PersonalVideo 05: train an identity and generate with it")
     ckpt, _, ade_node = _models(g)
     _, _, train = _trainer(g, ckpt, ade_node, 980, 60)
-    _training_outputs(g, train, 1480, 60)
-    apply = g.add("PV_ApplySIALateSteps", (1480, 940), (380, 110), strength=STRENGTH, start_percent=START_PERCENT,
-                  end_percent=END_PERCENT)
-    g.link(ade_node, "MODEL", apply, "model")
-    g.link(train, "sia_adapter", apply, "sia_adapter")
-    g.group("Apply the new identity", [apply], GROUP_COLORS["identity"])
+    apply = _results_and_apply(g, train, ade_node)
     _, _, _, sampler = _prompt_and_sample(g, apply, "model", ckpt, "CLIP", train, 1960, 60)
     _decode_and_save(g, sampler, ckpt, 2820, 60, "PersonalVideo/identity")
     g.note((500, 660), (440, 420), model_files_note(True), title="Model files: where each goes")
@@ -401,6 +411,35 @@ def _wan_sampler(g: Graph, label, x, y, first: bool):
                  return_with_leftover_noise="enable" if first else "disable")
 
 
+def _wan_prompt(g: Graph, trigger_node, clip, text, size, at):
+    """Identity Prompt -> umT5 positive and negative, and the empty video latent ``size`` (length, width,
+    height), at the positions ``at`` (prompt, positive, negative, latent). Returns (pos, neg, latent)."""
+    length, width, height = size
+    prompt = g.add("PV_IdentityPrompt", at[0], (420, 160), title="Prompt ({identity} = your trigger phrase)",
+                   text=text)
+    g.link(trigger_node, "trigger_phrase", prompt, "trigger_phrase")
+    pos = g.add("CLIPTextEncode", at[1], (400, 90), title="Positive", text="")
+    g.link(clip, "CLIP", pos, "clip")
+    g.link(prompt, "prompt", pos, "text")
+    neg = g.add("CLIPTextEncode", at[2], (400, 130), title="Negative", text=WAN_NEGATIVE)
+    g.link(clip, "CLIP", neg, "clip")
+    latent = g.add("EmptyHunyuanLatentVideo", at[3], (300, 130), title=f"{length} frames, {width}x{height}",
+                   width=width, height=height, length=length, batch_size=1)
+    g.group("Prompt and video size", [prompt, pos, neg, latent], GROUP_COLORS["prompt"])
+    return pos, neg, latent
+
+
+def _wan_decode_and_save(g: Graph, sampler, vae, x, prefix):
+    """VAE Decode -> animated WEBP at Wan's 16 fps, in a column at ``x``."""
+    decode = g.add("VAEDecode", (x, 60), (220, 50))
+    g.link(sampler, "LATENT", decode, "samples")
+    g.link(vae, "VAE", decode, "vae")
+    save = g.add("SaveAnimatedWEBP", (x, 170), (360, 520), title=f"Save Animated WEBP ({WAN_FPS} fps)",
+                 filename_prefix=prefix, fps=float(WAN_FPS), lossless=False, quality=90, method="default")
+    g.link(decode, "IMAGE", save, "images")
+    g.group("Decode and save", [decode, save], GROUP_COLORS["output"])
+
+
 def wan22_identity_and_style() -> Graph:
     g = Graph("10_wan22_identity_and_style",
               "PersonalVideo 10: Wan 2.2 A14B, the identity on the low-noise expert, a style LoRA on both")
@@ -418,18 +457,8 @@ def wan22_identity_and_style() -> Graph:
     g.link(low_shift, "MODEL", apply, "model")
     g.link(load, "sia_adapter", apply, "sia_adapter")
     g.group("Identity: on the low-noise expert only", [load, apply], GROUP_COLORS["identity"])
-    prompt = g.add("PV_IdentityPrompt", (40, 610), (420, 160), title="Prompt ({identity} = your trigger phrase)",
-                   text=WAN_PROMPT)
-    g.link(load, "trigger_phrase", prompt, "trigger_phrase")
-    pos = g.add("CLIPTextEncode", (530, 610), (400, 90), title="Positive", text="")
-    g.link(clip, "CLIP", pos, "clip")
-    g.link(prompt, "prompt", pos, "text")
-    neg = g.add("CLIPTextEncode", (530, 760), (400, 130), title="Negative", text=WAN_NEGATIVE)
-    g.link(clip, "CLIP", neg, "clip")
-    latent = g.add("EmptyHunyuanLatentVideo", (1000, 610), (300, 130),
-                   title=f"{WAN_LENGTH} frames, {WAN_WIDTH}x{WAN_HEIGHT}", width=WAN_WIDTH, height=WAN_HEIGHT,
-                   length=WAN_LENGTH, batch_size=1)
-    g.group("Prompt and video size", [prompt, pos, neg, latent], GROUP_COLORS["prompt"])
+    pos, neg, latent = _wan_prompt(g, load, clip, WAN_PROMPT, (WAN_LENGTH, WAN_WIDTH, WAN_HEIGHT),
+                                   [(40, 610), (530, 610), (530, 760), (1000, 610)])
     first = _wan_sampler(g, "high", 1800, 60, first=True)
     g.link(high_shift, "MODEL", first, "model")
     second = _wan_sampler(g, "low", 1800, 470, first=False)
@@ -440,22 +469,57 @@ def wan22_identity_and_style() -> Graph:
     g.link(latent, "LATENT", first, "latent_image")
     g.link(first, "LATENT", second, "latent_image")
     g.group("Two experts, one schedule", [first, second], GROUP_COLORS["train"])
-    decode = g.add("VAEDecode", (2220, 60), (220, 50))
-    g.link(second, "LATENT", decode, "samples")
-    g.link(vae, "VAE", decode, "vae")
-    save = g.add("SaveAnimatedWEBP", (2220, 170), (360, 520), title=f"Save Animated WEBP ({WAN_FPS} fps)",
-                 filename_prefix="PersonalVideo/wan22_identity", fps=float(WAN_FPS), lossless=False, quality=90,
-                 method="default")
-    g.link(decode, "IMAGE", save, "images")
-    g.group("Decode and save", [decode, save], GROUP_COLORS["output"])
+    _wan_decode_and_save(g, second, vae, 2220, "PersonalVideo/wan22_identity")
     g.note((1340, 400), (420, 560), WAN_MODEL_FILES_NOTE, title="Model files: where each goes")
     g.note((40, 980), (900, 300), WAN_NOTE, title="Wan 2.2: two experts, identity and style")
     return g
 
 
+# ---------------------------------------------------------------- 09: Wan 2.1 1.3B, train and generate
+WAN13_FRAMES, WAN13_SIZE = 33, 480
+
+
+def wan_train_and_generate() -> Graph:
+    g = Graph("09_wan_train_and_generate", "PersonalVideo 09: train an identity on Wan 2.1 1.3B and generate with it")
+    unet = g.add("UNETLoader", (40, 60), (380, 90), title="Wan 2.1 T2V 1.3B (Load Diffusion Model)",
+                 unet_name=WAN21_T2V_1_3B.name, weight_dtype="default")
+    shift = g.add("ModelSamplingSD3", (40, 210), (300, 60), title="Shift", shift=WAN_SHIFT)
+    g.link(unet, "MODEL", shift, "model")
+    clip = g.add("CLIPLoader", (40, 330), (380, 110), title="umT5-XXL (Load CLIP, type wan)", clip_name=UMT5.name,
+                 type="wan", device="default")
+    vae = g.add("VAELoader", (40, 500), (380, 60), title="Wan 2.1 VAE", vae_name=WAN21_VAE.name)
+    g.group("Models: Wan 2.1 T2V 1.3B, umT5, VAE, shift", [unet, shift, clip, vae], GROUP_COLORS["models"])
+    photo = g.add("LoadImage", (500, 60), (380, 360), title="Reference photo (ComfyUI/input)", image=REFERENCE_PHOTO)
+    faces = g.add("PV_LoadFaceAnalysis", (500, 490), (380, 90), model_pack="antelopev2", provider="auto")
+    g.group("Reference photo and face models", [photo, faces], GROUP_COLORS["identity"])
+    train = g.add("PV_TrainIdentityWan", (980, 60), (420, 700), title="Train PersonalVideo Identity (Wan)",
+                  identity_name=IDENTITY, class_word=CLASS_WORD, prompts=_default_prompts(), ti_steps=0,
+                  sia_iterations=400, sia_learning_rate=1e-4, sia_rank=4, reg_lambda=1e-2, frames=17, width=448,
+                  height=448, sampling_lora="none", sampling_lora_strength=1.0, sampling_steps=0, training_cfg=0.0,
+                  seed=0, if_exists="reuse", checkpoint_every=50, negative_prompt=WAN_NEGATIVE, resume=True,
+                  early_stop=False, gradient_checkpointing="auto")
+    _train_links(g, train, (shift, "MODEL"), (clip, "CLIP"), (vae, "VAE"), photo, faces)
+    g.group("Train", [train], GROUP_COLORS["train"])
+    apply = _results_and_apply(g, train, shift)
+    pos, neg, latent = _wan_prompt(g, train, clip, WAN_PROMPT_13B, (WAN13_FRAMES, WAN13_SIZE, WAN13_SIZE),
+                                   [(1960, 60), (1960, 290), (1960, 430), (1960, 620)])
+    sampler = g.add("KSampler", (2460, 60), (340, 470), seed=SEED, steps=WAN_STEPS, cfg=5.0,
+                    sampler_name=WAN_SAMPLER, scheduler=WAN_SCHEDULER, denoise=1.0)
+    g.link(apply, "model", sampler, "model")
+    g.link(pos, "CONDITIONING", sampler, "positive")
+    g.link(neg, "CONDITIONING", sampler, "negative")
+    g.link(latent, "LATENT", sampler, "latent_image")
+    _wan_decode_and_save(g, sampler, vae, 2880, "PersonalVideo/wan_identity")
+    g.note((40, 640), (440, 520), WAN_TRAIN_NOTE, title="Start here")
+    return g
+
+
+WAN_PROMPT_13B = "{identity} walking along a river bank in spring, cherry blossoms falling, turning to smile"
+
+
 WORKFLOWS = (train_identity, generate_with_identity, generate_with_pose, generate_with_style_lora,
              train_and_generate, generate_and_score, generate_with_face_detail, two_identities,
-             wan22_identity_and_style)
+             wan_train_and_generate, wan22_identity_and_style)
 
 
 def build_all() -> dict:

@@ -83,6 +83,11 @@ WAN_STYLE_LORA = ModelFile(
     "The Tale of the Princess Kaguya, an ink-and-watercolour style LoRA for Wan 2.1 T2V 14B (seruva19; trigger "
     "'Kaguya-hime style'), which loads on both Wan 2.2 A14B experts; any Wan 14B T2V style LoRA works")
 
+WAN21_T2V_1_3B = ModelFile(
+    "wan2.1_t2v_1.3B_fp16.safetensors", "diffusion_models",
+    f"{WAN21_REPO}/resolve/main/split_files/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors",
+    WAN21_REPO, "Wan 2.1 T2V 1.3B, fp16 (Comfy-Org repackaged); the identity is trained and applied on it")
+
 MODEL_FILES = (CHECKPOINT, MOTION_MODEL, LCM_LORA, OPENPOSE_CONTROLNET, STYLE_LORA,
-               WAN22_HIGH_NOISE, WAN22_LOW_NOISE, UMT5, WAN21_VAE, WAN_STYLE_LORA)
+               WAN22_HIGH_NOISE, WAN22_LOW_NOISE, UMT5, WAN21_VAE, WAN_STYLE_LORA, WAN21_T2V_1_3B)
 BY_NAME = {m.name: m for m in MODEL_FILES}

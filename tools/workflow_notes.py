@@ -5,7 +5,7 @@ Data only, read by the workflow builder (``tools.workflow_build``).
 from __future__ import annotations
 
 from .workflow_models import (CHECKPOINT, LCM_LORA, MOTION_MODEL, OPENPOSE_CONTROLNET, STYLE_LORA, UMT5,
-                              WAN21_VAE, WAN22_HIGH_NOISE, WAN22_LOW_NOISE, WAN_STYLE_LORA)
+                              WAN21_T2V_1_3B, WAN21_VAE, WAN22_HIGH_NOISE, WAN22_LOW_NOISE, WAN_STYLE_LORA)
 from .workflow_settings import (ADAPTER_FILE, BETA_SCHEDULE, CFG, FACE_DETAIL_DENOISE, FRAMES, HEIGHT,
                                 NOISE_PRIOR_GAMMA, POSE_VIDEO, REGION_IDENTITIES, START_PERCENT, STEPS, STRENGTH,
                                 WAN_CFG, WAN_FPS, WAN_HEIGHT, WAN_LENGTH, WAN_SAMPLER, WAN_SCHEDULER, WAN_SHIFT,
@@ -185,3 +185,18 @@ WAN_NOTE = f"""Wan 2.2's two experts
   Identity Prompt node puts the adapter's trigger phrase where {{identity}} stands.
 - If you move the switch later than step {WAN_STEPS - WAN_STEPS // 4} of {WAN_STEPS}, part of the last quarter
   runs on the high-noise expert, without the identity."""
+
+
+WAN_TRAIN_NOTE = f"""Train an identity on Wan 2.1 1.3B, then generate with it
+Model files (press R after adding them; modern ComfyUI offers each missing one for download):
+ComfyUI/models/diffusion_models/{WAN21_T2V_1_3B.name}
+ComfyUI/models/text_encoders/{UMT5.name}
+ComfyUI/models/vae/{WAN21_VAE.name}
+ComfyUI/models/insightface/models/antelopev2/ (face models, see workflow 01)
+1. Put a photo in ComfyUI/input and queue: training comes first (sia_iterations adapter iterations on
+   17-frame 448x448 clips), then the video. Lower sia_iterations for a quick first look.
+2. sampling_lora: pick your distillation LoRA (lightx2v, CausVid) from models/loras to make the training
+   clips with it (auto: 4 steps, cfg 1); none: 8 steps, cfg 5. It is never saved into the adapter.
+3. No token on Wan in this build: the trigger phrase is the class word. The adapter is saved in
+   models/sia under identity_name; later use Load SIA Adapter instead of training again.
+Apply SIA at Late Steps acts in the last quarter of the steps (start_percent {START_PERCENT})."""

@@ -92,6 +92,15 @@ NODE_SPECS = {
          "gradient_checkpointing"],
         [("sia_adapter", "SIA_ADAPTER"), ("trigger_phrase", "STRING"), ("loss_curve", "IMAGE"),
          ("preview_frames", "IMAGE"), ("final_similarity", "FLOAT"), ("identity_score", "FLOAT")]),
+    "PV_TrainIdentityWan": spec(
+        [("model", "MODEL"), ("clip", "CLIP"), ("vae", "VAE"), ("reference_images", "IMAGE"),
+         ("face_analysis", "FACEANALYSIS")],
+        ["identity_name", "class_word", "prompts", "ti_steps", "sia_iterations", "sia_learning_rate", "sia_rank",
+         "reg_lambda", "frames", "width", "height", "sampling_lora", "sampling_lora_strength", "sampling_steps",
+         "training_cfg", "seed", "if_exists", "checkpoint_every", "negative_prompt", "resume", "early_stop",
+         "gradient_checkpointing"],
+        [("sia_adapter", "SIA_ADAPTER"), ("trigger_phrase", "STRING"), ("loss_curve", "IMAGE"),
+         ("preview_frames", "IMAGE"), ("final_similarity", "FLOAT"), ("identity_score", "FLOAT")]),
     "PV_NoisePriorModel": spec([("model", "MODEL")], ["gamma"], [("model", "MODEL")]),
     "PV_FaceDetailPass": spec(
         [("images", "IMAGE"), ("face_analysis", "FACEANALYSIS"), ("model", "MODEL"), ("positive", "CONDITIONING"),

@@ -36,6 +36,11 @@ def check_sd15(model, what: str):
     diffusion_model = getattr(getattr(model, "model", None), "diffusion_model", None)
     if diffusion_model is None:
         raise TrainingError(f"the {what} input is not a diffusion MODEL; connect an SD1.5 MODEL.")
+    from ..sia import families
+
+    if families.family_of(diffusion_model) == families.WAN:
+        raise TrainingError(f"the {what} input is a Wan model ({families.describe(diffusion_model)}): train it with "
+                            "'Train PersonalVideo Identity (Wan)'; this node trains SD1.5 / AnimateDiff models.")
     config = getattr(model.model, "model_config", None)
     if config is not None and not isinstance(config, comfy.supported_models.SD15):
         raise TrainingError(f"the {what} input is not an SD1.5-family model (it is {type(config).__name__}). "
@@ -68,7 +73,7 @@ def _unet_weights(model):
             yield _unpatched(model, "diffusion_model." + name, t)
 
 
-def _patches(patcher) -> str:
+def patches_digest(patcher) -> str:
     """Digest of the weight patches on a ModelPatcher: keys, strengths and a sample of every patch tensor."""
     patches = getattr(patcher, "patches", None) or {}
     if not patches:
@@ -88,7 +93,7 @@ def _motion(model) -> str:
     from .motion_model import motion_models
 
     return motion_digest([({name: _unpatched(patcher, name, t)
-                            for name, t in patcher.model.state_dict(keep_vars=True).items()}, _patches(patcher))
+                            for name, t in patcher.model.state_dict(keep_vars=True).items()}, patches_digest(patcher))
                           for patcher in motion_models(model)])
 
 
@@ -131,4 +136,4 @@ def fingerprint(model) -> dict:
     motion model and noise schedule, whether ComfyUI has it loaded (patches applied) or not."""
     with torch.no_grad():
         return weights_fingerprint(_model_class(model), _unet_weights(model),
-                                   patches=_patches(model), motion=_motion(model), sampling=_sampling(model))
+                                   patches=patches_digest(model), motion=_motion(model), sampling=_sampling(model))

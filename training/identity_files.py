@@ -128,16 +128,17 @@ def read_token(path: str) -> torch.Tensor:
                             "Move it away; Load SIA Adapter then writes the token from the adapter.") from None
 
 
-def write_token(path: str, vector: torch.Tensor) -> str:
-    """Write a token file (``emb_params``, what ComfyUI reads for ``embedding:<name>``) atomically."""
-    return atomic_write(path, _embedding_writer(vector))
+def write_token(path: str, vector: torch.Tensor, key: str = "emb_params") -> str:
+    """Write a token file (one [1, D] fp32 tensor under ``key``: ``emb_params``, what ComfyUI reads for
+    ``embedding:<name>`` on SD1.5) atomically."""
+    return atomic_write(path, _embedding_writer(vector, key))
 
 
-def _embedding_writer(vector: torch.Tensor):
+def _embedding_writer(vector: torch.Tensor, key: str = "emb_params"):
     def write(path):
         from safetensors.torch import save_file
 
-        save_file({"emb_params": vector.detach().float().cpu().reshape(1, -1).contiguous()}, path,
+        save_file({key: vector.detach().float().cpu().reshape(1, -1).contiguous()}, path,
                   metadata={"format": "personalvideo-token"})
     return write
 
@@ -150,16 +151,23 @@ def _adapter_writer(adapter):
     return write
 
 
-def write_identity_files(paths: dict, adapter, vector: torch.Tensor) -> dict:
-    """Write the token and the adapter to ``paths`` (``{"embedding": ..., "sia": ...}``), both or neither."""
+def write_identity_files(paths: dict, adapter, vector: torch.Tensor | None) -> dict:
+    """Write the token and the adapter to ``paths`` (``{"embedding": ..., "sia": ...}``), both or neither; only
+    the adapter when ``vector`` is None (an identity without a token: the returned paths then hold ``sia`` only)."""
+    if vector is None:
+        paths = {"sia": paths["sia"]}
+    writers = [(paths["sia"], _adapter_writer(adapter))]
+    if vector is not None:
+        writers.insert(0, (paths["embedding"], _embedding_writer(vector)))
     try:
-        atomic_write_all([(paths["embedding"], _embedding_writer(vector)), (paths["sia"], _adapter_writer(adapter))])
+        atomic_write_all(writers)
     except OSError as exc:
         raise TrainingError(f"could not write the identity files ({exc}). Nothing was saved: free disk space "
                             "or fix the folder permissions, then train again.") from exc
     return paths
 
 
-def write_identity(name: str, adapter, vector: torch.Tensor, overwrite: bool = False) -> dict:
-    """Write both files of identity ``name`` in ComfyUI's model folders, or neither; returns the paths."""
+def write_identity(name: str, adapter, vector: torch.Tensor | None, overwrite: bool = False) -> dict:
+    """Write both files of identity ``name`` in ComfyUI's model folders, or neither (the adapter alone when
+    ``vector`` is None); returns the paths written."""
     return write_identity_files(check_free(name, overwrite), adapter, vector)

@@ -52,8 +52,9 @@ def trigger_of(name: str, class_word: str) -> str:
 
 
 def record_of(reference_images, class_word: str, templates: list, ti, sia, rank: int, negative_prompt: str,
-              base_model: dict, image_model: str = "none") -> dict:
-    """The record an identity is trained from (:mod:`.identity_record`): what decides a reuse."""
+              base_model: dict, image_model: str = "none", extra: dict | None = None) -> dict:
+    """The record an identity is trained from (:mod:`.identity_record`): what decides a reuse. ``extra``: more
+    settings of one model family (Wan: the distillation LoRA of the training samples)."""
     settings = {"class_word": class_word, "prompts": identity_record.text_hash("\n".join(templates)),
                 "ti_steps": ti.steps, "ti_learning_rate": ti.lr, "ti_batch_size": ti.batch_size,
                 "sia_iterations": sia.iterations, "sia_learning_rate": sia.lr, "sia_rank": int(rank),
@@ -63,6 +64,7 @@ def record_of(reference_images, class_word: str, templates: list, ti, sia, rank:
                 "image_model": image_model}
     if getattr(sia, "early_stop", False):   # only when on: records of runs without it stay as they were
         settings["early_stop"] = True
+    settings.update(extra or {})
     return identity_record.make_record(identity_record.photo_hashes(reference_images), settings, base_model)
 
 

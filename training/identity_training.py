@@ -35,7 +35,7 @@ def _nan_for_none(values):
     return [float("nan") if v is None else float(v) for v in values]
 
 
-class _Plan:
+class Plan:
     """Every checked input of one run, and the record a reuse is decided by."""
 
     def __init__(self, **kw):
@@ -45,7 +45,7 @@ class _Plan:
 def _plan(model, clip, vae, reference_images, identity_name, class_word, prompts, ti_steps, ti_learning_rate,
           ti_batch_size, sia_iterations, sia_learning_rate, sia_rank, reg_lambda, frames, width, height,
           sampling_steps, seed, if_exists, training_cfg, negative_prompt, image_model, gradient_checkpointing,
-          precision, early_stop=False) -> _Plan:
+          precision, early_stop=False) -> Plan:
     from . import motion_model
     from . import textual_inversion as ti
     from .checkpoint_choice import normalise
@@ -81,8 +81,9 @@ def _plan(model, clip, vae, reference_images, identity_name, class_word, prompts
     record = setup.record_of(reference_images, class_word, templates, ti_settings, sia_settings, int(sia_rank),
                              negative_prompt, fingerprint(model),
                              fingerprint(image_model)["weights"] if image_model is not None else "none")
-    return _Plan(name=name, class_word=class_word, templates=templates, found=found, sia=sia_settings,
-                 ti=ti_settings, rank=int(sia_rank), record=record, if_exists=if_exists, negative=negative_prompt)
+    return Plan(name=name, class_word=class_word, templates=templates, found=found, sia=sia_settings,
+                 ti=ti_settings, rank=int(sia_rank), record=record, if_exists=if_exists, negative=negative_prompt,
+                 token=True)
 
 
 def train_identity(model, clip, vae, reference_images, face_analysis, identity_name, class_word, prompts,
@@ -108,12 +109,22 @@ def train_identity(model, clip, vae, reference_images, face_analysis, identity_n
     training.checkpoint_choice). ``progress_hook(stage, i, loss, similarity)`` and ``precision`` (see
     training.precision) are for scripts, tests and benchmarks.
     """
-    from .face.analysis import load_face_stack
-
     plan = _plan(model, clip, vae, reference_images, identity_name, class_word, prompts, ti_steps, ti_learning_rate,
                  ti_batch_size, sia_iterations, sia_learning_rate, sia_rank, reg_lambda, frames, width, height,
                  sampling_steps, seed, if_exists, training_cfg, negative_prompt, image_model, gradient_checkpointing,
                  precision, early_stop)
+    return run_or_reuse(plan, face_analysis, checkpoint_every, resume,
+                        lambda stack, encoder, run, saved: _train(plan, model, clip, vae, reference_images, stack,
+                                                                  encoder, image_model, sample_scorer, progress_hook,
+                                                                  run, saved))
+
+
+def run_or_reuse(plan: Plan, face_analysis, checkpoint_every, resume, train) -> dict:
+    """What both families do around the stages: reuse the identity on disk (``if_exists``), or check the names
+    are free, open the run's checkpoints (and the one to resume from), load the face stack and call
+    ``train(stack, encoder, run, saved)``; the face encoder goes back to the CPU afterwards."""
+    from .face.analysis import load_face_stack
+
     taken = identity_files.existing(plan.name)
     if taken and plan.if_exists == "reuse":
         return _reuse(plan, taken)
@@ -125,13 +136,12 @@ def train_identity(model, clip, vae, reference_images, face_analysis, identity_n
     stack = load_face_stack(face_analysis)
     encoder = stack.encoder()
     try:
-        return _train(plan, model, clip, vae, reference_images, stack, encoder, image_model, sample_scorer,
-                      progress_hook, run, saved)
+        return train(stack, encoder, run, saved)
     finally:
         stack.encoder()   # the face encoder goes back to the CPU: never left on the GPU of the user's FACEANALYSIS
 
 
-def _reuse(plan: _Plan, taken: list) -> dict:
+def _reuse(plan: Plan, taken: list) -> dict:
     """The identity already on disk, when it was trained from the same inputs; TrainingError saying what differs."""
     from ..sia.errors import SIAError
     from ..sia.file_format import load_adapter
@@ -160,10 +170,12 @@ def _reuse(plan: _Plan, taken: list) -> dict:
             f"the identity '{plan.name}' exists but was trained from other inputs: " + "; ".join(changed)
             + ". Set if_exists to overwrite to train it again with these, or choose another identity_name "
             "to keep both.")
-    if adapter.embedding is None:
-        raise TrainingError(f"the adapter {paths['sia']} carries no token. Set if_exists to overwrite to train "
-                            "the identity again.")
-    adapter, written = with_registered_token(adapter, paths["sia"])
+    written = None
+    if plan.token:
+        if adapter.embedding is None:
+            raise TrainingError(f"the adapter {paths['sia']} carries no token. Set if_exists to overwrite to train "
+                                "the identity again.")
+        adapter, written = with_registered_token(adapter, paths["sia"])
     log.info("[PersonalVideo] identity '%s' reused: it was trained from the same photos, settings and MODEL "
              "(%s); its trigger phrase is '%s'%s", plan.name, paths["sia"], adapter.info.trigger,
              f"; its token file was missing and is written again: {written}" if written else "")
@@ -184,46 +196,18 @@ def _scores(training: dict) -> dict:
             "identity_score": NOT_SCORED if score is None else float(score)}
 
 
-def _train(plan: _Plan, model, clip, vae, reference_images, stack, encoder, image_model, sample_scorer,
+def _train(plan: Plan, model, clip, vae, reference_images, stack, encoder, image_model, sample_scorer,
            progress_hook, run: RunState, saved) -> dict:
     """Both stages (from the checkpoint ``saved`` when there is one), then the files (first), then the chart."""
-    import comfy.model_management
-
     from ..sia import AdapterInfo, naming
     from . import textual_inversion as ti
-    from .curves import render_curves
     from .face.identity_loss import IdentityLoss
-    from .face.references import training_crops
-    from .progress import TrainingProgress
     from .sia_trainer import train_sia
 
     name, sia_settings, ti_settings, seed = plan.name, plan.sia, plan.ti, plan.sia.seed
-    refs = setup.reference_embeddings(stack.detector, encoder, reference_images, seed)
-    crops = training_crops(reference_images, refs.faces, sia_settings.width, sia_settings.height)
-    log.info("[PersonalVideo] training identity '%s': %s", name, refs.faces.summary())
-
-    shown = TrainingProgress(ti_settings.steps, sia_settings.iterations)
-    interrupt = comfy.model_management.throw_exception_if_processing_interrupted
-
-    def ti_progress(step, loss):
-        shown.token_step(step, loss)
-        if progress_hook:
-            progress_hook("token", step, loss, float("nan"))
-        if step % 50 == 0 or step == ti_settings.steps - 1:
-            log.info("[PersonalVideo] token step %d/%d: loss %.4f", step + 1, ti_settings.steps, loss)
-
-    def sia_progress(it, loss, sim, frame=None):
-        shown.adapter_iteration(it, loss, sim, frame)
-        if progress_hook:
-            progress_hook("adapter", it, loss, sim)
-        if it % 10 == 0 or it == sia_settings.iterations - 1:
-            log.info("[PersonalVideo] adapter iteration %d/%d: loss %.4f, face similarity %.3f",
-                     it + 1, sia_settings.iterations, loss, sim)
-
-    stage, done, tensors, extra = saved or (None, 0, {}, {})
-    if saved is not None:
-        log.info("[PersonalVideo] identity '%s': resuming from the checkpoint of an earlier run (%s stage, %d "
-                 "done)", name, stage, done)
+    refs, crops = references(plan, stack, encoder, reference_images)
+    ti_progress, sia_progress, interrupt = progress_callbacks(plan, progress_hook)
+    stage, done, tensors, extra = resume_point(plan, saved)
     # --- stage 1: the token, on single images (never through the motion model) ---
     if stage == "adapter":
         vector, ti_losses = tensors["token.vector"].reshape(-1).float(), list(extra.get("token_loss", []))
@@ -254,9 +238,71 @@ def _train(plan: _Plan, model, clip, vae, reference_images, stack, encoder, imag
                         interrupt, checkpoints=StageCheckpoints(run, "adapter", {"token.vector": vector},
                                                                 {"token_loss": ti_losses}),
                         resume=(done, tensors, extra) if stage == "adapter" and done > 0 else None)
-    interrupt()
+    return finish(plan, adapter, vector, ti_losses, history, vae, reference_images, sample_scorer, run,
+                  None if saved is None else (stage, done))
+
+
+def references(plan: Plan, stack, encoder, reference_images):
+    """The reference faces' embeddings and the face-centred crops at the training size (logged)."""
+    from .face.references import training_crops
+
+    refs = setup.reference_embeddings(stack.detector, encoder, reference_images, plan.sia.seed)
+    crops = training_crops(reference_images, refs.faces, plan.sia.width, plan.sia.height)
+    log.info("[PersonalVideo] training identity '%s': %s", plan.name, refs.faces.summary())
+    return refs, crops
+
+
+def progress_callbacks(plan: Plan, progress_hook):
+    """(token progress, adapter progress, Cancel check) of a run: ComfyUI's progress bar and preview, the log,
+    and ``progress_hook(stage, i, loss, similarity)`` when given."""
+    import comfy.model_management
+
+    from .progress import TrainingProgress
+
+    ti_settings, sia_settings = plan.ti, plan.sia
+    shown = TrainingProgress(ti_settings.steps, sia_settings.iterations)
+
+    def ti_progress(step, loss):
+        shown.token_step(step, loss)
+        if progress_hook:
+            progress_hook("token", step, loss, float("nan"))
+        if step % 50 == 0 or step == ti_settings.steps - 1:
+            log.info("[PersonalVideo] token step %d/%d: loss %.4f", step + 1, ti_settings.steps, loss)
+
+    def sia_progress(it, loss, sim, frame=None):
+        shown.adapter_iteration(it, loss, sim, frame)
+        if progress_hook:
+            progress_hook("adapter", it, loss, sim)
+        if it % 10 == 0 or it == sia_settings.iterations - 1:
+            log.info("[PersonalVideo] adapter iteration %d/%d: loss %.4f, face similarity %.3f",
+                     it + 1, sia_settings.iterations, loss, sim)
+
+    return ti_progress, sia_progress, comfy.model_management.throw_exception_if_processing_interrupted
+
+
+def resume_point(plan: Plan, saved):
+    """(stage, done, tensors, extra) of the checkpoint ``saved`` (logged), or a fresh start's."""
+    stage, done, tensors, extra = saved or (None, 0, {}, {})
+    if saved is not None:
+        log.info("[PersonalVideo] identity '%s': resuming from the checkpoint of an earlier run (%s stage, %d "
+                 "done)", plan.name, stage, done)
+    return stage, done, tensors, extra
+
+
+def finish(plan: Plan, adapter, vector, ti_losses, history, vae, reference_images, sample_scorer, run: RunState,
+           resumed_from) -> dict:
+    """After stage 2: the trained adapter's copy (with the token ``vector``, or none when ``vector`` is None),
+    the last training sample decoded and scored, the files written (before anything else can fail), the
+    checkpoints removed, then the preview frames and the chart; the run's result dict."""
+    import comfy.model_management
+
+    from .curves import render_curves
+
+    name, sia_settings = plan.name, plan.sia
+    comfy.model_management.throw_exception_if_processing_interrupted()
     trained = adapter.detached_copy()
-    trained.embedding = vector.detach().float().reshape(1, -1).clone()
+    if vector is not None:
+        trained.embedding = vector.detach().float().reshape(1, -1).clone()
     preview, late_error = None, None
     try:
         with torch.no_grad():
@@ -270,8 +316,9 @@ def _train(plan: _Plan, model, clip, vae, reference_images, stack, encoder, imag
     paths = identity_files.write_identity(name, trained, vector, overwrite=True)
     trained.source = paths["sia"]
     run.clear()
-    log.info("[PersonalVideo] identity '%s' saved: %s, %s (%d of %d frames without a face); final face "
-             "similarity %s, independent score %s", name, paths["sia"], paths["embedding"], history.skipped,
+    written = ", ".join(paths.values())
+    log.info("[PersonalVideo] identity '%s' saved: %s (%d of %d frames without a face); final face "
+             "similarity %s, independent score %s", name, written, history.skipped,
              sia_settings.iterations, final,
              f"{score.get('verdict', 'scored')}, identity match {score['identity_match']:.0f}/100"
              if score.get("identity_match") is not None else score.get("skipped", "none"))
@@ -285,12 +332,13 @@ def _train(plan: _Plan, model, clip, vae, reference_images, stack, encoder, imag
                                "face similarity": history.similarity},
                               stopped_at=(history.early_stop or {}).get("stopped_at"), smoothed=history.smoothed)
     except Exception as exc:
+        how = (f"load it with 'Load SIA Adapter' and write 'embedding:{name}' in the prompt" if vector is not None
+               else "load it with 'Load SIA Adapter'")
         raise TrainingError(
-            f"the identity '{name}' is trained and saved ({paths['sia']} and {paths['embedding']}), but making "
+            f"the identity '{name}' is trained and saved ({' and '.join(paths.values())}), but making "
             f"the preview frames or the loss curve failed afterwards ({type(exc).__name__}: {exc}). The saved "
-            f"identity is complete: load it with 'Load SIA Adapter' and write 'embedding:{name}' in the prompt; "
-            "no need to train again.") from exc
-    return {"adapter": trained, "trigger": trigger, "curve": curve, "preview": preview, "paths": paths,
+            f"identity is complete: {how}; no need to train again.") from exc
+    return {"adapter": trained, "trigger": trained.info.trigger, "curve": curve, "preview": preview, "paths": paths,
             "reused": False, "token_losses": ti_losses, "history": history, "vector": vector,
-            "resumed_from": None if saved is None else (stage, done),
-            **_scores(trained.info.training)}
+            "resumed_from": resumed_from, **_scores(trained.info.training)}
+

@@ -30,7 +30,9 @@ write into a user's weights through the window.
 The window also works around in-place residual adds that break backward:
 - 2024 ComfyUI ``BasicTransformerBlock`` does ``x += attn(norm(x))``: the
   pre-hook hands ``norm1/norm2/norm3`` a clone of ``x``;
-- ``CLIPLayer`` (both hosts) does the same around ``layer_norm1/layer_norm2``.
+- ``CLIPLayer`` (both hosts) does the same around ``layer_norm1/layer_norm2``;
+- core's T5 / umT5 layers (``T5LayerSelfAttention``, ``T5LayerFF``: Wan's text encoder) do the same around
+  their ``layer_norm``.
 This only adds a copy of an activation; values are unchanged; the hooks are
 removed when the window ends.
 
@@ -51,7 +53,8 @@ from torch.nn.modules import module as module_hooks
 from torch.overrides import TorchFunctionMode
 
 log = logging.getLogger("PersonalVideo")
-_NORMS = {"BasicTransformerBlock": ("norm1", "norm2", "norm3"), "CLIPLayer": ("layer_norm1", "layer_norm2")}
+_NORMS = {"BasicTransformerBlock": ("norm1", "norm2", "norm3"), "CLIPLayer": ("layer_norm1", "layer_norm2"),
+          "T5LayerSelfAttention": ("layer_norm",), "T5LayerFF": ("layer_norm",)}
 
 
 def _clone_input(module, args):

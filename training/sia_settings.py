@@ -70,9 +70,13 @@ class WanSIATrainSettings(SIATrainSettings):
 
     steps: int = 4
     scheduler: str = "simple"
-    frames: int = 17               # 5 latent frames; not yet sized against a 12 GB card (see docs/wan.md)
-    width: int = 480
-    height: int = 480
+    # 17 frames (5 latent frames) of 448x448: the largest size at 17 frames whose adapter stage fits a 12 GB card at
+    # 1.3B size (fp16 weights, umT5 in fp8, cfg 1.5, checkpointing on: an estimated 11.90 GiB with everything
+    # resident; 480x480 was 12.41 GiB). Most of it is the one-frame decode's activations, which grow with the size,
+    # not the frames. Figures and method: docs/wan.md, bench/bench_wan_train.py --estimate.
+    frames: int = 17
+    width: int = 448
+    height: int = 448
 
     def check(self) -> None:
         super().check()

@@ -42,7 +42,7 @@ from .errors import TrainingError
 from .few_step_sampler import FewStepTrainingSampler, lcm_schedule, lcm_step, run_few_steps
 from .inference_tensors import aliasing, normal_tensors
 from .interruption import checked_in_layers
-from .random_streams import SEED_BITS, stream, stream_seed
+from .identity_setup import frame_stream, iteration_generator
 from .sia_settings import SIAHistory, SIATrainSettings, reg_term  # noqa: F401  (the trainer's public names)
 
 log = logging.getLogger("PersonalVideo")
@@ -142,8 +142,7 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
     sigmas = backbone.schedule(patched, settings)
     base_model = patched.model
     layers = backbone.cancel_layers(base_model.diffusion_model, vae.first_stage_model)
-    frames_rng = stream(settings.seed, "frames")
-    noise_base = stream_seed(settings.seed, "noise")
+    frames_rng = frame_stream(settings.seed)
     check = check_interrupt or (lambda: None)
     shape = backbone.latent_shape(settings)
     conditionings = {}  # the token is fixed in this stage: each prompt is encoded once (the sampler copies conds)
@@ -158,9 +157,9 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
             conditionings[text] = encode_prompt(text)
         positive = conditionings[text]
         frame = frames_rng.randrange(backbone.loss_frames(settings))
-        iter_seed = (noise_base + it) % (2 ** SEED_BITS)
         with normal_tensors():
-            gen = torch.Generator().manual_seed(iter_seed)
+            gen = iteration_generator(settings.seed, it)
+            iter_seed = gen.initial_seed()
             noise = torch.randn(shape, generator=gen)
         record = {}
 

@@ -170,15 +170,21 @@ def posterior_mean(vae):
             regulariser.sample = True
 
 
-def encode_references(vae, images: torch.Tensor, base_model, seed: int = 0) -> torch.Tensor:
-    """Reference photos IMAGE [B, H, W, C] -> model-space latents [B, 4, h, w] (normal tensors): the means of
-    the VAE's posterior, the same on every host. (``seed`` is unused: nothing is drawn.)"""
+def reference_pixels(images: torch.Tensor) -> torch.Tensor:
+    """The reference photos IMAGE [B, H, W, C] checked (at least one, at least 64x64) and cropped to RGB with
+    sides a multiple of 8."""
     if not torch.is_tensor(images) or images.ndim != 4 or images.shape[0] == 0:
         raise TrainingError("reference_images must be an IMAGE batch [B, H, W, C] with at least one photo.")
     h, w = (images.shape[1] // 8) * 8, (images.shape[2] // 8) * 8
     if h < 64 or w < 64:
         raise TrainingError(f"reference images are too small ({images.shape[2]}x{images.shape[1]}); use at least 64x64.")
-    rgb = images[:, :h, :w, :3]
+    return images[:, :h, :w, :3]
+
+
+def encode_references(vae, images: torch.Tensor, base_model, seed: int = 0) -> torch.Tensor:
+    """Reference photos IMAGE [B, H, W, C] -> model-space latents [B, 4, h, w] (normal tensors): the means of
+    the VAE's posterior, the same on every host. (``seed`` is unused: nothing is drawn.)"""
+    rgb = reference_pixels(images)
     with torch.no_grad(), posterior_mean(vae):
         latents = vae.encode(rgb)
     latents = normal_copy(latents)
@@ -206,7 +212,10 @@ def draw_batch(rng: random.Random, gen: torch.Generator, latents: torch.Tensor, 
 
 
 class NoiseLoss:
-    """The noise-prediction loss of a token vector on the reference latents (model loaded, normal tensors)."""
+    """The noise-prediction loss of a token vector on the reference latents (model loaded, normal tensors).
+    ``regions`` gives the diffusion model's layers checkpointing covers (the UNet's here)."""
+
+    regions = staticmethod(unet_regions)
 
     def __init__(self, model, prompts: "TokenPrompts", latents: torch.Tensor, precision, checkpointing):
         self.base_model = model.model
@@ -218,19 +227,28 @@ class NoiseLoss:
         self.device = device_of(self.base_model, fallback=latents.device)
         self.dtype = self.base_model.get_dtype() if hasattr(self.base_model, "get_dtype") else torch.float32
 
-    def __call__(self, vector: torch.Tensor, draw: Draw) -> torch.Tensor:
+    def photos(self, draw: Draw) -> torch.Tensor:
+        """The draw's latents, flipped left to right where the draw says."""
         x0 = self.latents[draw.index].clone()
         for b, f in enumerate(draw.flip):
             if f:
                 x0[b] = x0[b].flip(-1)
+        return x0
+
+    def denoised(self, x_t: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The model's denoised estimate (``apply_model``) for the batch ``x_t`` at ``sigma`` [B], prompt ``cond``."""
+        context = cond.expand(x_t.shape[0], -1, -1)
+        with checkpointed(self.regions(self.base_model.diffusion_model), self.choice.enabled), \
+                self.precision.autocast():
+            return self.base_model.apply_model(x_t.to(self.device, self.dtype), sigma.to(self.device),
+                                               c_crossattn=context.to(self.device, self.dtype))
+
+    def __call__(self, vector: torch.Tensor, draw: Draw) -> torch.Tensor:
+        x0 = self.photos(draw)
         cond, _ = self.prompts.encode(draw.template, vector)
         sigma = self.base_model.model_sampling.sigma(draw.t.float()).to(torch.float32)
         x_t = x0 + draw.noise * sigma.view(-1, 1, 1, 1)
-        context = cond.expand(len(draw.index), -1, -1)
-        regions = unet_regions(self.base_model.diffusion_model)
-        with checkpointed(regions, self.choice.enabled), self.precision.autocast():
-            denoised = self.base_model.apply_model(x_t.to(self.device, self.dtype), sigma.to(self.device),
-                                                   c_crossattn=context.to(self.device, self.dtype))
+        denoised = self.denoised(x_t, sigma, cond)
         eps = (x_t.to(self.device) - denoised.float()) / sigma.to(self.device).view(-1, 1, 1, 1)
         return F.mse_loss(eps, draw.noise.to(self.device))
 
@@ -250,6 +268,21 @@ def _prepare(model, clip, vae, images, class_word: str, settings: TISettings):
     return prompts, NoiseLoss(model, prompts, latents, precision, settings.gradient_checkpointing)
 
 
+@dataclass(frozen=True)
+class TokenStage:
+    """What the token stage's loop needs of a model family: the starting vector (``start(clip, class_word)``),
+    the prompts (``prompts(clip, class_word)``), the reference latents and loss (``prepare(model, clip, vae,
+    images, class_word, settings)`` -> (prompts, loss)) and the diffusion model's layers Cancel looks in
+    (``layers(diffusion_model)``). SD1.5's is :data:`SD15_STAGE`; Wan's is in :mod:`.wan_token`."""
+    start: object
+    prompts: object
+    prepare: object
+    layers: object
+
+
+SD15_STAGE = TokenStage(class_word_vector, TokenPrompts, _prepare, unet_regions)
+
+
 def train_token(model, clip, vae, images, class_word: str, settings: TISettings, progress=None, check_interrupt=None,
                 checkpoints=None, resume=None):
     """Learn the identity vector; returns (vector [D] fp32, TokenPrompts, losses).
@@ -257,17 +290,24 @@ def train_token(model, clip, vae, images, class_word: str, settings: TISettings,
     ``checkpoints``: a :class:`~.run_state.StageCheckpoints` written to when due; ``resume``: ``(steps done,
     tensors, extra)`` of such a checkpoint, from which training continues exactly (the draws made are replayed).
     """
+    return run_token_stage(SD15_STAGE, model, clip, vae, images, class_word, settings, progress, check_interrupt,
+                           checkpoints, resume)
+
+
+def run_token_stage(stage: TokenStage, model, clip, vae, images, class_word: str, settings: TISettings,
+                    progress=None, check_interrupt=None, checkpoints=None, resume=None):
+    """The token stage's loop for ``stage``'s model family (see :func:`train_token`)."""
     from .run_state import optimizer_tensors, restore_optimizer
 
     from .identity_setup import token_streams
 
     settings.check()
-    vector0 = class_word_vector(clip, class_word)
+    vector0 = stage.start(clip, class_word)
     losses, start = [], 0
     with normal_tensors():
         vector = torch.nn.Parameter(vector0.clone())
         if settings.steps == 0:
-            return vector.detach().clone(), TokenPrompts(clip, class_word), losses
+            return vector.detach().clone(), stage.prompts(clip, class_word), losses
         optimizer = torch.optim.AdamW([vector], lr=settings.lr, weight_decay=0.0)
         rng, gen = token_streams(settings.seed)
         if resume is not None:
@@ -276,13 +316,13 @@ def train_token(model, clip, vae, images, class_word: str, settings: TISettings,
                 vector.copy_(tensors["token.vector"].reshape(vector.shape))
             restore_optimizer(optimizer, [vector], tensors, "token.adamw")
             losses = list(extra.get("token_loss", []))[:start]
-    prompts, loss_of = _prepare(model, clip, vae, images, class_word, settings)
+    prompts, loss_of = stage.prepare(model, clip, vae, images, class_word, settings)
     check = check_interrupt or (lambda: None)
     with normal_tensors():
         for _ in range(start):   # the draws the resumed steps made, so the rest continue the same streams
             draw_batch(rng, gen, loss_of.latents, settings.batch_size)
     with normal_tensors(), gradient_window(model.model.diffusion_model, clip.cond_stage_model) as window, \
-            checked_in_layers(unet_regions(model.model.diffusion_model), check):
+            checked_in_layers(stage.layers(model.model.diffusion_model), check):
         for step in range(start, settings.steps):
             check()
             batch = draw_batch(rng, gen, loss_of.latents, settings.batch_size)
@@ -305,12 +345,20 @@ def evaluation_loss(model, clip, vae, images, class_word: str, vector: torch.Ten
                     batch_size: int = 4, settings: TISettings | None = None) -> float:
     """Mean noise-prediction loss of ``vector`` on the first ``draws`` batches training draws for ``seed``
     (:func:`train_token` with that seed and batch size makes the very same ones): deterministic."""
+    return stage_evaluation_loss(SD15_STAGE, model, clip, vae, images, class_word, vector, draws, seed, batch_size,
+                                 settings)
+
+
+def stage_evaluation_loss(stage: TokenStage, model, clip, vae, images, class_word: str, vector: torch.Tensor,
+                          draws: int = 8, seed: int = 1234, batch_size: int = 4,
+                          settings: TISettings | None = None) -> float:
+    """:func:`evaluation_loss` for ``stage``'s model family."""
     from .identity_setup import token_streams
 
     settings = settings or TISettings(precision="fp32")
     with normal_tensors():
         rng, gen = token_streams(seed)
-    prompts, loss_of = _prepare(model, clip, vae, images, class_word, settings)
+    prompts, loss_of = stage.prepare(model, clip, vae, images, class_word, settings)
     with normal_tensors(), torch.no_grad(), \
             gradient_window(model.model.diffusion_model, clip.cond_stage_model):
         v = vector.detach().float().clone()

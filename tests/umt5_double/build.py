@@ -76,3 +76,19 @@ def save_tiny_umt5(path: str, seed: int = 0) -> str:
 
     save_safetensors(tiny_umt5_state_dict(seed), path, {"note": "TEST DOUBLE: tiny umT5, random weights"})
     return path
+
+
+def scaled_fp8(sd: dict) -> dict:
+    """``sd`` laid out as Comfy-Org's ``umt5_xxl_fp8_e4m3fn_scaled`` file is: every linear weight of the layers in
+    float8_e4m3fn with its ``scale_weight`` (absmax / 448), the marker ``scaled_fp8`` (core then builds the model
+    with its scaled-fp8 layers); the embedding table, norms and position biases as they were."""
+    out = {}
+    for key, value in sd.items():
+        if key.startswith("encoder.block.") and key.endswith(".weight") and value.ndim == 2 and "relative" not in key:
+            scale = value.abs().max().float().clamp(min=1e-12) / 448.0
+            out[key] = (value.float() / scale).to(torch.float8_e4m3fn)
+            out[key[:-len("weight")] + "scale_weight"] = scale.reshape(())
+        else:
+            out[key] = value
+    out["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
+    return out
