@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import EngineError
+from .wan_attention import use_plain_attention_where_needed
 
 DEFAULT_SHIFT = 8.0     # core's Wan 2.1 T2V default (ModelSamplingSD3 sets another)
 TEXT_LENGTH = 512
@@ -105,7 +106,8 @@ def load_wan_folder(folder: str, shift: float = DEFAULT_SHIFT, dtype=torch.float
     for part in ("transformer", "vae", "text_encoder", "tokenizer"):
         if not os.path.isdir(os.path.join(folder, part)):
             raise EngineError(f"{folder} is not a diffusers Wan folder (no {part}/ in it).")
-    transformer = WanTransformer3DModel.from_pretrained(folder, subfolder="transformer", local_files_only=True)
+    transformer = use_plain_attention_where_needed(
+        WanTransformer3DModel.from_pretrained(folder, subfolder="transformer", local_files_only=True))
     vae = AutoencoderKLWan.from_pretrained(folder, subfolder="vae", local_files_only=True)
     text = UMT5EncoderModel.from_pretrained(folder, subfolder="text_encoder", local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(folder, "tokenizer"), local_files_only=True)
@@ -120,7 +122,7 @@ def transformer_from_core(sd: dict, path: str = "(in memory)"):
     from . import wan_checkpoint_keys as keys
 
     mapped = keys.core_to_diffusers(sd)
-    transformer = WanTransformer3DModel.from_config(keys.transformer_config(mapped))
+    transformer = use_plain_attention_where_needed(WanTransformer3DModel.from_config(keys.transformer_config(mapped)))
     missing, unexpected = transformer.load_state_dict({k: v.float() for k, v in mapped.items()}, strict=False)
     if missing or unexpected:
         raise EngineError(f"{path}: the Wan diffusion model does not have the layout of Wan 2.1 / 2.2 T2V "
