@@ -267,3 +267,98 @@ def test_train_wan_identity_writes_a_wan_file_the_nodes_load(faces, photo, tmp_p
     assert not sia_peft.lora_layers(models.transformer)
     with pytest.raises(EngineError, match="exists already"):
         wan_train.train_wan_identity(models, [photo], "eve", "woman", faces, str(tmp_path), settings)
+
+
+# -- the command line -----------------------------------------------------------------------------------------
+
+def save_tiny_wan_folder(folder) -> str:
+    """A diffusers Wan T2V folder at tiny size: the transformer reading a 32-wide umT5 (2 layers, random), the
+    narrow VAE, and T5's tokenizer from the ComfyUI host (umT5's own is not in the host; any SentencePiece T5
+    tokenizer reads prompts the same way for this test)."""
+    from diffusers import WanTransformer3DModel
+    from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
+
+    import host
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=128,
+                                            in_channels=16, out_channels=16, text_dim=32, freq_dim=256, ffn_dim=512,
+                                            num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+                                            eps=1e-6)
+        text = UMT5EncoderModel(UMT5Config(vocab_size=32128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4))
+    tokenizer = AutoTokenizer.from_pretrained(os.path.join(host.host_root(), "comfy", "text_encoders", "t5_tokenizer"),
+                                              local_files_only=True)
+    transformer.save_pretrained(os.path.join(folder, "transformer"))
+    tiny_wan_vae(0).save_pretrained(os.path.join(folder, "vae"))
+    text.save_pretrained(os.path.join(folder, "text_encoder"))
+    tokenizer.save_pretrained(os.path.join(folder, "tokenizer"))
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory, tiny_onnx):  # noqa: F811
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("wan-cli")
+    ff.centre_face_pack(root / "insightface", recognizer=tiny_onnx)
+    img = ff.photo_image("astronaut").movedim(-1, 1)
+    small = torch.nn.functional.interpolate(img, size=(64, 64), mode="area")[0].permute(1, 2, 0)
+    Image.fromarray((small.clamp(0, 1) * 255).round().to(torch.uint8).numpy()).save(root / "photo.png")
+    return {"root": root, "wan": save_tiny_wan_folder(root / "tiny-wan"), "photo": str(root / "photo.png"),
+            "faces": str(root / "insightface")}
+
+
+def test_train_then_generate_on_wan_from_the_command_line(cli_files, capsys):
+    from comfyui_personalvideo.engine import cli
+
+    root = cli_files["root"]
+    common = ["--backbone", "wan", "--checkpoint", cli_files["wan"], "--models-dir", str(root / "models"),
+              "--device", "cpu"]
+    rc = cli.main(["train", "--photos", cli_files["photo"], "--name", "wanda", "--class-word", "woman", "--faces",
+                   cli_files["faces"], "--sia-iterations", "2", "--frames", "1", "--width", "64", "--height", "64",
+                   "--sampling-steps", "3"] + common)
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "on Wan" in out.out and "use it with: woman" in out.out and "adapter" in out.err
+    adapter = load_adapter(str(root / "models" / "sia" / "wanda.safetensors"))
+    assert adapter.info.base == "wan" and adapter.embedding is None
+    assert adapter.info.training["sia"]["steps"] == 3 and adapter.info.training["sia"]["cfg"] == 5.0
+
+    video = root / "wanda.webp"
+    rc = cli.main(["generate", "--identity", "wanda", "--prompt", "walking on a beach", "--output", str(video),
+                   "--frames", "5", "--width", "64", "--height", "64", "--steps", "4", "--cfg", "1.5"] + common)
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "adapter on step(s) 4 of 4" in out.out
+    from PIL import Image
+
+    with Image.open(video) as im:
+        assert im.n_frames == 5 and im.size == (64, 64)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--checkpoint", "/nonexistent/wan"], "diffusers Wan folder"),
+    (["--checkpoint", __file__], "is a file"),
+    (["--checkpoint", os.path.dirname(__file__)], "not a diffusers Wan folder (no transformer/"),
+    (["--checkpoint", "x", "--motion-model", "m.ckpt"], "--motion-model is for --backbone sd15"),
+    (["--checkpoint", "x", "--frames", "16"], "4k + 1"),
+])
+def test_wrong_wan_input_is_one_clear_line_and_exit_code_1(extra, message, capsys):
+    from comfyui_personalvideo.engine import cli
+
+    argv = ["generate", "--backbone", "wan", "--prompt", "x", "--output", "o.webp", "--device", "cpu"] + extra
+    assert cli.main(argv) == cli.EXIT_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_the_token_stage_is_refused_on_wan_and_sd15_still_needs_a_motion_model(capsys):
+    from comfyui_personalvideo.engine import cli
+
+    argv = ["train", "--backbone", "wan", "--photos", "p.png", "--name", "n", "--class-word", "man", "--checkpoint",
+            "x", "--ti-steps", "10"]
+    assert cli.main(argv) == cli.EXIT_INPUT and "no token stage on Wan" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", "--photos", "p.png", "--name", "n", "--class-word", "man", "--checkpoint", "x"])
+    assert exc.value.code == cli.EXIT_USAGE and "--motion-model" in capsys.readouterr().err
