@@ -106,6 +106,10 @@ def load_wan_folder(folder: str, shift: float = DEFAULT_SHIFT, dtype=torch.float
     for part in ("transformer", "vae", "text_encoder", "tokenizer"):
         if not os.path.isdir(os.path.join(folder, part)):
             raise EngineError(f"{folder} is not a diffusers Wan folder (no {part}/ in it).")
+    if os.path.isdir(os.path.join(folder, "transformer_2")):
+        raise EngineError(f"{folder} is a two-expert Wan 2.2 A14B folder (transformer/ and transformer_2/); the engine "
+                          "runs one Wan model (Wan 2.1 T2V 1.3B / 14B). Train A14B identities with the node on the "
+                          "low-noise expert.")
     transformer = use_plain_attention_where_needed(
         WanTransformer3DModel.from_pretrained(folder, subfolder="transformer", local_files_only=True))
     vae = AutoencoderKLWan.from_pretrained(folder, subfolder="vae", local_files_only=True)

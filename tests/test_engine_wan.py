@@ -234,6 +234,17 @@ def train_once(faces, photo, seed=11, **kw):
     return models, history, frozen, vae, before
 
 
+def test_the_engine_starts_from_the_nodes_adapter_for_a_seed(core, models):
+    from comfyui_personalvideo.training import identity_setup, wan_trainer
+
+    node = wan_trainer.new_wan_adapter(core, rank=4, seed=3)
+    ours = identity_setup.initial_adapter(wan_peft.targets(models.transformer), 4, 3, AdapterInfo(base="wan"))
+    assert sorted(ours.paths) == sorted(node.paths)
+    assert all(torch.equal(ours.down[p], node.down[p]) and torch.equal(ours.up[p], node.up[p]) for p in node.paths)
+    other = identity_setup.initial_adapter(wan_peft.targets(models.transformer), 4, 4, AdapterInfo(base="wan"))
+    assert any(not torch.equal(other.down[p], node.down[p]) for p in node.paths)
+
+
 def test_wan_training_changes_only_the_lora_and_the_seed_decides_it(faces, photo):
     models, history, frozen, vae, before = train_once(faces, photo)
     assert len(history.loss) == 2 and history.skipped == 0, history.loss
@@ -351,6 +362,16 @@ def test_wrong_wan_input_is_one_clear_line_and_exit_code_1(extra, message, capsy
     assert cli.main(argv) == cli.EXIT_INPUT
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_a_two_expert_wan22_folder_is_refused_by_name(cli_files, tmp_path, capsys):
+    from comfyui_personalvideo.engine import cli
+
+    folder = tmp_path / "a14b"
+    for part in ("transformer", "transformer_2", "vae", "text_encoder", "tokenizer"):
+        (folder / part).mkdir(parents=True)
+    argv = ["generate", "--backbone", "wan", "--prompt", "x", "--output", "o.webp", "--checkpoint", str(folder)]
+    assert cli.main(argv) == cli.EXIT_INPUT and "two-expert Wan 2.2 A14B" in capsys.readouterr().err
 
 
 def test_the_token_stage_is_refused_on_wan_and_sd15_still_needs_a_motion_model(capsys):
