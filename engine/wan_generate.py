@@ -14,38 +14,26 @@ from dataclasses import dataclass
 
 import torch
 
-from ..sia.adapter import DEFAULT_START_PERCENT
 from ..sia.families import WAN
+from ..training.sia_settings import check_wan_video
 from . import flow_schedule, sia_peft, wan_peft
 from .errors import EngineError
+from .generate import GenerateSettings
 
 
 @dataclass
-class WanGenerateSettings:
-    prompt: str
-    negative: str = ""
+class WanGenerateSettings(GenerateSettings):
+    """The command's settings with Wan's defaults (``scheduler`` unused: always core's euler on ``simple``)."""
+
     frames: int = 17
     width: int = 448
     height: int = 448
     steps: int = 30
     cfg: float = 5.0
-    seed: int = 0
-    strength: float = 1.0
-    start_percent: float = DEFAULT_START_PERCENT
-    end_percent: float = 1.0
 
     def check(self) -> None:
-        if self.frames < 1 or (self.frames - 1) % 4:
-            raise EngineError(f"--frames must be 4k + 1 on Wan (1, 5, 9, 13, 17, ...; got {self.frames}).")
-        for name in ("width", "height"):
-            v = getattr(self, name)
-            if v < 16 or v % 16:
-                raise EngineError(f"--{name} must be a multiple of 16 on Wan (got {v}).")
-        if self.steps < 1:
-            raise EngineError(f"--steps must be at least 1 (got {self.steps}).")
-        if not 0.0 <= self.start_percent <= self.end_percent <= 1.0:
-            raise EngineError(f"need 0 <= --start-percent <= --end-percent <= 1 (got {self.start_percent}, "
-                              f"{self.end_percent}).")
+        super().check()
+        check_wan_video(self.frames, self.width, self.height)
 
 
 def sample(models, context, uncond, noise, settings: WanGenerateSettings, adapted: set, progress=None):

@@ -14,19 +14,20 @@ blocks (``--gradient-checkpointing``), mixed precision with fp32 LoRA weights.
 """
 from __future__ import annotations
 
-import math
 import os
 
 import torch
 
 from ..sia.adapter import AdapterInfo
 from ..sia.families import WAN
-from ..training import identity_setup as setup, precision as amp, prompts as prompt_data
-from ..training.checkpoint_choice import engine_checkpointing
+from ..training import identity_setup as setup, prompts as prompt_data
 from ..training.identity_setup import frame_stream, iteration_generator
-from ..training.sia_settings import NEGATIVE_PROMPT, SIAHistory, WanSIATrainSettings, reg_term
-from . import flow_schedule, sia_peft, wan_peft
+from ..training.sia_settings import NEGATIVE_PROMPT, SIAHistory, WanSIATrainSettings
+from . import adapter_step, flow_schedule, sia_peft, wan_peft
 from .errors import EngineError
+
+NO_FACE_ADVICE = ("Use a Wan model that makes people, keep "
+                  "'{class_word}' in every prompt, and a class word such as man, woman or person.")
 
 ENGINE = "diffusers+peft"
 
@@ -69,21 +70,9 @@ def train_wan_adapter(models, encode, identity_loss, templates, settings: WanSIA
     draws ``encode`` is given as they are."""
     settings.check()
     transformer = models.transformer
-    params = sia_peft.parameters(transformer)
-    if not params:
-        raise EngineError("internal: attach the SIA LoRA before training it")
-    device = params[0].device
-    precision = amp.resolve(settings.precision, device)
-    for p in params:
-        p.data = p.data.float()
-    initial = [p.detach().clone() for p in params]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=tuple(settings.betas), eps=settings.eps,
-                                  weight_decay=settings.weight_decay)
-    checkpointing = engine_checkpointing(settings.gradient_checkpointing, device)
-    if checkpointing:
-        transformer.enable_gradient_checkpointing()
+    run = adapter_step.start(transformer, settings, NO_FACE_ADVICE)
+    device, precision = run.device, run.precision
     frames_rng = frame_stream(settings.seed)
-    history = SIAHistory(precision=precision.name)
     shape = models.latent_shape(settings.frames, settings.height, settings.width)
     contexts = {}
     uncond = None
@@ -98,35 +87,10 @@ def train_wan_adapter(models, encode, identity_loss, templates, settings: WanSIA
             noise = torch.randn(shape, generator=iteration_generator(settings.seed, it))
             pixels, latents = run_iteration(models, contexts[text].to(device), noise.to(device), settings.steps,
                                             precision, uncond, settings.cfg)
-            with precision.full():
-                out = identity_loss(pixels)
-                similarity = out.mean_similarity
-                loss = float("nan")
-                if out.has_face:
-                    total = out.loss + settings.reg_lambda * reg_term(params, initial)
-                    optimizer.zero_grad(set_to_none=True)
-                    precision.backward_and_step(total, optimizer)
-                    loss = float(total.detach())
-            history.loss.append(loss)
-            history.similarity.append(similarity)
-            if math.isnan(loss):
-                history.skipped += 1
-            done = it + 1
-            if done >= min(settings.no_face_check_after, settings.iterations) and \
-                    history.skipped > settings.max_no_face_fraction * done:
-                raise EngineError(
-                    f"no face was found in the generated frame of {history.skipped} of {done} training iterations, "
-                    "so the identity loss cannot train the adapter. Use a Wan model that makes people, keep "
-                    "'{class_word}' in every prompt, and a class word such as man, woman or person.")
-            if it == settings.iterations - 1:
-                history.last_latent = latents.detach().cpu()
-            if progress is not None:
-                progress(it, loss, similarity)
+            run.update(it, identity_loss, pixels, latents, progress)
     finally:
-        sia_peft.set_enabled(transformer, True)
-        if checkpointing:
-            transformer.disable_gradient_checkpointing()
-    return history
+        run.finish()
+    return run.history
 
 
 def train_wan_identity(models, photos, name: str, class_word: str, face_stack, models_dir: str,

@@ -31,10 +31,12 @@ from comfyui_personalvideo.sia.noise_position import noise_positions  # noqa: E4
 from comfyui_personalvideo.training import prompts as prompt_data  # noqa: E402
 from comfyui_personalvideo.training.face.identity_loss import IdentityLoss  # noqa: E402
 from comfyui_personalvideo.training.face.references import embed_references  # noqa: E402
+from comfyui_personalvideo.training.errors import TrainingError  # noqa: E402
 from comfyui_personalvideo.training.sia_settings import WanSIATrainSettings  # noqa: E402
 
 import face_fixtures as ff  # noqa: E402
 from face_fixtures import tiny_onnx  # noqa: E402,F401
+from test_engine_training import faces, photo  # noqa: E402,F401  (the centre-face stack, a 64x64 photo)
 from pv_tools.random_wan_models import TEXT_DIM  # noqa: E402
 
 SHIFT = 8.0
@@ -187,26 +189,11 @@ def test_an_sd15_adapter_is_refused_with_a_clear_error(models):
     with pytest.raises(EngineError, match="not Wan"):
         generate_wan(models, WanGenerateSettings(prompt="", frames=1, width=64, height=64, steps=2, cfg=1.0),
                      sd15, context=torch.zeros(1, 4, 4096))
-    with pytest.raises(EngineError, match="4k \\+ 1"):
+    with pytest.raises(TrainingError, match="4k \\+ 1"):
         WanGenerateSettings(prompt="", frames=4).check()
 
 
 # -- training -------------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def faces(tmp_path_factory, tiny_onnx):  # noqa: F811
-    from comfyui_personalvideo.engine.faces import load_face_stack
-
-    root = tmp_path_factory.mktemp("wan-engine-faces")
-    ff.centre_face_pack(root, recognizer=tiny_onnx)
-    return load_face_stack(str(root), cache_dir=str(tmp_path_factory.mktemp("wan-engine-enc")))
-
-
-@pytest.fixture(scope="module")
-def photo():
-    img = ff.photo_image("astronaut").movedim(-1, 1)
-    return torch.nn.functional.interpolate(img, size=(64, 64), mode="area").movedim(1, -1)[0].contiguous()
-
 
 SMALL = dict(iterations=2, frames=1, width=64, height=64, steps=3, lr=1e-2, seed=11, gradient_checkpointing="off")
 
@@ -215,7 +202,7 @@ def encode(text):
     return wan_models.random_text_cond(10 + sum(map(ord, text)) % 1000)[0][0]
 
 
-def train_once(faces, photo, seed=11, **kw):
+def train_once(faces, photo, seed=11, **kw):  # noqa: F811
     stack, encoder = faces
     models = engine_models(0)
     refs = embed_references(stack.detector, encoder, [photo])
@@ -245,7 +232,7 @@ def test_the_engine_starts_from_the_nodes_adapter_for_a_seed(core, models):
     assert any(not torch.equal(other.down[p], node.down[p]) for p in node.paths)
 
 
-def test_wan_training_changes_only_the_lora_and_the_seed_decides_it(faces, photo):
+def test_wan_training_changes_only_the_lora_and_the_seed_decides_it(faces, photo):  # noqa: F811
     models, history, frozen, vae, before = train_once(faces, photo)
     assert len(history.loss) == 2 and history.skipped == 0, history.loss
     trainable = [n for n, p in models.transformer.named_parameters() if p.requires_grad]
@@ -264,7 +251,7 @@ def test_wan_training_changes_only_the_lora_and_the_seed_decides_it(faces, photo
     assert any(not torch.equal(first.up[p], other.up[p]) for p in first.paths)
 
 
-def test_train_wan_identity_writes_a_wan_file_the_nodes_load(faces, photo, tmp_path):
+def test_train_wan_identity_writes_a_wan_file_the_nodes_load(faces, photo, tmp_path):  # noqa: F811
     models = engine_models(0)
     models.encode = encode               # the umT5 stand-in: a fixed random embedding per prompt
     settings = WanSIATrainSettings(**dict(SMALL, iterations=1))
@@ -309,14 +296,9 @@ def save_tiny_wan_folder(folder) -> str:
 
 @pytest.fixture(scope="module")
 def cli_files(tmp_path_factory, tiny_onnx):  # noqa: F811
-    from PIL import Image
-
     root = tmp_path_factory.mktemp("wan-cli")
     ff.centre_face_pack(root / "insightface", recognizer=tiny_onnx)
-    img = ff.photo_image("astronaut").movedim(-1, 1)
-    small = torch.nn.functional.interpolate(img, size=(64, 64), mode="area")[0].permute(1, 2, 0)
-    Image.fromarray((small.clamp(0, 1) * 255).round().to(torch.uint8).numpy()).save(root / "photo.png")
-    return {"root": root, "wan": save_tiny_wan_folder(root / "tiny-wan"), "photo": str(root / "photo.png"),
+    return {"root": root, "wan": save_tiny_wan_folder(root / "tiny-wan"), "photo": ff.save_small_photo(root / "photo.png"),
             "faces": str(root / "insightface")}
 
 

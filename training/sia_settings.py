@@ -80,13 +80,17 @@ class WanSIATrainSettings(SIATrainSettings):
 
     def check(self) -> None:
         super().check()
-        if (self.frames - 1) % 4:
-            raise TrainingError(f"frames must be 4k + 1 on Wan (1, 5, 9, 13, 17, ...; got {self.frames}): Wan's "
-                                "VAE makes one frame and then 4 per latent frame.")
-        for name in ("width", "height"):
-            v = getattr(self, name)
-            if v % 16:
-                raise TrainingError(f"{name} must be a multiple of 16 on Wan (got {v}).")
+        check_wan_video(self.frames, self.width, self.height)
+
+
+def check_wan_video(frames: int, width: int, height: int) -> None:
+    """A video size Wan makes: 4k + 1 frames, sides multiples of 16 (training here, generation in the engine)."""
+    if (frames - 1) % 4:
+        raise TrainingError(f"frames must be 4k + 1 on Wan (1, 5, 9, 13, 17, ...; got {frames}): Wan's VAE makes "
+                            "one frame and then 4 per latent frame.")
+    for name, v in (("width", width), ("height", height)):
+        if v % 16:
+            raise TrainingError(f"{name} must be a multiple of 16 on Wan (got {v}).")
 
 
 @dataclass
