@@ -78,6 +78,8 @@ def train(args, progress=None) -> dict:
     settings.check()
     device = resolve_device(args.device)
     models = load_models(args, device, torch.float32)      # fp32 weights; mixed precision by --precision
+    if device.type == "cuda" and models.text_encoder is not None:
+        models.text_encoder.to(dtype=torch.bfloat16)      # umT5 only encodes the prompts (no gradient): bf16
     stack = load_face_stack(faces_folder(args), args.face_pack, "CUDA" if device.type == "cuda" else "CPU")
     return train_wan_identity(models, args.photos, args.name, args.class_word, stack, models_dir_of(args), settings,
                               rank=int(args.rank), prompts=read_prompts(args), overwrite=args.overwrite,
