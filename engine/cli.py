@@ -7,10 +7,15 @@
         --output alice.mp4
     personalvideo score --video alice.mp4 --refs a.jpg b.jpg
     personalvideo train-many identities.csv --checkpoint ... --motion-model ... --comfyui-root ~/ComfyUI
+    personalvideo train --backbone wan --checkpoint Wan2.1-T2V-1.3B-Diffusers --photos a.jpg --name alice \
+        --class-word woman --faces ~/insightface
+    personalvideo generate --backbone wan --checkpoint Wan2.1-T2V-1.3B-Diffusers --identity alice \
+        --prompt "a woman walking on a beach" --output alice.webp
 
 Model names are paths, or file names in the ComfyUI root's model folders.  The identity
 files go to ``<models-dir>/sia`` and ``<models-dir>/embeddings`` (``<ComfyUI>/models`` with
-a ComfyUI root), where the nodes find them.  Exit codes: 0 done, 1 an input problem (the
+a ComfyUI root), where the nodes find them.  ``--backbone wan`` (train and generate) runs Wan 2.1 / 2.2
+text-to-video from a diffusers Wan folder (:mod:`.wan_job`); SD1.5 is the default.  Exit codes: 0 done, 1 an input problem (the
 message says what to do), 2 a usage error, 3 scored but no face in any frame, 130 interrupted.
 """
 from __future__ import annotations
@@ -24,11 +29,26 @@ from .train_job import DEFAULT_MODELS_DIR, load_engine_models, models_dir_of, re
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+SD15, WAN = "sd15", "wan"
+# defaults that differ by backbone (None on the command line: the backbone's own)
+SD15_DEFAULTS = {"train": dict(frames=16, width=512, height=512, sampling_steps=4, ti_steps=400),
+                 "generate": dict(frames=16, width=512, height=512, steps=25, cfg=7.5)}
+
+
+def _backbone_argument(parser):
+    parser.add_argument("--backbone", default=SD15, choices=[SD15, WAN],
+                        help="sd15 (default): SD1.5 + AnimateDiff; wan: Wan 2.1 / 2.2 text-to-video from a diffusers "
+                             "Wan folder (adapter only: no token stage on Wan yet)")
+    parser.add_argument("--shift", type=float, default=8.0,
+                        help="Wan only: the flow schedule's shift (default 8, core's Wan 2.1 default)")
+
+
 def _model_arguments(parser, motion_required: bool):
     parser.add_argument("--checkpoint", required=True,
                         help="SD1.5 checkpoint: a .safetensors file, a diffusers folder, or a name in "
-                             "<ComfyUI>/models/checkpoints")
-    parser.add_argument("--motion-model", required=motion_required, default=None,
+                             "<ComfyUI>/models/checkpoints; with --backbone wan a diffusers Wan T2V folder (or its "
+                             "name in <ComfyUI>/models/diffusers)")
+    parser.add_argument("--motion-model", default=None,
                         help="AnimateDiff / AnimateLCM motion-module file (or diffusers MotionAdapter folder, or a "
                              "name in <ComfyUI>/models/animatediff_models)" + ("" if motion_required else
                                                                              "; without it, single frames"))
@@ -49,19 +69,22 @@ def _train_arguments(parser):
                                         "holding the pack's .onnx files")
     parser.add_argument("--face-pack", default="antelopev2", help="antelopev2 (default) or buffalo_l")
     parser.add_argument("--prompts", help="a text file of prompt templates, one per line (default: the pack's 50)")
-    parser.add_argument("--ti-steps", type=int, default=400, help="token training steps (default 400)")
+    parser.add_argument("--ti-steps", type=int, default=None, help="token training steps (default 400; none on Wan)")
     parser.add_argument("--ti-lr", type=float, default=1e-3, help="token learning rate (default 1e-3)")
     parser.add_argument("--ti-batch-size", type=int, default=4, help="token batch size (default 4)")
     parser.add_argument("--sia-iterations", type=int, default=400, help="adapter iterations (default 400)")
     parser.add_argument("--sia-lr", type=float, default=1e-4, help="adapter learning rate (default 1e-4)")
     parser.add_argument("--rank", type=int, default=4, help="LoRA rank of the adapter (default 4)")
     parser.add_argument("--reg-lambda", type=float, default=1e-2, help="weight-space regulariser (default 1e-2)")
-    parser.add_argument("--frames", type=int, default=16, help="frames of the training videos (default 16)")
-    parser.add_argument("--width", type=int, default=512, help="training width (default 512)")
-    parser.add_argument("--height", type=int, default=512, help="training height (default 512)")
-    parser.add_argument("--sampling-steps", type=int, default=4, help="LCM steps per training video (default 4)")
-    parser.add_argument("--training-cfg", type=float, default=TRAINING_CFG,
-                        help=f"guidance of the training videos (default {TRAINING_CFG}, as the example workflows generate)")
+    parser.add_argument("--frames", type=int, default=None, help="frames of the training videos (default 16; "
+                                                                   "Wan: 17, 4k + 1)")
+    parser.add_argument("--width", type=int, default=None, help="training width (default 512; Wan 448)")
+    parser.add_argument("--height", type=int, default=None, help="training height (default 512; Wan 448)")
+    parser.add_argument("--sampling-steps", type=int, default=None,
+                        help="steps per training video (default 4 LCM steps; Wan: 8 Euler steps)")
+    parser.add_argument("--training-cfg", type=float, default=None,
+                        help=f"guidance of the training videos (default {TRAINING_CFG}, as the example workflows "
+                             "generate; Wan: 5)")
     parser.add_argument("--training-negative", default=NEGATIVE_PROMPT,
                         help="negative prompt of the training videos (default: the example workflows' one)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
@@ -83,6 +106,7 @@ def parse_args(argv):
     train.add_argument("--name", required=True, help="identity name (the file name and embedding:<name>)")
     train.add_argument("--class-word", required=True, help="man, woman, person ...")
     _model_arguments(train, motion_required=True)
+    _backbone_argument(train)
     _train_arguments(train)
 
     gen = sub.add_parser("generate", help="generate a video with an identity",
@@ -93,13 +117,15 @@ def parse_args(argv):
     gen.add_argument("--negative", default="", help="negative prompt")
     gen.add_argument("--output", required=True, help="the video file: .mp4, .webp or .gif")
     _model_arguments(gen, motion_required=False)
-    gen.add_argument("--frames", type=int, default=16, help="frames (default 16)")
-    gen.add_argument("--width", type=int, default=512, help="width (default 512)")
-    gen.add_argument("--height", type=int, default=512, help="height (default 512)")
-    gen.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
-    gen.add_argument("--cfg", type=float, default=7.5, help="guidance scale (default 7.5)")
+    _backbone_argument(gen)
+    gen.add_argument("--frames", type=int, default=None, help="frames (default 16; Wan: 17, 4k + 1)")
+    gen.add_argument("--width", type=int, default=None, help="width (default 512; Wan 448, a multiple of 16)")
+    gen.add_argument("--height", type=int, default=None, help="height (default 512; Wan 448, a multiple of 16)")
+    gen.add_argument("--steps", type=int, default=None, help="denoising steps (default 25; Wan 30)")
+    gen.add_argument("--cfg", type=float, default=None, help="guidance scale (default 7.5; Wan 5)")
     gen.add_argument("--scheduler", default="ddim", help="ddim (default), euler, euler_a, dpmpp_2m, unipc, lcm, "
-                                                         "pndm, heun, ddpm or any diffusers scheduler class name")
+                                                         "pndm, heun, ddpm or any diffusers scheduler class name "
+                                                         "(Wan: always core's euler on the simple schedule)")
     gen.add_argument("--strength", type=float, default=1.0, help="adapter strength (default 1.0)")
     gen.add_argument("--start-percent", type=float, default=None,
                      help="adapter from this point of the noise schedule (default 0.75, the last quarter)")
@@ -124,13 +150,52 @@ def parse_args(argv):
     many.add_argument("--summary", default="train_many_summary",
                       help="summary file stem: writes STEM.csv and STEM.json (default train_many_summary)")
     many.add_argument("--retries", type=int, default=1, help="retries of a failed identity (default 1)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    _backbone_defaults(parser, args)
+    return args
+
+
+def _backbone_defaults(parser, args) -> None:
+    """Fill the options left out with the backbone's defaults; --motion-model is required on SD1.5 training."""
+    from ..training.sia_settings import TRAINING_CFG
+
+    backbone = getattr(args, "backbone", SD15)
+    if args.command in ("train", "train-many") and backbone == SD15 and not args.motion_model:
+        parser.error("the following arguments are required: --motion-model (or --backbone wan)")
+    if backbone == WAN:
+        from .wan_job import GENERATE_DEFAULTS, TRAIN_DEFAULTS
+
+        defaults = dict(TRAIN_DEFAULTS) if args.command == "train" else dict(GENERATE_DEFAULTS)
+    else:
+        defaults = dict(SD15_DEFAULTS["generate" if args.command == "generate" else "train"])
+        if args.command != "generate":
+            defaults["training_cfg"] = TRAINING_CFG
+    for name, value in defaults.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
 
 
 def cmd_train(args) -> int:
+    if args.backbone == WAN:
+        return cmd_train_wan(args)
     result = train_one(args, args.photos, args.name, args.class_word)
     print(f"trained {result['name']}: {result['paths']['sia']} and {result['paths']['embedding']}; final face "
           f"similarity {result['final_similarity']}; use it with: {result['trigger']}")
+    return EXIT_OK
+
+
+def cmd_train_wan(args) -> int:
+    from . import wan_job
+    from .train_job import _Bars
+
+    bars = _Bars()
+    try:
+        result = wan_job.train(args, bars)
+    finally:
+        bars.close()
+    print(f"trained {result['name']} on Wan: {result['paths']['sia']} (adapter only: no token stage on Wan); final "
+          f"face similarity {result['final_similarity']}; use it with: {result['trigger']} (Load SIA Adapter, then "
+          "Apply SIA at Late Steps on the Wan model)")
     return EXIT_OK
 
 
@@ -158,6 +223,8 @@ def cmd_generate(args) -> int:
 
     path = identity_file(args)
     adapter = load_adapter(path) if path else None
+    if args.backbone == WAN:
+        return _generate_wan(args, adapter)
     prompt = args.prompt
     if adapter is not None and "{token}" not in prompt and f"embedding:{adapter.info.name}" not in prompt:
         prompt = f"{adapter.info.trigger}, {prompt}"
@@ -188,6 +255,32 @@ def cmd_generate(args) -> int:
     write_video(out["frames"], args.output, args.fps)
     steps = ", ".join(str(i + 1) for i in out["adapted_steps"]) or "none"
     print(f"wrote {os.path.abspath(args.output)} ({args.frames} frames; adapter on step(s) {steps} of {out['steps']})")
+    return EXIT_OK
+
+
+def _generate_wan(args, adapter) -> int:
+    from tqdm import tqdm
+
+    from . import wan_job
+    from .generate import write_video
+
+    bars = []     # made at the first step: the models and settings are checked before
+
+    def progress(i, total, adapted):
+        if not bars:
+            bars.append(tqdm(total=total, desc="generate", unit="step", file=sys.stderr))
+        bars[0].set_postfix(adapter="on" if adapted else "off")
+        bars[0].update(1)
+
+    try:
+        out = wan_job.generate(args, adapter, progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    write_video(out["frames"], args.output, args.fps)
+    steps = ", ".join(str(i + 1) for i in out["adapted_steps"]) or "none"
+    print(f"wrote {os.path.abspath(args.output)} ({args.frames} frames on Wan; adapter on step(s) {steps} of "
+          f"{out['steps']})")
     return EXIT_OK
 
 

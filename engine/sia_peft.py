@@ -51,18 +51,24 @@ def targets(unet: torch.nn.Module, res_blocks: int = 2) -> list:
 def attach(unet: torch.nn.Module, rank: int, alpha: float, res_blocks: int = 2, adapter=None) -> list:
     """Add the LoRA to ``unet`` (peft, adapter ``sia``); load ``adapter``'s weights when given, else peft's
     initialisation (down random, up zero: a no-op).  Returns the target names."""
+    names = inject(unet, target_names(unet, res_blocks), rank, alpha)
+    if adapter is not None:
+        load_weights(unet, adapter, res_blocks)
+    return names
+
+
+def inject(model: torch.nn.Module, names: list, rank: int, alpha: float) -> list:
+    """peft's LoRA (adapter ``sia``) on the layers ``names`` of ``model`` (any earlier one taken off first);
+    only the LoRA's weights are trainable."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    detach(unet)  # one adapter at a time
-    names = target_names(unet, res_blocks)
+    detach(model)  # one adapter at a time
     if rank < 1:
         raise EngineError(f"rank must be at least 1 (got {rank}).")
     config = LoraConfig(r=int(rank), lora_alpha=float(alpha), target_modules=names, lora_dropout=0.0,
                         init_lora_weights=True, bias="none")
-    inject_adapter_in_model(config, unet, adapter_name=ADAPTER_NAME)
-    if adapter is not None:
-        load_weights(unet, adapter, res_blocks)
-    for name, param in unet.named_parameters():
+    inject_adapter_in_model(config, model, adapter_name=ADAPTER_NAME)
+    for name, param in model.named_parameters():
         param.requires_grad_(".lora_" in name)
     return names
 
@@ -73,11 +79,16 @@ def lora_layers(unet: torch.nn.Module) -> dict:
 
 
 def load_weights(unet: torch.nn.Module, adapter: SIAAdapter, res_blocks: int = 2) -> None:
-    layers = lora_layers(unet)
-    wanted = {naming.to_diffusers(p, res_blocks): p for p in adapter.paths}
+    copy_weights(unet, adapter, {naming.to_diffusers(p, res_blocks): p for p in adapter.paths}, "UNet")
+
+
+def copy_weights(model: torch.nn.Module, adapter: SIAAdapter, wanted: dict, what: str) -> None:
+    """``adapter``'s weights into the LoRA layers of ``model``; ``wanted``: {layer name in ``model``: the
+    adapter's path for it}, every LoRA layer exactly once; ``what`` names the model in messages."""
+    layers = lora_layers(model)
     if set(wanted) != set(layers):
         missing, extra = sorted(set(layers) - set(wanted)), sorted(set(wanted) - set(layers))
-        raise EngineError(f"the adapter {adapter.source} does not fit this UNet ({len(missing)} of its layers "
+        raise EngineError(f"the adapter {adapter.source} does not fit this {what} ({len(missing)} of its layers "
                           f"missing from the file, e.g. {missing[:1]}; {len(extra)} file layers not in it, e.g. "
                           f"{extra[:1]}). It was made for another base model.")
     rank = int(layers[next(iter(layers))].r[ADAPTER_NAME])
@@ -88,7 +99,7 @@ def load_weights(unet: torch.nn.Module, adapter: SIAAdapter, res_blocks: int = 2
             down, up = adapter.down[wanted[name]], adapter.up[wanted[name]]
             a, b = layer.lora_A[ADAPTER_NAME].weight, layer.lora_B[ADAPTER_NAME].weight
             if tuple(a.shape) != tuple(down.shape) or tuple(b.shape) != tuple(up.shape):
-                raise EngineError(f"the adapter {adapter.source} does not fit this UNet: layer {name} is "
+                raise EngineError(f"the adapter {adapter.source} does not fit this {what}: layer {name} is "
                                   f"{a.shape[1]}->{b.shape[0]} here, {down.shape[1]}->{up.shape[0]} in the file.")
             a.copy_(down)
             b.copy_(up)
@@ -98,14 +109,20 @@ def load_weights(unet: torch.nn.Module, adapter: SIAAdapter, res_blocks: int = 2
 def extract(unet: torch.nn.Module, alpha: float, info: AdapterInfo, res_blocks: int = 2,
             embedding: torch.Tensor | None = None) -> SIAAdapter:
     """Our adapter (detached fp32 copies) from the LoRA in ``unet``, ready for :func:`..sia.save_adapter`."""
+    info.num_res_blocks = res_blocks
+    return extract_weights(unet, lambda name: naming.from_diffusers(name, res_blocks), alpha, info, embedding)
+
+
+def extract_weights(model: torch.nn.Module, path_of, alpha: float, info: AdapterInfo,
+                    embedding: torch.Tensor | None = None) -> SIAAdapter:
+    """The LoRA in ``model`` as our adapter, each layer under ``path_of(layer name)`` (detached fp32 copies)."""
     down, up = {}, {}
-    for name, layer in lora_layers(unet).items():
-        path = naming.from_diffusers(name, res_blocks)
+    for name, layer in lora_layers(model).items():
+        path = path_of(name)
         down[path] = layer.lora_A[ADAPTER_NAME].weight.detach().float().cpu().clone()
         up[path] = layer.lora_B[ADAPTER_NAME].weight.detach().float().cpu().clone()
     if not down:
-        raise EngineError("internal: the UNet carries no SIA LoRA")
-    info.num_res_blocks = res_blocks
+        raise EngineError("internal: the model carries no SIA LoRA")
     return SIAAdapter(down, up, float(alpha), info,
                       embedding=None if embedding is None else embedding.detach().float().cpu().reshape(1, -1))
 

@@ -17,17 +17,15 @@ weights.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
-from ..training import precision as amp
-from ..training.checkpoint_choice import engine_checkpointing
 from ..training.identity_setup import frame_stream, iteration_generator
-from ..training.sia_settings import SIAHistory, SIATrainSettings, reg_term
-from . import sia_peft
-from .errors import EngineError
+from ..training.sia_settings import SIAHistory, SIATrainSettings
+from . import adapter_step, sia_peft
 from .noise_table import NoiseTable
+
+NO_FACE_ADVICE = ("Use an SD1.5 model that makes people, keep "
+                  "'{token} {class_word}' in every prompt, and a class word such as man, woman or person.")
 
 
 def decode_frame(vae, z: torch.Tensor) -> torch.Tensor:
@@ -96,23 +94,12 @@ def train_adapter(models, prompts, vector: torch.Tensor, identity_loss, template
     """Train the LoRA already attached to ``models.unet`` (see :func:`.sia_peft.attach`)."""
     settings.check()
     unet = models.unet
-    params = sia_peft.parameters(unet)
-    if not params:
-        raise EngineError("internal: attach the SIA LoRA before training it")
-    device = params[0].device
-    precision = amp.resolve(settings.precision, device)
-    for p in params:
-        p.data = p.data.float()
-    initial = [p.detach().clone() for p in params]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=tuple(settings.betas), eps=settings.eps,
-                                  weight_decay=settings.weight_decay)
-    checkpointing = engine_checkpointing(settings.gradient_checkpointing, device)
+    run = adapter_step.start(unet, settings, NO_FACE_ADVICE)
+    device, precision, checkpointing = run.device, run.precision, run.checkpointing
     if checkpointing:
-        unet.enable_gradient_checkpointing()
         models.vae.enable_gradient_checkpointing()
     frames_rng = frame_stream(settings.seed)
     table = NoiseTable(models.scheduler_config)
-    history = SIAHistory(precision=precision.name)
     shape = (settings.frames, int(unet.config.in_channels), settings.height // 8, settings.width // 8)
     contexts = {}
     uncond = None
@@ -130,33 +117,9 @@ def train_adapter(models, prompts, vector: torch.Tensor, identity_loss, template
             noise = torch.randn(shape, generator=gen)
             pixels, latents = run_iteration(models, table, contexts[text].to(device), noise.to(device), frame,
                                             settings.steps, gen, precision, uncond, settings.cfg)
-            with precision.full():
-                out = identity_loss(pixels)
-                similarity = out.mean_similarity
-                loss = float("nan")
-                if out.has_face:
-                    total = out.loss + settings.reg_lambda * reg_term(params, initial)
-                    optimizer.zero_grad(set_to_none=True)
-                    precision.backward_and_step(total, optimizer)
-                    loss = float(total.detach())
-            history.loss.append(loss)
-            history.similarity.append(similarity)
-            if math.isnan(loss):
-                history.skipped += 1
-            done = it + 1
-            if done >= min(settings.no_face_check_after, settings.iterations) and \
-                    history.skipped > settings.max_no_face_fraction * done:
-                raise EngineError(
-                    f"no face was found in the generated frame of {history.skipped} of {done} training iterations, "
-                    "so the identity loss cannot train the adapter. Use an SD1.5 model that makes people, keep "
-                    "'{token} {class_word}' in every prompt, and a class word such as man, woman or person.")
-            if it == settings.iterations - 1:
-                history.last_latent = latents.detach().cpu()
-            if progress is not None:
-                progress(it, loss, similarity)
+            run.update(it, identity_loss, pixels, latents, progress)
     finally:
-        sia_peft.set_enabled(unet, True)
+        run.finish()
         if checkpointing:
-            unet.disable_gradient_checkpointing()
             models.vae.disable_gradient_checkpointing()
-    return history
+    return run.history

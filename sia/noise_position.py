@@ -52,15 +52,21 @@ def flow_shift(model_sampling):
     return None
 
 
+def flow_positions(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
+    """The positions 1 - t of flow-matching noise levels at ``shift`` (sigma = shift t / (1 + (shift - 1) t));
+    also the diffusers engine's Wan gate (:mod:`..engine.flow_schedule`)."""
+    s = sigmas.detach().double().cpu().reshape(-1).clamp(0.0, 1.0)
+    t = s / (shift - (shift - 1.0) * s)            # the inverse of sigma = shift t / (1 + (shift - 1) t)
+    return (1.0 - t).float().clamp(0.0, 1.0)
+
+
 def noise_positions(sigmas: torch.Tensor, model_sampling) -> list:
     """The position (0..1) of each sigma in ``sigmas`` within ``model_sampling``'s noise schedule."""
     values = sigmas.detach().float().cpu().reshape(-1)
     shift = flow_shift(model_sampling)
     table = _sigma_table(model_sampling) if shift is None else None
     if shift is not None:
-        s = values.double().clamp(0.0, 1.0)
-        t = s / (shift - (shift - 1.0) * s)        # the inverse of sigma = shift t / (1 + (shift - 1) t)
-        positions = (1.0 - t).float().clamp(0.0, 1.0)
+        positions = flow_positions(values, shift)
     elif table is None:
         top, bottom = math.log(float(model_sampling.sigma_max)), math.log(float(model_sampling.sigma_min))
         logs = values.clamp(min=1e-30).log()

@@ -60,6 +60,17 @@ def scrfd(path, det_thresh: float = 0.5):
 import pytest  # noqa: E402
 
 
+def save_small_photo(path, size: int = 64) -> str:
+    """The astronaut photo at ``size`` x ``size`` as a PNG file (the command line's --photos)."""
+    import torch
+    from PIL import Image
+
+    img = photo_image("astronaut").movedim(-1, 1)
+    small = torch.nn.functional.interpolate(img, size=(size, size), mode="area")[0].permute(1, 2, 0)
+    Image.fromarray((small.clamp(0, 1) * 255).round().to(torch.uint8).numpy()).save(path)
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory):
     """A random-weight tiny iResNet recogniser exported to ONNX."""

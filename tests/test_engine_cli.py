@@ -23,16 +23,11 @@ PACK = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, tiny_onnx):  # noqa: F811
-    from PIL import Image
-
     root = tmp_path_factory.mktemp("cli")
     ff.centre_face_pack(root / "insightface", recognizer=tiny_onnx)
-    img = ff.photo_image("astronaut").movedim(-1, 1)
-    small = torch.nn.functional.interpolate(img, size=(64, 64), mode="area")[0].permute(1, 2, 0)
-    Image.fromarray((small.clamp(0, 1) * 255).round().to(torch.uint8).numpy()).save(root / "photo.png")
     return {"root": root, "checkpoint": engine_models.save_tiny_checkpoint(str(root / "tiny_sd15.safetensors")),
             "motion": models.save_motion_module(engine_models.tiny_motion_adapter(), str(root / "motion.safetensors")),
-            "photo": str(root / "photo.png"), "faces": str(root / "insightface"),
+            "photo": ff.save_small_photo(root / "photo.png"), "faces": str(root / "insightface"),
             "tokenizer": os.path.join(host.host_root(), "comfy", "sd1_tokenizer")}
 
 

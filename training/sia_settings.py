@@ -64,6 +64,36 @@ class SIATrainSettings:
 
 
 @dataclass
+class WanSIATrainSettings(SIATrainSettings):
+    """Stage 2's settings with Wan's defaults (the rest as on SD1.5: the paper's lr, AdamW, lambda), for the node's
+    trainer (:mod:`.wan_trainer`) and the engine's (:mod:`..engine.wan_train`)."""
+
+    steps: int = 4
+    scheduler: str = "simple"
+    # 17 frames (5 latent frames) of 448x448: the largest size at 17 frames whose adapter stage fits a 12 GB card at
+    # 1.3B size (fp16 weights, umT5 in fp8, cfg 1.5, checkpointing on: an estimated 11.90 GiB with everything
+    # resident; 480x480 was 12.41 GiB). Most of it is the one-frame decode's activations, which grow with the size,
+    # not the frames. Figures and method: docs/wan.md, bench/bench_wan_train.py --estimate.
+    frames: int = 17
+    width: int = 448
+    height: int = 448
+
+    def check(self) -> None:
+        super().check()
+        check_wan_video(self.frames, self.width, self.height)
+
+
+def check_wan_video(frames: int, width: int, height: int) -> None:
+    """A video size Wan makes: 4k + 1 frames, sides multiples of 16 (training here, generation in the engine)."""
+    if (frames - 1) % 4:
+        raise TrainingError(f"frames must be 4k + 1 on Wan (1, 5, 9, 13, 17, ...; got {frames}): Wan's VAE makes "
+                            "one frame and then 4 per latent frame.")
+    for name, v in (("width", width), ("height", height)):
+        if v % 16:
+            raise TrainingError(f"{name} must be a multiple of 16 on Wan (got {v}).")
+
+
+@dataclass
 class SIAHistory:
     loss: list = field(default_factory=list)          # identity + regulariser per iteration (NaN: skipped)
     similarity: list = field(default_factory=list)    # face similarity of the trained frame (NaN: no face)

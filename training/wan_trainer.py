@@ -35,39 +35,12 @@ and the gradient step reads the weights through :mod:`.inference_tensors`' zero-
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..sia import families
 from .checkpointing import wan_regions
 from .errors import TrainingError
 from .few_step_sampler import euler_step
-from .sia_settings import SIAHistory, SIATrainSettings
+from .sia_settings import SIAHistory, WanSIATrainSettings  # noqa: F401  (the Wan trainer's settings)
 from .sia_trainer import SD15Backbone, decode_latent, train_sia
-
-
-@dataclass
-class WanSIATrainSettings(SIATrainSettings):
-    """Stage 2's settings with Wan's defaults (the rest as on SD1.5: the paper's lr, AdamW, lambda)."""
-
-    steps: int = 4
-    scheduler: str = "simple"
-    # 17 frames (5 latent frames) of 448x448: the largest size at 17 frames whose adapter stage fits a 12 GB card at
-    # 1.3B size (fp16 weights, umT5 in fp8, cfg 1.5, checkpointing on: an estimated 11.90 GiB with everything
-    # resident; 480x480 was 12.41 GiB). Most of it is the one-frame decode's activations, which grow with the size,
-    # not the frames. Figures and method: docs/wan.md, bench/bench_wan_train.py --estimate.
-    frames: int = 17
-    width: int = 448
-    height: int = 448
-
-    def check(self) -> None:
-        super().check()
-        if (self.frames - 1) % 4:
-            raise TrainingError(f"frames must be 4k + 1 on Wan (1, 5, 9, 13, 17, ...; got {self.frames}): Wan's "
-                                "VAE makes one frame and then 4 per latent frame.")
-        for name in ("width", "height"):
-            v = getattr(self, name)
-            if v % 16:
-                raise TrainingError(f"{name} must be a multiple of 16 on Wan (got {v}).")
 
 
 class WanBackbone(SD15Backbone):
