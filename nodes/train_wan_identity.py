@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..training.wan_identity_training import AUTO, WITH_LORA, WITHOUT_LORA, train_wan_identity
 from ..training.errors import TrainingError
-from ..training.wan_trainer import WanSIATrainSettings
+from ..training.sia_settings import WanSIATrainSettings
 from .training_inputs import (RETURN_NAMES, RETURN_TYPES, node_result, pick, shared_inputs, single_values,
                               tip)
 

@@ -32,7 +32,7 @@ from .identity_training import (IF_EXISTS, Plan, finish, progress_callbacks, ref
 from .inference_tensors import normal_tensors
 from .run_state import DEFAULT_EVERY, StageCheckpoints
 from .sia_settings import NEGATIVE_PROMPT
-from .wan_trainer import WanSIATrainSettings
+from .sia_settings import WanSIATrainSettings
 
 log = logging.getLogger("PersonalVideo")
 AUTO = 0                        # sampling_steps / training_cfg: chosen by whether a distillation LoRA is used
