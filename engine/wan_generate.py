@@ -19,6 +19,7 @@ from ..training.sia_settings import check_wan_video
 from . import flow_schedule, sia_peft, wan_peft
 from .errors import EngineError
 from .generate import GenerateSettings
+from .wan_models import split_at_token
 
 
 @dataclass
@@ -67,7 +68,14 @@ def generate_wan(models, settings: WanGenerateSettings, adapter=None, progress=N
         raise EngineError(f"the adapter {adapter.source} is for {adapter.info.base or 'SD1.5'}, not Wan: use "
                           "--backbone sd15, or an adapter trained on Wan.")
     device = next(models.transformer.parameters()).device
-    context = models.encode(settings.prompt) if context is None else context
+    token = None if adapter is None or adapter.embedding is None else adapter.embedding.reshape(-1).float()
+    name = adapter.info.name if adapter is not None else ""
+    if context is None and token is None and len(split_at_token(settings.prompt, name)) > 1:
+        raise EngineError(f"the prompt names the identity token ({'{token}'} or embedding:{name}) but "
+                          f"{adapter.source if adapter is not None else 'no adapter is given and nothing'} holds no "
+                          "token: train the identity with the Wan Train node's token stage (ti_steps > 0), or "
+                          "write the class word instead.")
+    context = models.encode(settings.prompt, token, name) if context is None else context
     if settings.cfg != 1.0 and uncond is None:
         uncond = models.encode(settings.negative)
     sigmas = flow_schedule.simple_sigmas(settings.steps, models.shift)

@@ -87,16 +87,20 @@ def train(args, progress=None) -> dict:
 
 
 def prompt_with_trigger(prompt: str, adapter) -> str:
-    """The prompt with the adapter's class word: put in for ``{class_word}`` (``{token}`` dropped: no token on
-    Wan), else in front when the prompt does not name it."""
+    """The prompt with the adapter's identity named: ``{class_word}`` filled in; ``{token}`` kept where the adapter
+    carries a token (the Wan Train node's token stage; :meth:`.wan_models.WanEngineModels.encode` puts the vector
+    there) and dropped where it does not; a prompt with neither gets the trigger phrase in front unless it has it."""
     from .wan_train import class_word_prompt
 
     if adapter is None:
         return prompt
-    trigger = adapter.info.trigger or adapter.info.training.get("class_word") or ""
+    class_word = adapter.info.training.get("class_word") or ""
+    trigger = adapter.info.trigger or class_word
     if "{token}" in prompt or "{class_word}" in prompt:
-        return class_word_prompt(prompt, trigger)
-    return prompt if not trigger or trigger in prompt.split() else f"{trigger}, {prompt}"
+        if adapter.embedding is not None:
+            return prompt.replace("{class_word}", class_word or "person")
+        return class_word_prompt(prompt, class_word or trigger)
+    return prompt if not trigger or trigger in prompt else f"{trigger}, {prompt}"
 
 
 def generate(args, adapter, progress=None) -> dict:

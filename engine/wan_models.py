@@ -18,6 +18,7 @@ the states after the prompt's last token set to zero.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,15 @@ from .wan_attention import use_plain_attention_where_needed
 
 DEFAULT_SHIFT = 8.0     # core's Wan 2.1 T2V default (ModelSamplingSD3 sets another)
 TEXT_LENGTH = 512
+
+
+def split_at_token(text: str, name: str = "") -> list:
+    """``text`` cut where it names the identity token: ``{token}`` or ``embedding:<name>`` (the trigger phrase the
+    Wan Train node saves); one piece when it names none."""
+    pattern = r"\{token\}"
+    if name:
+        pattern += r"|embedding:" + re.escape(name) + r"(?:\.safetensors)?\b"
+    return re.split(pattern, text)
 
 
 @dataclass
@@ -50,16 +60,38 @@ class WanEngineModels:
     def latent_shape(self, frames: int, height: int, width: int) -> tuple:
         return (1, self.latent_channels, (frames - 1) // 4 + 1, height // self.downscale, width // self.downscale)
 
-    def encode(self, text: str) -> torch.Tensor:
-        """umT5's states for ``text`` [1, text_length, width] (fp32), zero after the prompt's tokens."""
+    def encode(self, text: str, token: torch.Tensor | None = None, name: str = "") -> torch.Tensor:
+        """umT5's states for ``text`` [1, text_length, width] (fp32), zero after the prompt's tokens.
+        ``token``: the identity vector [4096] (the node's Wan token stage), put into umT5's input sequence where
+        the prompt says ``{token}`` or ``embedding:<name>``, as core puts a loaded embedding."""
         if self.text_encoder is None or self.tokenizer is None:
             raise EngineError("internal: these Wan models have no text encoder; give prompt embeddings instead")
-        tokens = self.tokenizer([text], padding="max_length", max_length=self.text_length, truncation=True,
-                                add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
         device = next(self.text_encoder.parameters()).device
-        ids, mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
+        pieces = split_at_token(text, name)
+        if token is None or len(pieces) == 1:
+            tokens = self.tokenizer([text], padding="max_length", max_length=self.text_length, truncation=True,
+                                    add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
+            ids, mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
+            with torch.no_grad():
+                states = self.text_encoder(ids, mask).last_hidden_state.float()
+            return states * mask[..., None].to(states.dtype)
+        ids, slots = [], []
+        for i, piece in enumerate(pieces):
+            if i:
+                slots.append(len(ids))
+                ids.append(self.tokenizer.pad_token_id)       # its row is replaced by the vector below
+            if piece.strip():   # each piece as words of its own (core tokenizes word by word too)
+                ids += list(self.tokenizer(piece.strip(), add_special_tokens=False).input_ids)
+        ids = ids[:self.text_length - 1] + [self.tokenizer.eos_token_id]
+        slots = [s for s in slots if s < len(ids) - 1]
+        used = len(ids)
+        ids = torch.tensor([ids + [self.tokenizer.pad_token_id] * (self.text_length - used)], device=device)
+        mask = (torch.arange(self.text_length, device=device) < used).long()[None]
+        table = self.text_encoder.get_input_embeddings()
         with torch.no_grad():
-            states = self.text_encoder(ids, mask).last_hidden_state.float()
+            embeds = table(ids)
+            embeds[0, slots] = token.reshape(-1).to(embeds.device, embeds.dtype)
+            states = self.text_encoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state.float()
         return states * mask[..., None].to(states.dtype)
 
     def denoised(self, x: torch.Tensor, sigma, context: torch.Tensor) -> torch.Tensor:

@@ -365,3 +365,47 @@ def test_the_token_stage_is_refused_on_wan_and_sd15_still_needs_a_motion_model(c
     with pytest.raises(SystemExit) as exc:
         cli.main(["train", "--photos", "p.png", "--name", "n", "--class-word", "man", "--checkpoint", "x"])
     assert exc.value.code == cli.EXIT_USAGE and "--motion-model" in capsys.readouterr().err
+
+
+# -- the identity token of a node-trained Wan identity -----------------------------------------------------------
+
+def test_the_token_enters_umt5_where_the_prompt_names_it(cli_files):
+    """A vector given for ``{token}`` / ``embedding:<name>`` reads as umT5 reads a word with that embedding row:
+    the table row of a one-piece word in its place gives the plain prompt's states with that word."""
+    models = engine_wan.load_wan_folder(cli_files["wan"], shift=SHIFT)
+    table = models.text_encoder.get_input_embeddings().weight
+    (cat,) = models.tokenizer("cat", add_special_tokens=False).input_ids
+    plain = models.encode("a photo of cat man walking")
+    for prompt in ("a photo of {token} man walking", "a photo of embedding:wanda man walking",
+                   "a photo of embedding:wanda.safetensors man walking"):
+        assert torch.allclose(models.encode(prompt, table[cat].detach(), "wanda"), plain, atol=1e-5), prompt
+    other = models.encode("a photo of {token} man walking", torch.randn(table.shape[1]), "wanda")
+    assert not torch.allclose(other, plain, atol=1e-3)
+    assert engine_wan.split_at_token("a photo of embedding:wandab man", "wanda") == ["a photo of embedding:wandab man"]
+
+
+def test_generate_uses_a_node_token_and_refuses_a_prompt_naming_a_token_it_does_not_have(cli_files, core):
+    """A Wan adapter carrying a token (the Wan Train node's token stage) is read where the prompt names it; the
+    trigger phrase goes in front of a prompt that does not; a prompt naming a token the adapter lacks is refused."""
+    import dataclasses
+
+    from comfyui_personalvideo.engine.wan_job import prompt_with_trigger
+
+    models = engine_wan.load_wan_folder(cli_files["wan"], shift=SHIFT)   # the same shapes as the tiny core model
+    width = models.text_encoder.get_input_embeddings().weight.shape[1]
+    adapter = random_adapter(core)
+    info = dataclasses.replace(adapter.info, name="wanda", trigger="embedding:wanda woman",
+                               training={"class_word": "woman"})
+    trained = dataclasses.replace(adapter, info=info,
+                                  embedding=torch.randn(1, width, generator=torch.Generator().manual_seed(1)) * 5)
+    assert prompt_with_trigger("walking on a beach", trained) == "embedding:wanda woman, walking on a beach"
+    assert prompt_with_trigger("embedding:wanda woman on a beach", trained) == "embedding:wanda woman on a beach"
+    assert prompt_with_trigger("{token} {class_word} walking", trained) == "{token} woman walking"
+    untokened = dataclasses.replace(trained, embedding=None)
+    assert prompt_with_trigger("{token} {class_word} walking", untokened) == "woman walking"
+    settings = dict(frames=1, width=64, height=64, steps=4, cfg=1.0, seed=0)
+    with_token = generate_wan(models, WanGenerateSettings(prompt="embedding:wanda woman walking", **settings), trained)
+    plain = generate_wan(models, WanGenerateSettings(prompt="woman walking", **settings), trained)
+    assert not torch.allclose(with_token["latents"], plain["latents"])
+    with pytest.raises(EngineError, match="holds no token"):
+        generate_wan(models, WanGenerateSettings(prompt="{token} woman walking", **settings), untokened)
