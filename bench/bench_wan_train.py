@@ -5,6 +5,7 @@ sampling, and peak memory at Wan 2.1 1.3B size without a GPU. Needs a host with 
     scripts/bench bench/bench_wan_train.py --runs 3            # tiny Wan model on the CPU: the overhead ratio
     scripts/bench bench/bench_wan_train.py --device cuda --wan-size 1.3B --frames 17 --size 448 --iterations 10
                                                                # absolute seconds per iteration on a GPU
+    scripts/bench bench/bench_wan_train.py --cancel            # how fast Cancel answers in the adapter stage
     scripts/bench bench/bench_wan_train.py --estimate          # peak memory of the adapter and token stages at 1.3B
                                                                # (the adapter stage also at 14B), meta device
 
@@ -18,6 +19,11 @@ prints each run's ratio and their median. The tiny model (2 blocks of width 256)
 at its real size (core has no smaller one) and the tests' tiny recogniser; prompts are random umT5-width
 conditionings (no text encoder). At 1.3B size (``--wan-size 1.3B``, for a GPU) the weights are random fp16,
 loaded through core's loader, and the recogniser is the ResNet-100 architecture.
+
+``--cancel`` presses Cancel (``interrupt_current_processing``, as the queue's Cancel does) from another thread a
+quarter of an iteration into the third adapter iteration and prints the seconds until the run has stopped, against
+the time of one iteration (checking only between iterations would wait up to that); the trainer checks before
+each Wan block and each VAE decoder layer.
 
 ``--estimate``: the peak of the adapter stage's gradient step at the default settings
 (``WanSIATrainSettings``: frames, size, 4 Euler steps, rank 4) at the training cfg (1.5: cond and uncond, so
@@ -128,6 +134,44 @@ def run_once(args, parts, checkpointing, plain):
         print(f"  ({history.skipped} of {len(history.loss)} iterations found no face: they are timed without "
               "the backward pass)")
     return meter.per_step("adapter"), meter.plain_per_run(), meter.peak.get("adapter")
+
+
+def cancel_delay(args, parts):
+    """(seconds from Cancel to the run's end, seconds of one iteration) in the adapter stage."""
+    import threading
+
+    import comfy.model_management
+
+    import wan_models
+    from comfyui_personalvideo.training import prompts, wan_trainer
+    from comfyui_personalvideo.training.sia_settings import TRAINING_CFG
+
+    model, vae, loss = parts
+    settings = wan_trainer.WanSIATrainSettings(iterations=max(args.iterations, 4), frames=args.frames,
+                                               width=args.size, height=args.size, cfg=TRAINING_CFG, seed=0,
+                                               gradient_checkpointing=args.checkpointing[0], precision=args.precision)
+    adapter = wan_trainer.new_wan_adapter(model, rank=4, seed=0)
+    stamps, pressed = [time.perf_counter()], []
+
+    def press():
+        pressed.append(time.perf_counter())
+        comfy.model_management.interrupt_current_processing(True)
+
+    def hook(i, value, similarity, frame):
+        stamps.append(time.perf_counter())
+        if i == 1 and not pressed:   # the third iteration starts now; the second took stamps[-1] - stamps[-2]
+            threading.Timer((stamps[-1] - stamps[-2]) / 4, press).start()
+
+    with torch.inference_mode():
+        try:
+            wan_trainer.train_wan_sia(model, adapter, lambda text: wan_models.random_text_cond(7),
+                                      wan_models.random_text_cond(2), vae, loss,
+                                      prompts.PromptSampler(TEMPLATES, 0), settings, progress=hook,
+                                      check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
+        except comfy.model_management.InterruptProcessingException:
+            return time.perf_counter() - pressed[0], stamps[2] - stamps[1]
+    comfy.model_management.interrupt_current_processing(False)
+    raise SystemExit("the run ended before Cancel stopped it: use more --iterations")
 
 
 def timing(args):
@@ -257,6 +301,7 @@ def main():
     parser.add_argument("--checkpointing", nargs="+", choices=["on", "off"], default=["on"],
                         help="gradient checkpointing forced on and/or off (one set of figures each)")
     parser.add_argument("--precision", default="auto", help="auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16")
+    parser.add_argument("--cancel", action="store_true", help="how fast Cancel answers in the adapter stage")
     parser.add_argument("--estimate", action="store_true",
                         help="estimate the peak memory at 1.3B / 14B size on the meta device, checked against a "
                              "real run at --frames/--size with the tiny model")
@@ -271,6 +316,12 @@ def main():
     if args.estimate:
         with torch.inference_mode(False):
             estimate(args)
+        return
+    if args.cancel:
+        with tempfile.TemporaryDirectory(prefix="pv-bench-") as scratch:
+            delay, step = cancel_delay(args, build(args, scratch))
+        print(f"Cancel in the adapter stage (Wan {args.wan_size}, {args.frames} x {args.size} x {args.size}): the run "
+              f"stopped {delay:.3f} s after it was pressed; one iteration takes {step:.3f} s; ratio {delay / step:.3f}")
         return
     timing(args)
 
