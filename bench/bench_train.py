@@ -294,10 +294,11 @@ STAGE_SHAPES = {"stage 1 (token)": dict(batch=4, decode=False), "stage 2 (adapte
 
 def fused_attention(q, k, v, heads, mask=None, **kwargs):
     """Attention as a GPU's fused kernels run it (PyTorch's flash kernel: no attention matrix is kept), the
-    same operation on the CPU and on the meta device; ComfyUI's [batch, tokens, heads * dim] layout."""
+    same operation on the CPU and on the meta device; ComfyUI's [batch, tokens, heads * dim] layout. ``mask``:
+    an additive bias (T5's relative positions and padding), as the fused kernels take it."""
     b, _, inner = q.shape
     split = [t.reshape(b, -1, heads, inner // heads).transpose(1, 2) for t in (q, k, v)]
-    out = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(*split)[0]
+    out = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(*split, attn_mask=mask)[0]
     return out.transpose(1, 2).reshape(b, -1, inner)
 
 

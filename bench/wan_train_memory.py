@@ -123,14 +123,8 @@ def fused_attention_in_umt5():
     relative-position bias and the padding mask go in as the kernel's mask; no attention matrix is kept)."""
     import comfy.text_encoders.t5 as t5
 
-    def fused(q, k, v, heads, mask=None, **kwargs):
-        b, _, inner = q.shape
-        split = [t.reshape(b, -1, heads, inner // heads).transpose(1, 2) for t in (q, k, v)]
-        out = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(*split, attn_mask=mask)[0]
-        return out.transpose(1, 2).reshape(b, -1, inner)
-
     before = t5.optimized_attention_for_device
-    t5.optimized_attention_for_device = lambda *args, **kwargs: fused
+    t5.optimized_attention_for_device = lambda *args, **kwargs: fused_attention
     try:
         yield
     finally:
