@@ -9,7 +9,9 @@ and hands its denoised latent to ``last_step`` (decode, loss, backward, optimise
 step) while the model is still loaded and patched for sampling.
 
 Models and the gradient window: the no-grad steps use the loaded models as
-they are.  Before the gradient step the sampler has ComfyUI's memory manager
+they are, under inference mode as plain sampling runs them (outside it every
+operation pays for version counters and view tracking, about 6% of a step on
+small models), and hand the gradient step a normal copy of their result.  Before the gradient step the sampler has ComfyUI's memory manager
 load what the step needs (``load_first``: the sampled MODEL and the VAE that
 decodes the trained frame), and only then opens the gradient window
 (:mod:`.inference_tensors`), where nothing is loaded, swapped or copied: the
@@ -62,6 +64,7 @@ class FewStepTrainingSampler(comfy.samplers.Sampler):
         self.autocast = autocast or contextlib.nullcontext   # context factory for the gradient step's model call
         self.step_outputs = []             # denoised latent of every step (detached), for reports/tests
         self.checkpointed_regions = 0      # layers checkpointed in the gradient step (0: off)
+        self.per_operation_fallback = False   # the gradient step had to alias every operation (slow; see below)
 
     def _noise_like(self, x):
         return torch.randn(x.shape, generator=self.generator, dtype=torch.float32).to(x.device, x.dtype)
@@ -77,15 +80,15 @@ class FewStepTrainingSampler(comfy.samplers.Sampler):
             latent_image = torch.zeros_like(noise) if latent_image is None else latent_image.detach().clone()
             x = model_sampling.noise_scaling(sigmas[0], noise, latent_image, self.max_denoise(model_wrap, sigmas))
             s_in = x.new_ones([x.shape[0]])
-            with torch.no_grad():
+            with torch.inference_mode():   # as plain sampling runs: no version counters, no view tracking
                 for i in range(n - 1):
                     denoised = model_wrap(x, sigmas[i] * s_in, **extra_args)
-                    self.step_outputs.append(denoised.detach())
+                    self.step_outputs.append(denoised)
                     if callback is not None:
                         callback(i, denoised, x, n)
                     x = self.step(x, denoised, sigmas[i], sigmas[i + 1], self._noise_like)
                     self.between_steps()
-            x = x.detach()
+            x = x.clone()   # a normal tensor: the gradient step's input
             if self.load_first:
                 import comfy.model_management
 
@@ -99,6 +102,7 @@ class FewStepTrainingSampler(comfy.samplers.Sampler):
                         with self.autocast():
                             return model_wrap(x, sigmas[n - 1] * s_in, **extra_args)
                     denoised = with_fallback(window, gradient_pass)
+                    self.per_operation_fallback = window.fell_back
                     self.step_outputs.append(denoised.detach())
                     self.last_step(denoised)
                 result = denoised.detach()

@@ -186,7 +186,7 @@ class Window:
             if entries:
                 for name, t in entries:
                     table[name] = _alias_of(t)
-                    tables.append((table, entries))
+                tables.append((table, entries))
         return tables
 
     def pre_hook(self, module, args):
@@ -225,6 +225,12 @@ class Window:
             self._fallback = self._stack.enter_context(aliasing())
 
     _fallback = None
+
+    @property
+    def fell_back(self) -> bool:
+        """Whether the window switched to per-operation aliasing (correct, but every torch operation then goes
+        through a Python function mode: far slower)."""
+        return self._fallback is not None
 
 
 # an alias is kept while its tensor lives and is the same view of the same memory (windows open and close once per
