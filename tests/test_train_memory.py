@@ -216,6 +216,9 @@ def test_checkpointing_gives_the_same_gradients_and_keeps_far_fewer_bytes(setup)
     plain_grads, plain_bytes, plain_sampler, plain_seen = _gradient_step(setup, new_adapter(model), False)
     ckpt_grads, ckpt_bytes, ckpt_sampler, ckpt_seen = _gradient_step(setup, new_adapter(model), True)
     assert plain_sampler.checkpointed_regions == 0 and plain_seen["wrapped"] == 0
+    # the module hooks aliased every inference tensor the step read: no per-operation fallback (far slower), with
+    # the steps before it run in inference mode as plain sampling runs them
+    assert not plain_sampler.per_operation_fallback and not ckpt_sampler.per_operation_fallback
     # every layer of the UNet's blocks and every block of the VAE decoder was checkpointed during the step
     regions = checkpointing.regions_of(model.model.diffusion_model, vae.first_stage_model)
     assert ckpt_sampler.checkpointed_regions == ckpt_seen["wrapped"] == len(regions) > 20
@@ -228,6 +231,32 @@ def test_checkpointing_gives_the_same_gradients_and_keeps_far_fewer_bytes(setup)
     # afterwards no layer keeps a checkpointing forward
     for root in (model.model.diffusion_model, vae.first_stage_model):
         assert not [n for n, m in root.named_modules() if getattr(m.forward, "_pv_checkpointing", False)]
+
+
+def test_layers_before_the_first_adapter_are_not_recomputed(setup, monkeypatch):  # noqa: F811
+    """The UNet's first convolution and ResBlock hold nothing trainable and get no input that needs a gradient:
+    under checkpointing they run once and backward never recomputes them; every layer from the first one that
+    holds the adapter on is recomputed; the gradients are those of the step without checkpointing."""
+    model = setup[0]
+    blocks = model.model.diffusion_model.input_blocks
+    first = {"conv_in": blocks[0][0], "first ResBlock": blocks[1][0], "first SpatialTransformer": blocks[1][1]}
+    assert type(first["first ResBlock"]).__name__ == "ResBlock"
+    assert type(first["first SpatialTransformer"]).__name__ == "SpatialTransformer"
+    recomputed = dict.fromkeys(first, 0)
+    for name, layer in first.items():   # a recomputation calls the class's forward (looked up at the call)
+        cls = type(layer)
+
+        def counting(self, *args, _forward=cls.forward, _name=name, _layer=layer, **kwargs):
+            if self is _layer and checkpointing.recomputing():
+                recomputed[_name] += 1
+            return _forward(self, *args, **kwargs)
+        monkeypatch.setattr(cls, "forward", counting)
+    plain = _gradient_step(setup, new_adapter(model), False)[0]
+    ckpt = _gradient_step(setup, new_adapter(model), True)[0]
+    assert recomputed["conv_in"] == recomputed["first ResBlock"] == 0, recomputed
+    assert recomputed["first SpatialTransformer"] >= 1, recomputed   # once per model call of the gradient step
+    for k in plain:
+        torch.testing.assert_close(ckpt[k], plain[k], msg=k)
 
 
 def test_checkpointed_puts_back_exactly_the_forward_a_layer_had():

@@ -10,7 +10,9 @@ Function); backward runs the layer again with gradient, under the forward's
 autocast state, and backpropagates through that recomputation, which also
 reaches the trainable weights used inside (the adapter's). An empty tensor that
 requires grad goes in with the inputs, so a layer whose inputs need no gradient
-(the first ones) still passes its adapter's gradients on. The bookkeeping is
+still passes its adapter's gradients on; a layer that needs no gradient at all
+(no input needs one and it holds nothing trainable: :func:`holds_trainable`, the
+UNet's first convolution and ResBlock) simply runs, and is not recomputed. The bookkeeping is
 one Python call per layer and pass, not per operation. Random number state is
 not replayed: ComfyUI's layers draw none in eval mode (dropout 0).  Because
 the regions are found when the pass starts (after the motion modules were
@@ -304,7 +306,22 @@ def _requires_grad_token():
 _ADDS_INTO_INPUT = ("T5Block",)
 
 
-def _checkpointing_forward(module, inner):
+def holds_trainable(module) -> bool:
+    """Whether a backward may need to run through ``module`` even when none of its inputs requires grad: it
+    holds a normal parameter that requires grad, or a layer with a forward of its own (an object patch, such as the
+    adapter's q/k/v forwards, which read trainable tensors no module holds). A layer that does neither (the
+    UNet's first convolution and ResBlock, before any adapter) gives an output that needs no gradient when its
+    inputs need none."""
+    for m in module.modules():
+        own = m.__dict__.get("forward")
+        if own is not None and not getattr(own, "_pv_checkpointing", False):
+            return True
+        if any(p.requires_grad and not p.is_inference() for p in m._parameters.values() if p is not None):
+            return True   # (a model loaded in a node has inference weights: the window reads them without grad)
+    return False
+
+
+def _checkpointing_forward(module, inner, trainable=True):
     adds_into_input = type(module).__name__ in _ADDS_INTO_INPUT
 
     def forward(*args, **kwargs):
@@ -313,7 +330,9 @@ def _checkpointing_forward(module, inner):
         keys = tuple(kwargs)
         flat = [_copy_dict(a) for a in args] + [_copy_dict(kwargs[k]) for k in keys]
         places = [i for i, v in enumerate(flat) if isinstance(v, torch.Tensor)]
-        if not places:
+        if not places or not trainable and not any(flat[i].requires_grad for i in places):
+            # nothing in this call can need a gradient: it runs as it is, recording nothing, and is never
+            # recomputed (before the first adapter layer no backward reaches here)
             return inner(*args, **kwargs)
         n = len(args)
 
@@ -347,7 +366,7 @@ def checkpointed(regions, enabled: bool = True):
                 original = module.__dict__.get("forward", _MISSING)
                 # the class's forward is looked up at each call, as module(...) does: packs swap it at times
                 inner = original if original is not _MISSING else functools.partial(_class_forward, module)
-                module.forward = _checkpointing_forward(module, inner)
+                module.forward = _checkpointing_forward(module, inner, holds_trainable(module))
                 wrapped.append((module, original))
         yield len(wrapped)
     finally:
