@@ -10,8 +10,9 @@ step) while the model is still loaded and patched for sampling.
 
 Models and the gradient window: the no-grad steps use the loaded models as
 they are, under inference mode as plain sampling runs them (outside it every
-operation pays for version counters and view tracking, about 6% of a step on
-small models), and hand the gradient step a normal copy of their result.  Before the gradient step the sampler has ComfyUI's memory manager
+operation pays for version counters and view tracking: several percent of a
+step on small models), and hand the gradient step a normal copy of their
+result.  Before the gradient step the sampler has ComfyUI's memory manager
 load what the step needs (``load_first``: the sampled MODEL and the VAE that
 decodes the trained frame), and only then opens the gradient window
 (:mod:`.inference_tensors`), where nothing is loaded, swapped or copied: the
