@@ -238,7 +238,12 @@ def test_checkpointing_wan_blocks_and_umt5_layers_gives_the_same_vector(wan, umt
     steps = SETTINGS["steps"]
     assert rerun == {"wan": steps * len(layers["wan"]), "umt5": steps * len(layers["umt5"])}
     assert losses_on == pytest.approx(losses_off, rel=1e-5)
-    assert torch.allclose(on, off, rtol=1e-4, atol=1e-6) and not torch.equal(on, wan_token.wan_class_word_vector(umt5, "man"))
+    # the same vector up to float rounding (backward through a recomputation sums in another order: on this
+    # machine the two differ by 1e-6 of the vector's norm, 5e-6 of the distance training moved it)
+    start = wan_token.wan_class_word_vector(umt5, "man")
+    moved = float((off - start).norm())
+    assert moved > 0.05 * float(start.norm())
+    assert float((on - off).norm()) <= 1e-4 * moved, (float((on - off).norm()), moved)
 
 
 def test_prompts_with_the_token_anywhere_a_word_stands_and_a_clear_error_where_it_cannot(umt5):
