@@ -308,10 +308,10 @@ _ADDS_INTO_INPUT = ("T5Block",)
 
 def holds_trainable(module) -> bool:
     """Whether a backward may need to run through ``module`` even when none of its inputs requires grad: it
-    holds a normal parameter that requires grad, or a layer with a forward of its own (an object patch, such as the
-    adapter's q/k/v forwards, which read trainable tensors no module holds). A layer that does neither (the
-    UNet's first convolution and ResBlock, before any adapter) gives an output that needs no gradient when its
-    inputs need none."""
+    holds a normal parameter that requires grad, or a layer with a forward of its own (an object patch, such
+    as the adapter's q/k/v forwards, which read trainable tensors no module holds). A layer that does neither
+    (the UNet's first convolution and ResBlock, before any adapter) gives an output that needs no gradient
+    when its inputs need none."""
     for m in module.modules():
         own = m.__dict__.get("forward")
         if own is not None and not getattr(own, "_pv_checkpointing", False):

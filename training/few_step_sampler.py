@@ -65,7 +65,7 @@ class FewStepTrainingSampler(comfy.samplers.Sampler):
         self.autocast = autocast or contextlib.nullcontext   # context factory for the gradient step's model call
         self.step_outputs = []             # denoised latent of every step (detached), for reports/tests
         self.checkpointed_regions = 0      # layers checkpointed in the gradient step (0: off)
-        self.per_operation_fallback = False   # the gradient step had to alias every operation (slow; see below)
+        self.per_operation_fallback = False   # the gradient step had to alias every torch operation (slow)
 
     def _noise_like(self, x):
         return torch.randn(x.shape, generator=self.generator, dtype=torch.float32).to(x.device, x.dtype)
