@@ -321,7 +321,7 @@ def holds_trainable(module) -> bool:
     return False
 
 
-def _checkpointing_forward(module, inner, trainable=True):
+def _checkpointing_forward(module, inner):
     adds_into_input = type(module).__name__ in _ADDS_INTO_INPUT
 
     def forward(*args, **kwargs):
@@ -330,9 +330,10 @@ def _checkpointing_forward(module, inner, trainable=True):
         keys = tuple(kwargs)
         flat = [_copy_dict(a) for a in args] + [_copy_dict(kwargs[k]) for k in keys]
         places = [i for i, v in enumerate(flat) if isinstance(v, torch.Tensor)]
-        if not places or not trainable and not any(flat[i].requires_grad for i in places):
+        if not places or not any(flat[i].requires_grad for i in places) and not holds_trainable(module):
             # nothing in this call can need a gradient: it runs as it is, recording nothing, and is never
-            # recomputed (before the first adapter layer no backward reaches here)
+            # recomputed (before the first adapter layer no backward reaches here); asked only of the layers
+            # whose inputs need no gradient (the first few of a pass), as they are at the call
             return inner(*args, **kwargs)
         n = len(args)
 
@@ -366,7 +367,7 @@ def checkpointed(regions, enabled: bool = True):
                 original = module.__dict__.get("forward", _MISSING)
                 # the class's forward is looked up at each call, as module(...) does: packs swap it at times
                 inner = original if original is not _MISSING else functools.partial(_class_forward, module)
-                module.forward = _checkpointing_forward(module, inner, holds_trainable(module))
+                module.forward = _checkpointing_forward(module, inner)
                 wrapped.append((module, original))
         yield len(wrapped)
     finally:
