@@ -41,25 +41,12 @@ def model_dtype(args) -> torch.dtype:
 
 def sd15_unet_model(full_size=False, dtype=torch.float32, device="cpu", seed=0):
     """A ModelPatcher around an SD1.5-layout UNet with random weights, built in ``dtype`` the way ComfyUI's
-    checkpoint loader builds one: the model config is told its inference dtype first, so the UNet's ``dtype``
-    (what BaseModel casts the latents, the timestep embedding and the context to) matches its weights.
-    Moving a model built in fp32 to fp16 afterwards leaves the UNet believing it is fp32, and its time_embed
-    fails with "mat1 and mat2 must have the same dtype"."""
-    import comfy.model_base
-    import comfy.model_patcher
-
+    checkpoint loader builds one (:func:`tiny_models.tiny_sd15_model`), then moved to ``device``."""
     import tiny_models
 
-    config = tiny_models.sd15_model_config(tiny_models.sd15_unet_config(full_size=full_size))
-    config.set_inference_dtype(dtype, None)
-    base = comfy.model_base.BaseModel(config, device="cpu")
-    tiny_models.initialise(base.diffusion_model, seed)
-    base.eval()
-    if base.get_dtype() != dtype:
-        raise RuntimeError(f"the UNet was built in {base.get_dtype()}, not in the {dtype} asked for")
-    device = torch.device(device)
-    base.to(device)
-    return comfy.model_patcher.ModelPatcher(base, load_device=device, offload_device=torch.device("cpu"))
+    patcher = tiny_models.tiny_sd15_model(seed=seed, full_size=full_size, dtype=dtype, load_device=device)
+    patcher.model.to(torch.device(device))
+    return patcher
 
 
 def sd15_model(args):

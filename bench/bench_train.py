@@ -42,7 +42,7 @@ only looked at between them.
 ``--estimate`` works out the peak of each stage's gradient step at the default settings (stage 2: 16 frames
 of 512x512 at cfg 1.5, so the UNet runs 32 latents, a rank-4 adapter, one frame decoded; stage 1: a batch of
 4 photos at 512x512) without allocating it: the SD1.5 UNet and the SD VAE are built on the meta device in
-fp16 (what a GPU computes in under mixed precision), with an AnimateLCM-layout motion model built from
+fp16 (the dtype ComfyUI loads SD1.5 in on a GPU, and the one auto precision trains it in, without autocast), with an AnimateLCM-layout motion model built from
 AnimateDiff-Evolved's own classes and inserted where it inserts it (when the host has AnimateDiff-Evolved:
 COMFYUI_ROOT=/path/to/ComfyUI), one gradient step runs there (fused attention as on a GPU: PyTorch's flash
 kernel; the trainer's gradient checkpointing on and off), and a dispatch-mode tracker counts the bytes of
@@ -86,10 +86,12 @@ def build_tiny(args, scratch):
 
     t0 = time.perf_counter()
     with torch.inference_mode():
-        model, clip, vae = tiny_models.tiny_sd15_model(seed=0), tiny_models.tiny_clip(), tiny_models.tiny_vae()
+        dtype = bench_common.DTYPES[args.dtype] if getattr(args, "dtype", None) else None
+        model, clip, vae = (tiny_models.tiny_sd15_model(seed=0, dtype=dtype), tiny_models.tiny_clip(),
+                            tiny_models.tiny_vae())
         face_analysis, photo = _faces(scratch, "tiny", args.size)
-    print(f"built in {time.perf_counter() - t0:.0f} s: the tests' tiny models (small SD1.5-layout UNet, 2-layer "
-          "CLIP, narrow VAE, tiny recogniser), no motion model")
+    print(f"built in {time.perf_counter() - t0:.0f} s: the tests' tiny models (small SD1.5-layout UNet in "
+          f"{model.model.get_dtype()}, 2-layer CLIP, narrow VAE, tiny recogniser), no motion model")
     return model, clip, vae, face_analysis, photo
 
 
@@ -459,7 +461,13 @@ def main():
     parser.add_argument("--ti-steps", type=int, default=3)
     parser.add_argument("--ti-batch-size", type=int, default=4)
     parser.add_argument("--iterations", type=int, default=3)
-    parser.add_argument("--precision", default="auto", help="auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16")
+    parser.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16", "fp16"],
+                        help="one set of figures each: auto (the model's own dtype where it is half precision; an "
+                             "fp32 model: bf16/fp16 autocast on CUDA, fp32 on the CPU), fp32 (no autocast), bf16 "
+                             "or fp16 (autocast to it)")
+    parser.add_argument("--dtype", choices=sorted(bench_common.DTYPES), default=None,
+                        help="with --tiny: the UNet's dtype, as ComfyUI's loader would give it (default fp32; bf16 "
+                             "shows on the CPU what auto precision does with a half-precision model)")
     parser.add_argument("--estimate", action="store_true",
                         help="estimate the full-size peak memory per stage without a GPU (meta device), checked "
                              "against a real run at --frames/--size")
@@ -482,15 +490,16 @@ def main():
     with tempfile.TemporaryDirectory(prefix="pv-bench-") as scratch:
         parts = build_tiny(args, scratch) if args.tiny else build(args, scratch)
         if args.cancel:
+            first = argparse.Namespace(**dict(vars(args), precision=args.precision[0]))
             for stage in ("token", "adapter"):
-                delay, step = cancel_delay(args, parts, stage)
+                delay, step = cancel_delay(first, parts, stage)
                 print(f"Cancel in the {stage} stage: the run stopped {delay:.2f} s after it was pressed; one "
                       f"{'step' if stage == 'token' else 'iteration'} takes {step:.2f} s (checking only between "
                       f"them would wait up to that); ratio {delay / step:.3f}")
             return
         modes = [{"on": True, "off": False}[m] for m in args.checkpointing]
-        runs = [(f"checkpointing {'on' if ckpt else 'off'}, precision {args.precision}", ckpt, args.precision)
-                for ckpt in modes]
+        runs = [(f"checkpointing {'on' if ckpt else 'off'}, precision {precision}", ckpt, precision)
+                for ckpt in modes for precision in args.precision]
         if args.compare:
             runs.append(("without checkpointing, fp32", False, "fp32"))
         from comfyui_personalvideo.training.sia_settings import TRAINING_CFG

@@ -4,12 +4,13 @@ adapter weights."""
 import contextlib
 import math
 import threading
+import warnings
 
 import pytest
 import torch
 
 from comfyui_personalvideo.sia import apply_sia
-from comfyui_personalvideo.training import checkpointing, few_step_sampler, precision, sia_trainer
+from comfyui_personalvideo.training import checkpointing, devices, few_step_sampler, precision, sia_trainer
 from comfyui_personalvideo.training.errors import TrainingError
 
 from autograd_memory import SavedTensorBytes
@@ -356,8 +357,75 @@ def test_bf16_autocast_run_keeps_fp32_adapter_and_optimizer_state(setup, monkeyp
     assert all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads_bf16.values())
 
 
+def _cpu_autocast_on() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:   # torch 2.4: no device argument
+        return torch.is_autocast_cpu_enabled()
+
+
+def _unet_precision_seen(setup, adapter, choice):
+    """(dtype of the first spatial transformer's input, autocast on) in the gradient step with precision
+    ``choice`` resolved for the MODEL of ``setup`` as the trainer resolves it."""
+    model = setup[0]
+    chosen = precision.resolve(choice, "cpu", devices.compute_dtype_of(model))
+    seen = []
+    block = next(m for m in model.model.diffusion_model.modules() if type(m).__name__ == "SpatialTransformer")
+
+    def look(module, args):
+        if torch.is_grad_enabled() and not seen:
+            seen.append((args[0].dtype, _cpu_autocast_on()))
+
+    handle = block.register_forward_pre_hook(look)
+    try:
+        grads, _, _, _ = _gradient_step(setup, adapter, False, autocast=chosen.autocast)
+    finally:
+        handle.remove()
+    return seen[0], grads, chosen
+
+
+def test_auto_precision_trains_a_half_precision_model_in_its_own_dtype(setup):  # noqa: F811
+    """ComfyUI loads SD1.5 in fp16/bf16 on a GPU and samples it without autocast; auto trains it the same way
+    (autocast over it would cast every weight at every layer). A bf16 UNet on the CPU stands in for it."""
+    import tiny_models
+
+    with torch.inference_mode():
+        half = (tiny_models.tiny_sd15_model(seed=0, dtype=torch.bfloat16),) + tuple(setup[1:])
+    (dtype, autocast_on), grads, chosen = _unet_precision_seen(half, new_adapter(half[0]), "auto")
+    assert (chosen.name, chosen.native, chosen.scaler) == ("bf16", True, None)
+    assert dtype == torch.bfloat16 and not autocast_on
+    assert all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads.values())
+    assert any(g.abs().sum() > 0 for g in grads.values())
+    # forcing bf16 autocast on the same model really autocasts; on an fp32 model auto stays fp32, no autocast
+    assert _unet_precision_seen(half, new_adapter(half[0]), "bf16")[0] == (torch.bfloat16, True)
+    assert _unet_precision_seen(setup, new_adapter(setup[0]), "auto")[0] == (torch.float32, False)
+    history = run_sia(half, new_adapter(half[0]), iterations=2, lr=1e-2)
+    assert history.precision == "bf16" and all(math.isfinite(v) for v in history.loss)
+
+
+def test_compute_dtype_is_the_manual_cast_dtype_where_the_model_has_one():
+    """ComfyUI stores weights in one dtype and computes in another (fp8 or fp16 weights on a GPU without fast
+    fp16): auto goes by the dtype it computes in."""
+    import comfy.model_base
+    import tiny_models
+
+    config = tiny_models.sd15_model_config(tiny_models.sd15_unet_config())
+    config.set_inference_dtype(torch.float16, torch.float32)
+    with torch.inference_mode():
+        base = comfy.model_base.BaseModel(config, device="cpu")
+    assert base.get_dtype() == torch.float16 and devices.compute_dtype_of(base) == torch.float32
+    assert devices.compute_dtype_of(object()) is None
+    assert precision.resolve("auto", "cpu", devices.compute_dtype_of(base)).name == "fp32"
+
+
 def test_precision_choice():
     assert precision.resolve("auto", "cpu").name == "fp32"
+    with warnings.catch_warnings():   # GradScaler warns where CUDA is missing
+        warnings.simplefilter("ignore")
+        on_gpu = precision.resolve("auto", "cuda", torch.float16)
+    assert (on_gpu.name, on_gpu.native, on_gpu.scaler is not None) == ("fp16", True, True)
+    assert isinstance(on_gpu.autocast(), contextlib.nullcontext)
+    assert precision.resolve("auto", "cuda", torch.bfloat16).scaler is None
     assert precision.resolve("bf16", "cpu").dtype == torch.bfloat16
     assert precision.resolve("fp16", "cpu").scaler is None   # a gradient scaler only on CUDA
     with pytest.raises(TrainingError, match="precision must be one of"):

@@ -79,16 +79,27 @@ def sd15_model_config(unet_config: dict):
     return config
 
 
-def tiny_sd15_model(seed: int = 0, full_size: bool = False, device="cpu", model_channels: int = 32):
-    """A ModelPatcher around a BaseModel with an SD1.5-layout UNet and random weights."""
+def tiny_sd15_model(seed: int = 0, full_size: bool = False, device="cpu", model_channels: int = 32, dtype=None,
+                    load_device="cpu"):
+    """A ModelPatcher around a BaseModel with an SD1.5-layout UNet and random weights, built on ``device``.
+
+    ``dtype`` (None: fp32) is given to the model config first, as ComfyUI's checkpoint loader does, so the UNet's
+    ``dtype`` (what BaseModel casts the latents, the timestep embedding and the context to) matches its
+    weights; a model built in fp32 and moved to fp16 afterwards still believes it is fp32, and its time_embed
+    fails with "mat1 and mat2 must have the same dtype"."""
     import comfy.model_base
     import comfy.model_patcher
 
     config = sd15_model_config(sd15_unet_config(model_channels=model_channels, full_size=full_size))
+    if dtype is not None:
+        config.set_inference_dtype(dtype, None)
     base = comfy.model_base.BaseModel(config, device=device)
     initialise(base.diffusion_model, seed)
     base.eval()
-    return comfy.model_patcher.ModelPatcher(base, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    if dtype is not None and base.get_dtype() != dtype:
+        raise RuntimeError(f"the UNet was built in {base.get_dtype()}, not in the {dtype} asked for")
+    return comfy.model_patcher.ModelPatcher(base, load_device=torch.device(load_device),
+                                            offload_device=torch.device("cpu"))
 
 
 def save_kohya_lora(path: str, model, module_filter, rank: int = 4, seed: int = 5, std: float = 0.2,

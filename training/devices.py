@@ -1,4 +1,4 @@
-"""The trainer's one device helper: where a model runs."""
+"""The trainer's device helpers: where a model runs, and the dtype it computes in."""
 from __future__ import annotations
 
 import torch
@@ -23,3 +23,14 @@ def device_of(obj, fallback=None) -> torch.device:
     except ImportError:
         return torch.device("cpu")
     return comfy.model_management.get_torch_device()
+
+
+def compute_dtype_of(model):
+    """The dtype a ComfyUI MODEL (or its base model) computes in: the dtype it casts its weights to where it has
+    one (weights stored in another, such as fp8), else its weights' dtype; None for anything else."""
+    base = getattr(model, "model", model)
+    cast = getattr(base, "manual_cast_dtype", None)
+    if cast is not None:
+        return cast
+    get_dtype = getattr(base, "get_dtype", None)
+    return get_dtype() if callable(get_dtype) else None

@@ -23,8 +23,8 @@ Memory of the gradient step: nothing is kept from the no-grad steps; the
 gradient step runs with the UNet's layers (and the injected motion modules,
 and the VAE decoder's blocks of ``extra_modules``) under gradient
 checkpointing (:mod:`.checkpointing`, taken out again when the step ends) and
-under the run's mixed precision (:mod:`.precision`; only the model call here,
-``last_step`` enters it itself for the decode).
+under the run's precision (:mod:`.precision`: autocast, where the run uses it, around the model call
+only; ``last_step`` enters it itself for the decode).
 
 Update between steps: ``step(x, denoised, sigma, sigma_next, noise_like)``; by default LCM's
 ``x = denoised + sigma_next * noise``, noise from a seeded CPU generator (the same on every device);

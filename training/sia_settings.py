@@ -33,7 +33,7 @@ class SIATrainSettings:
     no_face_check_after: int = 10
     early_stop: bool = False       # stop when the similarity plateaus (training.early_stop); off: the paper's count
     gradient_checkpointing: str = "auto"   # see training.checkpoint_choice: auto (by free memory), on, off
-    precision: str = "auto"        # see training.precision.CHOICES; auto: bf16/fp16 on CUDA, fp32 on CPU
+    precision: str = "auto"        # see training.precision: auto trains in the model's own dtype
 
     def check(self) -> None:
         if self.iterations < 1:

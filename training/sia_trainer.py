@@ -14,8 +14,8 @@ weights in place, never copying or swapping them (:mod:`.inference_tensors`).
 
 Memory: gradient checkpointing of the gradient step (UNet layers, motion
 modules, VAE decoder blocks), chosen by the free memory unless forced
-(:mod:`.checkpoint_choice`), and, on CUDA, mixed precision with fp32 adapter
-weights and optimiser state (:mod:`.precision`).
+(:mod:`.checkpoint_choice`), and the model's own half precision on a GPU (autocast
+only for a model ComfyUI runs in fp32) with fp32 adapter weights and optimiser state (:mod:`.precision`).
 
 Frames with no face are skipped (no optimiser step) and counted; when most
 iterations have none the run stops with a clear message.  Everything random
@@ -37,7 +37,7 @@ from . import precision as amp
 from .checkpoint_choice import CheckpointChoice
 from .early_stop import EarlyStop
 from .checkpointing import regions_of
-from .devices import device_of
+from .devices import compute_dtype_of, device_of
 from .errors import TrainingError
 from .few_step_sampler import FewStepTrainingSampler, lcm_schedule, lcm_step, run_few_steps
 from .inference_tensors import aliasing, normal_tensors
@@ -110,7 +110,7 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
 
     settings.check()
     backbone = backbone or SD15Backbone()
-    precision = amp.resolve(settings.precision, device_of(model))
+    precision = amp.resolve(settings.precision, device_of(model), compute_dtype_of(model))
     params = adapter.parameters()
     with normal_tensors():
         for p in params:

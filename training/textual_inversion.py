@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from . import precision as amp
 from .checkpointing import checkpointed, unet_regions
-from .devices import device_of
+from .devices import compute_dtype_of, device_of
 from .errors import TrainingError
 from .checkpoint_choice import CheckpointChoice
 from .inference_tensors import gradient_window, normal_copy, normal_tensors, with_fallback
@@ -262,7 +262,7 @@ def _prepare(model, clip, vae, images, class_word: str, settings: TISettings):
     model = without_motion_models(model)
     prompts = TokenPrompts(clip, class_word)
     latents = encode_references(vae, images, model.model, settings.seed)
-    precision = amp.resolve(settings.precision, device_of(model))
+    precision = amp.resolve(settings.precision, device_of(model), compute_dtype_of(model))
     # both loaded now, before the gradient window (CLIP's own load in each step then finds it loaded)
     comfy.model_management.load_models_gpu([model, clip.patcher])
     return prompts, NoiseLoss(model, prompts, latents, precision, settings.gradient_checkpointing)

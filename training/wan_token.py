@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from ..sia import families
 from . import precision as amp
 from .checkpointing import checkpointed, t5_regions, wan_regions
-from .devices import device_of
+from .devices import compute_dtype_of, device_of
 from .errors import TrainingError
 from .identity_files import UMT5_TOKEN_KEY, write_token
 from .inference_tensors import normal_copy, normal_tensors
@@ -219,7 +219,7 @@ def _prepare_wan(model, clip, vae, images, class_word: str, settings: TISettings
     _check_wan(model)
     prompts = WanTokenPrompts(clip, class_word)
     latents = encode_wan_references(vae, images, model.model)
-    precision = amp.resolve(settings.precision, device_of(model))
+    precision = amp.resolve(settings.precision, device_of(model), compute_dtype_of(model))
     comfy.model_management.load_models_gpu([model, clip.patcher])
     return prompts, FlowLoss(model, prompts, latents, precision, settings.gradient_checkpointing)
 
