@@ -418,6 +418,26 @@ def test_compute_dtype_is_the_manual_cast_dtype_where_the_model_has_one():
     assert precision.resolve("auto", "cpu", devices.compute_dtype_of(base)).name == "fp32"
 
 
+def test_gradient_scaler_state_goes_into_a_checkpoint_and_back():
+    """fp16 training on a GPU scales the loss; a resumed run continues from the interrupted run's scale (a CPU
+    scaler stands in for CUDA's here: the same class and state)."""
+    import json
+
+    run = precision.Precision("cpu", "fp16", torch.amp.GradScaler("cpu", init_scale=2.0 ** 10))
+    weight = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    assert not run.backward_and_step((weight * float("inf")).sum(), optimizer)   # overflow: skipped, scale halved
+    assert torch.equal(weight.detach(), torch.ones(2))
+    state = json.loads(json.dumps(run.scaler_state()))   # the checkpoint keeps it as JSON
+    resumed = precision.Precision("cpu", "fp16", torch.amp.GradScaler("cpu", init_scale=2.0 ** 10))
+    resumed.restore_scaler(state)
+    assert resumed.scaler.get_scale() == run.scaler.get_scale() == 2.0 ** 9
+    optimizer.zero_grad(set_to_none=True)
+    assert run.backward_and_step(weight.sum(), optimizer) and not torch.equal(weight.detach(), torch.ones(2))
+    assert precision.Precision("cpu", "fp32").scaler_state() == {}
+    precision.Precision("cpu", "fp32").restore_scaler(state)   # no scaler: nothing to restore, no error
+
+
 def test_precision_choice():
     assert precision.resolve("auto", "cpu").name == "fp32"
     with warnings.catch_warnings():   # GradScaler warns where CUDA is missing

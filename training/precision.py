@@ -69,6 +69,17 @@ class Precision:
         self.scaler.update()
         return self.scaler.get_scale() >= scale
 
+    def scaler_state(self) -> dict:
+        """The gradient scaler's state (its scale and growth count, plain numbers) for a resumable checkpoint;
+        empty without a scaler."""
+        return dict(self.scaler.state_dict()) if self.scaler is not None else {}
+
+    def restore_scaler(self, state) -> None:
+        """The scaler continues from ``state`` (:meth:`scaler_state` of the interrupted run), so a resumed fp16
+        run skips the steps the uninterrupted one skips; nothing without a scaler or a state."""
+        if self.scaler is not None and state:
+            self.scaler.load_state_dict(dict(state))
+
 
 def _device_type(device) -> str:
     return torch.device(device).type if device is not None else "cpu"

@@ -130,13 +130,15 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
         restore_optimizer(optimizer, params, tensors, "sia.adamw")
         history.loss = list(extra.get("adapter_loss", []))[:start]
         history.similarity = list(extra.get("similarity", []))[:start]
+        precision.restore_scaler(extra.get("adapter_grad_scaler"))
         history.skipped = sum(1 for v in history.loss if math.isnan(v))
         if stopper is not None:
             stopper.replay(history.similarity)
 
     def state():
         return ({**{f"sia.{i}": p for i, p in enumerate(params)}, **optimizer_tensors(optimizer, params, "sia.adamw")},
-                {"adapter_loss": history.loss, "similarity": history.similarity})
+                {"adapter_loss": history.loss, "similarity": history.similarity,
+                 "adapter_grad_scaler": precision.scaler_state()})
     patched, _, _ = apply_sia(model, adapter, 1.0, start_percent=1.0)  # adapter on the last step only
     choice = CheckpointChoice(settings.gradient_checkpointing, device_of(model), "adapter stage")
     sigmas = backbone.schedule(patched, settings)
@@ -177,7 +179,9 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
                 total = out.loss + settings.reg_lambda * reg_term(params, initial)
             check()
             optimizer.zero_grad(set_to_none=True)
-            precision.backward_and_step(total, optimizer)
+            if not precision.backward_and_step(total, optimizer):
+                log.info("[PersonalVideo] adapter iteration %d: fp16 gradients overflowed, so the gradient scaler "
+                         "skipped this step and lowered its scale (normal in the first few iterations)", it + 1)
             record["loss"] = float(total.detach())
 
         sampler = FewStepTrainingSampler(last_step, gen, extra_modules=(vae.first_stage_model,),

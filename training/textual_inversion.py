@@ -317,6 +317,8 @@ def run_token_stage(stage: TokenStage, model, clip, vae, images, class_word: str
             restore_optimizer(optimizer, [vector], tensors, "token.adamw")
             losses = list(extra.get("token_loss", []))[:start]
     prompts, loss_of = stage.prepare(model, clip, vae, images, class_word, settings)
+    if resume is not None:
+        loss_of.precision.restore_scaler(resume[2].get("token_grad_scaler"))
     check = check_interrupt or (lambda: None)
     with normal_tensors():
         for _ in range(start):   # the draws the resumed steps made, so the rest continue the same streams
@@ -337,7 +339,7 @@ def run_token_stage(stage: TokenStage, model, clip, vae, images, class_word: str
             if checkpoints is not None and checkpoints.due(step + 1, settings.steps):
                 checkpoints.save(step + 1, {"token.vector": vector,
                                             **optimizer_tensors(optimizer, [vector], "token.adamw")},
-                                 {"token_loss": losses})
+                                 {"token_loss": losses, "token_grad_scaler": loss_of.precision.scaler_state()})
         return vector.detach().clone(), prompts, losses
 
 
