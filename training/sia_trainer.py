@@ -165,7 +165,7 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
             noise = torch.randn(shape, generator=gen)
         record = {}
 
-        def last_step(denoised, frame=frame, record=record):
+        def last_step(denoised, frame=frame, record=record, it=it):
             with precision.autocast():
                 pixels = backbone.decode(vae, base_model, denoised, frame)
             record["frame"] = pixels.detach()
