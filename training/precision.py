@@ -6,7 +6,7 @@ last sampling step, the decode of the trained frame, the textual-inversion forwa
 model in its own dtype, no autocast, so training computes exactly what generation computes. Autocast to
 another dtype would cast every weight at every layer of every pass (autocast keeps no cast copy of weights
 that need no gradient) and move activations back and forth around the layers it runs in fp32. Where that dtype
-is fp16, a gradient scaler keeps the gradients from underflowing; the adapter's LoRA weights cast themselves to
+is fp16 on CUDA, a gradient scaler keeps the gradients from underflowing; the adapter's LoRA weights cast themselves to
 the activations' dtype, with gradient.
 
 Where the model computes in fp32 (ComfyUI's ``--fp32-unet``, or a GPU without fast half precision), ``auto``
