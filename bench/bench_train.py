@@ -39,18 +39,19 @@ token step and of the third adapter iteration (a quarter of the second one's tim
 and prints how long the run took to stop, next to the length of a step / iteration: the wait if Cancel were
 only looked at between them.
 
-``--estimate`` works out the peak of each stage's gradient step at the default settings (stage 2: 16 frames
-of 512x512 at cfg 1.5, so the UNet runs 32 latents, a rank-4 adapter, one frame decoded; stage 1: a batch of
-4 photos at 512x512) without allocating it: the SD1.5 UNet and the SD VAE are built on the meta device in
-fp16 (the dtype ComfyUI loads SD1.5 in on a GPU, and the one auto precision trains it in, without autocast),
-with an AnimateLCM-layout motion model built from AnimateDiff-Evolved's own classes and inserted where it
-inserts it (when the host has AnimateDiff-Evolved: COMFYUI_ROOT=/path/to/ComfyUI), one gradient step runs
-there (fused attention as on a GPU: PyTorch's flash kernel; the trainer's gradient checkpointing on and off), and a dispatch-mode tracker counts the bytes of
-every tensor the step creates, alive at once (tests/autograd_memory.py AllocationPeak); the weights are
-added, and for the stage-2 figure checked against the target the CLIP-L text encoder and the face encoder.
-The same step at small size is then run twice, for real on the CPU and on the meta device, and both figures
-are printed side by side, so the estimate is checked where both exist. Not modelled: the face encoder's few
-MB of activations, allocator rounding and caching (on a GPU, expect some 10-20 % above the figure).
+``--estimate`` works out the peak of each stage's gradient step at the default settings (stage 2: 16 frames of
+512x512 at cfg 1.5, so the UNet runs 32 latents, a rank-4 adapter, one frame decoded; stage 1: a batch of 4
+photos at 512x512) without allocating it: the SD1.5 UNet and the SD VAE are built on the meta device in fp16 (the
+dtype ComfyUI loads SD1.5 in on a GPU, and the one auto precision trains it in, without autocast), with an
+AnimateLCM-layout motion model built from AnimateDiff-Evolved's own classes and inserted where it inserts it
+(when the host has AnimateDiff-Evolved: COMFYUI_ROOT=/path/to/ComfyUI), one gradient step runs there (fused
+attention as on a GPU: PyTorch's flash kernel; the trainer's gradient checkpointing on and off), and a dispatch-
+mode tracker counts the bytes of every tensor the step creates, alive at once (tests/autograd_memory.py
+AllocationPeak); the weights are added, and for the stage-2 figure checked against the target the CLIP-L text
+encoder and the face encoder. The same step at small size is then run twice, for real on the CPU and on the meta
+device, and both figures are printed side by side, so the estimate is checked where both exist. Not modelled: the
+face encoder's few MB of activations, allocator rounding and caching (on a GPU, expect some 10-20 % above the
+figure).
 """
 import argparse
 import contextlib
