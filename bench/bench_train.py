@@ -45,8 +45,8 @@ photos at 512x512) without allocating it: the SD1.5 UNet and the SD VAE are buil
 dtype ComfyUI loads SD1.5 in on a GPU, and the one auto precision trains it in, without autocast), with an
 AnimateLCM-layout motion model built from AnimateDiff-Evolved's own classes and inserted where it inserts it
 (when the host has AnimateDiff-Evolved: COMFYUI_ROOT=/path/to/ComfyUI), one gradient step runs there (fused
-attention as on a GPU: PyTorch's flash kernel; the trainer's gradient checkpointing on and off), and a dispatch-
-mode tracker counts the bytes of every tensor the step creates, alive at once (tests/autograd_memory.py
+attention as on a GPU: PyTorch's flash kernel; the trainer's gradient checkpointing on and off), and a
+dispatch-mode tracker counts the bytes of every tensor the step creates, alive at once (tests/autograd_memory.py
 AllocationPeak); the weights are added, and for the stage-2 figure checked against the target the CLIP-L text
 encoder and the face encoder. The same step at small size is then run twice, for real on the CPU and on the meta
 device, and both figures are printed side by side, so the estimate is checked where both exist. Not modelled: the
