@@ -205,7 +205,8 @@ def save_motion_module(adapter, path: str) -> str:
 
 
 def add_motion(models: EngineModels, motion_adapter) -> EngineModels:
-    """Put the motion modules into the UNet (a UNetMotionModel sharing nothing with the image UNet)."""
+    """Put the motion modules into the UNet (a UNetMotionModel sharing nothing with the image UNet), on the image
+    UNet's device and in its dtype."""
     from diffusers import UNetMotionModel
 
     if models.has_motion:
@@ -215,8 +216,9 @@ def add_motion(models: EngineModels, motion_adapter) -> EngineModels:
         raise EngineError(f"the motion model is for UNet widths {list(motion_adapter.config.block_out_channels)} "
                           f"but the checkpoint's UNet has {widths}: use an SD1.5 motion model with an SD1.5 "
                           "checkpoint.")
-    dtype = next(models.unet.parameters()).dtype
-    unet = UNetMotionModel.from_unet2d(models.unet, motion_adapter).to(dtype)
+    weight = next(models.unet.parameters())
+    with torch.device(weight.device):   # diffusers builds it on torch's default device (the CPU beside a GPU UNet)
+        unet = UNetMotionModel.from_unet2d(models.unet, motion_adapter).to(weight.dtype)
     unet.requires_grad_(False)
     unet.eval()
     models.unet = unet

@@ -101,6 +101,35 @@ def test_gradient_reaches_the_adapter_through_the_motion_modules():
     torch.testing.assert_close(h1, h2, rtol=1e-4, atol=1e-7 * float(h1.abs().max()))
 
 
+def test_the_motion_unet_is_built_on_the_image_unets_device_whatever_torchs_default():
+    """diffusers builds the motion UNet on torch's default device and copies the image UNet's weights into it: on
+    a GPU the engine's stage 2 then ran on the CPU (and failed at the decoder, on the GPU). Here torch's default
+    device is the meta device and the models are on the CPU, the same situation one device along."""
+    from comfyui_personalvideo.engine import models as engine_models_module
+
+    image = engine_models.tiny_engine_models(motion=False)
+    weights = {k: v.clone() for k, v in image.unet.state_dict().items()}
+    motion = engine_models.tiny_motion_adapter()
+    with torch.device("meta"):
+        engine_models_module.add_motion(image, motion)
+    assert image.has_motion
+    assert {p.device for p in image.unet.parameters()} == {torch.device("cpu")}
+    state = image.unet.state_dict()
+    assert torch.equal(state["conv_in.weight"], weights["conv_in.weight"])
+    assert torch.equal(state["down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"],
+                       weights["down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_motion_unet_is_on_the_gpu_when_the_image_unet_is():
+    models = engine_models.tiny_engine_models(motion=False)
+    models.to(torch.device("cuda"))
+    from comfyui_personalvideo.engine import models as engine_models_module
+
+    engine_models_module.add_motion(models, engine_models.tiny_motion_adapter().to("cuda"))
+    assert {p.device.type for p in models.unet.parameters()} == {"cuda"}
+
+
 @pytest.mark.parametrize("motion", [True, False])
 def test_training_guidance_is_classifier_free_guidance_of_the_two_predictions(motion):
     """The training samples' cfg (one batched UNet call) equals uncond + cfg * (cond - uncond) of the denoised
