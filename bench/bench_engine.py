@@ -33,6 +33,7 @@ def engine_run(args, parts, motion: bool):
     from comfyui_personalvideo.engine import models as engine_models
     from comfyui_personalvideo.training.sia_settings import TRAINING_CFG, SIATrainSettings as AdapterSettings
     from comfyui_personalvideo.engine.shipped_configs import shipped_config
+    from comfyui_personalvideo.engine import training_dtypes
     from comfyui_personalvideo.engine.train import train_identity
     from comfyui_personalvideo.training.face.analysis import load_face_stack
     from comfyui_personalvideo.training.textual_inversion import TISettings
@@ -41,13 +42,13 @@ def engine_run(args, parts, motion: bool):
     path = os.path.join(folder_paths.get_folder_paths("checkpoints")[0], "sd15_random.safetensors")
     device = torch.device(args.device)
     models = engine_models.load_checkpoint(path, os.path.join(host.host_root(), "comfy", "sd1_tokenizer"))
-    models.to(device)
     adapter = None
     if motion:
         from diffusers import MotionAdapter
 
-        adapter = MotionAdapter.from_config(shipped_config("animatelcm_motion")).to(device)
+        adapter = MotionAdapter.from_config(shipped_config("animatelcm_motion"))
         adapter.requires_grad_(False)
+    training_dtypes.place(models, adapter, device, args.precision)   # as the personalvideo command places them
     stack = load_face_stack(face_analysis)
     stamps = {"token": [], "adapter": []}
 

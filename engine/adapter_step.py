@@ -15,7 +15,7 @@ import torch
 from ..training import precision as amp
 from ..training.checkpoint_choice import engine_checkpointing
 from ..training.sia_settings import SIAHistory, reg_term
-from . import sia_peft
+from . import sia_peft, training_dtypes
 from .errors import EngineError
 
 
@@ -74,7 +74,7 @@ def start(model: torch.nn.Module, settings, no_face_advice: str) -> AdapterRun:
     params = sia_peft.parameters(model)
     if not params:
         raise EngineError("internal: attach the SIA LoRA before training it")
-    precision = amp.resolve(settings.precision, params[0].device)
+    precision = amp.resolve(settings.precision, params[0].device, training_dtypes.compute_dtype(model))
     for p in params:
         p.data = p.data.float()
     optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=tuple(settings.betas), eps=settings.eps,

@@ -88,7 +88,10 @@ def _train_arguments(parser):
     parser.add_argument("--training-negative", default=NEGATIVE_PROMPT,
                         help="negative prompt of the training videos (default: the example workflows' one)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    parser.add_argument("--precision", default="auto", help="auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16")
+    parser.add_argument("--precision", default="auto",
+                        help="auto (default; on CUDA SD1.5's UNet in fp16 and VAE in bf16, trained in them as the "
+                             "node trains them; Wan under bf16 autocast; fp32 on the CPU), fp32, or bf16 / fp16 "
+                             "(autocast over fp32 weights)")
     parser.add_argument("--gradient-checkpointing", default="auto", choices=["auto", "on", "off"],
                         help="gradient checkpointing: on saves memory, off saves time; auto (default): on a CUDA "
                              "device, off on the CPU")

@@ -63,11 +63,13 @@ def train_identity(models, photos, name: str, class_word: str, face_stack, model
                    motion_adapter=None, ti_settings: TISettings | None = None,
                    sia_settings: SIATrainSettings | None = None, rank: int = 4, prompts: str | None = None,
                    overwrite: bool = False, progress=None, negative: str = NEGATIVE_PROMPT,
-                   sample_scorer=None) -> dict:
+                   sample_scorer=None, base_model: dict | None = None) -> dict:
     """Train and save one identity; ``photos`` image tensors [H, W, 3] or files/folders; ``face_stack`` a
     (FaceStack, encoder) pair (:func:`.faces.load_face_stack`); ``progress(stage, i, total, loss, similarity)``;
     ``sample_scorer(frames IMAGE, photos) -> dict`` the independent score of the last training sample
-    (``evaluation.training_sample.score_training_sample``; None: not scored), as the node's."""
+    (``evaluation.training_sample.score_training_sample``; None: not scored), as the node's; ``base_model`` the
+    fingerprint of the models as loaded (:func:`.model_fingerprint.fingerprint`) where they were then cast to
+    their training dtypes (None: taken from ``models``)."""
     from ..training.face.identity_loss import IdentityLoss
     from ..training.face.references import training_crops
     from .model_fingerprint import fingerprint
@@ -89,7 +91,7 @@ def train_identity(models, photos, name: str, class_word: str, face_stack, model
     images = [p if torch.is_tensor(p) else read_photo(p) for p in
               (photos if all(torch.is_tensor(p) for p in photos) else photo_paths(photos))]
     record = setup.record_of(images, class_word, templates, ti_settings, sia_settings, rank, negative,
-                             fingerprint(models, motion_adapter))
+                             base_model or fingerprint(models, motion_adapter))
     stack, encoder = face_stack
     device = next(models.unet.parameters()).device
 

@@ -111,21 +111,22 @@ class _Bars:
 def train_one(args, photos, name, class_word, overrides=None, label="") -> dict:
     """Load the models and train one identity (the work of `train` and of each train-many task)."""
     from ..evaluation.training_sample import score_training_sample
+    from . import training_dtypes
     from .faces import load_face_stack
+    from .model_fingerprint import fingerprint
     from .train import train_identity
 
     ti, sia, rank = train_settings(args, overrides)
     device = resolve_device(args.device)
     engine, motion = load_engine_models(args, motion=True)
-    engine.to(device)
-    if motion is not None:
-        motion.to(device)
+    loaded = fingerprint(engine, motion)   # what train-many compares: the weights as read, before any cast
+    training_dtypes.place(engine, motion, device, sia.precision)
     stack = load_face_stack(faces_folder(args), args.face_pack, "CUDA" if device.type == "cuda" else "CPU")
     bars = _Bars(label)
     try:
         return train_identity(engine, photos, name, class_word, stack, models_dir_of(args), motion_adapter=motion,
                               ti_settings=ti, sia_settings=sia, rank=rank, prompts=read_prompts(args),
                               overwrite=args.overwrite, progress=bars, negative=args.training_negative,
-                              sample_scorer=score_training_sample)
+                              sample_scorer=score_training_sample, base_model=loaded)
     finally:
         bars.close()

@@ -17,6 +17,7 @@ from ..training import precision as amp
 from ..training.checkpoint_choice import engine_checkpointing
 from ..training.identity_setup import token_streams
 from ..training.textual_inversion import TISettings, draw_batch
+from . import training_dtypes
 from .errors import EngineError
 from .noise_table import NoiseTable
 
@@ -53,7 +54,7 @@ def train_token(unet, vae, prompts, crops: torch.Tensor, table: NoiseTable, sett
     """The identity vector [D] (fp32) and the losses; ``unet`` the image UNet (frozen)."""
     settings.check()
     device = next(unet.parameters()).device
-    precision = amp.resolve(settings.precision, device)
+    precision = amp.resolve(settings.precision, device, training_dtypes.compute_dtype(unet))
     vector = torch.nn.Parameter(prompts.class_word_vector().to(device))
     losses = []
     if settings.steps == 0:

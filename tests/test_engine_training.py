@@ -64,12 +64,13 @@ def test_identity_loss_falls_on_a_reachable_target_through_the_motion_modules(fa
     assert after < losses[0] - 0.005, (losses, after)
 
 
-def _frame0_gradient(models, noise):
+def _frame0_gradient(models, noise, precision=None):
     """Gradient of frame 0's decoded mean on the adapter (last step only, as in training)."""
     params = sia_peft.parameters(models.unet)
     context = TokenPrompts(models.text_encoder, models.tokenizer, "man").encode("a photo of a man")
     pixels, _ = stage2.run_iteration(models, NoiseTable(models.scheduler_config), context, noise, 0, 4,
-                                     torch.Generator().manual_seed(0), amp.resolve("fp32", torch.device("cpu")))
+                                     torch.Generator().manual_seed(0),
+                                     precision or amp.resolve("fp32", torch.device("cpu")))
     grads = torch.autograd.grad(pixels.mean(), params)
     return torch.cat([g.reshape(-1) for g in grads])
 
@@ -128,6 +129,79 @@ def test_the_motion_unet_is_on_the_gpu_when_the_image_unet_is():
 
     engine_models_module.add_motion(models, engine_models.tiny_motion_adapter().to("cuda"))
     assert {p.device.type for p in models.unet.parameters()} == {"cuda"}
+
+
+def test_the_training_dtypes_are_the_nodes_on_cuda_with_auto_and_fp32_otherwise():
+    from comfyui_personalvideo.engine import training_dtypes
+    from comfyui_personalvideo.training.errors import TrainingError
+
+    assert training_dtypes.unet_dtype("auto", "cuda") == torch.float16
+    assert training_dtypes.vae_dtype("auto", "cuda", bf16_supported=True) == torch.bfloat16
+    assert training_dtypes.vae_dtype("auto", "cuda", bf16_supported=False) == torch.float32
+    for choice in ("fp32", "bf16", "fp16"):   # an explicit choice: fp32 weights (autocast for bf16 / fp16)
+        assert training_dtypes.unet_dtype(choice, "cuda") == training_dtypes.vae_dtype(choice, "cuda") == torch.float32
+    assert training_dtypes.unet_dtype("auto", "cpu") == training_dtypes.vae_dtype("auto", "cpu") == torch.float32
+    with pytest.raises(TrainingError, match="precision must be one of"):
+        training_dtypes.unet_dtype("half", "cuda")
+    models, motion = engine_models.tiny_engine_models(motion=False), engine_models.tiny_motion_adapter()
+    models.unet.to(torch.bfloat16)
+    training_dtypes.place(models, motion, "cpu", "auto")
+    assert {p.dtype for m in (models.unet, models.vae, models.text_encoder, motion) for p in m.parameters()} == \
+        {torch.float32}
+
+
+def _in_bfloat16(models, lora_like):
+    """``models`` with the UNet (motion modules included) and the VAE in bf16, the LoRA fp32 with the values of
+    ``lora_like``'s (the stand-in, on the CPU, for the fp16 UNet and bf16 VAE the engine trains on CUDA)."""
+    models.unet.to(torch.bfloat16)
+    models.vae.to(torch.bfloat16)
+    for p, q in zip(sia_peft.parameters(models.unet), sia_peft.parameters(lora_like.unet)):
+        p.data = q.detach().clone()
+    return models
+
+
+def test_auto_precision_trains_a_half_precision_engine_model_in_its_own_dtype(faces, photo, monkeypatch):
+    """With auto the engine trains a half-precision UNet in its own dtype, without autocast, as the node trains
+    ComfyUI's: the LoRA and the token stay fp32, and the adapter's gradient is the fp32 run's up to rounding."""
+    from comfyui_personalvideo.engine.training_dtypes import compute_dtype
+
+    noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    reference = engine_models.tiny_engine_models()
+    _seeded_lora(reference)
+    half = engine_models.tiny_engine_models()
+    _seeded_lora(half)
+    _in_bfloat16(half, reference)
+    chosen = amp.resolve("auto", torch.device("cpu"), compute_dtype(half.unet))
+    assert (chosen.name, chosen.native) == ("bf16", True)
+    seen = []
+    layer = next(iter(sia_peft.lora_layers(half.unet).values()))
+    layer.base_layer.register_forward_hook(lambda m, a, o: seen.append((a[0].dtype, torch.is_autocast_enabled())))
+    g_half, g_full = _frame0_gradient(half, noise, chosen), _frame0_gradient(reference, noise)
+    assert set(seen) == {(torch.bfloat16, False)}
+    assert g_half.dtype == torch.float32 and torch.isfinite(g_half).all()
+    cosine = float(torch.nn.functional.cosine_similarity(g_half, g_full, dim=0))
+    assert cosine > 0.99 and 0.95 < float(g_half.norm() / g_full.norm()) < 1.05, cosine   # here 0.9996, 0.996
+
+    stack, encoder = faces   # both stages through their entry points, precision auto
+    prompts = TokenPrompts(half.text_encoder, half.tokenizer, "man")
+    loss_fn = IdentityLoss(stack.detector, encoder, embed_references(stack.detector, encoder, [photo]).embeddings)
+    history = run_once(half, prompts, prompts.class_word_vector(), loss_fn, iterations=2, precision="auto")
+    assert history.precision == "bf16" and all(torch.isfinite(torch.tensor(history.loss)))
+    assert all(p.dtype == torch.float32 for p in sia_peft.parameters(half.unet))
+    image = engine_models.tiny_engine_models(motion=False)
+    image.unet.to(torch.bfloat16)
+    image.vae.to(torch.bfloat16)
+    seen.clear()
+    image.unet.conv_in.register_forward_hook(lambda m, a, o: seen.append((a[0].dtype, torch.is_autocast_enabled())))
+    token_prompts = TokenPrompts(image.text_encoder, image.tokenizer, "man")
+    chosen_for_token = []
+    resolve = amp.resolve
+    monkeypatch.setattr(stage1.amp, "resolve", lambda *a: chosen_for_token.append(resolve(*a)) or chosen_for_token[-1])
+    vector, losses = stage1.train_token(image.unet, image.vae, token_prompts, photo[None],
+                                        NoiseTable(image.scheduler_config), TISettings(steps=2, batch_size=1))
+    assert [(c.name, c.native) for c in chosen_for_token] == [("bf16", True)]
+    assert set(seen) == {(torch.bfloat16, False)}
+    assert vector.dtype == torch.float32 and torch.isfinite(vector).all() and len(losses) == 2
 
 
 @pytest.mark.parametrize("motion", [True, False])
@@ -230,6 +304,25 @@ def test_train_identity_writes_the_nodes_files(faces, photo, tmp_path):
     assert not [f for d in ("sia", "embeddings") for f in os.listdir(tmp_path / d) if f.startswith(".")]
     with pytest.raises(EngineError, match="exists already"):
         train_identity(models, [photo], "Ada Lovelace", "woman", faces, str(tmp_path))
+
+
+def test_the_record_keeps_the_fingerprint_of_the_weights_as_loaded(faces, photo, tmp_path):
+    """On CUDA the command casts the weights to their training dtypes after reading them (fp16 rounds an fp32
+    file's values); train-many decides a reuse from the weights as read, so the record holds that fingerprint.
+    The whole identity trains here from bf16 models, precision auto."""
+    from comfyui_personalvideo.engine.model_fingerprint import fingerprint
+
+    models, motion = engine_models.tiny_engine_models(motion=False), engine_models.tiny_motion_adapter()
+    loaded = fingerprint(models, motion)
+    for module in (models.unet, models.vae, motion):
+        module.to(torch.bfloat16)
+    assert fingerprint(models, motion)["weights"] != loaded["weights"]
+    result = train_identity(models, [photo], "cast", "man", faces, str(tmp_path), motion_adapter=motion,
+                            ti_settings=TISettings(steps=1, batch_size=1),
+                            sia_settings=AdapterSettings(iterations=1, **SMALL), base_model=loaded)
+    training = load_adapter(result["paths"]["sia"]).info.training
+    assert training["record"]["base_model"] == loaded and training["sia"]["precision"] == "auto"
+    assert result["history"].precision == "bf16" and result["vector"].dtype == torch.float32
 
 
 def test_a_photo_without_a_face_is_a_clear_error(faces, tmp_path):
