@@ -2,6 +2,7 @@
 settings, same face stack, in one run, as a ratio.
 
     flock /tmp/pv-heavy.lock scripts/bench bench/bench_engine.py        # CPU: 2 frames of 64x64, 3 + 3 steps
+    scripts/bench bench/bench_engine.py --tiny                          # the tests' tiny models: seconds
     scripts/bench bench/bench_engine.py --device cuda --frames 16 --size 512 --iterations 10 --ti-steps 10
 
 Both train on one random-weight SD1.5-size checkpoint (UNet, CLIP-L, VAE; the node loads it with ComfyUI's
@@ -38,10 +39,15 @@ def engine_run(args, parts, motion: bool):
     from comfyui_personalvideo.training.face.analysis import load_face_stack
     from comfyui_personalvideo.training.textual_inversion import TISettings
 
-    _, _, _, face_analysis, photo = parts
-    path = os.path.join(folder_paths.get_folder_paths("checkpoints")[0], "sd15_random.safetensors")
+    model, clip, vae, face_analysis, photo = parts
     device = torch.device(args.device)
-    models = engine_models.load_checkpoint(path, os.path.join(host.host_root(), "comfy", "sd1_tokenizer"))
+    if args.tiny:   # the very weights of the node's tiny models, mapped as the engine maps a checkpoint's
+        from engine_models import engine_models_like
+
+        models = engine_models_like(model, clip, vae)
+    else:
+        path = os.path.join(folder_paths.get_folder_paths("checkpoints")[0], "sd15_random.safetensors")
+        models = engine_models.load_checkpoint(path, os.path.join(host.host_root(), "comfy", "sd1_tokenizer"))
     adapter = None
     if motion:
         from diffusers import MotionAdapter
@@ -88,7 +94,11 @@ def main():
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--engine-motion", action="store_true", help="also time the engine with motion modules")
+    parser.add_argument("--tiny", action="store_true",
+                        help="the tests' tiny models on both sides, no motion modules (seconds; what the tests run)")
     args = parser.parse_args()
+    if args.tiny and args.engine_motion:
+        parser.error("--engine-motion needs the SD1.5-size models (no motion model fits the tiny UNet)")
 
     import host
 
@@ -100,8 +110,10 @@ def main():
           f"host {host.host_root()}; {args.frames} frames of {args.size}x{args.size}, 4 LCM steps, "
           f"{args.ti_steps} token steps, {args.iterations} adapter iterations")
     with tempfile.TemporaryDirectory(prefix="pv-bench-") as scratch:
-        parts = bench_train.build(args, scratch)
-        node = bench_train.run_once(args, parts, "bench_node", True)
+        parts = (bench_train.build_tiny if args.tiny else bench_train.build)(args, scratch)
+        node_motion = node_motion and not args.tiny
+        # checkpointing as the engine's default chooses it (on on CUDA, off on the CPU), so both do the same work
+        node = bench_train.run_once(args, parts, "bench_node", args.device == "cuda")
         engine = engine_run(args, parts, motion=node_motion)
         rows = [("node (ComfyUI)", node), ("engine (diffusers + peft)", engine)]
         if args.engine_motion and not node_motion:
