@@ -20,6 +20,37 @@ def add_lora_delta(out: torch.Tensor, x: torch.Tensor, down: torch.Tensor, up: t
     return torch.addmm(out.reshape(rows, out.shape[-1]), hidden, up.t(), alpha=scale).reshape(out.shape)
 
 
+def _plain_linear(module) -> bool:
+    """Whether ``module``'s forward is ``F.linear(x, module.weight, module.bias)`` on the tensors it holds: torch's
+    Linear, or ComfyUI's (``comfy.ops``) when it casts nothing on the fly (no low-VRAM cast, no weight or bias
+    functions of patches applied per call)."""
+    if not isinstance(module, torch.nn.Linear):
+        return False
+    forward = type(module).forward
+    if forward is not torch.nn.Linear.forward and type(module).__module__ != "comfy.ops":
+        return False   # another pack's layer (quantised weights ...): its own forward
+    return not (getattr(module, "comfy_cast_weights", False) or getattr(module, "weight_function", None)
+                or getattr(module, "bias_function", None))
+
+
+def merged_weight(module, x: torch.Tensor, down: torch.Tensor, up: torch.Tensor, scale: float):
+    """``module.weight + scale * up @ down`` where one product with it gives the layer's output plus the delta
+    (:func:`_plain_linear`, weights of ``x``'s dtype and device, nothing needing a gradient); None otherwise.
+
+    One matrix of the layer's size (a few MB at most) made per call, against the two products over the
+    activations and the full-size addition of :func:`add_lora_delta`: on a GPU the activations are read once
+    instead of three times. The sum is rounded once to the weights' dtype, as ComfyUI rounds a LoRA merged into
+    its weights."""
+    if torch.is_grad_enabled() and (x.requires_grad or down.requires_grad or up.requires_grad):
+        return None
+    weight = getattr(module, "weight", None)
+    if type(weight) not in (torch.Tensor, torch.nn.Parameter) or not _plain_linear(module):
+        return None
+    if weight.dtype != x.dtype or weight.device != x.device:
+        return None
+    return torch.addmm(weight, up, down, alpha=scale)
+
+
 class CastWeights:
     """Adapter weights cast to the device and dtype of the activations.
 

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import logging
 
+import torch.nn.functional as F
+
 from . import families
 from . import gate as late_gate
 from . import naming
 from .errors import SIAError
-from .lora import CastWeights, add_lora_delta, lora_delta
+from .lora import CastWeights, add_lora_delta, lora_delta, merged_weight
 from .regional import Region, add_region
 from .token_mask import TokenMask, as_mask_frames
 from .wan_gate import add_wan_gate
@@ -69,8 +71,13 @@ def _make_forward(module, base_forward, weights: CastWeights, scale: float, delt
     linear_forward = type(module).forward
 
     def forward(x, *args, **kwargs):
-        out = base_forward(x, *args, **kwargs) if base_forward is not None else linear_forward(module, x, *args, **kwargs)
         weight = delta_weight(x)
+        if base_forward is None and not args and not kwargs and isinstance(weight, float) and weight == 1.0:
+            down, up = weights.get(x)
+            merged = merged_weight(module, x, down, up, scale)
+            if merged is not None:   # the layer's product and the delta in one
+                return F.linear(x, merged, module.bias)
+        out = base_forward(x, *args, **kwargs) if base_forward is not None else linear_forward(module, x, *args, **kwargs)
         if weight is not None:
             down, up = weights.get(x)
             if isinstance(weight, float) and weight == 1.0:

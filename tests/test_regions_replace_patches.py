@@ -74,7 +74,9 @@ def test_a_regional_adapter_acts_under_another_nodes_attention_replacement(make_
         full = _sample(add_patch(apply_sia(model, adapter, 1.0, 0.5, mask=ones)[0]), conds)
     empty = _sample(add_patch(apply_sia(model, adapter, 1.0, 0.5, mask=zeros)[0]), conds)
     assert not torch.allclose(whole, plain, atol=1e-4)
-    torch.testing.assert_close(full, whole, rtol=1e-5, atol=1e-6)
+    # the whole adapter multiplies by the merged weight where the region adds its delta token by token: equal
+    # up to float rounding at the output's scale
+    torch.testing.assert_close(full, whole, rtol=1e-5, atol=1e-5 * float(whole.abs().max()))
     assert torch.equal(empty, plain)
     told = [r.getMessage() for r in caplog.records if "replaces the self-attention" in r.getMessage()]
     assert len(told) == 1 and MIDDLE in told[0]
