@@ -68,5 +68,5 @@ def test_wan_train_bench_runs_and_prints_the_ratio():
 def test_engine_bench_runs_and_prints_the_ratio():
     """The engine-against-node bench on the tiny models (it had crashed before its first figure: the node's
     side asked for an option only bench_train.py has)."""
-    out = run_bench("bench_engine.py", "--tiny", "--iterations", "3", "--ti-steps", "3")
+    out = run_bench("bench_engine.py", "--tiny", "--iterations", "2", "--ti-steps", "2")
     assert "ratio engine / node: stage 2" in out and "nan" not in out.split("ratio engine / node")[1], out
