@@ -10,6 +10,10 @@ import pytest
 pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
+# the main job's part, like tests/test_main_job.py: the pinned lane runs it (the newest lane's engine tests cover
+# diffusers' and peft's newest releases: test_engine_cli, test_engine_interop, test_engine_training, ...)
+pytestmark = pytest.mark.slow
+
 import host  # noqa: E402
 from pv_tools import main_job_engine  # noqa: E402
 from test_engine_cli import files  # noqa: E402,F401
