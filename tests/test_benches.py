@@ -65,6 +65,7 @@ def test_wan_train_bench_runs_and_prints_the_ratio():
     assert "checkpointing on: median" in out and "x over 1 run(s)" in out, out
 
 
+@pytest.mark.slow   # CI time: the pinned lane runs it; the newest lane's engine tests cover the same engine code
 def test_engine_bench_runs_and_prints_the_ratio():
     """The engine-against-node bench on the tiny models (it had crashed before its first figure: the node's
     side asked for an option only bench_train.py has)."""
