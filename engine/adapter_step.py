@@ -14,7 +14,7 @@ import torch
 
 from ..training import precision as amp
 from ..training.checkpoint_choice import engine_checkpointing
-from ..training.sia_settings import SIAHistory, reg_term
+from ..training.sia_settings import SIAHistory, adapter_optimizer, reg_term
 from . import sia_peft, training_dtypes
 from .errors import EngineError
 
@@ -77,8 +77,7 @@ def start(model: torch.nn.Module, settings, no_face_advice: str) -> AdapterRun:
     precision = amp.resolve(settings.precision, params[0].device, training_dtypes.compute_dtype(model))
     for p in params:
         p.data = p.data.float()
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=tuple(settings.betas), eps=settings.eps,
-                                  weight_decay=settings.weight_decay)
+    optimizer = adapter_optimizer(params, settings)
     checkpointing = engine_checkpointing(settings.gradient_checkpointing, params[0].device)
     if checkpointing:
         model.enable_gradient_checkpointing()

@@ -106,5 +106,23 @@ class SIAHistory:
 
 
 def reg_term(params, initial):
-    """The weight-space regulariser ||theta - theta_0||^2 over the adapter's tensors."""
-    return sum(((p - p0) ** 2).sum() for p, p0 in zip(params, initial))
+    """The weight-space regulariser ||theta - theta_0||^2 over the adapter's tensors, taken over them as one flat
+    vector: a few operations, forward and backward, whatever the number of tensors (a term per tensor cost some
+    ten each, about 700 per iteration for SD1.5's 96 LoRA tensors: launches on a GPU, milliseconds on the CPU).
+    The gradient, 2 (theta - theta_0), is the same elementwise; only the value's summation order differs."""
+    import torch
+
+    if not params:
+        return torch.zeros(())
+    flat = torch.cat([p.reshape(-1) for p in params])
+    flat0 = torch.cat([p0.reshape(-1) for p0 in initial])
+    return ((flat - flat0) ** 2).sum()
+
+
+def adapter_optimizer(params, settings):
+    """Stage 2's AdamW over the adapter's tensors, with the multi-tensor (foreach) update on every device: torch
+    picks it by itself only on CUDA, and elsewhere updates tensor by tensor in Python. Same update rule."""
+    import torch
+
+    return torch.optim.AdamW(params, lr=settings.lr, betas=tuple(settings.betas), eps=settings.eps,
+                             weight_decay=settings.weight_decay, foreach=True)

@@ -1,0 +1,47 @@
+"""Stage 2's weight-space regulariser and optimiser, as the trainer and the engine make them: the regulariser
+over the adapter's tensors as one flat vector gives the per-tensor sum's value and exactly its gradient, and
+the optimiser's multi-tensor update moves the tensors as torch's tensor-by-tensor AdamW does."""
+import torch
+
+from comfyui_personalvideo.training.sia_settings import SIATrainSettings, adapter_optimizer, reg_term
+
+
+def _adapter(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(4, 40), (40, 4), (4, 24), (24, 4), (8, 40), (40, 8)]
+    return [torch.nn.Parameter(torch.randn(*s, generator=g)) for s in shapes]
+
+
+def test_the_flat_regulariser_is_the_per_tensor_sum_with_the_same_gradient():
+    params = _adapter()
+    initial = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for i, p in enumerate(params):
+            p.add_(0.01 * (i + 1) * torch.randn_like(p))
+    reference = sum(((p - p0) ** 2).sum() for p, p0 in zip(params, initial))
+    expected = torch.autograd.grad(reference, params)
+    value = reg_term(params, initial)
+    got = torch.autograd.grad(value, params)
+    assert torch.allclose(value, reference, rtol=1e-6) and float(value) > 0
+    for e, g in zip(expected, got):
+        assert torch.equal(e, g)
+    assert float(reg_term([], [])) == 0.0
+
+
+def test_the_optimiser_updates_as_torch_adamw_does():
+    settings = SIATrainSettings()
+    params, reference = _adapter(1), _adapter(1)
+    ours = adapter_optimizer(params, settings)
+    theirs = torch.optim.AdamW(reference, lr=settings.lr, betas=tuple(settings.betas), eps=settings.eps,
+                               weight_decay=settings.weight_decay, foreach=False)
+    assert ours.defaults["foreach"] is True
+    g = torch.Generator().manual_seed(2)
+    for _ in range(5):
+        for a, b in zip(params, reference):
+            a.grad = torch.randn(a.shape, generator=g)
+            b.grad = a.grad.clone()
+        ours.step()
+        theirs.step()
+    for a, b, start in zip(params, reference, _adapter(1)):
+        assert not torch.equal(a, start)   # the steps moved it, by as much as torch's AdamW moved its copy
+        assert torch.allclose(a, b, rtol=0, atol=1e-6)
