@@ -334,6 +334,7 @@ def test_checkpoint_families(install):
     assert bad.status == doctor.WARN and "broken.safetensors is damaged" in bad.message and "truncated" in bad.message
 
 
+@pytest.mark.slow   # it builds the SD1.5-size file (21 s): the pinned lane, which builds it for the main job anyway
 def test_the_session_checkpoint_is_recognised_as_sd15(sd15_checkpoint):
     from comfyui_personalvideo.doctor.model_files import checkpoint_family, safetensors_header
 

