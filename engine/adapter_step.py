@@ -14,7 +14,7 @@ import torch
 
 from ..training import precision as amp
 from ..training.checkpoint_choice import engine_checkpointing
-from ..training.sia_settings import SIAHistory, adapter_optimizer, reg_term
+from ..training.sia_settings import SIAHistory, adapter_optimizer, flat_copy, reg_term
 from . import sia_peft, training_dtypes
 from .errors import EngineError
 
@@ -22,7 +22,7 @@ from .errors import EngineError
 @dataclass
 class AdapterRun:
     params: list
-    initial: list
+    initial: torch.Tensor   # the LoRA's starting weights as one flat vector
     optimizer: torch.optim.Optimizer
     precision: object
     checkpointing: bool
@@ -81,5 +81,5 @@ def start(model: torch.nn.Module, settings, no_face_advice: str) -> AdapterRun:
     checkpointing = engine_checkpointing(settings.gradient_checkpointing, params[0].device)
     if checkpointing:
         model.enable_gradient_checkpointing()
-    return AdapterRun(params, [p.detach().clone() for p in params], optimizer, precision, checkpointing,
+    return AdapterRun(params, flat_copy(params), optimizer, precision, checkpointing,
                       SIAHistory(precision=precision.name), settings, no_face_advice, model)

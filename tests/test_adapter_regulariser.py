@@ -3,7 +3,7 @@ over the adapter's tensors as one flat vector gives the per-tensor sum's value a
 the optimiser's multi-tensor update moves the tensors as torch's tensor-by-tensor AdamW does."""
 import torch
 
-from comfyui_personalvideo.training.sia_settings import SIATrainSettings, adapter_optimizer, reg_term
+from comfyui_personalvideo.training.sia_settings import SIATrainSettings, adapter_optimizer, flat_copy, reg_term
 
 
 def _adapter(seed=0):
@@ -15,17 +15,19 @@ def _adapter(seed=0):
 def test_the_flat_regulariser_is_the_per_tensor_sum_with_the_same_gradient():
     params = _adapter()
     initial = [p.detach().clone() for p in params]
+    start = flat_copy(params)
     with torch.no_grad():
         for i, p in enumerate(params):
             p.add_(0.01 * (i + 1) * torch.randn_like(p))
     reference = sum(((p - p0) ** 2).sum() for p, p0 in zip(params, initial))
     expected = torch.autograd.grad(reference, params)
-    value = reg_term(params, initial)
+    value = reg_term(params, start)
     got = torch.autograd.grad(value, params)
     assert torch.allclose(value, reference, rtol=1e-6) and float(value) > 0
     for e, g in zip(expected, got):
         assert torch.equal(e, g)
-    assert float(reg_term([], [])) == 0.0
+    assert float(reg_term([], flat_copy([]))) == 0.0
+    assert start.data_ptr() not in {p.data_ptr() for p in params}   # a copy: the steps do not move it
 
 
 def test_the_optimiser_updates_as_torch_adamw_does():

@@ -105,18 +105,30 @@ class SIAHistory:
     snapshots: list = field(default_factory=list)     # (iteration, trained frame [1, 3, H, W] 0..1 on the CPU)
 
 
+def flat_copy(params):
+    """The adapter's starting point for :func:`reg_term`: a detached copy of its tensors as one flat vector, made
+    once before the first iteration."""
+    import torch
+
+    if not params:
+        return torch.zeros(0)
+    return torch.cat([p.detach().reshape(-1) for p in params])   # cat makes a new tensor: a copy
+
+
 def reg_term(params, initial):
     """The weight-space regulariser ||theta - theta_0||^2 over the adapter's tensors, taken over them as one flat
-    vector: a few operations, forward and backward, whatever the number of tensors (a term per tensor cost some
-    ten each, about 700 per iteration for SD1.5's 96 LoRA tensors: launches on a GPU, milliseconds on the CPU).
-    The gradient, 2 (theta - theta_0), is the same elementwise; only the value's summation order differs."""
+    vector against ``initial`` (:func:`flat_copy` of the starting tensors): a few operations, forward and
+    backward, whatever the number of tensors (a term per tensor cost some ten each, about 700 per iteration for
+    SD1.5's 96 LoRA tensors: launches on a GPU, milliseconds on the CPU). The gradient, 2 (theta - theta_0), is
+    the same elementwise; only the value's summation order differs."""
     import torch
 
     if not params:
         return torch.zeros(())
     flat = torch.cat([p.reshape(-1) for p in params])
-    flat0 = torch.cat([p0.reshape(-1) for p0 in initial])
-    return ((flat - flat0) ** 2).sum()
+    if initial.shape != flat.shape:
+        raise ValueError(f"internal: the starting copy has {initial.numel()} values, the adapter {flat.numel()}")
+    return ((flat - initial) ** 2).sum()
 
 
 def adapter_optimizer(params, settings):

@@ -43,7 +43,7 @@ from .few_step_sampler import FewStepTrainingSampler, lcm_schedule, lcm_step, ru
 from .inference_tensors import aliasing, normal_tensors
 from .interruption import checked_in_layers
 from .identity_setup import frame_stream, iteration_generator
-from .sia_settings import SIAHistory, SIATrainSettings, adapter_optimizer, reg_term  # noqa: F401  (the trainer's public names)
+from .sia_settings import SIAHistory, SIATrainSettings, adapter_optimizer, flat_copy, reg_term  # noqa: F401  (the trainer's public names)
 
 log = logging.getLogger("PersonalVideo")
 
@@ -116,7 +116,7 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
         for p in params:
             if not (isinstance(p, torch.nn.Parameter) and p.requires_grad and p.dtype == torch.float32):
                 raise TrainingError("internal: adapter weights must be trainable fp32 parameters")
-        initial = [p.detach().clone() for p in params]
+        initial = flat_copy(params)
         optimizer = adapter_optimizer(params, settings)
     history = SIAHistory(precision=precision.name)
     stopper = EarlyStop() if settings.early_stop else None
