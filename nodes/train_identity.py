@@ -82,7 +82,8 @@ class TrainPersonalVideoIdentity:
                                            "Recompute the layers in backward instead of keeping their "
                                            "activations: on saves memory (stage 2 at 16x512x512 about 8.5 GiB "
                                            "instead of 39), off saves time. auto: on a GPU, measured on the first "
-                                           "step and switched off when the memory allows; on the CPU always on."}),
+                                           "step, then off when the memory allows, or kept for only the layers "
+                                           "that do not fit (partial); on the CPU always on."}),
             },
         }
 

@@ -107,7 +107,8 @@ class TrainPersonalVideoIdentityWan:
                 "gradient_checkpointing": (["auto", "on", "off"], {"default": "auto", "tooltip":
                                            "Recompute the Wan blocks in backward instead of keeping their "
                                            "activations: on saves memory, off saves time. auto: on a GPU, "
-                                           "measured on the first step; on the CPU always on."}),
+                                           "measured on the first step, then off, or kept for only the blocks "
+                                           "that do not fit (partial); on the CPU always on."}),
             },
         }
 

@@ -56,11 +56,35 @@ def test_auto_keeps_checkpointing_on_where_free_memory_cannot_be_read():
 
 def test_the_rule():
     choice = CheckpointChoice("auto", "cpu")
+    a, b, c, d = (torch.nn.Identity() for _ in range(4))
     choice.decided = False
-    choice.decide(before=100, peak=400, layers=[50, 200, 30], free=1000)   # grows by 300 + 80
-    assert choice.prediction == (380, 1000) and not choice.enabled     # 380 <= 850
-    choice.decide(before=100, peak=400, layers=[50, 200, 30, 600], free=600)   # 300 + 280 > 0.85 * 600
-    assert choice.prediction == (580, 600) and choice.enabled
+    choice.decide(before=100, peak=400, layers=[(a, 50), (b, 200), (c, 30)], free=1000)   # grows by 300 + 80
+    assert choice.prediction == (380, 1000) and not choice.enabled and choice.mode == "off"   # 380 <= 850
+    # 300 + 280 > 0.85 * 600 = 510: the smallest layers that fit in 0.70 * 600 = 420 stay out of checkpointing,
+    # c then a (b would make 580); a layer recomputed twice in the pass (c) counts with both
+    choice.decide(before=100, peak=400, layers=[(a, 50), (b, 200), (c, 20), (d, 600), (c, 10)], free=600)
+    assert choice.enabled and choice.mode == "partial" and set(choice.spared) == {a, c}
+    assert choice.prediction == (380, 600)
+    # no layer fits beside the checkpointed pass itself: every layer stays checkpointed
+    choice.decide(before=100, peak=400, layers=[(a, 50), (b, 200), (c, 30), (d, 600)], free=300)
+    assert choice.mode == "on" and not len(choice.spared) and choice.prediction == (580, 300)
+
+
+def test_the_partial_choice_checkpoints_all_but_the_spared_layers():
+    from comfyui_personalvideo.training import checkpointing
+
+    layers = [torch.nn.Linear(2, 2) for _ in range(4)]
+    choice = CheckpointChoice("auto", "cpu")
+    choice.decided = False
+    # off would take 10 + 30 > 34; partial's room is 28: the layers of 5 and 10 fit, 15 more would not
+    choice.decide(before=0, peak=10, layers=[(m, 5 * (i + 1)) for i, m in enumerate(layers)], free=40)
+    assert set(choice.spared) == set(layers[:2])
+    with choice.checkpointed(layers) as count:
+        wrapped = [getattr(m.forward, "_pv_checkpointing", False) for m in layers]
+    assert count == 2 and wrapped == [False, False, True, True]
+    assert not any(getattr(m.forward, "_pv_checkpointing", False) for m in layers)
+    with checkpointing.checkpointed(layers, True, choice.spared) as count:   # the sampler's call, the same
+        assert count == 2
 
 
 def _passes(setup, monkeypatch, setting, free):  # noqa: F811
@@ -105,6 +129,21 @@ def test_auto_keeps_checkpointing_on_when_the_free_memory_is_short(setup, monkey
     assert counts[0] > 20 and counts[1:] == [counts[0]] * 2 and choice.enabled
     grown, free = choice.prediction
     assert grown > checkpoint_choice.HEADROOM * free
+
+
+def test_auto_leaves_the_smallest_layers_out_when_part_of_them_fit(setup, monkeypatch):  # noqa: F811
+    """Free memory between what the checkpointed pass takes and what a pass without checkpointing would take:
+    the first iteration is measured with every layer checkpointed, the rest run with the smallest layers left
+    out, and the predicted growth stays within the limit."""
+    counts, measured, _ = _passes(setup, monkeypatch, "auto", free=1 << 40)
+    off_growth = measured.prediction[0]
+    free = int(0.97 * off_growth / checkpoint_choice.HEADROOM)   # a little short of what "off" needs
+    counts, choice, _ = _passes(setup, monkeypatch, "auto", free=free)
+    assert choice.mode == "partial", choice.prediction
+    spared = len(choice.spared)
+    assert counts[0] > 20 and 0 < spared < counts[0] and counts[1:] == [counts[0] - spared] * 2, (counts, spared)
+    grown, _ = choice.prediction
+    assert grown <= checkpoint_choice.PARTIAL_HEADROOM * free
 
 
 @pytest.mark.parametrize("setting", ["on", "off"])

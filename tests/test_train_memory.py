@@ -20,7 +20,7 @@ from test_train_identity import face_analysis, parts, photo  # noqa: F401
 
 
 def _gradient_step(setup, adapter, gradient_checkpointing, autocast=None, latent=8, before_backward=None,
-                   backward=None, unet_wrapper=None):  # noqa: F811
+                   backward=None, unet_wrapper=None, spared=()):  # noqa: F811
     """One 4-step generation whose last step decodes a frame and backpropagates a loss on its pixels
     (``backward(loss)`` in place of ``loss.backward()``; ``unet_wrapper``: the MODEL's unet function wrapper)."""
     model, clip, vae, tp, vector, _ = setup
@@ -47,7 +47,8 @@ def _gradient_step(setup, adapter, gradient_checkpointing, autocast=None, latent
     sampler = few_step_sampler.FewStepTrainingSampler(last_step, torch.Generator().manual_seed(1),
                                                       extra_modules=(vae.first_stage_model,),
                                                       gradient_checkpointing=gradient_checkpointing,
-                                                      autocast=autocast, load_first=(patched, vae.patcher))
+                                                      autocast=autocast, load_first=(patched, vae.patcher),
+                                                      spared=spared)
     with torch.inference_mode(False):
         noise = torch.randn((2, 4, latent, latent), generator=torch.Generator().manual_seed(2))
     with torch.inference_mode(), meter:
@@ -230,6 +231,24 @@ def test_checkpointing_gives_the_same_gradients_and_keeps_far_fewer_bytes(setup)
     print("saved bytes", ckpt_bytes, plain_bytes)
     assert ckpt_bytes < 0.4 * plain_bytes, (ckpt_bytes, plain_bytes)
     # afterwards no layer keeps a checkpointing forward
+    for root in (model.model.diffusion_model, vae.first_stage_model):
+        assert not [n for n, m in root.named_modules() if getattr(m.forward, "_pv_checkpointing", False)]
+
+
+def test_partial_checkpointing_leaves_the_spared_layers_out_with_the_same_gradients(setup):  # noqa: F811
+    """Layers given as spared (what auto's partial choice finds room for) run as without checkpointing: they are
+    not wrapped, what they keep counts as without checkpointing, and the gradients are the same."""
+    model, _, vae = setup[:3]
+    regions = checkpointing.regions_of(model.model.diffusion_model, vae.first_stage_model)
+    spared = regions[1::2]
+    plain_grads, plain_bytes = _gradient_step(setup, new_adapter(model), False)[:2]
+    ckpt_bytes = _gradient_step(setup, new_adapter(model), True)[1]
+    grads, partial_bytes, sampler, seen = _gradient_step(setup, new_adapter(model), True, spared=spared)
+    assert sampler.checkpointed_regions == seen["wrapped"] == len(regions) - len(spared) > 10
+    assert ckpt_bytes < partial_bytes < plain_bytes, (ckpt_bytes, partial_bytes, plain_bytes)
+    assert sum(float(g.abs().sum()) for g in grads.values()) > 0
+    for k in plain_grads:
+        torch.testing.assert_close(grads[k], plain_grads[k], msg=k)
     for root in (model.model.diffusion_model, vae.first_stage_model):
         assert not [n for n, m in root.named_modules() if getattr(m.forward, "_pv_checkpointing", False)]
 

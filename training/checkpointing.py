@@ -259,7 +259,7 @@ class _Recomputed(torch.autograd.Function):
                     inference_tensors.module_aliased(region.module):
                 out = region.run(*inputs)
             if measure:
-                measure[1].append(measure[0]() - before)
+                measure[1].append((region.module, measure[0]() - before))
         finally:
             _local.recomputing -= 1
         outs = out if region.multiple else (out,)
@@ -276,13 +276,14 @@ def recomputing() -> bool:
 
 
 _REQUIRES_GRAD = []
-_MEASURING = []   # (allocated(), [bytes per layer]) while a pass is measured (:mod:`.checkpoint_choice`)
+_MEASURING = []   # (allocated(), [(layer, bytes)]) while a pass is measured (:mod:`.checkpoint_choice`)
 
 
 @contextlib.contextmanager
 def measuring(allocated):
-    """Within the block each layer's recomputation records the bytes it holds once recomputed (read with
-    ``allocated()`` before and after it): what the layer keeps for backward when not checkpointed."""
+    """Within the block each layer's recomputation records ``(layer, bytes)``: the bytes it holds once
+    recomputed (read with ``allocated()`` before and after it), what the layer keeps for backward when not
+    checkpointed; a layer called more than once in the pass has an entry per call."""
     sizes = []
     _MEASURING.append((allocated, sizes))
     try:
@@ -354,12 +355,14 @@ def _checkpointing_forward(module, inner):
 
 
 @contextlib.contextmanager
-def checkpointed(regions, enabled: bool = True):
-    """Within the block each region's forward runs under gradient checkpointing (when grad is on)."""
+def checkpointed(regions, enabled: bool = True, spared=()):
+    """Within the block each region's forward runs under gradient checkpointing (when grad is on), except the
+    regions in ``spared``, which keep their activations for backward as without checkpointing (the layers
+    :mod:`.checkpoint_choice` found room for)."""
     wrapped = []
     try:
         if enabled:
-            seen = set()
+            seen = {id(m) for m in spared}
             for module in regions:
                 if id(module) in seen or getattr(module.forward, "_pv_checkpointing", False):
                     continue

@@ -54,12 +54,13 @@ def euler_step(x, denoised, sigma, sigma_next, noise_like):
 
 class FewStepTrainingSampler(comfy.samplers.Sampler):
     def __init__(self, last_step, generator: torch.Generator, extra_modules=(), gradient_checkpointing=True,
-                 autocast=None, load_first=(), between_steps=None, step=lcm_step):
+                 autocast=None, load_first=(), between_steps=None, step=lcm_step, spared=()):
         self.last_step = last_step          # callable(denoised latent with grad) -> None
         self.generator = generator
         self.extra_modules = tuple(extra_modules)
         self.load_first = tuple(load_first)  # ModelPatchers loaded (with the sampled one) before the gradient step
         self.gradient_checkpointing = gradient_checkpointing
+        self.spared = tuple(spared)          # layers left out of checkpointing (its partial choice)
         self.between_steps = between_steps or (lambda: None)   # e.g. the cancel check
         self.step = step                   # the update between steps (lcm_step, euler_step)
         self.autocast = autocast or contextlib.nullcontext   # context factory for the gradient step's model call
@@ -96,7 +97,7 @@ class FewStepTrainingSampler(comfy.samplers.Sampler):
                 comfy.model_management.load_models_gpu(list(self.load_first))
             regions = regions_of(getattr(base_model, "diffusion_model", None), *self.extra_modules)
             with gradient_window(base_model, *self.extra_modules) as window:
-                with torch.enable_grad(), checkpointed(regions, self.gradient_checkpointing) as count:
+                with torch.enable_grad(), checkpointed(regions, self.gradient_checkpointing, self.spared) as count:
                     self.checkpointed_regions = count
 
                     def gradient_pass():

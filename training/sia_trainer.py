@@ -184,7 +184,7 @@ def train_sia(model, adapter, encode_prompt, negative, vae, identity_loss, promp
             record["loss"] = float(total.detach())
 
         sampler = FewStepTrainingSampler(last_step, gen, extra_modules=(vae.first_stage_model,),
-                                         gradient_checkpointing=choice.enabled,
+                                         gradient_checkpointing=choice.enabled, spared=choice.spared,
                                          autocast=precision.autocast, load_first=(patched, vae.patcher),
                                          between_steps=check, step=backbone.step)
         with checked_in_layers(layers, check), choice.measured():

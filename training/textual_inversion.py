@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from . import precision as amp
-from .checkpointing import checkpointed, unet_regions
+from .checkpointing import unet_regions
 from .devices import compute_dtype_of, device_of
 from .errors import TrainingError
 from .checkpoint_choice import CheckpointChoice
@@ -238,7 +238,7 @@ class NoiseLoss:
     def denoised(self, x_t: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """The model's denoised estimate (``apply_model``) for the batch ``x_t`` at ``sigma`` [B], prompt ``cond``."""
         context = cond.expand(x_t.shape[0], -1, -1)
-        with checkpointed(self.regions(self.base_model.diffusion_model), self.choice.enabled), \
+        with self.choice.checkpointed(self.regions(self.base_model.diffusion_model)), \
                 self.precision.autocast():
             return self.base_model.apply_model(x_t.to(self.device, self.dtype), sigma.to(self.device),
                                                c_crossattn=context.to(self.device, self.dtype))

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from ..sia import families
 from . import precision as amp
-from .checkpointing import checkpointed, t5_regions, wan_regions
+from .checkpointing import t5_regions, wan_regions
 from .devices import compute_dtype_of, device_of
 from .errors import TrainingError
 from .identity_files import UMT5_TOKEN_KEY, write_token
@@ -194,8 +194,7 @@ class FlowLoss(NoiseLoss):
 
     def __call__(self, vector: torch.Tensor, draw: Draw) -> torch.Tensor:
         x0 = self.photos(draw)
-        with checkpointed(t5_regions(getattr(self.prompts.clip.cond_stage_model, EMBEDDING_KEY).transformer),
-                          self.choice.enabled):
+        with self.choice.checkpointed(t5_regions(getattr(self.prompts.clip.cond_stage_model, EMBEDDING_KEY).transformer)):
             cond, _ = self.prompts.encode(draw.template, vector)
         sigma = self.sigmas[draw.t]
         x_t = self.sampling.noise_scaling(sigma, draw.noise, x0)
