@@ -15,7 +15,9 @@ training iterations (outside their timings), so a slow spell of the machine fall
 the times are the thread's CPU time (``time.thread_time``: one torch thread, OMP_NUM_THREADS=1), which other
 jobs on a shared machine do not inflate; on CUDA wall time with the queue drained. ``--runs N`` repeats the
 whole training N times and prints each run's ratio and their median; ``--checkpointing on off`` gives the
-figures with gradient checkpointing forced on and forced off. ``--tiny``: the tests' tiny models (small
+figures with gradient checkpointing forced on and forced off, and ``auto`` with the trainer's choice by the free
+memory (on CUDA; ``--card-gib 16`` makes the choice see the free memory of a 16 GB card on a larger GPU, to
+time the choice a 12-24 GB card gets: on, off, or partial). ``--tiny``: the tests' tiny models (small
 SD1.5-layout UNet, 2-layer CLIP, narrow VAE, tiny recogniser) at 2 frames of 64x64, where the time goes to
 per-operation overhead as it does on a fast GPU at full size.
 
@@ -205,6 +207,19 @@ class NoCount(contextlib.nullcontext):
 
     def reset_peak(self):
         return None
+
+
+def card_size(gib: float) -> None:
+    """auto's choice reads the free memory of a ``gib`` GB card: the GPU's reading less what it has beyond it."""
+    from comfyui_personalvideo.training import checkpoint_choice
+
+    class SmallerCard(checkpoint_choice.CudaAllocator):
+        def free(self):
+            beyond = torch.cuda.get_device_properties(self.device).total_memory - int(gib * 1024 ** 3)
+            return max(0, super().free() - max(0, beyond))
+
+    real = checkpoint_choice.allocator_for
+    checkpoint_choice.allocator_for = lambda device: (SmallerCard(device) if real(device) is not None else None)
 
 
 def run_once(args, parts, name, checkpointing, plain=None):
@@ -479,11 +494,18 @@ def main():
     parser.add_argument("--tiny", action="store_true",
                         help="the tests' tiny models instead of SD1.5 size (2 frames of 64x64 unless told)")
     parser.add_argument("--runs", type=int, default=1, help="train this many times per setting; medians and each run")
-    parser.add_argument("--checkpointing", nargs="+", choices=["on", "off"], default=["on"],
-                        help="gradient checkpointing forced on and/or off (one set of figures each)")
+    parser.add_argument("--checkpointing", nargs="+", choices=["on", "off", "auto"], default=["on"],
+                        help="gradient checkpointing forced on and/or off, or auto (one set of figures each)")
+    parser.add_argument("--card-gib", type=float, default=None,
+                        help="CUDA: auto's choice sees the free memory of a card of this size (the GPU's own "
+                             "free memory less the GiB it has beyond it)")
     args = parser.parse_args()
+    if args.card_gib is not None and args.device != "cuda":
+        parser.error("--card-gib needs --device cuda: auto reads the free memory only from CUDA's allocator")
 
     bench_common.start_host(args.device)
+    if args.card_gib is not None:
+        card_size(args.card_gib)
     if args.estimate:
         with torch.inference_mode(False):
             estimate(args)
@@ -498,8 +520,10 @@ def main():
                       f"{'step' if stage == 'token' else 'iteration'} takes {step:.2f} s (checking only between "
                       f"them would wait up to that); ratio {delay / step:.3f}")
             return
-        modes = [{"on": True, "off": False}[m] for m in args.checkpointing]
-        runs = [(f"checkpointing {'on' if ckpt else 'off'}, precision {precision}", ckpt, precision)
+        modes = [{"on": True, "off": False, "auto": "auto"}[m] for m in args.checkpointing]
+        card = f" (choice on a {args.card_gib:g} GB card)" if args.card_gib is not None else ""
+        runs = [(f"checkpointing {ckpt if ckpt == 'auto' else 'on' if ckpt else 'off'}"
+                 f"{card if ckpt == 'auto' else ''}, precision {precision}", ckpt, precision)
                 for ckpt in modes for precision in args.precision]
         if args.compare:
             runs.append(("without checkpointing, fp32", False, "fp32"))
