@@ -50,7 +50,9 @@ AnimateLCM-layout motion model built from AnimateDiff-Evolved's own classes and 
 attention as on a GPU: PyTorch's flash kernel; the trainer's gradient checkpointing on and off), and a
 dispatch-mode tracker counts the bytes of every tensor the step creates, alive at once (tests/autograd_memory.py
 AllocationPeak); the weights are added, and for the stage-2 figure checked against the target the CLIP-L text
-encoder and the face encoder. The same step at small size is then run twice, for real on the CPU and on the meta
+encoder and the face encoder. It then makes auto's choice for stage 2 on 12, 16 and 24 GB cards from the same
+checkpointed step, measured as the trainer measures its first pass, and prints the recomputation left (its
+share of the checkpointed layers' FLOPs, torch's FLOP counter on the meta device). The same step at small size is then run twice, for real on the CPU and on the meta
 device, and both figures are printed side by side, so the estimate is checked where both exist. Not modelled: the
 face encoder's few MB of activations, allocator rounding and caching (on a GPU, expect some 10-20 % above the
 figure).
@@ -413,6 +415,81 @@ def step_peak(parts, device, dtype, batch, size, decode, checkpointing, context_
     return tracker.peak
 
 
+def layer_flops(parts, device, dtype, batch, size, decode) -> dict:
+    """Forward FLOPs of each checkpointing region in one call of the gradient step (what recomputing it
+    costs, near enough), counted with torch's FLOP counter on ``device`` (meta: nothing computed)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from comfyui_personalvideo.training.checkpointing import regions_of
+
+    unet, vae = parts[:2]
+    regions = regions_of(unet, vae if decode else None)
+    flops, open_modes, handles = {}, {}, []
+
+    def pre(module, args):
+        mode = FlopCounterMode(display=False)
+        mode.__enter__()
+        open_modes[id(module)] = mode
+
+    def post(module, args, output):
+        mode = open_modes.pop(id(module))
+        mode.__exit__(None, None, None)
+        flops[module] = flops.get(module, 0) + mode.get_total_flops()
+
+    for region in regions:
+        handles += [region.register_forward_pre_hook(pre), region.register_forward_hook(post)]
+    side = size // 8
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            x = torch.randn(batch, 4, side, side, device=device, dtype=dtype)
+            context = torch.randn(batch, 77, 768, device=device, dtype=dtype)
+            out = unet(x, timesteps=torch.full((batch,), 250.0, device=device), context=context)
+            if decode:
+                vae.decode((x - out)[1:2] / 0.18215)
+    finally:
+        for h in handles:
+            h.remove()
+    return flops
+
+
+def partial_choices(parts, batch, size, decode, weights, cards=(12, 16, 24)):
+    """What auto's choice does on cards of ``cards`` GB at the default settings: the checkpointed step on the
+    meta device measured as the trainer measures its first pass (bytes per layer's recomputation), the free
+    memory taken as the card less the weights, the other models and 1 GiB of CUDA context and desktop, and the
+    recomputation left (its share of the FLOPs of every checkpointed layer)."""
+    from autograd_memory import AllocationPeak
+    from comfyui_personalvideo.training import checkpoint_choice, checkpointing
+    from comfyui_personalvideo.training.inference_tensors import gradient_window
+
+    unet, vae = parts[:2]
+    gib = 1024 ** 3
+    side = size // 8
+    with torch.inference_mode(False):
+        x = torch.randn(batch, 4, side, side, device="meta", dtype=torch.float16)
+        context = torch.randn(batch, 77, 768, device="meta", dtype=torch.float16)
+        tracker = AllocationPeak()
+        with tracker, checkpointing.measuring(lambda: tracker.live) as layers, gradient_window(unet, vae), \
+                torch.enable_grad(), checkpointing.checkpointed(checkpointing.regions_of(unet, vae if decode else None)):
+            out = unet(x, timesteps=torch.full((batch,), 250.0, device="meta"), context=context)
+            if decode:
+                out = vae.decode((x - out)[1:2] / 0.18215)
+            out.float().pow(2).mean().backward()
+        flops = layer_flops(parts, "meta", torch.float16, batch, size, decode)
+    recomputed = {module for module, _ in layers}
+    total = sum(flops.get(m, 0) for m in recomputed) or 1
+    for card in cards:
+        free = int((card - 1.0 - OTHER_MODELS_GIB) * gib) - weights
+        choice = checkpoint_choice.CheckpointChoice("on", "meta", f"{card} GB card")
+        choice.decide(0, tracker.peak, layers, free)
+        left = sum(flops.get(m, 0) for m in recomputed if m not in choice.spared) / total
+        grown, _ = choice.prediction
+        adds = (f"a pass without it would add {grown / gib:.2f} GiB" if choice.mode == "on" else
+                f"the pass adds {grown / gib:.2f} GiB")
+        print(f"  a {card} GB card ({free / gib:.1f} GiB free): {choice.mode}"
+              + (f", {len(choice.spared)} of {len(recomputed)} layers spared" if choice.mode == "partial" else "")
+              + f"; {adds}; recomputation left {100 * left if choice.enabled else 0:.0f} % of checkpointing on's")
+
+
 def _weights(*modules, dtype_bytes=2):
     return sum(p.numel() for m in modules if m is not None for p in m.parameters()) * dtype_bytes
 
@@ -449,6 +526,9 @@ def estimate(args):
             results[(stage, ckpt)] = peak + w
             print(f"  {stage}, checkpointing {'on ' if ckpt else 'off'}: {peak / gib:6.2f} GiB activations, "
                   f"{(peak + w) / gib:6.2f} GiB with weights")
+    print("auto's choice for stage 2 by card (free memory: the card less the weights, the other models and 1 GiB of "
+          "CUDA context and desktop):")
+    partial_choices(video, frames * uncond, size, True, weights)
     on = results[(list(stages)[1], True)] / gib + OTHER_MODELS_GIB
     print(f"stage 2 peak at the default settings, checkpointing on, with the CLIP-L text encoder and the face "
           f"encoder on the GPU too (+{OTHER_MODELS_GIB:.2f} GiB): {on:.2f} GiB; target at most {STAGE2_TARGET_GIB} "
