@@ -52,8 +52,9 @@ dispatch-mode tracker counts the bytes of every tensor the step creates, alive a
 AllocationPeak); the weights are added, and for the stage-2 figure checked against the target the CLIP-L text
 encoder and the face encoder. It then makes auto's choice for stage 2 on 12, 16 and 24 GB cards from the same
 checkpointed step, measured as the trainer measures its first pass, and prints the recomputation left (its
-share of the checkpointed layers' FLOPs, torch's FLOP counter on the meta device). The same step at small size is then run twice, for real on the CPU and on the meta
-device, and both figures are printed side by side, so the estimate is checked where both exist. Not modelled: the
+share of the checkpointed layers' FLOPs, torch's FLOP counter on the meta device). The same step at small size
+is then run twice, for real on the CPU and on the meta device, and both figures are printed side by side, so
+the estimate is checked where both exist. Not modelled: the
 face encoder's few MB of activations, allocator rounding and caching (on a GPU, expect some 10-20 % above the
 figure).
 """
@@ -468,8 +469,9 @@ def partial_choices(parts, batch, size, decode, weights, cards=(12, 16, 24)):
         x = torch.randn(batch, 4, side, side, device="meta", dtype=torch.float16)
         context = torch.randn(batch, 77, 768, device="meta", dtype=torch.float16)
         tracker = AllocationPeak()
+        regions = checkpointing.regions_of(unet, vae if decode else None)
         with tracker, checkpointing.measuring(lambda: tracker.live) as layers, gradient_window(unet, vae), \
-                torch.enable_grad(), checkpointing.checkpointed(checkpointing.regions_of(unet, vae if decode else None)):
+                torch.enable_grad(), checkpointing.checkpointed(regions):
             out = unet(x, timesteps=torch.full((batch,), 250.0, device="meta"), context=context)
             if decode:
                 out = vae.decode((x - out)[1:2] / 0.18215)

@@ -194,7 +194,8 @@ class FlowLoss(NoiseLoss):
 
     def __call__(self, vector: torch.Tensor, draw: Draw) -> torch.Tensor:
         x0 = self.photos(draw)
-        with self.choice.checkpointed(t5_regions(getattr(self.prompts.clip.cond_stage_model, EMBEDDING_KEY).transformer)):
+        encoder = getattr(self.prompts.clip.cond_stage_model, EMBEDDING_KEY).transformer
+        with self.choice.checkpointed(t5_regions(encoder)):
             cond, _ = self.prompts.encode(draw.template, vector)
         sigma = self.sigmas[draw.t]
         x_t = self.sampling.noise_scaling(sigma, draw.noise, x0)
