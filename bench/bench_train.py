@@ -392,27 +392,41 @@ def attach_adapter(diffusion_model, rank, device):
     return weights
 
 
-def step_peak(parts, device, dtype, batch, size, decode, checkpointing, context_grad=False, frames=None):
+def _step_inputs(batch, size, device, dtype, context_grad=False):
+    """A gradient step's latents, timesteps and text context at ``size`` px (random: only shapes matter here)."""
+    side = size // 8
+    x = torch.randn(batch, 4, side, side, device=device, dtype=dtype)
+    context = torch.randn(batch, 77, 768, device=device, dtype=dtype).requires_grad_(context_grad)
+    return x, torch.full((batch,), 250.0, device=device), context
+
+
+def _step_output(parts, x, steps, context, decode):
+    """The UNet's output for the step and, for stage 2, one frame decoded from it."""
+    unet, vae = parts[:2]
+    out = unet(x, timesteps=steps, context=context)
+    return vae.decode((x - out)[1:2] / 0.18215) if decode else out
+
+
+def step_peak(parts, device, dtype, batch, size, decode, checkpointing, context_grad=False, frames=None,
+              layers=None):
     """Peak bytes of the tensors one gradient step creates: the UNet over ``batch`` latents (cond and uncond)
     with gradient, (stage 2) decoding one frame with gradient, and backward; the weights (there before) not
-    counted. ``context_grad``: the text context is what is trained (stage 1), else the adapter is."""
+    counted. ``context_grad``: the text context is what is trained (stage 1), else the adapter is. ``layers``: a
+    list that gets the ``(layer, bytes)`` of each recomputation, as the trainer measures its first pass."""
     from autograd_memory import AllocationPeak
-    from comfyui_personalvideo.training.checkpointing import checkpointed, regions_of
+    from comfyui_personalvideo.training.checkpointing import checkpointed, measuring, regions_of
     from comfyui_personalvideo.training.inference_tensors import gradient_window
 
     unet, vae = parts[:2]
-    side = size // 8
     with torch.inference_mode(False):
-        x = torch.randn(batch, 4, side, side, device=device, dtype=dtype)
-        context = torch.randn(batch, 77, 768, device=device, dtype=dtype).requires_grad_(context_grad)
-        steps = torch.full((batch,), 250.0, device=device)
+        x, steps, context = _step_inputs(batch, size, device, dtype, context_grad)
         tracker = AllocationPeak()
-        with tracker, gradient_window(unet, vae), torch.enable_grad(), \
-                checkpointed(regions_of(unet, vae if decode else None), checkpointing):
-            out = unet(x, timesteps=steps, context=context)
-            if decode:
-                out = vae.decode((x - out)[1:2] / 0.18215)
+        with tracker, measuring(lambda: tracker.live) as measured, gradient_window(unet, vae), \
+                torch.enable_grad(), checkpointed(regions_of(unet, vae if decode else None), checkpointing):
+            out = _step_output(parts, x, steps, context, decode)   # held through backward, as the trainer holds it
             out.float().pow(2).mean().backward()
+    if layers is not None:
+        layers += measured
     return tracker.peak
 
 
@@ -439,50 +453,30 @@ def layer_flops(parts, device, dtype, batch, size, decode) -> dict:
 
     for region in regions:
         handles += [region.register_forward_pre_hook(pre), region.register_forward_hook(post)]
-    side = size // 8
     try:
         with torch.inference_mode(False), torch.no_grad():
-            x = torch.randn(batch, 4, side, side, device=device, dtype=dtype)
-            context = torch.randn(batch, 77, 768, device=device, dtype=dtype)
-            out = unet(x, timesteps=torch.full((batch,), 250.0, device=device), context=context)
-            if decode:
-                vae.decode((x - out)[1:2] / 0.18215)
+            _step_output(parts, *_step_inputs(batch, size, device, dtype), decode)
     finally:
         for h in handles:
             h.remove()
     return flops
 
 
-def partial_choices(parts, batch, size, decode, weights, cards=(12, 16, 24)):
-    """What auto's choice does on cards of ``cards`` GB at the default settings: the checkpointed step on the
-    meta device measured as the trainer measures its first pass (bytes per layer's recomputation), the free
-    memory taken as the card less the weights, the other models and 1 GiB of CUDA context and desktop, and the
-    recomputation left (its share of the FLOPs of every checkpointed layer)."""
-    from autograd_memory import AllocationPeak
-    from comfyui_personalvideo.training import checkpoint_choice, checkpointing
-    from comfyui_personalvideo.training.inference_tensors import gradient_window
+def partial_choices(parts, peak, layers, batch, size, decode, weights, cards=(12, 16, 24)):
+    """What auto's choice does on cards of ``cards`` GB at the default settings, from the checkpointed step on
+    the meta device (``peak`` and the ``layers`` :func:`step_peak` measured, as the trainer measures its first
+    pass): the free memory taken as the card less the weights, the other models and 1 GiB of CUDA context and
+    desktop, and the recomputation left (its share of the FLOPs of every checkpointed layer)."""
+    from comfyui_personalvideo.training import checkpoint_choice
 
-    unet, vae = parts[:2]
     gib = 1024 ** 3
-    side = size // 8
-    with torch.inference_mode(False):
-        x = torch.randn(batch, 4, side, side, device="meta", dtype=torch.float16)
-        context = torch.randn(batch, 77, 768, device="meta", dtype=torch.float16)
-        tracker = AllocationPeak()
-        regions = checkpointing.regions_of(unet, vae if decode else None)
-        with tracker, checkpointing.measuring(lambda: tracker.live) as layers, gradient_window(unet, vae), \
-                torch.enable_grad(), checkpointing.checkpointed(regions):
-            out = unet(x, timesteps=torch.full((batch,), 250.0, device="meta"), context=context)
-            if decode:
-                out = vae.decode((x - out)[1:2] / 0.18215)
-            out.float().pow(2).mean().backward()
-        flops = layer_flops(parts, "meta", torch.float16, batch, size, decode)
+    flops = layer_flops(parts, "meta", torch.float16, batch, size, decode)
     recomputed = {module for module, _ in layers}
     total = sum(flops.get(m, 0) for m in recomputed) or 1
     for card in cards:
         free = int((card - 1.0 - OTHER_MODELS_GIB) * gib) - weights
         choice = checkpoint_choice.CheckpointChoice("on", "meta", f"{card} GB card")
-        choice.decide(0, tracker.peak, layers, free)
+        choice.decide(0, peak, layers, free)
         left = sum(flops.get(m, 0) for m in recomputed if m not in choice.spared) / total
         grown, _ = choice.prediction
         adds = (f"a pass without it would add {grown / gib:.2f} GiB" if choice.mode == "on" else
@@ -520,17 +514,20 @@ def estimate(args):
     stages = {"stage 1 (token, 4 photos, no motion model)": (image, 4, False, True),
               f"stage 2 (adapter, {frames} frames x {uncond}, + decode of one frame)": (video, frames * uncond, True,
                                                                                        False)}
-    results = {}
+    results, measured = {}, {}   # measured: stage -> (peak, layers) of its checkpointed step
     for stage, (parts, batch, decode, context_grad) in stages.items():
         for ckpt in (True, False):
-            peak = step_peak(parts, "meta", torch.float16, batch, size, decode, ckpt, context_grad)
+            layers = [] if ckpt else None
+            peak = step_peak(parts, "meta", torch.float16, batch, size, decode, ckpt, context_grad, layers=layers)
+            if ckpt:
+                measured[stage] = (peak, layers)
             w = weights if parts is video else _weights(*image)
             results[(stage, ckpt)] = peak + w
             print(f"  {stage}, checkpointing {'on ' if ckpt else 'off'}: {peak / gib:6.2f} GiB activations, "
                   f"{(peak + w) / gib:6.2f} GiB with weights")
     print("auto's choice for stage 2 by card (free memory: the card less the weights, the other models and 1 GiB of "
           "CUDA context and desktop):")
-    partial_choices(video, frames * uncond, size, True, weights)
+    partial_choices(video, *measured[list(stages)[1]], frames * uncond, size, True, weights)
     on = results[(list(stages)[1], True)] / gib + OTHER_MODELS_GIB
     print(f"stage 2 peak at the default settings, checkpointing on, with the CLIP-L text encoder and the face "
           f"encoder on the GPU too (+{OTHER_MODELS_GIB:.2f} GiB): {on:.2f} GiB; target at most {STAGE2_TARGET_GIB} "
