@@ -79,3 +79,20 @@ def comfy_server():
     srv.start(extra_args=["--extra-model-paths-config", str(config)])
     yield srv
     srv.stop()
+
+
+# On several workers (pytest-xdist; .ci/run passes -n 2 --dist loadgroup --no-loadscope-reorder) the work is dealt
+# out in groups: the tests of one file stay together on one worker (their module fixtures are built once, and they
+# run in order), and every `slow` test (SD1.5-size models of several GB, the main job) goes to one group, put
+# first, so one worker runs those one after another and no two SD1.5-size jobs ever hold memory at once.
+SD15_GROUP = "sd15"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    if not getattr(config.option, "loadgroup", False):   # what pytest-xdist tells its workers of --dist loadgroup
+        return
+    for item in items:
+        group = SD15_GROUP if item.get_closest_marker("slow") else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: not item.get_closest_marker("slow"))   # stable: the slow group first
