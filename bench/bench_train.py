@@ -36,6 +36,13 @@ Memory: on CUDA torch.cuda.max_memory_allocated per stage; on the CPU the peak b
     COMFYUI_ROOT=/path/to/ComfyUI scripts/bench bench/bench_train.py --estimate   # full-size memory, no GPU
     scripts/bench bench/bench_train.py --cancel            # how fast Cancel answers in each stage
 
+``--breakdown`` also prints where a stage-2 iteration's time goes: the sampling steps without gradient, the
+gradient step's forward, the trained frame's decode, the identity loss (detection, crop, recogniser), backward
+with the optimiser step, and the rest, each as seconds and as a share of the iteration (same clock, iterations
+after the first). With gradient checkpointing the backward part includes the checkpointed layers' recomputed
+forwards. The parts are timed by wrapping the trainer's own functions for the run; on CUDA every reading drains
+the GPU's queue, so the parts cannot overlap there and the iteration runs a little slower than without it.
+
 ``--cancel`` presses Cancel (``interrupt_current_processing``) from another thread in the middle of the third
 token step and of the third adapter iteration (a quarter of the second one's time after it started)
 and prints how long the run took to stop, next to the length of a step / iteration: the wait if Cancel were
@@ -178,6 +185,85 @@ class Meter:
         return statistics.median(runs) if runs else float("nan")
 
 
+class Breakdown:
+    """Where the time of each stage-2 iteration goes (``--breakdown``), on the bench's clock: the trainer's own
+    functions wrapped for the run, read only while the training sampler runs (stage 2)."""
+
+    PARTS = (("steps", "sampling steps without gradient"),
+             ("forward", "gradient step: the model's forward"),
+             ("decode", "gradient step: decode of the trained frame"),
+             ("loss", "identity loss: detection, crop, recogniser"),
+             ("backward", "backward and the optimiser step"),
+             ("last step, rest", "rest of the gradient step (regulariser, ...)"),
+             ("iteration, rest", "rest of the iteration (prompt, noise, sampler set-up)"))
+
+    def __init__(self, device):
+        self.now = bench_common.clock(device)
+        self.iterations = []   # per training-sampler call: {part: seconds}
+        self._current = None
+
+    def _timed(self, part, fn):
+        def run(*args, **kwargs):
+            if self._current is None:   # outside stage 2's sampler (stage 1, plain generation)
+                return fn(*args, **kwargs)
+            t0 = self.now()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._current[part] = self._current.get(part, 0.0) + self.now() - t0
+        return run
+
+    @contextlib.contextmanager
+    def installed(self):
+        from comfyui_personalvideo.training import few_step_sampler, precision, sia_trainer
+        from comfyui_personalvideo.training.face import identity_loss
+
+        sampler = few_step_sampler.FewStepTrainingSampler
+        init, sample = sampler.__init__, sampler.sample
+        breakdown = self
+
+        def wrapped_init(self, last_step, *args, **kwargs):
+            init(self, breakdown._timed("last step", last_step), *args, **kwargs)
+
+        def wrapped_sample(self, *args, **kwargs):
+            breakdown._current = {}
+            t0 = breakdown.now()
+            try:
+                return sample(self, *args, **kwargs)
+            finally:
+                breakdown._current["sampler"] = breakdown.now() - t0
+                breakdown.iterations.append(breakdown._current)
+                breakdown._current = None
+
+        patches = [(sampler, "__init__", wrapped_init), (sampler, "sample", wrapped_sample)]
+        for owner, name, part in ((few_step_sampler, "with_fallback", "forward"),
+                                  (sia_trainer.SD15Backbone, "decode", "decode"),
+                                  (identity_loss.IdentityLoss, "__call__", "loss"),
+                                  (precision.Precision, "backward_and_step", "backward")):
+            patches.append((owner, name, self._timed(part, getattr(owner, name))))
+        saved = [(owner, name, owner.__dict__[name]) for owner, name, _ in patches]
+        try:
+            for owner, name, value in patches:
+                setattr(owner, name, value)
+            yield self
+        finally:
+            for owner, name, value in saved:
+                setattr(owner, name, value)
+
+    def means(self, iteration_seconds: list) -> dict:
+        """Mean seconds per part over the iterations after the first, the rests included, and the iteration."""
+        runs = self.iterations[1:]
+        if not runs or len(iteration_seconds) < 2:
+            return {}
+        mean = {k: statistics.fmean(r.get(k, 0.0) for r in runs)
+                for k in ("sampler", "last step", "forward", "decode", "loss", "backward")}
+        iteration = statistics.fmean(iteration_seconds[1:])
+        return {"steps": mean["sampler"] - mean["forward"] - mean["last step"], "forward": mean["forward"],
+                "decode": mean["decode"], "loss": mean["loss"], "backward": mean["backward"],
+                "last step, rest": mean["last step"] - mean["decode"] - mean["loss"] - mean["backward"],
+                "iteration, rest": iteration - mean["sampler"], "iteration": iteration}
+
+
 def plain_generation(args, parts):
     """Plain generation as a workflow makes it, without gradients: KSampler (lcm, sgm_uniform, 4 steps, the
     training cfg and negative prompt) over frames x size x size latents, then VAE Decode of all of them."""
@@ -235,8 +321,9 @@ def run_once(args, parts, name, checkpointing, plain=None):
     # the memory figure (CUDA has its allocator's peak) and its cost is small against the arithmetic
     saved = SavedTensorBytes() if args.device == "cpu" and not args.tiny else NoCount()
     meter = Meter(device, args.ti_steps, saved, plain)
+    breakdown = Breakdown(device) if getattr(args, "breakdown", False) else None   # (bench_engine has no such option)
     meter.start()
-    with torch.inference_mode(), saved:
+    with torch.inference_mode(), saved, (breakdown.installed() if breakdown else contextlib.nullcontext()):
         train_identity(model, clip, vae, photo, face_analysis, name, "person", "{token} {class_word} smiling",
                        ti_steps=args.ti_steps, ti_learning_rate=1e-3, ti_batch_size=args.ti_batch_size,
                        sia_iterations=args.iterations, sia_learning_rate=1e-4, sia_rank=4, reg_lambda=1e-2,
@@ -246,6 +333,7 @@ def run_once(args, parts, name, checkpointing, plain=None):
     meter.finish()
     return {"token": meter.per_step("token"), "adapter": meter.per_step("adapter"), "plain": meter.plain_per_run(),
             "peak": meter.peak, "saved_peak": meter.saved_peak,
+            "breakdown": breakdown.means(meter.times["adapter"]) if breakdown else {},
             "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
@@ -298,6 +386,11 @@ def report(args, label, r):
     if r.get("plain") == r.get("plain"):   # not NaN
         print(f"  plain generation (KSampler 4 steps + VAE decode, no gradients): {r['plain']:.3f} s; "
               f"stage 2 / plain: {r['adapter'] / r['plain']:.2f}x")
+    if r.get("breakdown"):
+        b = r["breakdown"]
+        print(f"  stage 2 breakdown (mean of the iterations after the first, {b['iteration']:.4f} s each):")
+        for key, label in Breakdown.PARTS:
+            print(f"    {label:<54} {b[key]:8.4f} s {100 * b[key] / b['iteration']:5.1f} %")
     if args.device == "cuda":
         for stage, value in r["peak"].items():
             print(f"  peak GPU memory, {stage} stage: {value / gib:.2f} GiB (torch.cuda.max_memory_allocated)")
@@ -568,6 +661,9 @@ def main():
                              "against a real run at --frames/--size")
     parser.add_argument("--cancel", action="store_true",
                         help="measure how long Cancel takes to stop the run, in each stage")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also print where a stage-2 iteration's time goes (steps without gradient, the "
+                             "gradient step's forward, decode, identity loss, backward, the rest)")
     parser.add_argument("--compare", action="store_true",
                         help="also run without gradient checkpointing and in fp32, and print the ratios")
     parser.add_argument("--tiny", action="store_true",

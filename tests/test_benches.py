@@ -65,6 +65,25 @@ def test_wan_train_bench_runs_and_prints_the_ratio():
     assert "checkpointing on: median" in out and "x over 1 run(s)" in out, out
 
 
+@pytest.mark.slow   # CI time: a bench run, as the engine bench's below; the pinned lane runs it
+def test_train_bench_breakdown_times_every_part_of_an_iteration():
+    """bench_train.py --breakdown on the tiny models: the trainer functions it wraps are the ones stage 2 calls
+    (each part took time), and the parts leave little unaccounted for (a wrapper that missed its function or
+    counted a call twice would show as a large or negative rest)."""
+    out = run_bench("bench_train.py", "--tiny", "--iterations", "4", "--ti-steps", "2", "--checkpointing", "off",
+                    "--breakdown")
+    assert "stage 2 / plain:" in out, out
+    rows = out.split("stage 2 breakdown")[1].splitlines()[1:8]
+    seconds = {row[:58].strip(): float(row[58:].split()[0]) for row in rows}
+    shares = {name: float(row.split()[-2]) for name, row in zip(seconds, rows)}
+    measured = ["sampling steps without gradient", "gradient step: the model's forward",
+                "gradient step: decode of the trained frame", "identity loss: detection, crop, recogniser",
+                "backward and the optimiser step"]
+    assert all(seconds[name] > 0 for name in measured), out
+    rests = ["rest of the gradient step (regulariser, ...)", "rest of the iteration (prompt, noise, sampler set-up)"]
+    assert all(-0.5 <= shares[name] <= 10 for name in rests), out
+
+
 @pytest.mark.slow   # CI time: the pinned lane runs it; the newest lane's engine tests cover the same engine code
 def test_engine_bench_runs_and_prints_the_ratio():
     """The engine-against-node bench on the tiny models (it had crashed before its first figure: the node's
