@@ -137,9 +137,11 @@ def test_auto_leaves_the_smallest_layers_out_when_part_of_them_fit(setup, monkey
     out, and the predicted growth stays within the limit."""
     counts, measured, _ = _passes(setup, monkeypatch, "auto", free=1 << 40)
     off_growth = measured.prediction[0]
-    free = int(0.97 * off_growth / checkpoint_choice.HEADROOM)   # a little short of what "off" needs
+    # short of what "off" needs by 10 %: the double's reading of the same pass moves by a few per cent with what
+    # the process ran before (37.6-39.3 MB seen, on two workers), and 3 % short was once read as enough for "off"
+    free = int(0.9 * off_growth / checkpoint_choice.HEADROOM)
     counts, choice, _ = _passes(setup, monkeypatch, "auto", free=free)
-    assert choice.mode == "partial", choice.prediction
+    assert choice.mode == "partial", (choice.prediction, measured.prediction)
     spared = len(choice.spared)
     assert counts[0] > 20 and 0 < spared < counts[0] and counts[1:] == [counts[0] - spared] * 2, (counts, spared)
     grown, _ = choice.prediction
