@@ -36,15 +36,17 @@ def cache_dir() -> Path:
 def people_dir() -> Path:
     """The folder of the sdist's photos, fetched on first use."""
     target = cache_dir() / "face_recognition-1.3.0"
-    if all((target / n).is_file() for n in PEOPLE.values()):
+    if _has_photos(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     # test workers (pytest-xdist) may ask at once: one fetches while the others wait, then find the photos
     with open(target.parent / ".fetch.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if all((target / n).is_file() for n in PEOPLE.values()):
-            return target
-        return _fetch(target)
+        return target if _has_photos(target) else _fetch(target)
+
+
+def _has_photos(target: Path) -> bool:
+    return all((target / n).is_file() for n in PEOPLE.values())
 
 
 def _fetch(target: Path) -> Path:
