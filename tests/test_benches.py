@@ -73,9 +73,9 @@ def test_train_bench_breakdown_times_every_part_of_an_iteration():
     out = run_bench("bench_train.py", "--tiny", "--iterations", "4", "--ti-steps", "2", "--checkpointing", "off",
                     "--breakdown")
     assert "stage 2 / plain:" in out, out
-    rows = out.split("stage 2 breakdown")[1].splitlines()[1:8]
-    seconds = {row[:58].strip(): float(row[58:].split()[0]) for row in rows}
-    shares = {name: float(row.split()[-2]) for name, row in zip(seconds, rows)}
+    rows = [row.strip().rsplit(None, 4) for row in out.split("stage 2 breakdown")[1].splitlines()[1:8]]
+    seconds = {name: float(value) for name, value, _, _, _ in rows}   # "<label> <seconds> s <share> %"
+    shares = {name: float(share) for name, _, _, share, _ in rows}
     measured = ["sampling steps without gradient", "gradient step: the model's forward",
                 "gradient step: decode of the trained frame", "identity loss: detection, crop, recogniser",
                 "backward and the optimiser step"]
