@@ -604,9 +604,9 @@ def estimate(args):
           "0.23 GiB and the ResNet-100 face encoder 0.24 GiB (fp32) come on top")
     print(f"estimated peak of one gradient step at the default settings ({frames} frames of {size}x{size}, "
           f"cfg {TRAINING_CFG}: the UNet runs {uncond * frames} latents; fp16, fused attention):")
+    adapter_stage = f"stage 2 (adapter, {frames} frames x {uncond}, + decode of one frame)"
     stages = {"stage 1 (token, 4 photos, no motion model)": (image, 4, False, True),
-              f"stage 2 (adapter, {frames} frames x {uncond}, + decode of one frame)": (video, frames * uncond, True,
-                                                                                       False)}
+              adapter_stage: (video, frames * uncond, True, False)}
     results, measured = {}, {}   # measured: stage -> (peak, layers) of its checkpointed step
     for stage, (parts, batch, decode, context_grad) in stages.items():
         for ckpt in (True, False):
@@ -620,8 +620,8 @@ def estimate(args):
                   f"{(peak + w) / gib:6.2f} GiB with weights")
     print("auto's choice for stage 2 by card (free memory: the card less the weights, the other models and 1 GiB of "
           "CUDA context and desktop):")
-    partial_choices(video, *measured[list(stages)[1]], frames * uncond, size, True, weights)
-    on = results[(list(stages)[1], True)] / gib + OTHER_MODELS_GIB
+    partial_choices(video, *measured[adapter_stage], frames * uncond, size, True, weights)
+    on = results[(adapter_stage, True)] / gib + OTHER_MODELS_GIB
     print(f"stage 2 peak at the default settings, checkpointing on, with the CLIP-L text encoder and the face "
           f"encoder on the GPU too (+{OTHER_MODELS_GIB:.2f} GiB): {on:.2f} GiB; target at most {STAGE2_TARGET_GIB} "
           f"GiB: {'met' if on <= STAGE2_TARGET_GIB else 'NOT met'}")
