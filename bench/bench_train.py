@@ -43,6 +43,13 @@ after the first). With gradient checkpointing the backward part includes the che
 forwards. The parts are timed by wrapping the trainer's own functions for the run; on CUDA every reading drains
 the GPU's queue, so the parts cannot overlap there and the iteration runs a little slower than without it.
 
+``--busy`` also profiles the last two stage-2 iterations and the plain generations after them with torch.profiler
+(bench/device_busy.py; their times are left out of the other figures, so give it at least 4 iterations) and
+prints, for each, the torch operations the host dispatched and, on CUDA, the share of wall time the GPU was busy
+(some kernel or copy running), how many kernels ran and which took the most time. A busy share well below 100 %
+says the host does not keep the GPU fed (per-operation cost), near 100 % that the arithmetic is the limit. On the
+CPU the operation counts say how much more an iteration asks of the host than plain generation does.
+
 ``--cancel`` presses Cancel (``interrupt_current_processing``) from another thread in the middle of the third
 token step and of the third adapter iteration (a quarter of the second one's time after it started)
 and prints how long the run took to stop, next to the length of a step / iteration: the wait if Cancel were
@@ -77,6 +84,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench_common  # noqa: E402  (first: one thread, the test helpers importable)
+import device_busy  # noqa: E402
 import torch  # noqa: E402
 
 
@@ -175,6 +183,11 @@ class Meter:
         if self.device.type == "cuda":
             self.peak["adapter"] = max(self._adapter_peak, torch.cuda.max_memory_allocated())
 
+    def leave_out(self, stage, steps, plain_runs):
+        """Drops the times of ``steps`` of ``stage`` and of the plain runs ``plain_runs`` (indices)."""
+        self.times[stage] = [t for i, t in enumerate(self.times[stage]) if i not in set(steps)]
+        self.plain_times = [t for i, t in enumerate(self.plain_times) if i not in set(plain_runs)]
+
     def per_step(self, stage):
         """Median seconds per step after the first (which includes loading and warm-up)."""
         steps = self.times[stage][1:]
@@ -250,14 +263,16 @@ class Breakdown:
             for owner, name, value in saved:
                 setattr(owner, name, value)
 
-    def means(self, iteration_seconds: list) -> dict:
-        """Mean seconds per part over the iterations after the first, the rests included, and the iteration."""
-        runs = self.iterations[1:]
-        if not runs or len(iteration_seconds) < 2:
+    def means(self, iteration_seconds: list, leave_out=()) -> dict:
+        """Mean seconds per part over the iterations after the first, the rests included, and the iteration;
+        ``leave_out``: iterations (indices) not counted (profiled by --busy)."""
+        kept = [i for i in range(1, min(len(self.iterations), len(iteration_seconds))) if i not in set(leave_out)]
+        if not kept:
             return {}
+        runs = [self.iterations[i] for i in kept]
         mean = {k: statistics.fmean(r.get(k, 0.0) for r in runs)
                 for k in ("sampler", "last step", "forward", "decode", "loss", "backward")}
-        iteration = statistics.fmean(iteration_seconds[1:])
+        iteration = statistics.fmean(iteration_seconds[i] for i in kept)
         return {"steps": mean["sampler"] - mean["forward"] - mean["last step"], "forward": mean["forward"],
                 "decode": mean["decode"], "loss": mean["loss"], "backward": mean["backward"],
                 "last step, rest": mean["last step"] - mean["decode"] - mean["loss"] - mean["backward"],
@@ -322,8 +337,13 @@ def run_once(args, parts, name, checkpointing, plain=None):
     saved = SavedTensorBytes() if args.device == "cpu" and not args.tiny else NoCount()
     meter = Meter(device, args.ti_steps, saved, plain)
     breakdown = Breakdown(device) if getattr(args, "breakdown", False) else None   # (bench_engine has no such option)
+    # --busy profiles the last two adapter iterations and the plain generations after them (left out of the times)
+    busy = device_busy.BusyMeter(device, skip=max(1, args.iterations - 2)) if getattr(args, "busy", False) else None
+    if busy is not None and plain is not None:
+        meter.plain = busy.timed("plain", plain)
     meter.start()
-    with torch.inference_mode(), saved, (breakdown.installed() if breakdown else contextlib.nullcontext()):
+    with torch.inference_mode(), saved, (breakdown.installed() if breakdown else contextlib.nullcontext()), \
+            (busy.around_training_sampler() if busy else contextlib.nullcontext()):
         train_identity(model, clip, vae, photo, face_analysis, name, "person", "{token} {class_word} smiling",
                        ti_steps=args.ti_steps, ti_learning_rate=1e-3, ti_batch_size=args.ti_batch_size,
                        sia_iterations=args.iterations, sia_learning_rate=1e-4, sia_rank=4, reg_lambda=1e-2,
@@ -331,9 +351,13 @@ def run_once(args, parts, name, checkpointing, plain=None):
                        if_exists="overwrite", progress_hook=meter.hook, gradient_checkpointing=checkpointing,
                        precision=args.precision)
     meter.finish()
+    profiled = busy.profiled["adapter"] if busy is not None else []
+    parts = breakdown.means(meter.times["adapter"], leave_out=profiled) if breakdown else {}
+    if busy is not None:   # the profiled iterations and plain runs ran slower: timed without them
+        meter.leave_out("adapter", profiled, busy.profiled["plain"])
     return {"token": meter.per_step("token"), "adapter": meter.per_step("adapter"), "plain": meter.plain_per_run(),
-            "peak": meter.peak, "saved_peak": meter.saved_peak,
-            "breakdown": breakdown.means(meter.times["adapter"]) if breakdown else {},
+            "peak": meter.peak, "saved_peak": meter.saved_peak, "breakdown": parts,
+            "busy": busy,
             "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
@@ -391,6 +415,8 @@ def report(args, label, r):
         print(f"  stage 2 breakdown (mean of the iterations after the first, {b['iteration']:.4f} s each):")
         for key, label in Breakdown.PARTS:
             print(f"    {label:<54} {b[key]:8.4f} s {100 * b[key] / b['iteration']:5.1f} %")
+    if r.get("busy") is not None:
+        device_busy.report(r["busy"], [("adapter", "stage-2 iteration"), ("plain", "plain generation")])
     if args.device == "cuda":
         for stage, value in r["peak"].items():
             print(f"  peak GPU memory, {stage} stage: {value / gib:.2f} GiB (torch.cuda.max_memory_allocated)")
@@ -664,6 +690,11 @@ def main():
     parser.add_argument("--breakdown", action="store_true",
                         help="also print where a stage-2 iteration's time goes (steps without gradient, the "
                              "gradient step's forward, decode, identity loss, backward, the rest)")
+    parser.add_argument("--busy", action="store_true",
+                        help="also profile the last two stage-2 iterations and two plain generations "
+                             "(torch.profiler): host operations each, and on CUDA the GPU's busy share, kernels and "
+                             "the busiest ones; the times printed leave the profiled ones out (use at least 4 "
+                             "iterations)")
     parser.add_argument("--compare", action="store_true",
                         help="also run without gradient checkpointing and in fp32, and print the ratios")
     parser.add_argument("--tiny", action="store_true",

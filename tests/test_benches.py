@@ -67,11 +67,13 @@ def test_wan_train_bench_runs_and_prints_the_ratio():
 
 @pytest.mark.slow   # CI time: a bench run, as the engine bench's below; the pinned lane runs it
 def test_train_bench_breakdown_times_every_part_of_an_iteration():
-    """bench_train.py --breakdown on the tiny models: the trainer functions it wraps are the ones stage 2 calls
-    (each part took time), and the parts leave little unaccounted for (a wrapper that missed its function or
-    counted a call twice would show as a large or negative rest)."""
-    out = run_bench("bench_train.py", "--tiny", "--iterations", "4", "--ti-steps", "2", "--checkpointing", "off",
-                    "--breakdown")
+    """bench_train.py --breakdown --busy on the tiny models: the trainer functions the breakdown wraps are the
+    ones stage 2 calls (each part took time), and the parts leave little unaccounted for (a wrapper that missed
+    its function or counted a call twice would show as a large or negative rest), with the iterations --busy
+    profiled left out; --busy profiled stage-2 iterations and plain generations (an iteration, with its
+    backward, dispatches more operations than a generation without gradients)."""
+    out = run_bench("bench_train.py", "--tiny", "--iterations", "6", "--ti-steps", "2", "--checkpointing", "off",
+                    "--breakdown", "--busy")
     assert "stage 2 / plain:" in out, out
     rows = [row.strip().rsplit(None, 4) for row in out.split("stage 2 breakdown")[1].splitlines()[1:8]]
     seconds = {name: float(value) for name, value, _, _, _ in rows}   # "<label> <seconds> s <share> %"
@@ -82,6 +84,10 @@ def test_train_bench_breakdown_times_every_part_of_an_iteration():
     assert all(seconds[name] > 0 for name in measured), out
     rests = ["rest of the gradient step (regulariser, ...)", "rest of the iteration (prompt, noise, sampler set-up)"]
     assert all(-0.5 <= shares[name] <= 10 for name in rests), out
+    busy = out.split("busy (torch.profiler; mean of 2 profiled stretch(es) each")[1]
+    operations = {name: int(busy.split(f"{name}: ")[1].split(" host operations")[0].split()[-1])
+                  for name in ("stage-2 iteration", "plain generation")}
+    assert operations["stage-2 iteration"] > operations["plain generation"] > 0, out
 
 
 @pytest.mark.slow   # CI time: the pinned lane runs it; the newest lane's engine tests cover the same engine code
