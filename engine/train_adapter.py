@@ -6,7 +6,8 @@ noise [frames, 4, h, w]; the few-step LCM schedule (sgm_uniform, 4 steps) comput
 ComfyUI's sampling computes it for the same model (:mod:`.noise_table`: the same noise
 levels, timesteps and scaling, ``x = denoised + sigma_next * noise`` between steps, the
 noise drawn frames first from the iteration's generator); the adapter off and no
-gradient for all but the last step; the last step with the adapter on and gradient,
+gradient for all but the last step (run in inference mode: no version counters or view
+tracking, as the node runs them; the last step gets a normal copy of their result); the last step with the adapter on and gradient,
 through the motion modules; one random frame decoded with gradient; loss = identity
 loss + lambda * ||adapter - initial||^2; AdamW on the LoRA only.  Guidance ``cfg`` with
 the negative prompt, combined on the denoised predictions as ComfyUI does.  Frames
@@ -79,11 +80,15 @@ def run_iteration(models, table: NoiseTable, context, noise, frame: int, steps: 
     last = steps - 1
     for i in range(steps):
         sia_peft.set_enabled(unet, i == last)
-        with torch.set_grad_enabled(i == last), precision.autocast():
-            denoised = guided_denoised(models, table, x, sigmas[i], context, uncond, cfg)
-        if i < last:
-            step_noise = torch.randn(denoised.shape, generator=generator, dtype=torch.float32)
-            x = (denoised + sigmas[i + 1] * step_noise.to(denoised.device, denoised.dtype)).detach()
+        if i < last:   # adapter off, nothing to train: inference mode, as the node samples these steps
+            with torch.inference_mode():
+                with precision.autocast():
+                    denoised = guided_denoised(models, table, x, sigmas[i], context, uncond, cfg)
+                step_noise = torch.randn(denoised.shape, generator=generator, dtype=torch.float32)
+                x = denoised + sigmas[i + 1] * step_noise.to(denoised.device, denoised.dtype)
+            continue
+        with torch.enable_grad(), precision.autocast():
+            denoised = guided_denoised(models, table, x.clone(), sigmas[i], context, uncond, cfg)
     with precision.autocast():
         pixels = decode_frame(models.vae, denoised[frame:frame + 1])
     return pixels, denoised

@@ -4,7 +4,7 @@ Per iteration, as the node's Wan trainer (:mod:`..training.wan_trainer`) with th
 (:mod:`..training.identity_setup`): a simulated prompt (the class word only: there is no token stage on Wan);
 pure noise ``[1, C, (frames - 1) // 4 + 1, h, w]`` from the iteration's generator; ``steps`` (4) Euler steps
 on core's ``simple`` schedule at the models' shift (:mod:`.flow_schedule`), the adapter off and no gradient
-for all but the last step, the last step with the adapter on and gradient; the first latent frame alone
+for all but the last step (in inference mode), the last step with the adapter on and gradient; the first latent frame alone
 decoded with gradient through the causal Wan VAE (it decodes to exactly the full decode's first frame);
 loss = ArcFace identity loss + lambda * ||adapter - initial||^2; AdamW on the LoRA only.  Guidance ``cfg``
 with the negative prompt, combined on the denoised predictions as core does.  Frames without a face are
@@ -54,10 +54,14 @@ def run_iteration(models, context, noise, steps: int, precision, uncond=None, cf
     last = steps - 1
     for i in range(steps):
         sia_peft.set_enabled(models.transformer, i == last)
-        with torch.set_grad_enabled(i == last), precision.autocast():
-            denoised = guided_denoised(models, x, float(sigmas[i]), context, uncond, cfg)
-        if i < last:
-            x = flow_schedule.euler_step(x, denoised, float(sigmas[i]), float(sigmas[i + 1])).detach()
+        if i < last:   # adapter off, nothing to train: inference mode, as the node samples these steps
+            with torch.inference_mode():
+                with precision.autocast():
+                    denoised = guided_denoised(models, x, float(sigmas[i]), context, uncond, cfg)
+                x = flow_schedule.euler_step(x, denoised, float(sigmas[i]), float(sigmas[i + 1]))
+            continue
+        with torch.enable_grad(), precision.autocast():
+            denoised = guided_denoised(models, x.clone(), float(sigmas[i]), context, uncond, cfg)
     with precision.autocast():
         pixels = models.decode(denoised[:, :, :1])[:, :, 0]
     return pixels, denoised

@@ -235,15 +235,43 @@ def test_only_the_lora_trains_and_only_the_last_step_has_it():
     _seeded_lora(models)
     layer = next(iter(sia_peft.lora_layers(models.unet).values()))
     seen = []
-    layer.register_forward_hook(lambda m, a, o: seen.append((not m.disable_adapters, torch.is_grad_enabled())))
+    layer.register_forward_hook(lambda m, a, o: seen.append((not m.disable_adapters, torch.is_grad_enabled(),
+                                                             torch.is_inference_mode_enabled())))
     before = {n: p.detach().clone() for n, p in models.unet.named_parameters() if ".lora_" not in n}
     context = TokenPrompts(models.text_encoder, models.tokenizer, "man").encode("a man")
     stage2.run_iteration(models, NoiseTable(models.scheduler_config), context, torch.randn(2, 4, 8, 8), 0, 4,
                          torch.Generator().manual_seed(0), amp.resolve("fp32", torch.device("cpu")))
-    assert seen == [(False, False)] * 3 + [(True, True)]
+    assert seen == [(False, False, True)] * 3 + [(True, True, False)]   # the steps before in inference mode
     after = dict(models.unet.named_parameters())
     assert all(torch.equal(before[n], after[n]) for n in before)
     assert all(".lora_" in n for n, p in models.unet.named_parameters() if p.requires_grad)
+
+
+def test_the_steps_without_gradient_give_the_last_step_what_a_no_grad_loop_gives():
+    """The first steps run in inference mode: the latents they hand the gradient step, the noise drawn between
+    them and the result are those of the same steps under no_grad, and the result still carries the gradient."""
+    models = engine_models.tiny_engine_models()
+    _seeded_lora(models)
+    table = NoiseTable(models.scheduler_config)
+    with torch.no_grad():
+        context = TokenPrompts(models.text_encoder, models.tokenizer, "man").encode("a man")
+        uncond = TokenPrompts(models.text_encoder, models.tokenizer, "man").encode("")
+    noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    drawn = torch.Generator().manual_seed(2)
+    pixels, denoised = stage2.run_iteration(models, table, context, noise, 1, 4, drawn,
+                                            amp.resolve("fp32", torch.device("cpu")), uncond, 1.5)
+    assert denoised.requires_grad and pixels.requires_grad and not denoised.is_inference()
+
+    generator, sigmas = torch.Generator().manual_seed(2), table.sgm_uniform(4)
+    x = noise * torch.sqrt(1.0 + sigmas[0] ** 2.0)
+    with torch.no_grad():
+        for i in range(4):
+            sia_peft.set_enabled(models.unet, i == 3)
+            step = stage2.guided_denoised(models, table, x, sigmas[i], context, uncond, 1.5)
+            if i < 3:
+                x = step + sigmas[i + 1] * torch.randn(step.shape, generator=generator, dtype=torch.float32)
+    torch.testing.assert_close(denoised.detach(), step, rtol=1e-5, atol=1e-6)
+    assert torch.equal(drawn.get_state(), generator.get_state())   # the same noise drawn between the steps
 
 
 def test_token_training_lowers_its_objective_more_than_random_moves(photo):

@@ -251,6 +251,36 @@ def test_wan_training_changes_only_the_lora_and_the_seed_decides_it(faces, photo
     assert any(not torch.equal(first.up[p], other.up[p]) for p in first.paths)
 
 
+def test_wan_steps_before_the_last_run_in_inference_mode_and_the_last_one_has_the_gradient():
+    """The adapter-off steps without gradient run in inference mode; the last one runs with the adapter on and
+    gradient, on a normal tensor, and its latents are what the same steps give under no_grad."""
+    from comfyui_personalvideo.training import precision as amp
+
+    models = engine_models(0)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        wan_peft.attach(models.transformer, 4, 4.0)
+        for layer in sia_peft.lora_layers(models.transformer).values():
+            torch.nn.init.normal_(layer.lora_B["sia"].weight, std=0.05)
+    seen = []
+    models.transformer.blocks[0].register_forward_hook(
+        lambda m, a, o: seen.append((torch.is_grad_enabled(), torch.is_inference_mode_enabled())))
+    context, uncond = encode("a man"), encode("")
+    noise = torch.randn(models.latent_shape(1, 64, 64), generator=torch.Generator().manual_seed(1))
+    pixels, latents = wan_train.run_iteration(models, context, noise, 4, amp.resolve("fp32", torch.device("cpu")),
+                                              uncond, 1.5)
+    assert seen == [(False, True)] * 3 + [(True, False)]
+    assert latents.requires_grad and pixels.requires_grad and not latents.is_inference()
+    sigmas = flow_schedule.simple_sigmas(4, models.shift)
+    x = noise * float(sigmas[0])
+    with torch.no_grad():
+        for i in range(4):
+            sia_peft.set_enabled(models.transformer, i == 3)
+            step = wan_train.guided_denoised(models, x, float(sigmas[i]), context, uncond, 1.5)
+            x = flow_schedule.euler_step(x, step, float(sigmas[i]), float(sigmas[i + 1])) if i < 3 else x
+    torch.testing.assert_close(latents.detach(), step, rtol=1e-5, atol=1e-6)
+
+
 def test_train_wan_identity_writes_a_wan_file_the_nodes_load(faces, photo, tmp_path):  # noqa: F811
     models = engine_models(0)
     models.encode = encode               # the umT5 stand-in: a fixed random embedding per prompt
