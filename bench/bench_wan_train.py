@@ -20,6 +20,10 @@ at its real size (core has no smaller one) and the tests' tiny recogniser; promp
 conditionings (no text encoder). At 1.3B size (``--wan-size 1.3B``, for a GPU) the weights are random fp16,
 loaded through core's loader, and the recogniser is the ResNet-100 architecture.
 
+``--busy``: as ``bench_train.py --busy``, the host operations of an adapter iteration and of a plain generation
+and, on CUDA, the GPU's busy share, kernels and busiest kernels (bench/device_busy.py), from the last two
+iterations of each run, which the times then leave out.
+
 ``--cancel`` presses Cancel (``interrupt_current_processing``, as the queue's Cancel does) from another thread a
 quarter of an iteration into the third adapter iteration and prints the seconds until the run has stopped, against
 the time of one iteration (checking only between iterations would wait up to that); the trainer checks before
@@ -37,6 +41,7 @@ weights cast per layer (core's manual cast), and the check at small size: the ti
 Wan VAE, the same step run for real on the CPU and on the meta device, both figures side by side.
 """
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -46,6 +51,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench_common  # noqa: E402  (first: one thread, the test helpers importable)
+import device_busy  # noqa: E402
 import torch  # noqa: E402
 
 TARGET_GIB = 12   # the 1.3B adapter stage at the defaults must fit a 12 GB card (issue 27)
@@ -115,6 +121,10 @@ def run_once(args, parts, checkpointing, plain):
 
     model, vae, loss = parts
     meter = Meter(torch.device(args.device), 0, NoCount(), plain)
+    # --busy profiles the last two iterations and the plain generations after them (left out of the times)
+    busy = device_busy.BusyMeter(args.device, skip=max(1, args.iterations - 2)) if args.busy else None
+    if busy is not None:
+        meter.plain = busy.timed("plain", plain)
     settings = wan_trainer.WanSIATrainSettings(iterations=args.iterations, frames=args.frames, width=args.size,
                                                height=args.size, cfg=TRAINING_CFG, seed=0,
                                                gradient_checkpointing=checkpointing, precision=args.precision)
@@ -124,12 +134,15 @@ def run_once(args, parts, checkpointing, plain):
         return wan_models.random_text_cond(10 + sum(map(ord, text)) % 1000)
 
     meter.start()
-    with torch.inference_mode():
+    with torch.inference_mode(), (busy.around_training_sampler() if busy else contextlib.nullcontext()):
         history = wan_trainer.train_wan_sia(model, adapter, encode, wan_models.random_text_cond(2), vae, loss,
                                             prompts.PromptSampler(TEMPLATES, 0), settings,
                                             progress=lambda i, value, similarity, frame:
                                             meter.hook("adapter", i, value, similarity))
     meter.finish()
+    if busy is not None:
+        meter.leave_out("adapter", busy.profiled["adapter"], busy.profiled["plain"])
+        device_busy.report(busy, [("adapter", "adapter iteration"), ("plain", "plain generation")])
     if history.skipped:
         print(f"  ({history.skipped} of {len(history.loss)} iterations found no face: they are timed without "
               "the backward pass)")
@@ -301,6 +314,10 @@ def main():
     parser.add_argument("--checkpointing", nargs="+", choices=["on", "off"], default=["on"],
                         help="gradient checkpointing forced on and/or off (one set of figures each)")
     parser.add_argument("--precision", default="auto", help="auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16")
+    parser.add_argument("--busy", action="store_true",
+                        help="also profile the last two iterations and two plain generations (torch.profiler, "
+                             "bench/device_busy.py): host operations each, and on CUDA the GPU's busy share and "
+                             "kernels; the times leave the profiled ones out (use at least 4 iterations)")
     parser.add_argument("--cancel", action="store_true", help="how fast Cancel answers in the adapter stage")
     parser.add_argument("--estimate", action="store_true",
                         help="estimate the peak memory at 1.3B / 14B size on the meta device, checked against a "
