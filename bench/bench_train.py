@@ -185,8 +185,9 @@ class Meter:
 
     def leave_out(self, stage, steps, plain_runs):
         """Drops the times of ``steps`` of ``stage`` and of the plain runs ``plain_runs`` (indices)."""
-        self.times[stage] = [t for i, t in enumerate(self.times[stage]) if i not in set(steps)]
-        self.plain_times = [t for i, t in enumerate(self.plain_times) if i not in set(plain_runs)]
+        steps, plain_runs = set(steps), set(plain_runs)
+        self.times[stage] = [t for i, t in enumerate(self.times[stage]) if i not in steps]
+        self.plain_times = [t for i, t in enumerate(self.plain_times) if i not in plain_runs]
 
     def per_step(self, stage):
         """Median seconds per step after the first (which includes loading and warm-up)."""
@@ -266,7 +267,8 @@ class Breakdown:
     def means(self, iteration_seconds: list, leave_out=()) -> dict:
         """Mean seconds per part over the iterations after the first, the rests included, and the iteration;
         ``leave_out``: iterations (indices) not counted (profiled by --busy)."""
-        kept = [i for i in range(1, min(len(self.iterations), len(iteration_seconds))) if i not in set(leave_out)]
+        leave_out = set(leave_out)
+        kept = [i for i in range(1, min(len(self.iterations), len(iteration_seconds))) if i not in leave_out]
         if not kept:
             return {}
         runs = [self.iterations[i] for i in kept]
@@ -352,11 +354,11 @@ def run_once(args, parts, name, checkpointing, plain=None):
                        precision=args.precision)
     meter.finish()
     profiled = busy.profiled["adapter"] if busy is not None else []
-    parts = breakdown.means(meter.times["adapter"], leave_out=profiled) if breakdown else {}
+    shares = breakdown.means(meter.times["adapter"], leave_out=profiled) if breakdown else {}
     if busy is not None:   # the profiled iterations and plain runs ran slower: timed without them
         meter.leave_out("adapter", profiled, busy.profiled["plain"])
     return {"token": meter.per_step("token"), "adapter": meter.per_step("adapter"), "plain": meter.plain_per_run(),
-            "peak": meter.peak, "saved_peak": meter.saved_peak, "breakdown": parts,
+            "peak": meter.peak, "saved_peak": meter.saved_peak, "breakdown": shares,
             "busy": busy,
             "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 

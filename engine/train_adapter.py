@@ -6,15 +6,15 @@ noise [frames, 4, h, w]; the few-step LCM schedule (sgm_uniform, 4 steps) comput
 ComfyUI's sampling computes it for the same model (:mod:`.noise_table`: the same noise
 levels, timesteps and scaling, ``x = denoised + sigma_next * noise`` between steps, the
 noise drawn frames first from the iteration's generator); the adapter off and no
-gradient for all but the last step (run in inference mode: no version counters or view
-tracking, as the node runs them; the last step gets a normal copy of their result); the last step with the adapter on and gradient,
-through the motion modules; one random frame decoded with gradient; loss = identity
-loss + lambda * ||adapter - initial||^2; AdamW on the LoRA only.  Guidance ``cfg`` with
-the negative prompt, combined on the denoised predictions as ComfyUI does.  Frames
-without a face are skipped (no step) and counted; when most have none the run stops
-with the nodes' message.  The same settings class (:mod:`..training.sia_settings`).
-On CUDA: gradient checkpointing of the UNet and VAE, mixed precision with fp32 LoRA
-weights.
+gradient for all but the last step (in inference mode, as the node runs them: no version
+counters or view tracking; the last step gets a normal copy of their result); the last
+step with the adapter on and gradient, through the motion modules; one random frame
+decoded with gradient; loss = identity loss + lambda * ||adapter - initial||^2; AdamW on
+the LoRA only.  Guidance ``cfg`` with the negative prompt, combined on the denoised
+predictions as ComfyUI does.  Frames without a face are skipped (no step) and counted;
+when most have none the run stops with the nodes' message.  The same settings class
+(:mod:`..training.sia_settings`).  On CUDA: gradient checkpointing of the UNet and VAE,
+mixed precision with fp32 LoRA weights.
 """
 from __future__ import annotations
 

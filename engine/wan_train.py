@@ -4,8 +4,9 @@ Per iteration, as the node's Wan trainer (:mod:`..training.wan_trainer`) with th
 (:mod:`..training.identity_setup`): a simulated prompt (the class word only: there is no token stage on Wan);
 pure noise ``[1, C, (frames - 1) // 4 + 1, h, w]`` from the iteration's generator; ``steps`` (4) Euler steps
 on core's ``simple`` schedule at the models' shift (:mod:`.flow_schedule`), the adapter off and no gradient
-for all but the last step (in inference mode), the last step with the adapter on and gradient; the first latent frame alone
-decoded with gradient through the causal Wan VAE (it decodes to exactly the full decode's first frame);
+for all but the last step (in inference mode), the last step with the adapter on and gradient; the first
+latent frame alone decoded with gradient through the causal Wan VAE (it decodes to exactly the full decode's
+first frame);
 loss = ArcFace identity loss + lambda * ||adapter - initial||^2; AdamW on the LoRA only.  Guidance ``cfg``
 with the negative prompt, combined on the denoised predictions as core does.  Frames without a face are
 skipped and counted; when most have none the run stops with the nodes' message.  The settings are the node's
