@@ -14,6 +14,7 @@ layout; on a host without it (the default host) both run image-only, so the rati
 stage is left out; medians of the others.
 """
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -24,7 +25,45 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(__file__))
 
 import bench_train  # noqa: E402  (the node's side and the models it builds; bench_common puts tests/ on sys.path)
+import device_busy  # noqa: E402
 import torch  # noqa: E402
+
+
+@contextlib.contextmanager
+def engine_iterations_profiled(busy):
+    """Within the block each engine adapter iteration (its steps, decode, identity loss, backward and optimiser
+    step: ``run_iteration`` and the ``AdapterRun.update`` after it) is a stretch of ``busy`` labelled adapter."""
+    from comfyui_personalvideo.engine import adapter_step, train_adapter
+
+    run_iteration, update = train_adapter.run_iteration, adapter_step.AdapterRun.update
+    open_stretches = []
+
+    def close(error=None):
+        if open_stretches:
+            open_stretches.pop().__exit__(type(error) if error else None, error, None)
+
+    def started(*args, **kwargs):
+        stretch = busy.stretch("adapter")
+        stretch.__enter__()
+        open_stretches.append(stretch)
+        try:
+            return run_iteration(*args, **kwargs)
+        except BaseException as error:
+            close(error)
+            raise
+
+    def finished(self, *args, **kwargs):
+        try:
+            return update(self, *args, **kwargs)
+        finally:
+            close()
+
+    train_adapter.run_iteration, adapter_step.AdapterRun.update = started, finished
+    try:
+        yield
+    finally:
+        train_adapter.run_iteration, adapter_step.AdapterRun.update = run_iteration, update
+        close()
 
 
 def engine_run(args, parts, motion: bool):
@@ -57,6 +96,8 @@ def engine_run(args, parts, motion: bool):
     training_dtypes.place(models, adapter, device, args.precision)   # as the personalvideo command places them
     stack = load_face_stack(face_analysis)
     stamps = {"token": [], "adapter": []}
+    # --busy profiles the last two adapter iterations (left out of the times), as bench_train does the node's
+    busy = device_busy.BusyMeter(device, skip=max(1, args.iterations - 2)) if args.busy else None
 
     def hook(stage, i, total, loss, similarity):
         if device.type == "cuda":
@@ -64,7 +105,8 @@ def engine_run(args, parts, motion: bool):
         stamps[stage].append(time.perf_counter())
 
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="pv-bench-engine-") as out:
+    with tempfile.TemporaryDirectory(prefix="pv-bench-engine-") as out, \
+            (engine_iterations_profiled(busy) if busy else contextlib.nullcontext()):
         train_identity(models, [photo[0]], "bench_engine", "person", (stack, stack.encoder(device=device)), out,
                        motion_adapter=adapter,
                        ti_settings=TISettings(steps=args.ti_steps, batch_size=args.ti_batch_size,
@@ -75,13 +117,15 @@ def engine_run(args, parts, motion: bool):
                        prompts="{token} {class_word} smiling", progress=hook)
     stack.encoder()
 
-    def per_step(stage, first):
-        times = [first] + stamps[stage]
-        steps = [b - a for a, b in zip(times, times[1:])][1:]
+    def per_step(stage, first, leave_out=()):
+        times, leave_out = [first] + stamps[stage], set(leave_out)
+        steps = [b - a for i, (a, b) in enumerate(zip(times, times[1:])) if i not in leave_out][1:]
         return statistics.median(steps) if steps else float("nan")
 
     token = per_step("token", t0)
-    return {"token": token, "adapter": per_step("adapter", stamps["token"][-1] if stamps["token"] else t0)}
+    return {"token": token, "busy": busy,
+            "adapter": per_step("adapter", stamps["token"][-1] if stamps["token"] else t0,
+                                busy.profiled["adapter"] if busy else ())}
 
 
 def main():
@@ -94,6 +138,10 @@ def main():
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--engine-motion", action="store_true", help="also time the engine with motion modules")
+    parser.add_argument("--busy", action="store_true",
+                        help="also profile the last two adapter iterations of each side (bench/device_busy.py): "
+                             "host operations and, on CUDA, the GPU's busy share and kernels; the times leave the "
+                             "profiled ones out (use at least 4 iterations)")
     parser.add_argument("--tiny", action="store_true",
                         help="the tests' tiny models on both sides, no motion modules (seconds; what the tests run)")
     args = parser.parse_args()
@@ -124,6 +172,14 @@ def main():
         print(f"  {label:30s} stage 1 {r['token']:.3f} s/step   stage 2 {r['adapter']:.3f} s/iteration")
     print(f"ratio engine / node: stage 2 {engine['adapter'] / node['adapter']:.2f}x, "
           f"stage 1 {engine['token'] / node['token']:.2f}x")
+    if args.busy:
+        for label, r in rows:
+            print(f"{label}:")
+            device_busy.report(r["busy"], [("adapter", "stage-2 iteration")])
+        counts = [r["busy"].summary("adapter") for _, r in rows[:2]]
+        if all(counts) and counts[0]["operations"]:
+            print(f"host operations per stage-2 iteration, engine / node: "
+                  f"{counts[1]['operations'] / counts[0]['operations']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -101,6 +101,12 @@ def test_train_bench_breakdown_times_every_part_of_an_iteration():
 @pytest.mark.slow   # CI time: the pinned lane runs it; the newest lane's engine tests cover the same engine code
 def test_engine_bench_runs_and_prints_the_ratio():
     """The engine-against-node bench on the tiny models (it had crashed before its first figure: the node's
-    side asked for an option only bench_train.py has)."""
-    out = run_bench("bench_engine.py", "--tiny", "--iterations", "2", "--ti-steps", "2")
+    side asked for an option only bench_train.py has), with --busy: both sides' last two iterations profiled
+    (left out of the times) and their host operations compared."""
+    out = run_bench("bench_engine.py", "--tiny", "--iterations", "4", "--ti-steps", "2", "--busy")
     assert "ratio engine / node: stage 2" in out and "nan" not in out.split("ratio engine / node")[1], out
+    node, engine = (host_operations(part, ("stage-2 iteration",))["stage-2 iteration"]
+                    for part in out.split("engine (diffusers + peft):\n")[-2:])
+    assert node > 0 and engine > 0, out
+    ratio = float(out.split("host operations per stage-2 iteration, engine / node: ")[1].split("x")[0])
+    assert ratio == pytest.approx(engine / node, abs=0.006), out
