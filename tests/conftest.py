@@ -28,6 +28,25 @@ def conds(tiny_model):
     return tiny_models.random_cond(tiny_model, 1), tiny_models.random_cond(tiny_model, 2)
 
 
+AMPLE_FREE_MEMORY = 64 * 1024 ** 3
+
+
+@pytest.fixture
+def ample_free_memory(monkeypatch):
+    """ComfyUI's free-memory reading pinned at 64 GiB, for tests that compare sampling or training runs call by
+    call or bit for bit. ComfyUI decides by the free memory at call time whether cond and uncond go into one
+    model call, and how its split and sub-quadratic attention slice their work. On a machine short of memory
+    (two test workers, one of them holding SD1.5-size models) the reading moves from call to call, so a run
+    could make two calls where the test expects one, or sum its attention otherwise than the run it is compared
+    with. Tests that are about memory set their own reading on top."""
+    import comfy.model_management
+
+    def get_free_memory(dev=None, torch_free_too=False):
+        return (AMPLE_FREE_MEMORY, AMPLE_FREE_MEMORY) if torch_free_too else AMPLE_FREE_MEMORY
+
+    monkeypatch.setattr(comfy.model_management, "get_free_memory", get_free_memory)
+
+
 @pytest.fixture(scope="session")
 def make_adapter():
     """Build an adapter for a model with non-zero (random) up weights, so it has an effect."""

@@ -14,6 +14,8 @@ from comfyui_personalvideo.noise_prior.sampling_hook import OPTION_KEY
 
 import tiny_models
 
+pytestmark = pytest.mark.usefixtures("ample_free_memory")   # conftest.py says why
+
 FRAMES, SHAPE = 8, (4, 64, 64)  # 16384 values per frame
 
 

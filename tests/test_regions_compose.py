@@ -4,6 +4,7 @@ with adapter A alone, adapter B alone and no adapter: token by token each region
 both the plain composition's, and the steps before the gate are the plain composition's bit for bit."""
 import os
 
+import pytest
 import torch
 
 import folder_paths
@@ -14,6 +15,8 @@ from comfyui_personalvideo.sia import apply_sia
 import sampling
 import tiny_models
 from test_sia_regions import COLUMNS, FRAMES, ROWS, _column_masks, _conds, _run, _token_masks
+
+pytestmark = pytest.mark.usefixtures("ample_free_memory")   # conftest.py says why
 
 
 def _wide_three_level_model():

@@ -19,6 +19,8 @@ from comfyui_personalvideo.sia import apply_sia
 import sampling
 from test_sia_regions import _three_level_model
 
+pytestmark = pytest.mark.usefixtures("ample_free_memory")   # conftest.py says why
+
 LATENT = torch.zeros(2, 4, 6, 8)
 MIDDLE = "middle_block.1.transformer_blocks.0"
 

@@ -11,6 +11,8 @@ from comfyui_personalvideo.sia import apply_sia, save_adapter
 import sampling
 import tiny_models
 
+pytestmark = pytest.mark.usefixtures("ample_free_memory")   # conftest.py says why
+
 
 def _node(name):
     return nodes.NODE_CLASS_MAPPINGS[name]()

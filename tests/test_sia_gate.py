@@ -9,6 +9,8 @@ from comfyui_personalvideo.sia.noise_position import noise_positions
 import sampling
 from gate_recording import model_sampling_of
 
+pytestmark = pytest.mark.usefixtures("ample_free_memory")   # conftest.py says why
+
 
 def _lcm(model):
     import nodes

@@ -25,6 +25,8 @@ from gate_recording import model_sampling_of
 import sampling
 import tiny_models
 
+pytestmark = pytest.mark.usefixtures("ample_free_memory")   # conftest.py says why
+
 STEPS = 6
 
 

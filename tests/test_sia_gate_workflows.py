@@ -18,6 +18,8 @@ import random_adapters
 from gate_recording import model_sampling_of
 import tiny_models
 
+pytestmark = pytest.mark.usefixtures("ample_free_memory")   # conftest.py says why
+
 
 def _node(name):
     if name not in nodes.NODE_CLASS_MAPPINGS:

@@ -17,6 +17,8 @@ from comfyui_personalvideo.sia.token_mask import frame_of_rows, resize_to_grid, 
 import sampling
 import tiny_models
 
+pytestmark = pytest.mark.usefixtures("ample_free_memory")   # conftest.py says why
+
 FRAMES, ROWS, COLUMNS = 3, 8, 12        # latent 8x12 (64x96 px): token grids 8x12, 4x6, 2x3
 
 

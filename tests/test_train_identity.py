@@ -19,6 +19,8 @@ import face_fixtures as ff
 import tiny_models
 from face_fixtures import tiny_onnx  # noqa: F401
 
+pytestmark = pytest.mark.usefixtures("ample_free_memory")   # conftest.py says why
+
 SMALL = dict(ti_steps=4, ti_learning_rate=1e-2, ti_batch_size=2, sia_iterations=3, sia_learning_rate=1e-2,
              sia_rank=4, reg_lambda=1e-2, frames=2, width=64, height=64, sampling_steps=4, seed=5)
 

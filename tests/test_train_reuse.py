@@ -13,6 +13,8 @@ from comfyui_personalvideo.training.errors import TrainingError
 from face_fixtures import tiny_onnx  # noqa: F401
 from test_train_identity import face_analysis, parts, photo, run  # noqa: F401
 
+pytestmark = pytest.mark.usefixtures("ample_free_memory")   # conftest.py says why
+
 QUICK = dict(ti_steps=2, sia_iterations=2)
 
 

@@ -24,6 +24,8 @@ from comfyui_personalvideo.sia.noise_position import noise_positions  # noqa: E4
 
 import gate_recording  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("ample_free_memory")   # conftest.py says why
+
 
 def model_sampling_of(model):
     """The model sampling a run of ``model`` uses: its own patch, else the original of the shared BaseModel (a
