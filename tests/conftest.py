@@ -102,8 +102,9 @@ def comfy_server():
 
 # On several workers (pytest-xdist; .ci/run passes -n 2 --dist loadgroup --no-loadscope-reorder) the work is dealt
 # out in groups: the tests of one file stay together on one worker (their module fixtures are built once, and they
-# run in order), and every `slow` test (SD1.5-size models of several GB, the main job) goes to one group, put
-# first, so one worker runs those one after another and no two SD1.5-size jobs ever hold memory at once.
+# run in order), and every `slow` test (SD1.5-size models of several GB, the main job) and every test that uses the
+# SD1.5-size checkpoint goes to one group, put first, so one worker runs those one after another and no two
+# SD1.5-size jobs ever hold memory at once.
 SD15_GROUP = "sd15"
 
 
@@ -112,6 +113,12 @@ def pytest_collection_modifyitems(config, items):
     if not getattr(config.option, "loadgroup", False):   # what pytest-xdist tells its workers of --dist loadgroup
         return
     for item in items:
-        group = SD15_GROUP if item.get_closest_marker("slow") else item.nodeid.split("::", 1)[0]
+        group = SD15_GROUP if holds_sd15(item) else item.nodeid.split("::", 1)[0]
         item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: not item.get_closest_marker("slow"))   # stable: the slow group first
+    items.sort(key=lambda item: not holds_sd15(item))   # stable: the SD1.5 group first
+
+
+def holds_sd15(item) -> bool:
+    """Whether a test holds SD1.5-size models in memory: the slow ones, and any that uses the SD1.5-size
+    checkpoint (building it and a server loading it take several GB, beside the other worker's slow job)."""
+    return bool(item.get_closest_marker("slow")) or "sd15_checkpoint" in getattr(item, "fixturenames", ())
