@@ -25,6 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(__file__))
 
 import bench_train  # noqa: E402  (the node's side and the models it builds; bench_common puts tests/ on sys.path)
+import bench_common  # noqa: E402
 import device_busy  # noqa: E402
 import torch  # noqa: E402
 
@@ -58,11 +59,11 @@ def engine_iterations_profiled(busy):
         finally:
             close()
 
-    train_adapter.run_iteration, adapter_step.AdapterRun.update = started, finished
     try:
-        yield
+        with bench_common.patched((train_adapter, "run_iteration", started),
+                                  (adapter_step.AdapterRun, "update", finished)):
+            yield
     finally:
-        train_adapter.run_iteration, adapter_step.AdapterRun.update = run_iteration, update
         close()
 
 
@@ -97,7 +98,7 @@ def engine_run(args, parts, motion: bool):
     stack = load_face_stack(face_analysis)
     stamps = {"token": [], "adapter": []}
     # --busy profiles the last two adapter iterations (left out of the times), as bench_train does the node's
-    busy = device_busy.BusyMeter(device, skip=max(1, args.iterations - 2)) if args.busy else None
+    busy = device_busy.BusyMeter.last_two(device, args.iterations) if args.busy else None
 
     def hook(stage, i, total, loss, similarity):
         if device.type == "cuda":

@@ -255,14 +255,8 @@ class Breakdown:
                                   (identity_loss.IdentityLoss, "__call__", "loss"),
                                   (precision.Precision, "backward_and_step", "backward")):
             patches.append((owner, name, self._timed(part, getattr(owner, name))))
-        saved = [(owner, name, owner.__dict__[name]) for owner, name, _ in patches]
-        try:
-            for owner, name, value in patches:
-                setattr(owner, name, value)
+        with bench_common.patched(*patches):
             yield self
-        finally:
-            for owner, name, value in saved:
-                setattr(owner, name, value)
 
     def means(self, iteration_seconds: list, leave_out=()) -> dict:
         """Mean seconds per part over the iterations after the first, the rests included, and the iteration;
@@ -340,7 +334,7 @@ def run_once(args, parts, name, checkpointing, plain=None):
     meter = Meter(device, args.ti_steps, saved, plain)
     breakdown = Breakdown(device) if getattr(args, "breakdown", False) else None   # (bench_engine has no such option)
     # --busy profiles the last two adapter iterations and the plain generations after them (left out of the times)
-    busy = device_busy.BusyMeter(device, skip=max(1, args.iterations - 2)) if getattr(args, "busy", False) else None
+    busy = device_busy.BusyMeter.last_two(device, args.iterations) if getattr(args, "busy", False) else None
     if busy is not None and plain is not None:
         meter.plain = busy.timed("plain", plain)
     meter.start()

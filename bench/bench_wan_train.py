@@ -122,7 +122,7 @@ def run_once(args, parts, checkpointing, plain):
     model, vae, loss = parts
     meter = Meter(torch.device(args.device), 0, NoCount(), plain)
     # --busy profiles the last two iterations and the plain generations after them (left out of the times)
-    busy = device_busy.BusyMeter(args.device, skip=max(1, args.iterations - 2)) if args.busy else None
+    busy = device_busy.BusyMeter.last_two(args.device, args.iterations) if args.busy else None
     if busy is not None:
         meter.plain = busy.timed("plain", plain)
     settings = wan_trainer.WanSIATrainSettings(iterations=args.iterations, frames=args.frames, width=args.size,

@@ -21,6 +21,7 @@ import collections
 import contextlib
 import statistics
 
+import bench_common  # (first: one thread, as in every bench)
 import torch
 
 STRETCH = "pv_busy_stretch"   # the profiler range around each measured stretch
@@ -86,6 +87,11 @@ class BusyMeter:
         self.profiled = collections.defaultdict(list)   # label -> the indices of its stretches that were profiled
         self._traces = collections.defaultdict(list)    # read when the figures are asked for, not while timing
 
+    @classmethod
+    def last_two(cls, device, stretches: int) -> "BusyMeter":
+        """A meter for the last two of ``stretches`` stretches of each label (never the first, which warms up)."""
+        return cls(device, skip=max(1, stretches - 2), count=2)
+
     @contextlib.contextmanager
     def stretch(self, label: str):
         n = self.seen[label]
@@ -119,12 +125,8 @@ class BusyMeter:
         gradient step, decode, loss, backward and optimiser step) is a stretch of ``label``."""
         from comfyui_personalvideo.training.few_step_sampler import FewStepTrainingSampler
 
-        sample = FewStepTrainingSampler.__dict__["sample"]
-        FewStepTrainingSampler.sample = self.timed(label, sample)
-        try:
+        with bench_common.patched((FewStepTrainingSampler, "sample", self.timed(label, FewStepTrainingSampler.sample))):
             yield self
-        finally:
-            FewStepTrainingSampler.sample = sample
 
     def summary(self, label: str) -> dict | None:
         """Means over the label's measured stretches (the kernels' busy seconds summed), or None."""
