@@ -96,11 +96,21 @@ class SavedTensorBytes:
         return False
 
 
+def _storage_key(x):
+    """The StorageImpl behind an operation's argument (a strided tensor or a storage), else None."""
+    if isinstance(x, torch.Tensor):
+        return x.untyped_storage()._cdata if x.layout == torch.strided else None
+    if isinstance(x, torch.TypedStorage):
+        x = x.untyped_storage()
+    return x._cdata if isinstance(x, torch.UntypedStorage) else None
+
+
 class AllocationPeak:
     """Peak bytes of the tensors torch operations create inside the block, on any device, meta included.
 
     A ``TorchDispatchMode`` sees every operation's outputs (forward, backward and checkpoint recomputation
-    alike); each new storage counts from its creation until its last tensor is gone. On the meta device
+    alike); a storage none of the operation's inputs had is a new allocation, and counts until the storage
+    itself is gone (a view, an in-place result or a ``set_`` alias is over memory that was there). On the meta device
     nothing is allocated, yet the shapes, dtypes and lifetimes are those of the real run, so the same
     count gives the peak a real device would see (weights that exist before the block are not counted;
     allocator rounding and caching are not modelled).
@@ -118,17 +128,20 @@ class AllocationPeak:
         self._weights = {t.untyped_storage().data_ptr() for m in weights_of
                          for t in list(m.parameters()) + list(m.buffers()) if t.device.type != "meta"} - {0}
 
-    def _track(self, t):
+    def _track(self, t, inputs):
         storage = t.untyped_storage()
         key = storage._cdata
-        if key in self._storages or (self._weights and t.device.type != "meta"
-                                     and storage.data_ptr() in self._weights):
+        if key in inputs or key in self._storages or (self._weights and t.device.type != "meta"
+                                                      and storage.data_ptr() in self._weights):
             return
         nbytes = storage.nbytes()
         self._storages[key] = nbytes
         self.live += nbytes
         self.peak = max(self.peak, self.live)
-        weakref.finalize(t, self._free, key)
+        # counted until the storage itself is gone: torch keeps a storage's Python object as long as the storage
+        # lives, whereas the tensor that brought it may die first (its views live on) or be pointed elsewhere by
+        # ``set_`` (the storage dies, and a new one at the same address would have been taken for it)
+        weakref.finalize(storage, self._free, key)
 
     def _free(self, key):
         self.live -= self._storages.pop(key, 0)
@@ -141,10 +154,11 @@ class AllocationPeak:
 
         class _Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                inputs = {_storage_key(x) for x in tree_leaves((args, kwargs))} - {None}
                 out = func(*args, **(kwargs or {}))
                 for t in tree_leaves(out):
                     if isinstance(t, torch.Tensor) and t.layout == torch.strided:
-                        tracker._track(t)
+                        tracker._track(t, inputs)
                 return out
 
         self._mode = _Mode()
