@@ -5,6 +5,7 @@ import contextlib
 import math
 import threading
 import warnings
+import weakref
 
 import pytest
 import torch
@@ -290,6 +291,23 @@ def test_checkpointed_puts_back_exactly_the_forward_a_layer_had():
     y.sum().backward()
     assert "forward" not in plain.__dict__ and patched.__dict__["forward"] is object_patch
     torch.testing.assert_close(x.grad, plain.weight.sum(0).expand(2, 3))
+
+
+def test_a_checkpointed_layers_inputs_are_freed_once_its_backward_has_run():
+    """The trainer holds its loss, and so the whole graph, until backward returns: a layer's inputs must go when
+    its own backward is done, not stay with its node for the rest of backward (at the default settings the VAE
+    decoder's inputs, 0.66 GiB, stayed through the UNet's backward)."""
+    layers = [torch.nn.Linear(64, 64) for _ in range(3)]
+    x = torch.randn(4, 64, requires_grad=True)
+    with checkpointing.checkpointed(layers):
+        h = layers[0](x)
+        middle = weakref.ref(h)
+        out = layers[2](layers[1](h))
+        del h
+    assert middle() is not None   # kept for the second layer's recomputation
+    out.sum().backward()
+    assert middle() is None and out.grad_fn is not None
+    assert x.grad is not None and layers[0].weight.grad is not None
 
 
 def test_checkpointed_regions_see_the_transformer_options_of_their_first_call():

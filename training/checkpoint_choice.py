@@ -2,7 +2,7 @@
 or ``off``.
 
 Checkpointing (:mod:`.checkpointing`) keeps only the inputs of each layer for backward and recomputes the
-rest there: far less memory (at 16 x 512 x 512 an estimated 8.5 GiB against 38.9 GiB for stage 2) for one more
+rest there: far less memory (at 16 x 512 x 512 an estimated 8.2 GiB against 45.5 GiB for stage 2) for one more
 forward pass of time. ``on`` and ``off`` force it for every layer. ``auto`` (the default) decides from the free
 memory:
 

@@ -347,6 +347,8 @@ def _checkpointing_forward(module, inner):
             return inner(*values[:n], **dict(zip(keys, values[n:])))
 
         tensors = [flat[i] for i in places]
+        for i in places:   # the tensors live on in the node's saved tensors only, freed once its backward has run
+            flat[i] = None
         region = _Region(run, module, tensors[0].device.type)
         return _Recomputed.apply(region, _requires_grad_token(), *tensors)
 
