@@ -168,3 +168,19 @@ class AllocationPeak:
     def __exit__(self, *exc):
         self._mode.__exit__(*exc)
         return False
+
+
+def cpu_allocator_peak(run) -> int:
+    """Peak bytes the CPU allocator holds during ``run()`` above what it held at the start, from torch.profiler's
+    memory events: what :class:`AllocationPeak` is checked against (it also sees the kernels' own workspaces,
+    which no operation returns, such as ``convolution_backward``'s on the CPU)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    events = sorted((e for e in prof.profiler.kineto_results.events()
+                     if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU),
+                    key=lambda e: e.start_ns())
+    live = peak = 0
+    for event in events:
+        live += event.nbytes()
+        peak = max(peak, live)
+    return peak

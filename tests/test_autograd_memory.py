@@ -2,7 +2,7 @@
 count with: a storage counts from the operation that allocates it until the storage itself is gone."""
 import torch
 
-from autograd_memory import AllocationPeak
+from autograd_memory import AllocationPeak, cpu_allocator_peak
 
 MIB = 2 ** 20
 
@@ -56,3 +56,25 @@ def test_meta_tensors_count_as_a_device_would_allocate_them():
         assert tracker.live == 16 * MIB
         del b
     assert tracker.peak == 32 * MIB and tracker.live == 0
+
+
+def test_the_count_is_what_the_cpu_allocator_holds_at_its_peak():
+    """A forward and backward with the usual views (each linear layer's transposed weight, a reshape, a
+    detached copy) and a gradient kept: the tracker's peak is the CPU allocator's own, byte for byte."""
+    torch.manual_seed(0)
+    layers = torch.nn.Sequential(torch.nn.Linear(512, 2048), torch.nn.GELU(), torch.nn.Linear(2048, 512))
+    layers.requires_grad_(False)[0].weight.requires_grad_(True)
+    x = torch.randn(256, 512)
+
+    def step():
+        layers[0].weight.grad = None
+        h = layers(x).view(256, 8, 64)
+        kept = h.detach().reshape(-1)
+        h.pow(2).mean().backward()
+        return kept
+
+    with AllocationPeak() as tracker:
+        step()
+    allocator = cpu_allocator_peak(step)
+    assert allocator > 4 * MIB
+    assert tracker.peak == allocator, (tracker.peak, allocator)
