@@ -445,19 +445,22 @@ def _fused_vae_attention(q, k, v):
     return out.transpose(1, 2).reshape(b, c, h, w)
 
 
-def _sd15_parts(device, dtype):
-    """The SD1.5 UNet and SD VAE on ``device`` (meta: no memory), with fused attention (a GPU's default)."""
+def _sd15_parts(device, dtype, tiny=False):
+    """The SD1.5 UNet and SD VAE on ``device`` (meta: no memory), with fused attention (a GPU's default), set for
+    the whole host. ``tiny``: the tests' tiny UNet and VAE layouts instead."""
     import comfy.ldm.models.autoencoder
     import comfy.ldm.modules.attention as attention
     import comfy.model_base
 
     from pv_tools.random_models import initialise, sd15_model_config, sd15_unet_config
+    from tiny_models import TINY_VAE_DDCONFIG
 
     attention.optimized_attention = attention.optimized_attention_masked = fused_attention
-    unet = comfy.model_base.BaseModel(sd15_model_config(sd15_unet_config(full_size=True)),
+    unet = comfy.model_base.BaseModel(sd15_model_config(sd15_unet_config(full_size=not tiny)),
                                       device=device).diffusion_model
     with torch.device(device):
-        vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=dict(SD_VAE), embed_dim=4)
+        vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=dict(TINY_VAE_DDCONFIG if tiny else SD_VAE),
+                                                         embed_dim=4)
     for module in vae.modules():
         if callable(getattr(module, "optimized_attention", None)):
             module.optimized_attention = _fused_vae_attention
@@ -508,12 +511,17 @@ def attach_adapter(diffusion_model, rank, device):
     return weights
 
 
-def _step_inputs(batch, size, device, dtype, context_grad=False):
+def _step_inputs(batch, size, device, dtype, context_grad=False, context_dim=768):
     """A gradient step's latents, timesteps and text context at ``size`` px (random: only shapes matter here)."""
     side = size // 8
     x = torch.randn(batch, 4, side, side, device=device, dtype=dtype)
-    context = torch.randn(batch, 77, 768, device=device, dtype=dtype).requires_grad_(context_grad)
+    context = torch.randn(batch, 77, context_dim, device=device, dtype=dtype).requires_grad_(context_grad)
     return x, torch.full((batch,), 250.0, device=device), context
+
+
+def _context_dim(unet) -> int:
+    """The width of the text context the UNet's cross-attention reads (768 for SD1.5)."""
+    return next(m.to_k.in_features for name, m in unet.named_modules() if name.endswith("attn2"))
 
 
 def _step_output(parts, x, steps, context, decode):
@@ -555,7 +563,7 @@ def _gradient_step(parts, device, dtype, batch, size, decode, checkpointing, con
 
     unet, vae = parts[:2]
     with torch.inference_mode(False):
-        x, steps, context = _step_inputs(batch, size, device, dtype, context_grad)
+        x, steps, context = _step_inputs(batch, size, device, dtype, context_grad, _context_dim(unet))
         layers = measuring(lambda: meter.live) if hasattr(meter, "live") else contextlib.nullcontext([])
         with meter, layers as measured, gradient_window(unet, vae), \
                 torch.enable_grad(), checkpointed(regions_of(unet, vae if decode else None), checkpointing):
