@@ -245,8 +245,8 @@ def estimate(args):
               "the face encoder")
     model_only = wm.step_peak(parts, "meta", torch.float16, frames, width, height, True, TRAINING_CFG, decode=False)
     print(f"  of which, checkpointing on, the diffusion model's forward and backward without the decode: "
-          f"{model_only / gib:.2f} GiB (the difference: the one-frame decode with gradient, whose decoder is not "
-          "checkpointed)")
+          f"{model_only / gib:.2f} GiB (the difference: the one-frame decode with gradient; its decoder's middle and "
+          "up-sampling layers are checkpointed, its first convolution and head are not)")
     print(f"adapter stage at the defaults, checkpointing on, everything resident: {total[True]:.2f} GiB; target "
           f"at most {TARGET_GIB} GiB: {'met' if total[True] <= TARGET_GIB else 'NOT met'}")
     if args.sweep:

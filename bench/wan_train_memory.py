@@ -4,7 +4,8 @@ The stage-2 estimate of ``bench_train.py --estimate`` carried over to core Wan: 
 ``WanVAE`` are built on the meta device in the dtype asked for, a rank-``r`` adapter goes on every block's
 ``self_attn`` q/k/v (the pack's own forward and LoRA math, gate open), and one gradient step runs as the Wan
 trainer (``training/wan_trainer.py``) runs it: the diffusion model over the video latent, cond and uncond
-batched (cfg > 1), with gradient, under the trainer's gradient checkpointing of the Wan blocks when asked;
+batched (cfg > 1), with gradient, under the trainer's gradient checkpointing of the Wan blocks (and of the VAE
+decoder's middle and up-sampling layers) when asked;
 the flow-matching denoised latent ``x - sigma * v``; the first latent frame alone decoded with gradient by the
 Wan VAE's decoder (the trainer's decode); a loss on its pixels; backward. A dispatch-mode tracker
 (``tests/autograd_memory.py`` ``AllocationPeak``) counts the bytes of every tensor the step creates that are
@@ -91,7 +92,7 @@ def step_peak(parts, device, dtype, frames: int, width: int, height: int, checkp
     denoised first latent frame decoded with gradient (``decode``; else the loss is on the latent), a loss on
     its pixels, backward."""
     from autograd_memory import AllocationPeak
-    from comfyui_personalvideo.training.checkpointing import checkpointed, wan_regions
+    from comfyui_personalvideo.training.checkpointing import checkpointed, regions_of
     from comfyui_personalvideo.training.inference_tensors import gradient_window
 
     from pv_tools.random_wan_models import TEXT_DIM
@@ -107,7 +108,7 @@ def step_peak(parts, device, dtype, frames: int, width: int, height: int, checkp
         timestep = torch.full((batch,), FLOW_SIGMA * 1000.0, device=device)
         tracker = AllocationPeak()
         with tracker, gradient_window(model, vae), torch.enable_grad(), \
-                checkpointed(wan_regions(model), checkpointing):
+                checkpointed(regions_of(model, vae if decode else None), checkpointing):
             velocity = model(x, timestep, context)
             denoised = x - FLOW_SIGMA * velocity
             if batch > 1:

@@ -241,24 +241,37 @@ def test_an_sd15_model_is_refused(tiny_model, wan_vae, loss_fn):
 
 
 def test_gradient_checkpointing_of_the_wan_blocks_gives_the_same_training_step(wan, wan_vae, loss_fn):
-    """With checkpointing on, the Wan blocks run checkpointed in the gradient step (and only there), and one
-    iteration moves the adapter as without it."""
-    seen = []
-    handle = wan.model.diffusion_model.blocks[0].register_forward_pre_hook(
-        lambda m, a: seen.append((torch.is_grad_enabled(), getattr(m.forward, "_pv_checkpointing", False))))
+    """With checkpointing on, the Wan blocks run checkpointed in the gradient step (and only there), and so do
+    the VAE decoder's middle and up-sampling layers in the decode of the trained frame (the causal feature cache
+    they read and write is given to each recomputation as the forward found it); one iteration moves the adapter
+    as without it."""
+    seen, decoder_seen = [], []
+    decoder = wan_vae.first_stage_model.decoder
+    layers = [decoder.middle[0], decoder.upsamples[-1]]
+    handles = [wan.model.diffusion_model.blocks[0].register_forward_pre_hook(
+        lambda m, a: seen.append((torch.is_grad_enabled(), getattr(m.forward, "_pv_checkpointing", False))))]
+    handles += [layer.register_forward_pre_hook(
+        lambda m, a: decoder_seen.append((torch.is_grad_enabled(), getattr(m.forward, "_pv_checkpointing", False))))
+        for layer in layers]
     trained = {}
     try:
         for setting in ("on", "off"):
             seen.clear()
+            decoder_seen.clear()
             adapter = wan_trainer.new_wan_adapter(wan, seed=0)
             train(wan, wan_vae, loss_fn, adapter, iterations=1, gradient_checkpointing=setting)
-            trained[setting] = (tensors_of(adapter), list(seen))
+            trained[setting] = (tensors_of(adapter), list(seen), list(decoder_seen))
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     on, off = trained["on"], trained["off"]
     assert on[1] == [(False, False), (False, False), (True, True)]   # 3 steps: the last one checkpointed
     assert off[1] == [(False, False), (False, False), (True, False)]
-    assert not any(getattr(b.forward, "_pv_checkpointing", False) for b in wan.model.diffusion_model.blocks)
+    # the decode of the trained frame, then each layer's recomputation in backward (its hooks run again)
+    assert (True, True) in on[2] and (True, False) not in on[2], on[2]
+    assert (True, False) in off[2] and (True, True) not in off[2], off[2]
+    assert not any(getattr(m.forward, "_pv_checkpointing", False)
+                   for m in list(wan.model.diffusion_model.blocks) + layers)
     assert any(float(v.abs().max()) > 0 for k, v in on[0].items() if k.startswith("up."))
     for k in on[0]:
         assert torch.allclose(on[0][k], off[0][k], rtol=1e-4, atol=1e-7), k

@@ -22,7 +22,10 @@ Each call hands the layer a fresh shallow copy of any dict argument (ComfyUI's
 ``transformer_options``) as it was when the layer was first called, so the
 recomputation sees the same ``block``/``transformer_index`` entries as the
 original pass (the UNet changes them in place as it goes; attention replace
-patches are looked up by them).
+patches are looked up by them). A list argument is the caller's own in the
+forward (the Wan VAE decoder's causal feature cache and running index, which
+the layer reads and advances for the next layer), and a copy of it as the
+forward found it in each recomputation.
 
 Recomputation happens during backward, after the model call has returned, so
 anything a pack switched on only for the duration of the model call is off by
@@ -91,6 +94,20 @@ def decoder_regions(first_stage_model) -> list:
     return regions
 
 
+def wan_decoder_regions(first_stage_model) -> list:
+    """The middle and up-sampling layers of a core Wan VAE decoder (Wan 2.1's and Wan 2.2's), each called as
+    ``layer(x, feat_cache, feat_idx, ...)``: the causal feature cache, a list the layer reads and writes, and the
+    running index into it (see :func:`_checkpointing_forward` for how a recomputation gets the cache it read)."""
+    decoder = getattr(first_stage_model, "decoder", None)
+    return [m for part in ("middle", "upsamples") for m in getattr(decoder, part, ())]
+
+
+def _is_wan_decoder(first_stage_model) -> bool:
+    decoder = getattr(first_stage_model, "decoder", None)
+    return isinstance(getattr(decoder, "middle", None), torch.nn.Module) and \
+        isinstance(getattr(decoder, "upsamples", None), torch.nn.Module)
+
+
 def wan_regions(diffusion_model) -> list:
     """The attention blocks of a core Wan diffusion model (each called as ``block(x, e=..., freqs=...,
     context=..., transformer_options=...)``); callers have told the family (:func:`regions_of`)."""
@@ -104,8 +121,8 @@ def t5_regions(text_encoder) -> list:
 
 
 def regions_of(*roots) -> list:
-    """Checkpoint regions of every root that is a UNet, a Wan diffusion model or an SD-layout VAE (others add
-    none; the Wan VAE's decoder layers pass a feature cache they change in place, so they are not regions)."""
+    """Checkpoint regions of every root that is a UNet, a Wan diffusion model, an SD-layout VAE or a Wan VAE
+    (others add none)."""
     regions = []
     for root in roots:
         if root is None:
@@ -114,6 +131,8 @@ def regions_of(*roots) -> list:
             regions += unet_regions(root)
         elif families.family_of(root) == families.WAN:
             regions += wan_regions(root)
+        elif _is_wan_decoder(root):
+            regions += wan_decoder_regions(root)
         else:
             regions += decoder_regions(root)
     return regions
@@ -337,11 +356,18 @@ def _checkpointing_forward(module, inner):
             # whose inputs need no gradient (the first few of a pass), as they are at the call
             return inner(*args, **kwargs)
         n = len(args)
+        # list arguments (the Wan VAE decoder's feature cache and its running index) are the caller's, read and
+        # written by the layer: the forward gets them as they are, and each recomputation a copy of them as the
+        # forward found them, so it reads what the forward read and its writes go nowhere
+        lists = {i: list(v) for i, v in enumerate(flat) if type(v) is list}
 
         def run(*tensors):
             values = [_copy_dict(v) for v in flat]
             for i, t in zip(places, tensors):
                 values[i] = t
+            if getattr(_local, "recomputing", 0):
+                for i, found in lists.items():
+                    values[i] = list(found)
             if adds_into_input and torch.is_tensor(values[0]):
                 values[0] = values[0].clone()
             return inner(*values[:n], **dict(zip(keys, values[n:])))

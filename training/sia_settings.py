@@ -70,10 +70,10 @@ class WanSIATrainSettings(SIATrainSettings):
 
     steps: int = 4
     scheduler: str = "simple"
-    # 17 frames (5 latent frames) of 448x448: the largest size at 17 frames whose adapter stage fits a 12 GB card at
-    # 1.3B size (fp16 weights, umT5 in fp8, cfg 1.5, checkpointing on: an estimated 11.90 GiB with everything
-    # resident; 480x480 was 12.41 GiB). Most of it is the one-frame decode's activations, which grow with the size,
-    # not the frames. Figures and method: docs/wan.md, bench/bench_wan_train.py --estimate.
+    # 17 frames (5 latent frames) of 448x448: chosen as the largest size at 17 frames whose adapter stage fitted a
+    # 12 GB card at 1.3B size (fp16 weights, umT5 in fp8, cfg 1.5, checkpointing on: 480x480 read 12.41 GiB when
+    # the VAE decoder was not checkpointed); now an estimated 10.28 GiB with everything resident (480x480: 10.56),
+    # kept until a GPU has measured a larger one. Figures and method: docs/wan.md, bench_wan_train.py --estimate.
     frames: int = 17
     width: int = 448
     height: int = 448
