@@ -24,8 +24,8 @@ layer, checkpoints, resume, the no-face stop); :class:`WanBackbone` gives what d
   map shared by every frame, and Wan's self-attention joins all frames, so the gradient still reaches the
   q/k/v of every frame's tokens; whether a random later frame trains better is not measured.
 - **Cancel and checkpointing**: Cancel is looked at before each Wan attention block and each layer of the
-  VAE decoder; gradient checkpointing (when chosen) covers the Wan blocks (the Wan VAE's decoder layers
-  write a feature cache in place, so they are not recomputed).
+  VAE decoder; gradient checkpointing (when chosen) covers the Wan blocks and the VAE decoder's middle and
+  up-sampling layers (their causal feature cache is given to each recomputation as the forward found it).
 
 Wan 2.2 A14B: train on the **low-noise expert**, the model the adapter is applied to: the gate's last
 quarter lies entirely in its steps (docs/wan.md). The trainer trains on the MODEL it is given.
