@@ -435,13 +435,18 @@ def fused_attention(q, k, v, heads, mask=None, **kwargs):
     an additive bias (T5's relative positions and padding), as the fused kernels take it."""
     b, _, inner = q.shape
     split = [t.reshape(b, -1, heads, inner // heads).transpose(1, 2) for t in (q, k, v)]
+    # a strided last dimension is made contiguous first, as torch's public attention does before a fused kernel
+    # (torch 2.15's CPU flash kernel gives NaN at random without it)
+    split = [t if t.stride(-1) == 1 else t.contiguous() for t in split]
     out = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(*split, attn_mask=mask)[0]
     return out.transpose(1, 2).reshape(b, -1, inner)
 
 
 def _fused_vae_attention(q, k, v):
+    """The VAE's attention as ComfyUI's ``pytorch_attention`` runs it: one head over the pixels, the inputs made
+    contiguous first."""
     b, c, h, w = q.shape
-    out = fused_attention(*(t.reshape(b, c, h * w).transpose(1, 2) for t in (q, k, v)), heads=1)
+    out = fused_attention(*(t.reshape(b, c, h * w).transpose(1, 2).contiguous() for t in (q, k, v)), heads=1)
     return out.transpose(1, 2).reshape(b, c, h, w)
 
 
