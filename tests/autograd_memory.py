@@ -113,26 +113,20 @@ class AllocationPeak:
     itself is gone (a view, an in-place result or a ``set_`` alias is over memory that was there). On the meta device
     nothing is allocated, yet the shapes, dtypes and lifetimes are those of the real run, so the same
     count gives the peak a real device would see (weights that exist before the block are not counted;
-    allocator rounding and caching are not modelled).
-
-    ``weights_of``: modules whose parameters and buffers are weights already in memory: a tensor an operation
-    returns over their memory (the trainer's zero-copy aliases of inference weights, made by ``set_``) is not a
-    new allocation and is not counted (on the meta device there is no memory to tell them by, and no alias).
+    allocator rounding and caching are not modelled). The trainer's zero-copy aliases of inference weights are
+    made by ``set_`` with the weight's storage as an input, so they are not new either.
     """
 
-    def __init__(self, weights_of=()):
+    def __init__(self):
         self.live = 0
         self.peak = 0
         self._storages = {}      # StorageImpl address -> bytes, while alive
         self._mode = None
-        self._weights = {t.untyped_storage().data_ptr() for m in weights_of
-                         for t in list(m.parameters()) + list(m.buffers()) if t.device.type != "meta"} - {0}
 
     def _track(self, t, inputs):
         storage = t.untyped_storage()
         key = storage._cdata
-        if key in inputs or key in self._storages or (self._weights and t.device.type != "meta"
-                                                      and storage.data_ptr() in self._weights):
+        if key in inputs or key in self._storages:
             return
         nbytes = storage.nbytes()
         self._storages[key] = nbytes

@@ -107,10 +107,17 @@ def use_attention(monkeypatch, backend, *models):
     import comfy.ldm.modules.attention as attention
     import comfy.ldm.modules.diffusionmodules.model as vae_model
 
-    fn = getattr(attention, f"attention_{backend}")
+    vae_fn = vae_model.pytorch_attention if backend == "pytorch" else vae_model.normal_attention
+    use_attention_functions(monkeypatch, getattr(attention, f"attention_{backend}"), vae_fn, *models)
+
+
+def use_attention_functions(monkeypatch, fn, vae_fn, *models):
+    """``fn`` as the UNet's attention (and AnimateDiff-Evolved's motion attention in ``models``), ``vae_fn`` as
+    every VAE block's in ``models``; put back when the test ends."""
+    import comfy.ldm.modules.attention as attention
+
     monkeypatch.setattr(attention, "optimized_attention", fn)
     monkeypatch.setattr(attention, "optimized_attention_masked", fn)
-    vae_fn = vae_model.pytorch_attention if backend == "pytorch" else vae_model.normal_attention
     for root in models:
         for module in root.modules():
             if callable(getattr(module, "optimized_attention", None)):

@@ -15,6 +15,7 @@ from comfyui_personalvideo.training.sia_settings import TRAINING_CFG  # noqa: E4
 from face_fixtures import tiny_onnx  # noqa: E402,F401
 from test_train_core import new_adapter, run_sia, setup  # noqa: E402,F401
 from test_train_identity import face_analysis, parts, photo  # noqa: E402,F401
+from test_train_memory import use_attention_functions  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("ample_free_memory")
 
@@ -24,20 +25,15 @@ FRAMES, SIZE = 2, 256   # frames large enough that the UNet and VAE decide the p
 @pytest.fixture
 def fused_attention(monkeypatch, setup):  # noqa: F811
     """The estimate's attention (PyTorch's fused kernel, as on a GPU) for the real models too, put back after."""
-    import comfy.ldm.modules.attention as attention
-
-    monkeypatch.setattr(attention, "optimized_attention", bench_train.fused_attention)
-    monkeypatch.setattr(attention, "optimized_attention_masked", bench_train.fused_attention)
-    for module in setup[2].first_stage_model.modules():
-        if callable(getattr(module, "optimized_attention", None)):
-            monkeypatch.setattr(module, "optimized_attention", bench_train._fused_vae_attention)
+    use_attention_functions(monkeypatch, bench_train.fused_attention, bench_train._fused_vae_attention,
+                            setup[0].model.diffusion_model, setup[2].first_stage_model)
 
 
 @pytest.mark.parametrize("checkpointing", ["on", "off"])
 def test_the_estimated_step_holds_what_the_trainers_iteration_holds(setup, fused_attention, checkpointing):  # noqa: F811
-    model, vae, loss_fn = setup[0], setup[2], setup[5]
+    model = setup[0]
     adapter = new_adapter(model)
-    tracker = AllocationPeak(weights_of=(model.model.diffusion_model, vae.first_stage_model, loss_fn.encoder))
+    tracker = AllocationPeak()
     with tracker:
         history = run_sia(setup, adapter, frames=FRAMES, width=SIZE, height=SIZE, cfg=TRAINING_CFG,
                           gradient_checkpointing=checkpointing)

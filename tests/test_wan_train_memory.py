@@ -72,7 +72,7 @@ def test_the_estimated_step_holds_what_the_trainers_iteration_holds(parts, wan, 
     def encode(text):
         return positive
 
-    tracker = AllocationPeak(weights_of=(wan.model, wan_vae.first_stage_model, loss_fn.encoder))
+    tracker = AllocationPeak()
     with torch.inference_mode(), tracker:
         history = wan_trainer.train_wan_sia(wan, adapter, encode, negative, wan_vae, loss_fn,
                                             prompts.PromptSampler(TEMPLATES, 0), settings)
