@@ -248,11 +248,12 @@ def test_gradient_checkpointing_of_the_wan_blocks_gives_the_same_training_step(w
     seen, decoder_seen = [], []
     decoder = wan_vae.first_stage_model.decoder
     layers = [decoder.middle[0], decoder.upsamples[-1]]
-    handles = [wan.model.diffusion_model.blocks[0].register_forward_pre_hook(
-        lambda m, a: seen.append((torch.is_grad_enabled(), getattr(m.forward, "_pv_checkpointing", False))))]
-    handles += [layer.register_forward_pre_hook(
-        lambda m, a: decoder_seen.append((torch.is_grad_enabled(), getattr(m.forward, "_pv_checkpointing", False))))
-        for layer in layers]
+
+    def record(into):   # each call: (gradient on, running checkpointed)
+        return lambda m, a: into.append((torch.is_grad_enabled(), getattr(m.forward, "_pv_checkpointing", False)))
+
+    handles = [wan.model.diffusion_model.blocks[0].register_forward_pre_hook(record(seen))]
+    handles += [layer.register_forward_pre_hook(record(decoder_seen)) for layer in layers]
     trained = {}
     try:
         for setting in ("on", "off"):
