@@ -36,7 +36,7 @@ and the gradient step reads the weights through :mod:`.inference_tensors`' zero-
 from __future__ import annotations
 
 from ..sia import families
-from .checkpointing import wan_regions
+from .checkpointing import wan_decoder_regions, wan_regions
 from .errors import TrainingError
 from .few_step_sampler import euler_step
 from .sia_settings import SIAHistory, WanSIATrainSettings  # noqa: F401  (the Wan trainer's settings)
@@ -64,9 +64,8 @@ class WanBackbone(SD15Backbone):
         return decode_latent(vae, base_model, denoised[:, :, frame:frame + 1])[:, :, 0]
 
     def cancel_layers(self, diffusion_model, first_stage_model):
-        decoder = getattr(first_stage_model, "decoder", None)
-        layers = [m for part in ("middle", "upsamples", "head") for m in getattr(decoder, part, ())]
-        return wan_regions(diffusion_model) + layers
+        head = getattr(getattr(first_stage_model, "decoder", None), "head", ())
+        return wan_regions(diffusion_model) + wan_decoder_regions(first_stage_model) + list(head)
 
 
 def train_wan_sia(model, adapter, encode_prompt, negative, vae, identity_loss, prompts,
