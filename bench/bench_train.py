@@ -557,20 +557,21 @@ def step_allocator_peak(parts, batch, size, decode, checkpointing, context_grad=
     from autograd_memory import cpu_allocator_peak
 
     return cpu_allocator_peak(lambda: _gradient_step(parts, "cpu", torch.float32, batch, size, decode,
-                                                     checkpointing, context_grad, contextlib.nullcontext()))
+                                                     checkpointing, context_grad))
 
 
-def _gradient_step(parts, device, dtype, batch, size, decode, checkpointing, context_grad, meter):
-    """One gradient step (see :func:`step_peak`) with ``meter`` entered around it; the ``(layer, bytes)`` of each
-    recomputation when ``meter`` is a tracker."""
+def _gradient_step(parts, device, dtype, batch, size, decode, checkpointing, context_grad, tracker=None):
+    """One gradient step (see :func:`step_peak`), counted by ``tracker`` when given; the ``(layer, bytes)`` of
+    each recomputation it measured (none without a tracker)."""
     from comfyui_personalvideo.training.checkpointing import checkpointed, measuring, regions_of
     from comfyui_personalvideo.training.inference_tensors import gradient_window
 
     unet, vae = parts[:2]
     with torch.inference_mode(False):
         x, steps, context = _step_inputs(batch, size, device, dtype, context_grad, _context_dim(unet))
-        layers = measuring(lambda: meter.live) if hasattr(meter, "live") else contextlib.nullcontext([])
-        with meter, layers as measured, gradient_window(unet, vae), \
+        counting = tracker if tracker is not None else contextlib.nullcontext()
+        layers = measuring(lambda: tracker.live) if tracker is not None else contextlib.nullcontext()
+        with counting, layers as measured, gradient_window(unet, vae), \
                 torch.enable_grad(), checkpointed(regions_of(unet, vae if decode else None), checkpointing):
             out = _step_output(parts, x, steps, context, decode)   # held through backward, as the trainer holds it
             out.float().pow(2).mean().backward()
