@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from comfyui_personalvideo.training.face import analysis, references
+from comfyui_personalvideo.training.face.detector import sizes_for
 from comfyui_personalvideo.training.face.errors import FaceStackError
 from comfyui_personalvideo.training.face.identity_loss import IdentityLoss
 from face_scores import face_similarity
@@ -115,6 +116,38 @@ def test_frames_without_face_are_skipped_and_counted(stack):
     assert none.grad is not None and none.grad.abs().sum() == 0
     with pytest.raises(FaceStackError, match="movedim"):
         loss_fn(frames.detach().movedim(1, -1))
+
+
+def test_detector_sizes_for_a_picture_start_at_the_smallest_that_holds_it():
+    assert sizes_for(64, 64) == (320, 640, 480)
+    assert sizes_for(300, 400) == (480, 640, 320)
+    assert sizes_for(512, 512) == (640, 480, 320)          # the default frame size: as before
+    assert sizes_for(720, 1280) == (640, 480, 320)         # larger than every size: as given
+    assert sizes_for(64, 64, (640,)) == (640,)
+
+
+def test_the_loss_detects_a_small_frame_first_at_the_smallest_size_that_holds_it(stack, monkeypatch):
+    enc = stack.encoder()
+    refs = references.embed_references(stack.detector, enc, photo_image("astronaut"))
+    big = _frames("astronaut")
+    small = torch.nn.functional.interpolate(big, size=(256, 256), mode="area")
+    model, sizes = stack.detector.model, []
+    detect = model.detect
+
+    def spied(img, input_size=None, **kwargs):
+        sizes.append(input_size)
+        return detect(img, input_size=input_size, **kwargs)
+
+    monkeypatch.setattr(model, "detect", spied)
+    loss_fn = IdentityLoss(stack.detector, enc, refs.embeddings)
+    assert loss_fn(big).face_frames == [0] and sizes == [(640, 640)]
+    sizes.clear()
+    found = loss_fn(small)
+    assert found.face_frames == [0] and sizes == [(320, 320)]
+    # the same face as at 640: the same crop, within the rounding of the detector's keypoints
+    at_640 = IdentityLoss(stack.detector, enc, refs.embeddings, det_sizes=(640,))(small)
+    assert sizes[-1] == (640, 640)
+    assert abs(float(found.similarity[0]) - float(at_640.similarity[0])) < 0.02
 
 
 def test_face_similarity_with_either_recogniser(stack):

@@ -73,6 +73,21 @@ def to_bgr_uint8(image: torch.Tensor, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray((rgb * 255.0).round().to(torch.uint8).cpu().numpy()[..., ::-1])
 
 
+def sizes_for(height: int, width: int, det_sizes=DEFAULT_DET_SIZES) -> tuple:
+    """The detector sizes to try on a ``height`` x ``width`` picture, in order: first the smallest that holds the
+    picture without shrinking it, then the others as given; a picture larger than every size gets them as given.
+
+    SCRFD letterboxes the picture into a square of the size, so a small frame is upscaled no more than it needs
+    (its cost grows with the square of the size: a 64 px frame at 320 costs a quarter of 640, and a face that fills
+    the frame is found more surely near its own scale); a 512 px frame still goes to 640 first, as before."""
+    sizes = tuple(int(s) for s in det_sizes)
+    holding = [s for s in sizes if s >= max(height, width)]
+    if not holding:
+        return sizes
+    first = min(holding)
+    return (first,) + tuple(s for s in sizes if s != first)
+
+
 class FaceDetector:
     """Largest-face detection with retries at smaller detector sizes."""
 

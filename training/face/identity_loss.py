@@ -4,7 +4,8 @@ Frames layout: ``[B, 3, H, W]``, RGB, float in 0..1, channels first: what the VA
 decoder gives after ``(x + 1) / 2`` (ComfyUI IMAGE tensors [B, H, W, C] need
 ``.movedim(-1, 1)``).  For every frame:
 
-1. detect faces on a detached uint8 copy (no gradient is needed for landmarks);
+1. detect faces on a detached uint8 copy (no gradient is needed for landmarks), first at the smallest
+   detector size that holds the frame (:func:`~.detector.sizes_for`);
 2. take the largest face, estimate the similarity transform from its 5 keypoints;
 3. warp the frame itself with ``grid_sample`` to the 112x112 crop (differentiable);
 4. embed with the frozen fp32 encoder and compare with every reference embedding.
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 
 from ..inference_tensors import normal_tensors
 from .align import estimate_norm, warp_affine
-from .detector import DEFAULT_DET_SIZES, MIN_FACE_PX, FaceDetector, to_bgr_uint8
+from .detector import DEFAULT_DET_SIZES, MIN_FACE_PX, FaceDetector, sizes_for, to_bgr_uint8
 from .errors import FaceStackError
 
 
@@ -77,7 +78,7 @@ class IdentityLoss:
         with torch.no_grad():
             for i in range(frames.shape[0]):
                 bgr = to_bgr_uint8(frames[i].detach().movedim(0, -1), f"frame {i}")
-                face = self.detector.detect_largest(bgr, self.det_sizes)
+                face = self.detector.detect_largest(bgr, sizes_for(*bgr.shape[:2], self.det_sizes))
                 if face is None or face.size < self.min_face_px:
                     continue
                 try:
