@@ -5,7 +5,8 @@ NMS) over an onnxruntime session, or the ``models['detection']`` object of a
 ``FaceAnalysis`` built by PuLID/InstantID/IPAdapter loaders.  We only drive it:
 letterboxing is SCRFD's, we pick the largest face and retry at smaller detector
 sizes when nothing is found (a face that fills the picture is often missed at
-640 and found at 320).
+640 and found at 320). The identity loss starts with the smallest size that holds
+its frame (:func:`sizes_for`), so a small frame is not upscaled to 640 first.
 
 Images given to :meth:`FaceDetector.detect` are numpy uint8 [H, W, 3] in BGR order,
 as insightface expects; :func:`to_bgr_uint8` converts ComfyUI IMAGE tensors.
