@@ -562,19 +562,22 @@ def step_allocator_peak(parts, batch, size, decode, checkpointing, context_grad=
 
 def _gradient_step(parts, device, dtype, batch, size, decode, checkpointing, context_grad, tracker=None):
     """One gradient step (see :func:`step_peak`), counted by ``tracker`` when given; the ``(layer, bytes)`` of
-    each recomputation it measured (none without a tracker)."""
+    each recomputation it measured (an empty list without a tracker)."""
     from comfyui_personalvideo.training.checkpointing import checkpointed, measuring, regions_of
     from comfyui_personalvideo.training.inference_tensors import gradient_window
 
     unet, vae = parts[:2]
     with torch.inference_mode(False):
         x, steps, context = _step_inputs(batch, size, device, dtype, context_grad, _context_dim(unet))
-        counting = tracker if tracker is not None else contextlib.nullcontext()
-        layers = measuring(lambda: tracker.live) if tracker is not None else contextlib.nullcontext()
-        with counting, layers as measured, gradient_window(unet, vae), \
-                torch.enable_grad(), checkpointed(regions_of(unet, vae if decode else None), checkpointing):
-            out = _step_output(parts, x, steps, context, decode)   # held through backward, as the trainer holds it
-            out.float().pow(2).mean().backward()
+        with contextlib.ExitStack() as counted:
+            measured = []
+            if tracker is not None:
+                counted.enter_context(tracker)
+                measured = counted.enter_context(measuring(lambda: tracker.live))
+            with gradient_window(unet, vae), torch.enable_grad(), \
+                    checkpointed(regions_of(unet, vae if decode else None), checkpointing):
+                out = _step_output(parts, x, steps, context, decode)   # held through backward, as the trainer holds it
+                out.float().pow(2).mean().backward()
     return measured
 
 
