@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from comfyui_personalvideo.training.face import analysis, references
+from comfyui_personalvideo.training.face import analysis, identity_loss, references
 from comfyui_personalvideo.training.face.detector import sizes_for
 from comfyui_personalvideo.training.face.errors import FaceStackError
 from comfyui_personalvideo.training.face.identity_loss import IdentityLoss
@@ -148,6 +148,22 @@ def test_the_loss_detects_a_small_frame_first_at_the_smallest_size_that_holds_it
     at_640 = IdentityLoss(stack.detector, enc, refs.embeddings, det_sizes=(640,))(small)
     assert sizes[-1] == (640, 640)
     assert abs(float(found.similarity[0]) - float(at_640.similarity[0])) < 0.02
+
+
+def test_the_loss_moves_the_encoder_only_when_it_is_on_another_device(stack, monkeypatch):
+    # Module.to visits every weight (ResNet-100: some 900 tensors, milliseconds of host time per iteration)
+    enc = stack.encoder()
+    refs = references.embed_references(stack.detector, enc, photo_image("astronaut"))
+    loss_fn = IdentityLoss(stack.detector, enc, refs.embeddings)
+    moves, move = [], enc.to
+    monkeypatch.setattr(enc, "to", lambda *args, **kwargs: moves.append(args) or move(*args, **kwargs))
+    frames = _frames("astronaut")
+    assert loss_fn(frames).has_face and loss_fn(frames).has_face
+    assert moves == []
+    # an encoder found elsewhere goes to the frames' device (read as the meta device here: CI has one device)
+    monkeypatch.setattr(identity_loss, "device_of", lambda obj, fallback=None: torch.device("meta"))
+    assert loss_fn(frames).has_face
+    assert moves == [(torch.device("cpu"),)]
 
 
 def test_face_similarity_with_either_recogniser(stack):

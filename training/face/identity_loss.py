@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..devices import device_of
 from ..inference_tensors import normal_tensors
 from .align import estimate_norm, warp_affine
 from .detector import DEFAULT_DET_SIZES, MIN_FACE_PX, FaceDetector, sizes_for, to_bgr_uint8
@@ -104,8 +105,9 @@ class IdentityLoss:
         if not idx:
             return IdentityLossResult(frames.float().sum() * 0.0, similarity, [], skipped)
         device = frames.device
-        with normal_tensors():
-            self.encoder.to(device)
+        if device_of(self.encoder, device) != device:   # Module.to visits every tensor (ResNet-100: some
+            with normal_tensors():                       # 900, 2 ms of host time), so only when it must move
+                self.encoder.to(device)
         crops = warp_affine(frames[idx].float(), mats, self.encoder.input_size)
         emb = F.normalize(self.encoder(crops), dim=-1)
         cos = emb @ self.references.to(device).T  # [F, M]
