@@ -182,6 +182,40 @@ def test_a_cancelled_run_resumes_exactly_where_it_stopped(parts, face_analysis, 
     assert not os.path.exists(run_state.state_folder("stopped"))      # cleaned up once the identity is saved
 
 
+def test_the_adapter_optimiser_is_fused_where_torch_has_the_kernel_and_its_step_count_resumes_there():
+    """CPU (and CUDA): torch's fused AdamW, whose resumed state keeps its step count on the weights' device;
+    a device without the fused kernel (meta here) gets the multi-tensor update, step count on the CPU."""
+    from comfyui_personalvideo.training.run_state import optimizer_tensors, restore_optimizer
+    from comfyui_personalvideo.training.sia_settings import SIATrainSettings, adapter_optimizer
+
+    settings = SIATrainSettings()
+    cpu = [torch.nn.Parameter(torch.ones(4, 2)), torch.nn.Parameter(torch.ones(2, 4))]
+    fused = adapter_optimizer(cpu, settings)
+    assert fused.defaults["fused"] and not fused.defaults["foreach"]
+    for p in cpu:
+        p.grad = torch.full_like(p, 0.5)
+    fused.step()
+    saved = optimizer_tensors(fused, cpu, "sia.adamw")
+    meta = [torch.nn.Parameter(torch.ones(4, 2, device="meta")), torch.nn.Parameter(torch.ones(2, 4, device="meta"))]
+    other = adapter_optimizer(meta, settings)
+    assert other.defaults["foreach"] and not other.defaults["fused"]
+    restore_optimizer(other, meta, saved, "sia.adamw")
+    assert all(other.state[p]["step"].device.type == "cpu" and other.state[p]["exp_avg"].is_meta for p in meta)
+    # a fused optimiser on another device (CUDA: none on this machine) reads its step count there
+    other.defaults["fused"] = True
+    restore_optimizer(other, meta, saved, "sia.adamw")
+    assert all(other.state[p]["step"].is_meta for p in meta)
+    # resumed on the CPU, the fused update goes on from the same state as the uninterrupted one
+    again = [torch.nn.Parameter(p.detach().clone()) for p in cpu]
+    resumed = adapter_optimizer(again, settings)
+    restore_optimizer(resumed, again, saved, "sia.adamw")
+    for opt, params in ((fused, cpu), (resumed, again)):
+        for p in params:
+            p.grad = torch.full_like(p, -0.25)
+        opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(cpu, again))
+
+
 def test_a_token_stage_checkpoint_resumes_the_token_and_other_inputs_start_afresh(parts, face_analysis, photo):  # noqa: F811
     settings = dict(ti_steps=4, sia_iterations=1, checkpoint_every=2)
     whole = run(parts, face_analysis, photo, "token_whole", **settings)

@@ -53,13 +53,18 @@ def restore_optimizer(optimizer, params, tensors: dict, prefix: str) -> None:
 
 
 def _restore_optimizer(optimizer, params, tensors: dict, prefix: str) -> None:
+    # the fused update reads its step count on the weights' device, the others on the CPU
+    step_on_device = bool(optimizer.defaults.get("fused") or optimizer.defaults.get("capturable"))
     for i, p in enumerate(params):
         state = {}
         for key in ("step", "exp_avg", "exp_avg_sq"):
             name = f"{prefix}.{i}.{key}"
             if name in tensors:
                 value = tensors[name]
-                state[key] = value.clone() if key == "step" else value.to(p.device, p.dtype).clone()
+                if key == "step":
+                    state[key] = value.to(p.device).clone() if step_on_device else value.clone()
+                else:
+                    state[key] = value.to(p.device, p.dtype).clone()
         if state:
             optimizer.state[p] = state
 

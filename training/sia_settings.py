@@ -131,10 +131,22 @@ def reg_term(params, initial):
     return ((flat - initial) ** 2).sum()
 
 
+FUSED_ADAMW_DEVICES = ("cuda", "cpu")
+
+
 def adapter_optimizer(params, settings):
-    """Stage 2's AdamW over the adapter's tensors, with the multi-tensor (foreach) update on every device: torch
-    picks it by itself only on CUDA, and elsewhere updates tensor by tensor in Python. Same update rule."""
+    """Stage 2's AdamW over the adapter's tensors, with torch's fused update on CUDA and the CPU (torch 2.4 on):
+    one kernel for all the tensors, and under the fp16 gradient scaler no separate unscaling pass. On other
+    devices (MPS, XPU, DirectML, whose fused kernels vary with the torch build) the multi-tensor (foreach)
+    update, which torch picks by itself only on CUDA; without it the update goes tensor by tensor in Python. The
+    same update rule either way."""
     import torch
 
-    return torch.optim.AdamW(params, lr=settings.lr, betas=tuple(settings.betas), eps=settings.eps,
-                             weight_decay=settings.weight_decay, foreach=True)
+    params = list(params)
+    options = dict(lr=settings.lr, betas=tuple(settings.betas), eps=settings.eps, weight_decay=settings.weight_decay)
+    if params and params[0].device.type in FUSED_ADAMW_DEVICES:
+        try:
+            return torch.optim.AdamW(params, fused=True, **options)
+        except RuntimeError:   # an older torch without the CPU kernel says so when the optimiser is made
+            pass
+    return torch.optim.AdamW(params, foreach=True, **options)
