@@ -482,6 +482,32 @@ def test_gradient_scaler_state_goes_into_a_checkpoint_and_back():
     precision.Precision("cpu", "fp32").restore_scaler(state)   # no scaler: nothing to restore, no error
 
 
+def test_the_fused_adapter_update_under_the_gradient_scaler_skips_an_overflow_and_unscales():
+    """The adapter's fused AdamW takes its unscaling and overflow check from the scaler (no pass of its own): an
+    overflowing fp16 step changes nothing and counts no step; the next one is the unscaled multi-tensor update."""
+    from comfyui_personalvideo.training.sia_settings import SIATrainSettings, adapter_optimizer
+
+    settings = SIATrainSettings(lr=0.1)
+    scaled, plain = torch.nn.Parameter(torch.linspace(-1, 1, 6)), torch.nn.Parameter(torch.linspace(-1, 1, 6))
+    run = precision.Precision("cpu", "fp16", torch.amp.GradScaler("cpu", init_scale=2.0 ** 10))
+    fused = adapter_optimizer([scaled], settings)
+    assert fused.defaults["fused"]
+    assert not run.backward_and_step((scaled * float("inf")).sum(), fused)
+    assert torch.equal(scaled.detach(), plain.detach()) and run.scaler.get_scale() == 2.0 ** 9
+    reference = torch.optim.AdamW([plain], lr=0.1, betas=settings.betas, eps=settings.eps,
+                                  weight_decay=settings.weight_decay, foreach=True)
+    target = torch.tensor([3.0, -2.0, 1.0, 0.5, -0.25, 2.0])
+    for _ in range(2):
+        fused.zero_grad(set_to_none=True)
+        assert run.backward_and_step(((scaled - target) ** 2).sum(), fused)
+        reference.zero_grad(set_to_none=True)
+        ((plain - target) ** 2).sum().backward()
+        reference.step()
+    assert fused.state[scaled]["step"].item() == reference.state[plain]["step"].item() == 2
+    torch.testing.assert_close(scaled.detach(), plain.detach(), rtol=1e-6, atol=1e-6)
+    assert not torch.equal(scaled.detach(), torch.linspace(-1, 1, 6))
+
+
 def test_precision_choice():
     assert precision.resolve("auto", "cpu").name == "fp32"
     with warnings.catch_warnings():   # GradScaler warns where CUDA is missing
