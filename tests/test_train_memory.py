@@ -483,8 +483,9 @@ def test_gradient_scaler_state_goes_into_a_checkpoint_and_back():
 
 
 def test_the_fused_adapter_update_under_the_gradient_scaler_skips_an_overflow_and_unscales():
-    """The adapter's fused AdamW takes its unscaling and overflow check from the scaler (no pass of its own): an
-    overflowing fp16 step changes nothing and counts no step; the next one is the unscaled multi-tensor update."""
+    """Under the fp16 gradient scaler the adapter's fused AdamW unscales inside its kernel and skips on the
+    scaler's overflow flag: an overflowing step changes nothing and counts no step; the next ones are the
+    unscaled multi-tensor update."""
     from comfyui_personalvideo.training.sia_settings import SIATrainSettings, adapter_optimizer
 
     settings = SIATrainSettings(lr=0.1)
