@@ -63,11 +63,22 @@ def _clone_input(module, args):
     return None
 
 
+@contextlib.contextmanager
 def normal_tensors():
     """The pack's one way out of ComfyUI's inference mode: within the block, new tensors are normal tensors
     (autograd can record them, optimisers can update them in place) even inside a node. Every place that
-    makes trainable or trained tensors, or copies tensors made in inference mode, goes through here."""
-    return torch.inference_mode(False)
+    makes trainable or trained tensors, or copies tensors made in inference mode, goes through here.
+
+    Gradient mode: coming from inference mode (a node) it is on, as training needs; otherwise it stays what it
+    was. (``torch.inference_mode(False)`` alone turns it on in any case, so a block entered under
+    ``torch.no_grad()`` would record every operation for a backward nobody runs.)"""
+    keep_off = not torch.is_inference_mode_enabled() and not torch.is_grad_enabled()
+    with torch.inference_mode(False):
+        if keep_off:
+            with torch.no_grad():
+                yield
+        else:
+            yield
 
 
 def normal_alias(t: torch.Tensor) -> torch.Tensor:
