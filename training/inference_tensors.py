@@ -295,7 +295,9 @@ def gradient_window(*roots: torch.nn.Module):
     """Inside the block, backward works through the models (``roots`` and any other: the hooks are global
     module hooks, acting only on calls made with gradient on); yields the :class:`Window`; afterwards nothing
     remains. ``roots`` name the models the window is for (kept for the callers' clarity and the norm
-    workarounds, which act on any model too)."""
+    workarounds, which act on any model too). Gradient mode inside is :func:`normal_tensors`'s: on when the
+    window is opened from inference mode (a node), the caller's otherwise (a window opened under
+    ``torch.no_grad()`` records nothing)."""
     window = Window()
     handles = []
     try:
