@@ -7,23 +7,7 @@ import torch
 from comfyui_personalvideo.training.inference_tensors import gradient_window, normal_tensors
 
 import tiny_models
-
-
-class SavedForBackward:
-    """Counts the tensors autograd saves for a backward within the block."""
-
-    def __enter__(self):
-        self.count = 0
-
-        def pack(t):
-            self.count += 1
-            return t
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
-        self._hooks.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self._hooks.__exit__(*exc)
+from autograd_memory import SavedTensorBytes
 
 
 def test_gradient_mode_is_kept_outside_a_node_and_on_inside_one():
@@ -47,12 +31,12 @@ def test_a_gradient_window_opened_under_no_grad_records_nothing():
         model = tiny_models.tiny_sd15_model(seed=0)
     unet = model.model.diffusion_model
     x = torch.randn(1, 4, 8, 8, requires_grad=True)
-    context = torch.randn(1, 77, next(m.to_k.in_features for n, m in unet.named_modules() if n.endswith("attn2")))
+    context = torch.randn(1, 77, tiny_models.context_dim(model))
     steps = torch.tensor([500.0])
-    with torch.no_grad(), gradient_window(unet), SavedForBackward() as saved:
+    with torch.no_grad(), gradient_window(unet), SavedTensorBytes() as saved:
         out = unet(x, timesteps=steps, context=context)
-    assert saved.count == 0 and out.grad_fn is None
+    assert saved.bytes == 0 and not saved.weight_storages and out.grad_fn is None
     with torch.inference_mode():
-        with gradient_window(unet), SavedForBackward() as saved:   # a node's gradient step
+        with gradient_window(unet), SavedTensorBytes() as saved:   # a node's gradient step
             out = unet(x, timesteps=steps, context=context)
-        assert saved.count > 0 and out.grad_fn is not None
+        assert saved.bytes > 0 and out.grad_fn is not None
