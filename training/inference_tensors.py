@@ -72,13 +72,9 @@ def normal_tensors():
     Gradient mode: coming from inference mode (a node) it is on, as training needs; otherwise it stays what it
     was. (``torch.inference_mode(False)`` alone turns it on in any case, so a block entered under
     ``torch.no_grad()`` would record every operation for a backward nobody runs.)"""
-    keep_off = not torch.is_inference_mode_enabled() and not torch.is_grad_enabled()
-    with torch.inference_mode(False):
-        if keep_off:
-            with torch.no_grad():
-                yield
-        else:
-            yield
+    grad = torch.is_inference_mode_enabled() or torch.is_grad_enabled()
+    with torch.inference_mode(False), torch.set_grad_enabled(grad):
+        yield
 
 
 def normal_alias(t: torch.Tensor) -> torch.Tensor:
