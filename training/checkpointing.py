@@ -400,7 +400,11 @@ def checkpointed(regions, enabled: bool = True, spared=()):
                 inner = original if original is not _MISSING else functools.partial(_class_forward, module)
                 module.forward = _checkpointing_forward(module, inner)
                 wrapped.append((module, original))
-        yield len(wrapped)
+        # the regions that keep their activations run forward with gradient: each such call aliases its whole
+        # layer at once (the checkpointed ones run forward without gradient and alias in their recomputation)
+        checkpointed_ids = {id(m) for m, _ in wrapped}
+        with inference_tensors.layers([m for m in regions if id(m) not in checkpointed_ids]):
+            yield len(wrapped)
     finally:
         for module, original in reversed(wrapped):
             if original is _MISSING:

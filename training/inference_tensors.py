@@ -18,6 +18,14 @@ call (an alias is kept for the window while its tensor is the same object over
 the same memory), there is no copy of any weight, and the cost is two hooks per
 module call rather than work on every torch operation.
 
+A model's layers (its checkpoint regions, named by :func:`layers`) go one step
+further: a layer called with gradient swaps aliases in for every module under
+it at once, for the length of its call, and the calls under it then find
+nothing to do (one walk over the layer's tables instead of a swap in and out at
+each of its module calls). A module outside the layer that it calls (another
+pack's attention patch with weights of its own) is still aliased by its own
+call.
+
 Where a torch operation gets an inference tensor no module of the roots holds
 (another model's weights, tensors a pack computes inside a node), the window
 falls back to aliasing every operation's arguments (:func:`aliasing`, a
@@ -37,8 +45,9 @@ This only adds a copy of an activation; values are unchanged; the hooks are
 removed when the window ends.
 
 Recomputation under gradient checkpointing runs during backward, where torch
-gives no mode to the operations; the module hooks act there too while the
-window is open, and :mod:`.checkpointing` enters the per-operation aliasing for
+gives no mode to the operations; while the window is open a recomputation
+aliases its whole layer (:func:`module_aliased`) and the module hooks act on
+whatever else it calls, and :mod:`.checkpointing` enters the per-operation aliasing for
 a recomputation that runs outside an open window or whose forward ran under it
 (:func:`needs_per_operation` tells which).
 """
@@ -162,15 +171,37 @@ def with_fallback(window, run):
 
 @contextlib.contextmanager
 def module_aliased(module):
-    """Within the block ``module`` reads aliases of its inference tensors as in a call through ``module(...)``
-    in an open window (for a forward run without the module's own hooks: a checkpointed layer's
-    recomputation)."""
+    """Within the block ``module`` and every module under it read aliases of their inference tensors, as in a
+    call of a layer (:func:`layers`) through ``module(...)`` in an open window (for a forward run without the
+    module's own hooks: a checkpointed layer's recomputation)."""
     window = _windows[-1] if _windows else None
-    tables = window._swap_in(module) if window is not None else []
+    if window is None:
+        yield
+        return
+    record = window._cover(module)
     try:
         yield
     finally:
-        _put_back(tables)
+        window._uncover(record)
+
+
+@contextlib.contextmanager
+def layers(modules):
+    """Within the block, in the open window, a call of one of ``modules`` (a model's layers: its checkpoint
+    regions) with gradient on swaps aliases in for the layer's whole subtree at once, and the module calls
+    under it pass through the window's hooks without work of their own (one walk over the layer's tables
+    per call instead of a swap in and out at every module call under it). What the models hold between
+    layer calls is unchanged: the swap lasts the layer's call. Outside an open window it does nothing."""
+    window = _windows[-1] if _windows else None
+    if window is None:
+        yield
+        return
+    added = {id(m) for m in modules} - window._layers
+    window._layers |= added
+    try:
+        yield
+    finally:
+        window._layers -= added
 
 
 def saved_an_inference_tensor(error: BaseException) -> bool:
@@ -182,8 +213,10 @@ class Window:
     """The aliases and hooks of one gradient window."""
 
     def __init__(self):
-        self._swapped = {}     # id(module) -> [tables swapped by its calls under way]
+        self._swapped = {}     # id(module) -> [(tables swapped, ids covered) of its calls under way]
         self._clone_for = set()   # ids of the norms whose input is copied
+        self._layers = set()   # ids of the modules whose call swaps their whole subtree (:func:`layers`)
+        self._covered = set()  # ids of the modules under a layer call under way: their tables are swapped
         self._stack = None
 
     def _swap_in(self, module):
@@ -196,26 +229,57 @@ class Window:
                 tables.append((table, entries))
         return tables
 
-    def pre_hook(self, module, args):
-        if not torch.is_grad_enabled() or torch.is_inference_mode_enabled():
-            return None
-        tables = self._swap_in(module)
-        if tables:
-            self._swapped.setdefault(id(module), []).append(tables)
+    def _note_norms(self, module):
         norms = _NORMS.get(type(module).__name__)
         if norms:   # this block adds in place to what its norms read: they get a copy
             for name in norms:
                 norm = module._modules.get(name)
                 if norm is not None:
                     self._clone_for.add(id(norm))
-        if id(module) in self._clone_for:
+
+    def _cover(self, module):
+        """Aliases in for every inference tensor of ``module`` and the modules under it, which are covered
+        until :meth:`_uncover` (their own calls then have nothing to swap); returns what to undo."""
+        tables, modules = [], list(module.modules())
+        for m in modules:
+            for table in (m._parameters, m._buffers):
+                if table:
+                    entries = [(name, t) for name, t in table.items() if t is not None and t.is_inference()]
+                    if entries:
+                        for name, t in entries:
+                            table[name] = _alias_of(t)
+                        tables.append((table, entries))
+            if type(m).__name__ in _NORMS:
+                self._note_norms(m)
+        covered = set(map(id, modules)) - self._covered
+        self._covered |= covered
+        return tables, covered
+
+    def _uncover(self, record):
+        tables, covered = record
+        _put_back(tables)
+        self._covered.difference_update(covered)
+
+    def pre_hook(self, module, args):
+        if not torch.is_grad_enabled() or torch.is_inference_mode_enabled():
+            return None
+        key = id(module)
+        if key not in self._covered:
+            if key in self._layers:
+                self._swapped.setdefault(key, []).append(self._cover(module))
+            else:
+                tables = self._swap_in(module)
+                if tables:
+                    self._swapped.setdefault(key, []).append((tables, ()))
+                self._note_norms(module)
+        if key in self._clone_for:
             return _clone_input(module, args)
         return None
 
     def post_hook(self, module, args, output):
         stack = self._swapped.get(id(module))
         if stack:
-            _put_back(stack.pop())
+            self._uncover(stack.pop())
             if not stack:
                 del self._swapped[id(module)]
         return None
@@ -223,7 +287,7 @@ class Window:
     def put_back_all(self):
         for stack in self._swapped.values():
             while stack:
-                _put_back(stack.pop())
+                self._uncover(stack.pop())
         self._swapped.clear()
 
     def per_operation(self):

@@ -1,0 +1,92 @@
+"""The gradient window's layer-wide aliasing (:func:`inference_tensors.layers`): a layer called with gradient
+reads aliases for its whole subtree for the length of its call, modules outside it that it calls are still
+aliased, and every table holds the model's own tensors again once the call is over, an error included."""
+import pytest
+import torch
+from torch import nn
+
+from comfyui_personalvideo.training.inference_tensors import gradient_window, layers
+
+
+class Layer(nn.Module):
+    """A layer with nested modules that also calls a module it does not hold (as an attention patch of another
+    pack calls its own projections from inside a UNet layer)."""
+
+    def __init__(self, outside: nn.Module):
+        super().__init__()
+        self.block = nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8))
+        self.head = nn.Linear(8, 8)
+        self.__dict__["outside"] = outside   # not a child: outside this layer's subtree
+        self.fail = False
+
+    def forward(self, x):
+        h = self.block(x)
+        if self.fail:
+            raise RuntimeError("a layer that stops half way")
+        return self.head(h + self.outside(h))
+
+
+def _models():
+    torch.manual_seed(0)
+    with torch.inference_mode():   # as a node loads them: inference weights
+        outside = nn.Linear(8, 8)
+        layer = Layer(outside)
+    return layer, outside
+
+
+def _tensors(*modules):
+    return {f"{i}.{n}": t for i, m in enumerate(modules) for n, t in list(m.named_parameters()) +
+            list(m.named_buffers())}
+
+
+def _reference_gradient(layer, outside, x):
+    """The gradient of the same loss through normal copies of the weights (no window)."""
+    with torch.inference_mode(False):
+        ref_outside = nn.Linear(8, 8)
+        ref = Layer(ref_outside)
+        with torch.no_grad():
+            for mine, theirs in ((ref, layer), (ref_outside, outside)):
+                for (_, p), (_, q) in zip(mine.named_parameters(), theirs.named_parameters()):
+                    p.copy_(q)
+        xg = x.clone().requires_grad_(True)
+        ref(xg).pow(2).sum().backward()
+        return xg.grad
+
+
+def test_a_layer_call_aliases_its_subtree_and_what_it_calls_and_puts_everything_back():
+    layer, outside = _models()
+    before = _tensors(layer, outside)
+    seen = {}
+    inner = layer.block[0]
+    handle = inner.register_forward_hook(
+        lambda m, a, o: seen.update(inner=m.weight.is_inference(), head=layer.head.weight.is_inference()))
+    x = torch.randn(3, 8)
+    try:
+        with torch.inference_mode():   # a node's gradient step
+            with gradient_window(layer) as window, layers([layer]):
+                xg = x.clone().requires_grad_(True)
+                layer(xg).pow(2).sum().backward()
+                assert _tensors(layer, outside) == before   # between calls: the model's own tensors
+                assert not window.fell_back                 # the outside module was aliased by its own call
+    finally:
+        handle.remove()
+    assert seen == {"inner": False, "head": False}   # during the call: the whole layer reads aliases
+    assert all(a is b for a, b in zip(_tensors(layer, outside).values(), before.values()))
+    assert torch.allclose(xg.grad, _reference_gradient(layer, outside, x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_layer_that_raises_leaves_its_modules_to_alias_themselves_again():
+    """After an error inside a layer call its tables are the model's again and none of its modules is left
+    counted as covered: a later call of one of them with gradient aliases its own weights (were it left
+    covered, autograd would meet the inference weight and refuse it)."""
+    layer, outside = _models()
+    before = _tensors(layer, outside)
+    with torch.inference_mode():
+        with gradient_window(layer) as window, layers([layer]):
+            layer.fail = True
+            with pytest.raises(RuntimeError, match="half way"):
+                layer(torch.randn(3, 8).requires_grad_(True))
+            assert all(a is b for a, b in zip(_tensors(layer, outside).values(), before.values()))
+            xg = torch.randn(3, 8).requires_grad_(True)
+            layer.block(xg).pow(2).sum().backward()   # a module of the layer, called on its own
+            assert xg.grad is not None and not window.fell_back
