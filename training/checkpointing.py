@@ -185,14 +185,22 @@ def _forward_recording(readings, gates):
     gates[:] = gate.states()
 
 
+def _globals_differ(snapshot) -> bool:
+    return any(owner.__dict__.get(name, _MISSING) is not value for owner, name, value in snapshot)
+
+
 @contextlib.contextmanager
 def _recomputing(snapshot, readings, aliasing, gates):
     """What a region's recomputation runs under: the forward's globals, free-memory readings, gate states
-    and aliasing."""
+    and aliasing (each entered only where it changes something: the globals when they differ from the
+    forward's, the readings when the forward read any, the gates when there are any)."""
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_globals_as(snapshot))
-        stack.enter_context(free_memory_replay.replaying(readings))
-        stack.enter_context(gate.replayed(gates))
+        if _globals_differ(snapshot):
+            stack.enter_context(_globals_as(snapshot))
+        if readings:
+            stack.enter_context(free_memory_replay.replaying(readings))
+        if gates:
+            stack.enter_context(gate.replayed(gates))
         if aliasing:
             stack.enter_context(inference_tensors.aliasing())
         yield
@@ -224,8 +232,9 @@ def _autocast_state(device_type: str):
 
 
 def _autocast(device_type: str, state):
+    """Autocast as ``state`` (the forward's) for a recomputation: nothing to enter when it is already so."""
     enabled, dtype = state
-    if dtype is None:
+    if dtype is None or _autocast_state(device_type) == state:
         return contextlib.nullcontext()
     return torch.autocast(device_type, dtype=dtype, enabled=enabled)
 
