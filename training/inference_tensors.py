@@ -305,7 +305,8 @@ class Window:
 
 
 # an alias is kept while its tensor lives and is the same view of the same memory (windows open and close once per
-# training iteration; the weights stay): id(tensor) -> (weak reference to it, alias); the tensor's death drops it
+# training iteration; the weights stay): id(tensor) -> (weak reference to it, alias, the tensor's memory, shape,
+# strides and dtype when the alias was made); the tensor's death drops it
 _ALIASES = {}
 
 
@@ -315,17 +316,18 @@ def _forget(key, ref):
         del _ALIASES[key]
 
 
+def _view_of(t):
+    return t.data_ptr(), t.shape, t.stride(), t.dtype
+
+
 def _alias_of(t):
     known = _ALIASES.get(id(t))
-    if known is not None and known[0]() is t:
-        alias = known[1]
-        if alias.data_ptr() == t.data_ptr() and alias.shape == t.shape and alias.stride() == t.stride() \
-                and alias.dtype == t.dtype:
-            return alias
+    if known is not None and known[0]() is t and known[2] == _view_of(t):
+        return known[1]
     alias = normal_alias(t)
     key = id(t)
     ref = weakref.ref(t, lambda r, key=key: _forget(key, r))
-    _ALIASES[key] = (ref, alias)
+    _ALIASES[key] = (ref, alias, _view_of(t))
     return alias
 
 
