@@ -33,15 +33,23 @@ def _plain_linear(module) -> bool:
                 or getattr(module, "bias_function", None))
 
 
-def merged_weight(module, x: torch.Tensor, down: torch.Tensor, up: torch.Tensor, scale: float):
+def merged_weight(module, x: torch.Tensor, down: torch.Tensor, up: torch.Tensor, scale: float,
+                  trainable: bool = False):
     """``module.weight + scale * up @ down`` where one product with it gives the layer's output plus the delta
     (:func:`_plain_linear`, weights of ``x``'s dtype and device, nothing needing a gradient); None otherwise.
+    ``trainable`` (the adapter is being trained): None outside inference mode too, where a checkpointed layer runs
+    its forward without gradient; its recomputation, with gradient, adds the delta to the output, and the forward
+    must compute what the recomputation computes (the merged sum rounds differently: in bf16 every adapted
+    transformer's output differed between the two). The trainer's sampling steps run in inference mode and keep
+    the merged product.
 
     One matrix of the layer's size (a few MB at most) made per call, against the two products over the
     activations and the full-size addition of :func:`add_lora_delta`: on a GPU the activations are read once
     instead of three times. The sum is rounded once to the weights' dtype, as ComfyUI rounds a LoRA merged into
     its weights."""
     if torch.is_grad_enabled() and (x.requires_grad or down.requires_grad or up.requires_grad):
+        return None
+    if trainable and not torch.is_inference_mode_enabled():
         return None
     weight = getattr(module, "weight", None)
     if type(weight) not in (torch.Tensor, torch.nn.Parameter) or not _plain_linear(module):
@@ -62,8 +70,12 @@ class CastWeights:
         self.down, self.up = down, up
         self._cache = {}
 
+    @property
+    def trainable(self) -> bool:
+        return self.down.requires_grad or self.up.requires_grad
+
     def get(self, like: torch.Tensor):
-        if self.down.requires_grad or self.up.requires_grad:
+        if self.trainable:
             return self.down.to(like.device, like.dtype), self.up.to(like.device, like.dtype)
         key = (like.device, like.dtype)
         pair = self._cache.get(key)

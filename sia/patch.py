@@ -74,7 +74,7 @@ def _make_forward(module, base_forward, weights: CastWeights, scale: float, delt
         weight = delta_weight(x)
         if base_forward is None and not args and not kwargs and isinstance(weight, float) and weight == 1.0:
             down, up = weights.get(x)
-            merged = merged_weight(module, x, down, up, scale)
+            merged = merged_weight(module, x, down, up, scale, weights.trainable)
             if merged is not None:   # the layer's product and the delta in one
                 return F.linear(x, merged, module.bias)
         out = base_forward(x, *args, **kwargs) if base_forward is not None else linear_forward(module, x, *args, **kwargs)

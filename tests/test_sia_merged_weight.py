@@ -92,3 +92,7 @@ def test_layers_whose_forward_is_not_a_plain_product_keep_the_added_delta():
 
         assert lora.merged_weight(OtherPacksLinear(8, 6), x, down, up, 0.5) is None
     assert lora.merged_weight(layer, x, down.requires_grad_(), up, 0.5) is None   # training: the gradient's path
+    with torch.no_grad():   # a trained adapter in a checkpointed layer's forward: what its recomputation computes
+        assert lora.merged_weight(layer, x, down, up, 0.5, trainable=True) is None
+    with torch.inference_mode():   # the trainer's sampling steps: the merged product
+        assert lora.merged_weight(layer, x, down, up, 0.5, trainable=True) is not None
