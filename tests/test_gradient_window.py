@@ -90,3 +90,17 @@ def test_a_layer_that_raises_leaves_its_modules_to_alias_themselves_again():
             xg = torch.randn(3, 8).requires_grad_(True)
             layer.block(xg).pow(2).sum().backward()   # a module of the layer, called on its own
             assert xg.grad is not None and not window.fell_back
+
+
+def test_an_alias_moved_away_from_its_weight_is_not_handed_out_again():
+    """The alias cache hands out an alias while it and its weight are the same view of the same memory; an alias
+    whose memory someone replaced (``.data =``, as ``Module.to`` does to what a module holds) is made anew."""
+    from comfyui_personalvideo.training import inference_tensors
+
+    with torch.inference_mode():
+        weight = torch.randn(4, 4)
+    first = inference_tensors._alias_of(weight)
+    assert inference_tensors._alias_of(weight) is first and first.data_ptr() == weight.data_ptr()
+    first.data = torch.zeros(4, 4)
+    again = inference_tensors._alias_of(weight)
+    assert again is not first and again.data_ptr() == weight.data_ptr() and torch.equal(again, weight)

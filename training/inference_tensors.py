@@ -322,8 +322,8 @@ def _view_of(t):
 
 def _alias_of(t):
     known = _ALIASES.get(id(t))
-    if known is not None and known[0]() is t and known[2] == _view_of(t):
-        return known[1]
+    if known is not None and known[0]() is t and known[2] == _view_of(t) and known[1].data_ptr() == known[2][0]:
+        return known[1]   # (the alias's own memory too: nothing moved it since)
     alias = normal_alias(t)
     key = id(t)
     ref = weakref.ref(t, lambda r, key=key: _forget(key, r))
