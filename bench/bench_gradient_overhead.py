@@ -25,7 +25,8 @@ PyTorch's.
 
 The old host's transformer block adds into the input of its norms in place; the window hands those norms a copy,
 and the plain PyTorch copy gets the same copies (hooks on its norms), so both sides do the same arithmetic. The
-UNet runs fused attention (as on a GPU), no motion model.
+UNet runs fused attention (as on a GPU), no motion model. The plain PyTorch and checkpointing-off rows keep every
+activation for backward: at 16 frames of 512x512 that takes a GPU of some 40 GB or more.
 """
 import argparse
 import os
