@@ -220,14 +220,7 @@ class Window:
         self._stack = None
 
     def _swap_in(self, module):
-        tables = []
-        for table in _tables_of(module):
-            entries = [(name, t) for name, t in table.items() if t is not None and t.is_inference()]
-            if entries:
-                for name, t in entries:
-                    table[name] = _alias_of(t)
-                tables.append((table, entries))
-        return tables
+        return _swap_tables(_tables_of(module))
 
     def _note_norms(self, module):
         norms = _NORMS.get(type(module).__name__)
@@ -240,16 +233,10 @@ class Window:
     def _cover(self, module):
         """Aliases in for every inference tensor of ``module`` and the modules under it, which are covered
         until :meth:`_uncover` (their own calls then have nothing to swap); returns what to undo."""
-        tables, modules = [], list(module.modules())
+        modules = list(module.modules())
+        tables = _swap_tables(table for m in modules for table in (m._parameters, m._buffers))
         for m in modules:
-            for table in (m._parameters, m._buffers):
-                if table:
-                    entries = [(name, t) for name, t in table.items() if t is not None and t.is_inference()]
-                    if entries:
-                        for name, t in entries:
-                            table[name] = _alias_of(t)
-                        tables.append((table, entries))
-            if type(m).__name__ in _NORMS:
+            if type(m).__name__ in _NORMS:   # (most modules are not: no call for them)
                 self._note_norms(m)
         covered = set(map(id, modules)) - self._covered
         self._covered |= covered
@@ -344,6 +331,21 @@ def _tables_of(module):
     tables = [table for m in (module, *children) if m is not None for table in (m._parameters, m._buffers)]
     _TABLES[module] = (tuple(map(id, children)), tables)
     return tables
+
+
+def _swap_tables(tables):
+    """Aliases in for the inference tensors of each parameter or buffer table in ``tables``; returns
+    ``[(table, [(name, tensor it held)])]`` for :func:`_put_back`."""
+    swapped = []
+    for table in tables:
+        if not table:
+            continue
+        entries = [(name, t) for name, t in table.items() if t is not None and t.is_inference()]
+        if entries:
+            for name, t in entries:
+                table[name] = _alias_of(t)
+            swapped.append((table, entries))
+    return swapped
 
 
 def _put_back(tables):
