@@ -57,17 +57,16 @@ def _models(args, dtype, inference: bool):
 
 
 def _copy_norm_inputs(unet):
-    """Hooks that give the norms of every transformer block that adds into their input in place a copy of it, as
-    the gradient window does (plain PyTorch's backward would refuse the modified input otherwise)."""
+    """Hooks, kept for the run, that give the norms of every transformer block that adds into their input in place
+    a copy of it, as the gradient window does (plain PyTorch's backward would refuse the modified input
+    otherwise)."""
     from comfyui_personalvideo.training.inference_tensors import _NORMS, _clone_input
 
-    handles = []
     for module in unet.modules():
         for name in _NORMS.get(type(module).__name__, ()):
             norm = module._modules.get(name)
             if norm is not None:
-                handles.append(norm.register_forward_pre_hook(_clone_input))
-    return handles
+                norm.register_forward_pre_hook(_clone_input)
 
 
 def main():
