@@ -105,3 +105,38 @@ def test_an_alias_moved_away_from_its_weight_is_not_handed_out_again():
     first.data = torch.zeros(4, 4)
     again = inference_tensors._alias_of(weight)
     assert again is not first and again.data_ptr() == weight.data_ptr() and torch.equal(again, weight)
+
+
+def test_a_module_added_to_a_layer_after_its_walk_was_kept_is_aliased_by_its_own_call():
+    """A layer's subtree is walked once and kept; a module added under it later is not in that walk, and its own
+    call aliases its weights (were it counted as covered without its tables swapped, autograd would refuse its
+    inference weight)."""
+    layer, outside = _models()
+    with torch.inference_mode():
+        with gradient_window(layer), layers([layer]):
+            layer(torch.randn(3, 8).requires_grad_(True)).sum().backward()   # the walk is kept
+        layer.block.append(nn.Linear(8, 8))   # an inference weight under the layer, after the walk
+        before = _tensors(layer, outside)
+        with gradient_window(layer) as window, layers([layer]):
+            xg = torch.randn(3, 8).requires_grad_(True)
+            layer(xg).pow(2).sum().backward()
+            assert xg.grad is not None and not window.fell_back
+    assert all(a is b for a, b in zip(_tensors(layer, outside).values(), before.values()))
+    assert layer.block[2].weight.is_inference()
+
+
+def test_the_walk_kept_for_a_layer_lets_the_layer_go():
+    """The kept walk holds its modules weakly: a model dropped by the user is freed, not kept by the window's
+    bookkeeping (each layer's walk names the layer itself)."""
+    import gc
+    import weakref
+
+    layer, outside = _models()
+    with torch.inference_mode():
+        with gradient_window(layer), layers([layer]):
+            layer(torch.randn(3, 8).requires_grad_(True)).sum().backward()
+    gone = weakref.ref(layer.block[0])
+    gone_layer = weakref.ref(layer)
+    del layer
+    gc.collect()
+    assert gone_layer() is None and gone() is None

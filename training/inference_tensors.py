@@ -233,11 +233,10 @@ class Window:
     def _cover(self, module):
         """Aliases in for every inference tensor of ``module`` and the modules under it, which are covered
         until :meth:`_uncover` (their own calls then have nothing to swap); returns what to undo."""
-        modules = list(module.modules())
-        tables = _swap_tables(table for m in modules for table in (m._parameters, m._buffers))
-        for m in modules:
-            if type(m).__name__ in _NORMS:   # (most modules are not: no call for them)
-                self._note_norms(m)
+        modules, tables, blocks = _subtree(module)
+        tables = _swap_tables(tables)
+        for m in blocks:
+            self._note_norms(m)
         covered = set(map(id, modules)) - self._covered
         self._covered |= covered
         return tables, covered
@@ -303,18 +302,17 @@ def _forget(key, ref):
         del _ALIASES[key]
 
 
-def _view_of(t):
-    return t.data_ptr(), t.shape, t.stride(), t.dtype
-
-
 def _alias_of(t):
     known = _ALIASES.get(id(t))
-    if known is not None and known[0]() is t and known[2] == _view_of(t) and known[1].data_ptr() == known[2][0]:
-        return known[1]   # (the alias's own memory too: nothing moved it since)
+    if known is not None:
+        ref, alias, ptr, shape, stride, dtype = known
+        if ref() is t and t.data_ptr() == ptr and alias.data_ptr() == ptr and t.dtype is dtype \
+                and t.shape == shape and t.stride() == stride:
+            return alias   # (the alias's own memory too: nothing moved it since)
     alias = normal_alias(t)
     key = id(t)
     ref = weakref.ref(t, lambda r, key=key: _forget(key, r))
-    _ALIASES[key] = (ref, alias, _view_of(t))
+    _ALIASES[key] = (ref, alias, t.data_ptr(), t.shape, t.stride(), t.dtype)
     return alias
 
 
@@ -331,6 +329,31 @@ def _tables_of(module):
     tables = [table for m in (module, *children) if m is not None for table in (m._parameters, m._buffers)]
     _TABLES[module] = (tuple(map(id, children)), tables)
     return tables
+
+
+_SUBTREES = weakref.WeakKeyDictionary()
+
+
+def _subtree(module):
+    """``(modules, tables, blocks)`` of ``module``'s subtree: the modules (itself included), their parameter and
+    buffer tables, and those of the modules whose norms get a copy of their input. Walked once per layer and
+    kept while the layer lives (a layer is covered at every gradient pass, and the walk was a third of a cover).
+    The kept walk holds weak references only (a submodule may hold its parent), and is walked again when a
+    module under it died or holds other tables. A module added under the layer since is not in it: its own
+    call aliases it, as it does any module outside a layer."""
+    known = _SUBTREES.get(module)
+    if known is not None:
+        refs, pairs, tables, blocks = known
+        modules = [ref() for ref in refs]
+        if all(m is not None and m._parameters is p and m._buffers is b for m, (p, b) in zip(modules, pairs)):
+            return modules, tables, [modules[i] for i in blocks]
+    modules = list(module.modules())
+    pairs = [(m._parameters, m._buffers) for m in modules]
+    tables = [table for pair in pairs for table in pair]
+    blocks = [i for i, m in enumerate(modules) if type(m).__name__ in _NORMS]
+    # (the layer itself is the key: its reference here is weak too, or the entry would keep it alive)
+    _SUBTREES[module] = (tuple(weakref.ref(m) for m in modules), pairs, tables, blocks)
+    return modules, tables, [modules[i] for i in blocks]
 
 
 def _swap_tables(tables):
