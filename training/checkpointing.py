@@ -177,14 +177,6 @@ def _globals_as(snapshot):
             _put(owner, name, value)
 
 
-@contextlib.contextmanager
-def _forward_recording(readings, gates):
-    """A region's forward: its free-memory readings are recorded, and the gates' states when it ends."""
-    with free_memory_replay.recording(readings):
-        yield
-    gates[:] = gate.states()
-
-
 def _globals_differ(snapshot) -> bool:
     return any(owner.__dict__.get(name, _MISSING) is not value for owner, name, value in snapshot)
 
@@ -265,8 +257,9 @@ class _Recomputed(torch.autograd.Function):
     def forward(ctx, region, _requires_grad, *tensors):
         ctx.region = region
         ctx.save_for_backward(*[inference_tensors.normal_alias(t) if t.is_inference() else t for t in tensors])
-        with _forward_recording(region.readings, region.gates):
+        with free_memory_replay.recording(region.readings):
             out = region.run(*tensors)
+        region.gates[:] = gate.states()   # as they are when the forward ends
         if isinstance(out, tuple):
             region.multiple = True
             return tuple(o.clone() if any(o is t for t in tensors) else o for o in out)
@@ -412,7 +405,8 @@ def checkpointed(regions, enabled: bool = True, spared=()):
         # the regions that keep their activations run forward with gradient: each such call aliases its whole
         # layer at once (the checkpointed ones run forward without gradient and alias in their recomputation)
         checkpointed_ids = {id(m) for m, _ in wrapped}
-        with inference_tensors.layers([m for m in regions if id(m) not in checkpointed_ids]):
+        with inference_tensors.layers([m for m in regions if id(m) not in checkpointed_ids]), \
+                free_memory_replay.installed():
             yield len(wrapped)
     finally:
         for module, original in reversed(wrapped):

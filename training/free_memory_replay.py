@@ -13,6 +13,7 @@ free by then. Calls beyond what the forward made (none in practice) read the rea
 from __future__ import annotations
 
 import contextlib
+import threading
 
 
 def _host():
@@ -23,9 +24,60 @@ def _host():
     return host if callable(getattr(host, "get_free_memory", None)) else None
 
 
+_pointed = threading.local()   # .answer: what the reading installed by :func:`installed` answers on this thread
+
+
+def _installed_reading(real):
+    def get_free_memory(*args, **kwargs):
+        answer = getattr(_pointed, "answer", None)
+        return real(*args, **kwargs) if answer is None else answer(real, args, kwargs)
+    get_free_memory._pv_installed = True
+    return get_free_memory
+
+
 @contextlib.contextmanager
+def installed():
+    """Within the block the host's free-memory reading is one patch that :func:`recording` and
+    :func:`replaying` point at their answer (the real reading where none is pointed to), instead of each
+    patching the host and putting it back: a gradient pass has one recording or replay per checkpointed
+    layer."""
+    host = _host()
+    if host is None or getattr(host.get_free_memory, "_pv_installed", False):
+        yield
+        return
+    real = host.get_free_memory
+    host.get_free_memory = _installed_reading(real)
+    try:
+        yield
+    finally:
+        host.get_free_memory = real
+
+
+class _Pointing:
+    """The installed reading answers with ``answer`` on this thread within the block."""
+
+    __slots__ = ("answer", "previous")
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    def __enter__(self):
+        self.previous = getattr(_pointed, "answer", None)
+        _pointed.answer = self.answer
+
+    def __exit__(self, *exc):
+        _pointed.answer = self.previous
+
+
 def _answering(answer):
     host = _host()
+    if host is not None and getattr(host.get_free_memory, "_pv_installed", False):
+        return _Pointing(answer)
+    return _patching(host, answer)
+
+
+@contextlib.contextmanager
+def _patching(host, answer):
     if host is None:
         yield
         return
