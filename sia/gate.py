@@ -111,7 +111,7 @@ class GateState:
         self.every_step = self.start_percent <= 0 and self.end_percent >= 1
         self.active = self.every_step
         self._seen = None
-        self._positions = (None, None, None, None)   # schedule, model sampling, its last sigma, positions
+        self._positions = (None, None, None, None)   # schedule, model sampling, its last sigma, _facts
         self._warned = False
         self._pinned = False   # a recomputation replays a recorded state: observe() leaves it alone
         _LIVE.add(self)
@@ -121,12 +121,20 @@ class GateState:
 
     def positions(self, schedule: torch.Tensor, model_sampling, frame) -> list:
         """The steps' positions, worked out once per schedule (``frame``: where to look for the sampler)."""
-        cached_schedule, cached_sampling, cached_last, positions = self._positions
-        last = float(schedule[-1])
+        return self._facts(schedule, model_sampling, frame)[0]
+
+    def _facts(self, schedule: torch.Tensor, model_sampling, frame) -> tuple:
+        """``(positions, points)`` of ``schedule``: its steps' positions and its sigmas as a CPU tensor (what
+        :func:`step_of` places a call by), worked out once per schedule. A schedule is told by its identity,
+        and where reading it costs nothing (on the CPU) by its last sigma as well. A schedule on a GPU is not
+        read again: a value read to the host makes it wait for the GPU's queued work, at every model call."""
+        cached_schedule, cached_sampling, cached_last, facts = self._positions
+        last = float(schedule[-1]) if schedule.device.type == "cpu" else None
         if cached_schedule is not schedule or cached_sampling is not model_sampling or cached_last != last:
-            positions = step_positions(schedule, model_sampling, zero_is_the_end=not stopped_early(frame))
-            self._positions = (schedule, model_sampling, last, positions)
-        return positions
+            facts = (step_positions(schedule, model_sampling, zero_is_the_end=not stopped_early(frame)),
+                     schedule.detach().float().cpu())
+            self._positions = (schedule, model_sampling, last, facts)
+        return facts
 
     def observe(self, options: dict, frame=None) -> None:
         if self._pinned:
@@ -149,9 +157,9 @@ class GateState:
                 log.warning("[PersonalVideo] the sampler gave no schedule to the model; the SIA adapter stays "
                             "off for this run (start_percent > 0 or end_percent < 1).")
             return
-        index = place.index if place.index is not None else step_of(float(sigma.reshape(-1)[0]), schedule)
-        self.active = in_window(self.positions(schedule, model_sampling, frame)[index], self.start_percent,
-                                self.end_percent)
+        positions, points = self._facts(schedule, model_sampling, frame)
+        index = place.index if place.index is not None else step_of(float(sigma.reshape(-1)[0]), points)
+        self.active = in_window(positions[index], self.start_percent, self.end_percent)
 
 
 _LIVE = weakref.WeakSet()   # every gate state alive (one per applied adapter)

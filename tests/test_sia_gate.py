@@ -161,6 +161,43 @@ def test_without_a_schedule_the_adapter_stays_off_and_says_so_once(tiny_model, c
     assert every.active is True
 
 
+class _GpuSchedule(torch.Tensor):
+    """A schedule as a sampler holds it on a GPU: it says it is there, and counts each read of its values to the
+    host (on a GPU each one waits for all the work queued before it); ``cpu()`` gives a plain CPU tensor, as it
+    does from a GPU."""
+
+    reads = 0
+    _READS = {torch.Tensor.__float__, torch.Tensor.__int__, torch.Tensor.__bool__, torch.Tensor.item,
+              torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.cpu}
+
+    @property
+    def device(self):
+        return torch.device("cuda", 0)
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in cls._READS:
+            cls.reads += 1
+        out = super().__torch_function__(func, types, args, kwargs)
+        return out.as_subclass(torch.Tensor) if func is torch.Tensor.cpu else out
+
+
+def test_a_schedule_on_a_gpu_is_read_for_its_first_call_only(tiny_model):
+    """The gate places each model call in the run's schedule; a schedule on a GPU is read to the host when the
+    gate first meets it, not at every model call after (each read would stall the host until the GPU caught up,
+    once per step)."""
+    schedule = torch.tensor([14.6, 4.08, 1.62, 0.695, 0.0]).as_subclass(_GpuSchedule)
+    _GpuSchedule.reads = 0
+    state = GateState(0.75, 1.0, tiny_model.model)
+    decisions, reads = [], []
+    for level in (14.6, 4.08, 1.62, 0.695):
+        state.observe({"sigmas": torch.tensor([level]), "sample_sigmas": schedule})
+        decisions.append(state.active)
+        reads.append(_GpuSchedule.reads)
+    assert decisions == [False, False, False, True]
+    assert reads[0] > 0 and reads == [reads[0]] * 4, reads
+
+
 def test_the_gate_decides_once_per_model_evaluation(tiny_model):
     schedule = torch.tensor([14.6, 4.08, 1.62, 0.695, 0.0])
     state = GateState(0.75, 1.0, tiny_model.model)
