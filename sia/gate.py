@@ -111,7 +111,7 @@ class GateState:
         self.every_step = self.start_percent <= 0 and self.end_percent >= 1
         self.active = self.every_step
         self._seen = None
-        self._positions = (None, None, None, None)   # schedule, model sampling, its last sigma, _facts
+        self._positions = (None, None, None, None)   # schedule, model sampling, its last sigma, _facts()
         self._warned = False
         self._pinned = False   # a recomputation replays a recorded state: observe() leaves it alone
         _LIVE.add(self)

@@ -336,7 +336,7 @@ _SUBTREES = weakref.WeakKeyDictionary()
 
 def _subtree(module):
     """``(modules, tables, blocks)`` of ``module``'s subtree: the modules (itself included), their parameter and
-    buffer tables, and those of the modules whose norms get a copy of their input. Walked once per layer and
+    buffer tables, and the blocks among them whose norms get a copy of their input. Walked once per layer and
     kept while the layer lives (a layer is covered at every gradient pass, and the walk was a third of a cover).
     The kept walk holds weak references only (a submodule may hold its parent), and is walked again when a
     module under it died or holds other tables. A module added under the layer since is not in it: its own
