@@ -3,7 +3,6 @@ for the length of a checkpointed pass, which each region's forward points at its
 recomputation at its replay, on its own thread only, and the host's own function back afterwards."""
 import threading
 
-import torch
 from torch import nn
 
 
@@ -76,4 +75,3 @@ def test_a_checkpointed_pass_puts_the_host_reading_back_after_an_error(monkeypat
     except KeyError:
         pass
     assert host.get_free_memory is real
-    assert layer(torch.ones(1, 4)).shape == (1, 4)
