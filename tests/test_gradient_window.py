@@ -107,9 +107,9 @@ def test_an_alias_moved_away_from_its_weight_is_not_handed_out_again():
     assert again is not first and again.data_ptr() == weight.data_ptr() and torch.equal(again, weight)
 
 
-def test_a_module_added_to_a_layer_after_its_walk_was_kept_is_aliased_by_its_own_call():
-    """A layer's subtree is walked once and kept; a module added under it later is not in that walk, and its own
-    call aliases its weights (were it counted as covered without its tables swapped, autograd would refuse its
+def test_a_module_added_to_a_layer_after_its_walk_was_kept_is_aliased():
+    """A layer's subtree is walked once and kept; a module added under it later has its weights aliased in the
+    layer's next call (were it counted as covered without its tables swapped, autograd would refuse its
     inference weight)."""
     layer, outside = _models()
     with torch.inference_mode():
@@ -140,3 +140,33 @@ def test_the_walk_kept_for_a_layer_lets_the_layer_go():
     del layer
     gc.collect()
     assert gone_layer() is None and gone() is None
+
+
+class _ReadsHeadWeight(nn.Module):
+    """A layer that reads its child's weight without calling the child (as a block reads ``self.norm.weight``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return torch.nn.functional.linear(x, self.head.weight)
+
+
+def test_a_child_put_in_place_of_another_after_the_walk_is_aliased_in_the_layer_call():
+    """The kept walk is walked again when a module under the layer has other children: a child replaced since,
+    whose weight the layer reads without calling it, is aliased (the kept walk would cover the layer and leave
+    the new weight to autograd, which refuses an inference tensor)."""
+    with torch.inference_mode():
+        layer = _ReadsHeadWeight()
+    with torch.inference_mode():
+        with gradient_window(layer), layers([layer]):
+            layer(torch.randn(3, 8).requires_grad_(True)).sum().backward()   # the walk is kept
+        old = layer.head   # still alive (held elsewhere): the kept walk's reference to it does not die
+        layer.head = nn.Linear(8, 8)   # an inference weight in place of it
+        with gradient_window(layer) as window, layers([layer]):
+            xg = torch.randn(3, 8).requires_grad_(True)
+            layer(xg).sum().backward()
+            assert not window.fell_back
+    assert torch.allclose(xg.grad, layer.head.weight.sum(0).expand(3, 8))
+    assert layer.head.weight.is_inference() and old.weight.is_inference()

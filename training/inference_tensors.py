@@ -339,20 +339,22 @@ def _subtree(module):
     buffer tables, and the blocks among them whose norms get a copy of their input. Walked once per layer and
     kept while the layer lives (a layer is covered at every gradient pass, and the walk was a third of a cover).
     The kept walk holds weak references only (a submodule may hold its parent), and is walked again when a
-    module under it died or holds other tables. A module added under the layer since is not in it: its own
-    call aliases it, as it does any module outside a layer."""
+    module under it died, holds other tables or has other children (a module added or put in place of another
+    under the layer is then covered too, as a parent may read a child's weight without calling it)."""
     known = _SUBTREES.get(module)
     if known is not None:
-        refs, pairs, tables, blocks = known
+        refs, kept, tables, blocks = known
         modules = [ref() for ref in refs]
-        if all(m is not None and m._parameters is p and m._buffers is b for m, (p, b) in zip(modules, pairs)):
+        if all(m is not None and m._parameters is p and m._buffers is b
+               and tuple(map(id, m._modules.values())) == c for m, (p, b, c) in zip(modules, kept)):
             return modules, tables, [modules[i] for i in blocks]
     modules = list(module.modules())
-    pairs = [(m._parameters, m._buffers) for m in modules]
-    tables = [table for pair in pairs for table in pair]
+    kept = [(m._parameters, m._buffers, tuple(map(id, m._modules.values()))) for m in modules]
+    tables = [table for m in modules for table in (m._parameters, m._buffers)]
     blocks = [i for i, m in enumerate(modules) if type(m).__name__ in _NORMS]
-    # (the layer itself is the key: its reference here is weak too, or the entry would keep it alive)
-    _SUBTREES[module] = (tuple(weakref.ref(m) for m in modules), pairs, tables, blocks)
+    # (the layer itself is the key: its reference here is weak too, or the entry would keep it alive; children are
+    # kept by id, safe since each of them is also a weak reference above that reads None once it dies)
+    _SUBTREES[module] = (tuple(weakref.ref(m) for m in modules), kept, tables, blocks)
     return modules, tables, [modules[i] for i in blocks]
 
 
