@@ -119,15 +119,12 @@ class GateState:
     def _model_sampling(self):
         return getattr(self.base_model, "model_sampling", None)
 
-    def positions(self, schedule: torch.Tensor, model_sampling, frame) -> list:
-        """The steps' positions, worked out once per schedule (``frame``: where to look for the sampler)."""
-        return self._facts(schedule, model_sampling, frame)[0]
-
     def _facts(self, schedule: torch.Tensor, model_sampling, frame) -> tuple:
         """``(positions, points)`` of ``schedule``: its steps' positions and its sigmas as a CPU tensor (what
-        :func:`step_of` places a call by), worked out once per schedule. A schedule is told by its identity,
-        and where reading it costs nothing (on the CPU) by its last sigma as well. A schedule on a GPU is not
-        read again: a value read to the host makes it wait for the GPU's queued work, at every model call."""
+        :func:`step_of` places a call by), worked out once per schedule (``frame``: where to look for the
+        sampler). A schedule is told by its identity, and where reading it costs nothing (on the CPU) by its
+        last sigma as well. A schedule on a GPU is not read again: a value read to the host makes it wait for the
+        GPU's queued work, at every model call."""
         cached_schedule, cached_sampling, cached_last, facts = self._positions
         last = float(schedule[-1]) if schedule.device.type == "cpu" else None
         if cached_schedule is not schedule or cached_sampling is not model_sampling or cached_last != last:
