@@ -170,3 +170,37 @@ def test_a_child_put_in_place_of_another_after_the_walk_is_aliased_in_the_layer_
             assert not window.fell_back
     assert torch.allclose(xg.grad, layer.head.weight.sum(0).expand(3, 8))
     assert layer.head.weight.is_inference() and old.weight.is_inference()
+
+
+class _HoldsLooseTensor(nn.Module):
+    """A module computing with an inference tensor no module table holds (as a pack's tensor made in a node)."""
+
+    def __init__(self, loose):
+        super().__init__()
+        self.linear = nn.Linear(8, 8)
+        self.__dict__["loose"] = loose
+
+    def forward(self, x):
+        return self.linear(x) * self.loose
+
+
+def test_the_window_says_when_it_fell_back_to_aliasing_every_operation():
+    """A tensor no module holds is not aliased by the hooks: autograd refuses it, the window falls back to aliasing
+    every operation and says so (the trainer reports it as the slow path); a window that needed no fallback says
+    it did not."""
+    from comfyui_personalvideo.training.inference_tensors import with_fallback
+
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        module = _HoldsLooseTensor(torch.rand(8) + 0.5)
+    with torch.inference_mode():
+        with gradient_window(module) as window:
+            xg = torch.randn(3, 8).requires_grad_(True)
+            with_fallback(window, lambda: module(xg).sum()).backward()
+            assert window.fell_back
+        with gradient_window(module) as window:
+            with_fallback(window, lambda: module.linear(torch.randn(3, 8).requires_grad_(True)).sum()).backward()
+            assert not window.fell_back
+    expected = (module.linear.weight * module.loose[:, None]).sum(0)
+    assert torch.allclose(xg.grad, expected.expand(3, 8), rtol=1e-5, atol=1e-6)
+

@@ -162,7 +162,7 @@ def with_fallback(window, run):
     try:
         return run()
     except RuntimeError as error:
-        if window is None or window._fallback is not None or not saved_an_inference_tensor(error):
+        if window is None or window.fell_back or not saved_an_inference_tensor(error):
             raise
     log.debug("[PersonalVideo] an inference tensor outside the models' modules: aliasing every operation")
     window.per_operation()
@@ -278,16 +278,17 @@ class Window:
 
     def per_operation(self):
         """Alias every operation's inference arguments for the rest of the window (the fallback)."""
-        if self._stack is not None and self._fallback is None:
-            self._fallback = self._stack.enter_context(aliasing())
+        if self._stack is not None and not self._fallback:
+            self._stack.enter_context(aliasing())
+            self._fallback = True
 
-    _fallback = None
+    _fallback = False
 
     @property
     def fell_back(self) -> bool:
         """Whether the window switched to per-operation aliasing (correct, but every torch operation then goes
         through a Python function mode: far slower)."""
-        return self._fallback is not None
+        return self._fallback
 
 
 # an alias is kept while its tensor lives and is the same view of the same memory (windows open and close once per
