@@ -204,3 +204,75 @@ def test_the_window_says_when_it_fell_back_to_aliasing_every_operation():
     expected = (module.linear.weight * module.loose[:, None]).sum(0)
     assert torch.allclose(xg.grad, expected.expand(3, 8), rtol=1e-5, atol=1e-6)
 
+
+def _calls_with_hooks(monkeypatch):
+    """[(module, grad on)] for each module call the window's pre-hook sees from now on."""
+    from comfyui_personalvideo.training.inference_tensors import Window
+
+    seen, hook = [], Window.pre_hook
+
+    def counting(self, module, args):
+        seen.append((module, torch.is_grad_enabled()))
+        return hook(self, module, args)
+
+    monkeypatch.setattr(Window, "pre_hook", counting)
+    return seen
+
+
+def test_a_checkpointed_layer_runs_its_forward_without_the_window_hooks_and_its_recomputation_with_them(monkeypatch):
+    """The forward of a checkpointed layer runs without gradient: the window's hooks are off for it (each would
+    cost every module call under it for nothing). Its recomputation, with gradient, has them: the module outside
+    the layer is aliased by its own call there, with no fallback, and the gradient is the reference's."""
+    from comfyui_personalvideo.training.checkpointing import checkpointed
+
+    seen = _calls_with_hooks(monkeypatch)
+    layer, outside = _models()
+    before = _tensors(layer, outside)
+    inside = {id(m) for m in layer.modules() if m is not layer} | {id(outside)}
+    x = torch.randn(3, 8)
+    with torch.inference_mode():
+        with gradient_window(layer) as window, checkpointed([layer]):
+            xg = x.clone().requires_grad_(True)
+            loss = layer(xg).pow(2).sum()
+            forward = [id(m) for m, _ in seen]
+            seen.clear()
+            loss.backward()
+            assert not window.fell_back
+    assert id(layer) in forward and not inside & set(forward)   # the layer's own call only
+    assert {id(m) for m, grad in seen if grad} == inside           # the recomputation: all of them
+    assert torch.allclose(xg.grad, _reference_gradient(layer, outside, x), rtol=1e-5, atol=1e-6)
+    assert all(a is b for a, b in zip(_tensors(layer, outside).values(), before.values()))
+
+
+class _GradientInside(Layer):
+    """A layer that turns gradient on for part of its forward whatever the caller's mode."""
+
+    def forward(self, x):
+        with torch.enable_grad():
+            h = self.block(x)
+        return self.head(h + self.outside(h))
+
+
+def test_a_module_that_turns_gradient_on_inside_a_checkpointed_forward_gets_the_fallback_and_the_right_gradient(
+        monkeypatch):
+    """With the hooks off in a checkpointed layer's forward, a module that turns gradient on there meets its
+    inference weights unaliased: autograd refuses them, the window falls back to aliasing every operation, and the
+    pass is made again, with the reference's gradient; the hooks are back afterwards."""
+    from comfyui_personalvideo.training.checkpointing import checkpointed
+    from comfyui_personalvideo.training.inference_tensors import with_fallback
+
+    seen = _calls_with_hooks(monkeypatch)
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        outside = nn.Linear(8, 8)
+        layer = _GradientInside(outside)
+    x = torch.randn(3, 8)
+    with torch.inference_mode():
+        with gradient_window(layer) as window, checkpointed([layer]):
+            xg = x.clone().requires_grad_(True)
+            with_fallback(window, lambda: layer(xg).pow(2).sum()).backward()
+            assert window.fell_back
+            seen.clear()
+            layer.block(torch.randn(3, 8).requires_grad_(True))
+            assert [m for m, _ in seen][:1] == [layer.block]   # the hooks are registered again
+    assert torch.allclose(xg.grad, _reference_gradient(layer, outside, x), rtol=1e-5, atol=1e-6)

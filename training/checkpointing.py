@@ -257,7 +257,7 @@ class _Recomputed(torch.autograd.Function):
     def forward(ctx, region, _requires_grad, *tensors):
         ctx.region = region
         ctx.save_for_backward(*[inference_tensors.normal_alias(t) if t.is_inference() else t for t in tensors])
-        with free_memory_replay.recording(region.readings):
+        with free_memory_replay.recording(region.readings), inference_tensors.hooks_off():
             out = region.run(*tensors)
         region.gates[:] = gate.states()   # as they are when the forward ends
         if isinstance(out, tuple):
