@@ -14,7 +14,10 @@ time on the CPU, wall time with the queue drained on CUDA):
 - pack, checkpointing off / on: the step as the trainer runs it, on models loaded the way a node has them
   (inference weights), through ``gradient_window`` and ``checkpointed``;
 - ideal checkpointing: inference + plain PyTorch, computed: a recomputation that costs exactly one forward with
-  gradient and nothing else.
+  gradient and nothing else;
+- torch's checkpointing: plain PyTorch with ``torch.utils.checkpoint`` (non-reentrant) around the same layers the
+  pack checkpoints: what torch's own checkpointing costs on models a node cannot have (normal weights), a floor
+  that can be reached, where the ideal cannot.
 
 The pack's overhead is its row minus plain PyTorch (off) or minus ideal checkpointing (on). It is also printed
 divided by a plain generation of the same latents timed here the same way (4 UNet calls without gradient and
@@ -29,6 +32,8 @@ UNet runs fused attention (as on a GPU), no motion model. The plain PyTorch and 
 activation for backward: at 16 frames of 512x512 that takes a GPU of some 40 GB or more.
 """
 import argparse
+import contextlib
+import functools
 import os
 import statistics
 import sys
@@ -67,6 +72,33 @@ def _copy_norm_inputs(unet):
             norm = module._modules.get(name)
             if norm is not None:
                 norm.register_forward_pre_hook(_clone_input)
+
+
+@contextlib.contextmanager
+def _torch_checkpointed(regions):
+    """Within the block each of ``regions`` runs under ``torch.utils.checkpoint`` when gradient is on (no random
+    state kept: the layers draw none in eval mode)."""
+    import torch.utils.checkpoint
+
+    def wrapped(inner):
+        def forward(*args, **kwargs):
+            if not torch.is_grad_enabled():
+                return inner(*args, **kwargs)
+            return torch.utils.checkpoint.checkpoint(inner, *args, use_reentrant=False, preserve_rng_state=False,
+                                                     **kwargs)
+        return forward
+
+    own = [(module, module.__dict__.get("forward")) for module in regions]
+    for module, forward in own:
+        module.forward = wrapped(forward or functools.partial(type(module).forward, module))
+    try:
+        yield
+    finally:
+        for module, forward in own:
+            if forward is None:
+                del module.forward
+            else:
+                module.forward = forward
 
 
 def main():
@@ -110,6 +142,10 @@ def main():
         with torch.inference_mode(False), torch.enable_grad():
             step(plain_unet, plain_vae, plain_weights, "plain")
 
+    def torch_checkpointing():
+        with torch.inference_mode(False), torch.enable_grad(), _torch_checkpointed(regions_of(plain_unet, plain_vae)):
+            step(plain_unet, plain_vae, plain_weights, "torch's checkpointing")
+
     def inference():
         with torch.inference_mode():
             bench_train._step_output((node_unet, node_vae), x, steps, context, decode=True)
@@ -121,7 +157,8 @@ def main():
             node_vae.decode(out[:args.frames])
 
     seconds = bench_common.interleaved_seconds({"inference": inference, "plain": plain, "pack off": pack(False),
-                                                "pack on": pack(True), "generation": generation},
+                                                "pack on": pack(True), "torch ckpt": torch_checkpointing,
+                                                "generation": generation},
                                                args.repeats, args.device)
     ms = {name: statistics.median(s) * 1e3 for name, s in seconds.items()}
     ms["ideal"] = ms["inference"] + ms["plain"]
@@ -133,6 +170,7 @@ def main():
             ("plain PyTorch with gradient (normal weights, no window)", "plain", None),
             ("ideal checkpointing (inference + plain PyTorch)", "ideal", None),
             ("pack, checkpointing off", "pack off", "plain"),
+            ("torch.utils.checkpoint on the same layers (normal weights)", "torch ckpt", "ideal"),
             ("pack, checkpointing on", "pack on", "ideal")]
     for label, name, base in rows:
         extra = f"   +{ms[name] - ms[base]:7.2f} ms over {base}" if base else ""
@@ -141,7 +179,8 @@ def main():
     for name, base in (("pack off", "plain"), ("pack on", "ideal")):
         print(f"{name}: the pack's overhead is {(ms[name] - ms[base]) / ms['generation']:.3f} of a plain generation "
               f"(points of the stage-2 / plain ratio)")
-    for name in ("pack off", "pack on"):
+    print(f"pack on: {ms['pack on'] - ms['torch ckpt']:+.2f} ms against torch's checkpointing of the same layers")
+    for name in ("pack off", "pack on", "torch's checkpointing"):
         want, got = gradients["plain"], gradients[name]
         num = sum(float((g - w).pow(2).sum()) for g, w in zip(got, want)) ** 0.5
         den = max(sum(float(w.pow(2).sum()) for w in want) ** 0.5, 1e-30)
