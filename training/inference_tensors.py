@@ -49,7 +49,8 @@ gives no mode to the operations; while the window is open a recomputation
 aliases its whole layer (:func:`module_aliased`) and the module hooks act on
 whatever else it calls, and :mod:`.checkpointing` enters the per-operation aliasing for
 a recomputation that runs outside an open window or whose forward ran under it
-(:func:`needs_per_operation` tells which).
+(:func:`needs_per_operation` tells which). The forward of a checkpointed layer, which runs without gradient,
+runs with the window's hooks unregistered (:func:`hooks_off`): they have nothing to do there.
 """
 from __future__ import annotations
 
