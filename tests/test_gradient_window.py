@@ -184,20 +184,26 @@ class _HoldsLooseTensor(nn.Module):
         return self.linear(x) * self.loose
 
 
-def test_the_window_says_when_it_fell_back_to_aliasing_every_operation():
+def test_the_window_says_when_it_fell_back_to_aliasing_every_operation(monkeypatch, caplog):
     """A tensor no module holds is not aliased by the hooks: autograd refuses it, the window falls back to aliasing
-    every operation and says so (the trainer reports it as the slow path); a window that needed no fallback says
-    it did not."""
+    every operation and says so (the trainer reports it as the slow path, and the log names it once a session); a
+    window that needed no fallback says it did not."""
+    import logging
+
+    from comfyui_personalvideo.training import inference_tensors
     from comfyui_personalvideo.training.inference_tensors import with_fallback
 
+    monkeypatch.setattr(inference_tensors, "_fallback_told", [False])
     torch.manual_seed(0)
     with torch.inference_mode():
         module = _HoldsLooseTensor(torch.rand(8) + 0.5)
-    with torch.inference_mode():
-        with gradient_window(module) as window:
-            xg = torch.randn(3, 8).requires_grad_(True)
-            with_fallback(window, lambda: module(xg).sum()).backward()
-            assert window.fell_back
+    with torch.inference_mode(), caplog.at_level(logging.WARNING, logger="PersonalVideo"):
+        for _ in range(2):
+            with gradient_window(module) as window:
+                xg = torch.randn(3, 8).requires_grad_(True)
+                with_fallback(window, lambda: module(xg).sum()).backward()
+                assert window.fell_back
+        assert [r.levelname for r in caplog.records if "trains slower" in r.getMessage()] == ["WARNING"]
         with gradient_window(module) as window:
             with_fallback(window, lambda: module.linear(torch.randn(3, 8).requires_grad_(True)).sum()).backward()
             assert not window.fell_back

@@ -157,6 +157,9 @@ def aliasing():
         _depth[0] -= 1
 
 
+_fallback_told = [False]   # the slower path was named in the log this session
+
+
 def with_fallback(window, run):
     """``run()``; when autograd refuses an inference tensor no module hook aliased, the window switches to
     per-operation aliasing and ``run()`` is made again (a forward, before any backward: nothing to undo)."""
@@ -165,7 +168,13 @@ def with_fallback(window, run):
     except RuntimeError as error:
         if window is None or window.fell_back or not saved_an_inference_tensor(error):
             raise
-    log.debug("[PersonalVideo] an inference tensor outside the models' modules: aliasing every operation")
+    if _fallback_told[0]:
+        log.debug("[PersonalVideo] an inference tensor outside the models' modules: aliasing every operation")
+    else:   # once a session: every iteration opens a window of its own
+        _fallback_told[0] = True
+        log.warning("[PersonalVideo] the training step met a tensor made in inference mode that none of the models "
+                    "holds (another node pack's patch?): it now handles every torch operation in Python, which "
+                    "gives the same gradients but trains slower. Training without that pack's patches is faster.")
     window.per_operation()
     return run()
 
