@@ -126,15 +126,20 @@ def median_ratios(seconds, base):
 @contextlib.contextmanager
 def patched(*replacements):
     """Within the block each ``(owner, name, value)`` is set as ``owner.name``; afterwards every attribute is what
-    it was (the benches wrap the trainer's own functions this way to time or profile them)."""
-    saved = [(owner, name, owner.__dict__[name]) for owner, name, _ in replacements]
+    it was, and one the owner did not hold itself (a module's instance ``forward``) is gone again (the benches wrap
+    the trainer's own functions and models' layers this way to time or profile them)."""
+    missing = object()
+    saved = [(owner, name, owner.__dict__.get(name, missing)) for owner, name, _ in replacements]
     try:
         for owner, name, value in replacements:
             setattr(owner, name, value)
         yield
     finally:
         for owner, name, value in reversed(saved):
-            setattr(owner, name, value)
+            if value is missing:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, value)
 
 
 def start_host(device):

@@ -32,7 +32,6 @@ UNet runs fused attention (as on a GPU), no motion model. The plain PyTorch and 
 activation for backward: at 16 frames of 512x512 that takes a GPU of some 40 GB or more.
 """
 import argparse
-import contextlib
 import functools
 import os
 import statistics
@@ -74,10 +73,9 @@ def _copy_norm_inputs(unet):
                 norm.register_forward_pre_hook(_clone_input)
 
 
-@contextlib.contextmanager
 def _torch_checkpointed(regions):
-    """Within the block each of ``regions`` runs under ``torch.utils.checkpoint`` when gradient is on (no random
-    state kept: the layers draw none in eval mode)."""
+    """A block within which each of ``regions`` runs under ``torch.utils.checkpoint`` when gradient is on (no
+    random state kept: the layers draw none in eval mode)."""
     import torch.utils.checkpoint
 
     def wrapped(inner):
@@ -88,17 +86,8 @@ def _torch_checkpointed(regions):
                                                      **kwargs)
         return forward
 
-    own = [(module, module.__dict__.get("forward")) for module in regions]
-    for module, forward in own:
-        module.forward = wrapped(forward or functools.partial(type(module).forward, module))
-    try:
-        yield
-    finally:
-        for module, forward in own:
-            if forward is None:
-                del module.forward
-            else:
-                module.forward = forward
+    return bench_common.patched(*[(m, "forward", wrapped(m.__dict__.get("forward") or
+                                                         functools.partial(type(m).forward, m))) for m in regions])
 
 
 def main():
